@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+# torch goes in first, with an exact pin, so that nothing later pulls another (multi-GB) build.
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+
+# Nothing is downloaded at run time: models are built from config, data ships with the package.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export HF_HOME ?= $(CURDIR)/.cache/huggingface
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-slow lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/python examples/demo_digits.py --output_dir outputs/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check mtl_hf tests examples
+	$(BIN)/ruff format --check mtl_hf tests examples
+
+clean:
+	rm -rf $(VENV) .cache outputs .pytest_cache

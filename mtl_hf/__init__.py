@@ -1,0 +1,23 @@
+"""mtl_hf: fine-tune one vision transformer on several image tasks at once, the Hugging Face way."""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_mtl_vit import POOLING_MODES, TASK_TYPES, MultiTaskViTConfig, TaskSpec
+from .modeling_mtl_vit import MISSING_CLASS, MultiTaskOutput, MultiTaskViTModel, MultiTaskViTPreTrainedModel
+
+__version__ = "0.1.0"
+
+# `exist_ok` keeps a second import (or a model loaded as remote code first) from failing.
+AutoConfig.register(MultiTaskViTConfig.model_type, MultiTaskViTConfig, exist_ok=True)
+AutoModel.register(MultiTaskViTConfig, MultiTaskViTModel, exist_ok=True)
+
+__all__ = [
+    "MISSING_CLASS",
+    "POOLING_MODES",
+    "TASK_TYPES",
+    "MultiTaskOutput",
+    "MultiTaskViTConfig",
+    "MultiTaskViTModel",
+    "MultiTaskViTPreTrainedModel",
+    "TaskSpec",
+]

@@ -1,0 +1,360 @@
+"""The multi-task vision transformer: one shared backbone, one small head per task.
+
+One backbone pass serves every head, so K tasks cost about one model. Targets arrive as a dict
+`{task_name: tensor}`; any task may be absent, and any target inside a task may be missing:
+
+| task type        | target                                  | missing value | loss                   |
+|------------------|-----------------------------------------|---------------|------------------------|
+| `classification` | class ids, int, shape `(B,)`            | `-100`        | cross-entropy          |
+| `multilabel`     | multi-hot in [0, 1], shape `(B, L)`     | `-100`        | binary cross-entropy   |
+| `regression`     | real values, shape `(B, K)` (or `(B,)`) | `NaN`         | mean squared error     |
+
+Each task's loss is the mean over its present targets in the batch; a task whose targets are all
+missing contributes 0 (never NaN) and sends zero gradient. Like the configuration file, this file
+imports nothing else from `mtl_hf`, so it can travel with a saved model as remote code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, backbone_hidden_size
+
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
+
+MISSING_CLASS = -100
+"""Target value that marks a missing class id (classification) or entry (multilabel)."""
+
+
+@dataclass
+class MultiTaskOutput(ModelOutput):
+    r"""
+    Output of [`MultiTaskViTModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Sum over the tasks in `labels` of `loss_weight * task_loss`.
+        task_losses (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` is given):
+            Unweighted loss of each task in `labels`: the mean over its present targets (0 when all
+            are missing). Loss-balancing methods combine these.
+        logits (`dict[str, torch.FloatTensor]`):
+            Raw head outputs per task that ran, shape `(batch_size, num_outputs)`: class scores
+            before softmax (classification), before sigmoid (multilabel), or the predicted values
+            (regression).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The backbone's hidden states (embeddings, then each layer).
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+            The backbone's attention weights, one tensor per layer (needs eager attention).
+    """
+
+    loss: torch.FloatTensor | None = None
+    task_losses: dict[str, torch.FloatTensor] | None = None
+    logits: dict[str, torch.FloatTensor] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class MultiTaskHead(nn.Module):
+    """Maps the pooled backbone vector to one task's outputs: dropout, optional hidden layer, linear."""
+
+    def __init__(self, config: MultiTaskViTConfig, task: TaskSpec):
+        super().__init__()
+        in_features = backbone_hidden_size(config.backbone_config)
+        self.dropout = nn.Dropout(task.dropout)
+        if task.hidden_size is not None:
+            self.dense = nn.Linear(in_features, task.hidden_size)
+            self.activation = nn.GELU()
+            in_features = task.hidden_size
+        else:
+            self.dense = None
+        self.out_proj = nn.Linear(in_features, task.num_outputs)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(pooled)
+        if self.dense is not None:
+            hidden = self.dropout(self.activation(self.dense(hidden)))
+        return self.out_proj(hidden)
+
+
+class MultiTaskViTPreTrainedModel(PreTrainedModel):
+    config: MultiTaskViTConfig
+    config_class = MultiTaskViTConfig
+    base_model_prefix = "backbone"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    # The backbone's own `_no_split_modules` are added when the model is built.
+    _no_split_modules = ["MultiTaskHead"]
+    _supports_sdpa = True
+    # Each task's loss is already a mean over its present targets, so Trainer must not pass
+    # `num_items_in_batch` into `forward` and must scale the loss for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Backbone modules are initialised by the backbone's own `_init_weights` (transformers
+        # dispatches to each sub-model); this covers the heads.
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
+    r"""
+    A vision backbone (ViT by default) with one head per task of `config.tasks`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
+
+    >>> model = MultiTaskViTModel(config)  # config as in MultiTaskViTConfig's example
+    >>> out = model(torch.randn(2, 3, 32, 32), labels={"category": torch.tensor([0, -100])})
+    >>> out.loss, out.logits["category"].shape
+    ```
+    """
+
+    def __init__(self, config: MultiTaskViTConfig):
+        super().__init__(config)
+        self.backbone = _backbone_from_config(config.backbone_config)
+        self.heads = nn.ModuleDict({task.name: MultiTaskHead(config, task) for task in config.task_specs})
+        self._tasks = {task.name: task for task in config.task_specs}
+        self.post_init()
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self._tasks)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: dict[str, torch.Tensor] | None = None,
+        tasks: list[str] | tuple[str, ...] | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> MultiTaskOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Normalised images, as the image processor returns them.
+        labels (`dict[str, torch.Tensor]`, *optional*):
+            Targets for any subset of the tasks (see the module docstring for shapes and the
+            missing-value markers). When given, the output carries `loss` and `task_losses`.
+        tasks (`list[str]`, *optional*):
+            The heads to run. Defaults to every task; a batch that serves one task can run just
+            that head. Every task in `labels` must be among them.
+        """
+        run = self._tasks_to_run(tasks, labels)
+        backbone_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        backbone_output = self.backbone(
+            pixel_values=pixel_values,
+            **{key: value for key, value in backbone_kwargs.items() if value is not None},
+            **kwargs,
+        )
+        tokens = _as_token_sequence(backbone_output.last_hidden_state)
+
+        pooled: dict[str, torch.Tensor] = {}
+        logits = {}
+        for name in run:
+            mode = self._tasks[name].pooling
+            if mode not in pooled:
+                pooled[mode] = _pool(tokens, mode)
+            logits[name] = self.heads[name](pooled[mode])
+
+        loss = task_losses = None
+        if labels is not None:
+            task_losses = {name: task_loss(self._tasks[name], logits[name], target) for name, target in labels.items()}
+            loss = sum(self._tasks[name].loss_weight * value for name, value in task_losses.items())
+
+        return MultiTaskOutput(
+            loss=loss,
+            task_losses=task_losses,
+            logits=logits,
+            hidden_states=getattr(backbone_output, "hidden_states", None),
+            attentions=getattr(backbone_output, "attentions", None),
+        )
+
+    def _tasks_to_run(self, tasks, labels) -> list[str]:
+        if tasks is None:
+            run = self.task_names
+        else:
+            if isinstance(tasks, str):
+                tasks = [tasks]
+            unknown = [name for name in tasks if name not in self._tasks]
+            if unknown:
+                raise ValueError(f"tasks: unknown task(s) {unknown}; this model's tasks are {self.task_names}")
+            run = list(dict.fromkeys(tasks))
+        if labels is not None:
+            if not isinstance(labels, dict):
+                raise TypeError(
+                    f"labels must be a dict {{task_name: tensor}}, got {type(labels).__name__}; "
+                    f"this model's tasks are {self.task_names}"
+                )
+            if not labels:
+                raise ValueError("labels is an empty dict: pass labels=None for inference, or some task's targets")
+            unknown = [name for name in labels if name not in self._tasks]
+            if unknown:
+                raise ValueError(f"labels: unknown task(s) {unknown}; this model's tasks are {self.task_names}")
+            not_run = [name for name in labels if name not in run]
+            if not_run:
+                raise ValueError(f"labels given for task(s) {not_run} that are not in tasks={list(run)}")
+        return run
+
+    def add_task(self, task: TaskSpec | dict) -> None:
+        """Adds a freshly initialised head for `task`; the backbone and the other heads stay untouched."""
+        spec = task if isinstance(task, TaskSpec) else TaskSpec.from_dict(task)
+        if spec.name in self._tasks:
+            raise ValueError(f"task {spec.name!r} exists already; remove_task({spec.name!r}) first to replace it")
+        reference = next(self.backbone.parameters())
+        head = MultiTaskHead(self.config, spec).to(device=reference.device, dtype=reference.dtype)
+        head.apply(self._init_weights)
+        self.heads[spec.name] = head
+        self._tasks[spec.name] = spec
+        self.config.tasks = [*self.config.tasks, spec.to_dict()]
+
+    def remove_task(self, name: str) -> None:
+        """Drops the head of task `name`; the backbone and the other heads stay untouched."""
+        if name not in self._tasks:
+            raise KeyError(f"unknown task {name!r}; this model's tasks are {self.task_names}")
+        if len(self._tasks) == 1:
+            raise ValueError(f"cannot remove {name!r}, the model's only task: a model needs at least one task")
+        del self.heads[name]
+        del self._tasks[name]
+        self.config.tasks = [spec for spec in self.config.tasks if spec["name"] != name]
+
+    @classmethod
+    def from_backbone(
+        cls,
+        pretrained_model_name_or_path: str,
+        tasks: list[TaskSpec | dict],
+        *,
+        initializer_range: float = 0.02,
+        **backbone_kwargs,
+    ) -> MultiTaskViTModel:
+        """
+        Builds a model whose backbone weights come from a pretrained checkpoint (a Hub id or a local
+        folder saved by `save_pretrained`) and whose task heads are freshly initialised.
+
+        `backbone_kwargs` go to `AutoModel.from_pretrained` (e.g. `revision`, `cache_dir`).
+        """
+        hub_kwargs = {key: backbone_kwargs[key] for key in _HUB_KWARGS if key in backbone_kwargs}
+        backbone_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if _takes_pooling_flag(type(backbone_config)):
+            backbone_kwargs.setdefault("add_pooling_layer", False)
+        backbone = AutoModel.from_pretrained(pretrained_model_name_or_path, **backbone_kwargs)
+        config = cls.config_class(backbone_config=backbone.config, tasks=tasks, initializer_range=initializer_range)
+        model = cls(config)
+        model.backbone.load_state_dict(backbone.state_dict())
+        model.config.name_or_path = str(pretrained_model_name_or_path)
+        return model
+
+
+def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean loss of `task` over the present targets of the batch; 0 when none is present."""
+    target = _checked_target(task, logits, target)
+    logits = logits.float()
+    if task.type == "classification":
+        present = target != MISSING_CLASS
+        summed = F.cross_entropy(logits, target, ignore_index=MISSING_CLASS, reduction="sum")
+    elif task.type == "multilabel":
+        present = target != MISSING_CLASS
+        per_entry = F.binary_cross_entropy_with_logits(
+            logits, torch.where(present, target, torch.zeros_like(target)), reduction="none"
+        )
+        summed = (per_entry * present).sum()
+    else:
+        present = ~torch.isnan(target)
+        summed = ((logits - torch.nan_to_num(target, nan=0.0)).square() * present).sum()
+    # Dividing by at least 1 keeps the graph (and DDP's view of the head's parameters) intact
+    # when every target is missing, where a masked mean would give NaN.
+    return summed / present.sum().clamp(min=1)
+
+
+def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    where = f"labels[{task.name!r}]"
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"{where} must be a torch.Tensor, got {type(target).__name__}")
+    batch_size = logits.shape[0]
+    if target.ndim == 0 or target.shape[0] != batch_size:
+        raise ValueError(f"{where} has shape {tuple(target.shape)} but the batch has {batch_size} images")
+    target = target.to(logits.device)
+
+    if task.type == "classification":
+        if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+            raise TypeError(
+                f"{where}: classification targets are class ids, an integer tensor (torch.long), "
+                f"got {target.dtype}; mark missing targets with {MISSING_CLASS}"
+            )
+        if target.ndim != 1:
+            raise ValueError(f"{where} must have shape (batch_size,), got {tuple(target.shape)}")
+        target = target.long()
+        bad = (target != MISSING_CLASS) & ((target < 0) | (target >= task.num_outputs))
+        if bad.any():
+            value = target[bad][0].item()
+            raise ValueError(
+                f"task {task.name!r}: label {value} out of range ({task.num_outputs} labels: "
+                f"0..{task.num_outputs - 1}, or {MISSING_CLASS} for missing)"
+            )
+        return target
+
+    expected = (batch_size, task.num_outputs)
+    if task.type == "regression" and task.num_outputs == 1 and target.ndim == 1:
+        target = target.unsqueeze(1)
+    if tuple(target.shape) != expected:
+        raise ValueError(f"{where} must have shape {expected}, got {tuple(target.shape)}")
+    target = target.float()
+    if task.type == "multilabel":
+        bad = (target != MISSING_CLASS) & ((target < 0) | (target > 1) | torch.isnan(target))
+        if bad.any():
+            value = target[bad][0].item()
+            raise ValueError(
+                f"task {task.name!r}: multilabel target {value} is not in [0, 1] "
+                f"(use 1/0 per label, or {MISSING_CLASS} for missing)"
+            )
+    elif torch.isinf(target).any():
+        raise ValueError(f"task {task.name!r}: regression target is infinite; use NaN for missing values")
+    return target
+
+
+def _as_token_sequence(last_hidden_state: torch.Tensor) -> torch.Tensor:
+    # Convolutional backbones return a (B, C, H, W) map; their positions play the part of tokens.
+    if last_hidden_state.ndim == 4:
+        return last_hidden_state.flatten(2).transpose(1, 2)
+    return last_hidden_state
+
+
+def _pool(tokens: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "cls":
+        return tokens[:, 0]
+    return tokens.mean(dim=1)
+
+
+def _backbone_from_config(backbone_config) -> PreTrainedModel:
+    # The backbone's own pooler would be an unused parameter (the heads pool the tokens
+    # themselves), which costs memory and breaks DDP without find_unused_parameters.
+    kwargs = {"add_pooling_layer": False} if _takes_pooling_flag(type(backbone_config)) else {}
+    return AutoModel.from_config(backbone_config, **kwargs)
+
+
+def _takes_pooling_flag(config_class) -> bool:
+    model_class = AutoModel._model_mapping.get(config_class, None)
+    return model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+
+
+__all__ = ["MultiTaskViTModel", "MultiTaskViTPreTrainedModel", "MultiTaskOutput", "MultiTaskHead", "task_loss"]

@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+# Set before transformers / datasets are imported anywhere: tests never reach the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", str(Path(__file__).resolve().parent.parent / ".cache" / "huggingface"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import ViTConfig  # noqa: E402
+
+from mtl_hf import MultiTaskViTConfig  # noqa: E402
+
+SHOP_TASKS = [
+    {"name": "category", "type": "classification", "labels": ["shirt", "shoe", "bag"]},
+    {"name": "tags", "type": "multilabel", "labels": ["red", "striped", "leather", "sale"]},
+    {"name": "price", "type": "regression", "num_outputs": 1},
+]
+
+
+def tiny_vit_config(**overrides) -> ViTConfig:
+    values = dict(
+        image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+    )
+    values.update(overrides)
+    return ViTConfig(**values)
+
+
+@pytest.fixture
+def shop_config() -> MultiTaskViTConfig:
+    return MultiTaskViTConfig(backbone_config=tiny_vit_config(), tasks=[dict(task) for task in SHOP_TASKS])
+
+
+@pytest.fixture
+def pixel_values() -> torch.Tensor:
+    return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
