@@ -1,0 +1,65 @@
+"""`MultiTaskCollator`: a step's rows -> `{"pixel_values", "labels": {task: tensor}, "tasks"?}`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ..configuration_mtl_vit import TaskSpec
+from ..modeling_mtl_vit import MISSING_CLASS
+from .mixture import MixtureBatch
+from .sources import RawExample
+from .transforms import ImageTransforms, decode_image
+
+
+class MultiTaskCollator:
+    r"""
+    Decodes, transforms and stacks a batch of rows, with the model's missing-target conventions.
+
+    Args:
+        task_specs (`list[TaskSpec]`): every task of the mixture (`TaskMixture.task_specs`).
+        transform (`ImageTransforms`): the image transform (train or eval variant).
+
+    A homogeneous batch gets targets for the tasks it serves and a `"tasks"` entry naming them,
+    which the model's `forward(tasks=...)` takes to run only those heads. A mixed batch gets
+    targets for every task, missing where a row's source does not label the task, so every head
+    runs and sends gradient (zero where nothing is labelled) on every step.
+    """
+
+    def __init__(self, task_specs: Sequence[TaskSpec], transform: ImageTransforms):
+        self.task_specs = {spec.name: spec for spec in task_specs}
+        self.transform = transform
+
+    def __call__(self, batch: MixtureBatch | Sequence[RawExample]) -> dict:
+        examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
+        if not examples:
+            raise ValueError("cannot collate an empty batch")
+        pixel_values = self.transform.to_tensor([self._image(example) for example in examples])
+        served = tasks if tasks is not None else tuple(self.task_specs)
+        labels = {name: self._targets(self.task_specs[name], examples) for name in served}
+        collated = {"pixel_values": pixel_values, "labels": labels}
+        if tasks is not None:
+            collated["tasks"] = list(tasks)
+        return collated
+
+    def _image(self, example: RawExample):
+        try:
+            image = decode_image(example.image)
+        except Exception as error:  # PIL raises many kinds; all mean the same to the user
+            problem = f"{type(error).__name__}: {error}"
+            raise ValueError(
+                f"source {example.source!r}, row {example.row}: cannot decode the image ({problem})"
+            ) from error
+        return self.transform.resize(image)
+
+    @staticmethod
+    def _targets(spec: TaskSpec, examples: Sequence[RawExample]) -> torch.Tensor:
+        if spec.type == "classification":
+            return torch.tensor([e.labels.get(spec.name, MISSING_CLASS) for e in examples], dtype=torch.long)
+        missing = [float(MISSING_CLASS) if spec.type == "multilabel" else math.nan] * spec.num_outputs
+        return torch.tensor([e.labels.get(spec.name, missing) for e in examples], dtype=torch.float32)
+
+
+__all__ = ["MultiTaskCollator"]

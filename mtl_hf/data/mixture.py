@@ -1,0 +1,469 @@
+"""`TaskMixture`: which source each step (or each example) comes from, on every rank alike.
+
+The mixture is a plan, computed from the seed, the epoch and the sources' sizes alone:
+
+- every rank computes the same sequence of draws, so in `homogeneous` mode all ranks serve the
+  same task at every step and no rank waits on a head that another did not run;
+- every rank reads its own disjoint share of each source (every `world_size`-th row of a seeded
+  permutation, or `split_dataset_by_node` for streaming sources);
+- a position is just `(epoch, step)`: resuming recomputes the plan up to that step (integer
+  arithmetic, no image is decoded) and continues exactly where the run stopped.
+
+The mixture runs in the main process and hands each step's undecoded rows to the DataLoader;
+the collator decodes and transforms them in the workers (see `MultiTaskDataLoader`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..configuration_mtl_vit import TaskSpec
+from .sources import RawExample, TaskSource
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("proportional", "temperature", "uniform", "round_robin", "weights")
+BATCH_MODES = ("homogeneous", "mixed")
+WHEN_EXHAUSTED = ("recycle", "stop")
+
+
+@dataclass(frozen=True)
+class MixtureBatch:
+    """One step's rows. `tasks` names the tasks the batch serves in homogeneous mode (else None)."""
+
+    examples: list[RawExample]
+    tasks: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """`count` rows of source `source`, from position `start` of its pass `pass_index` (this rank's share)."""
+
+    source: int
+    pass_index: int
+    start: int
+    count: int
+
+
+class TaskMixture:
+    r"""
+    Mixes several task sources into a stream of training batches.
+
+    Args:
+        sources (`TaskSource` or `list[TaskSource]`):
+            The sources to mix. Sources may share a task if they agree on its spec.
+        batch_size (`int`):
+            Rows per batch on each rank.
+        strategy (`str`, *optional*, defaults to `"proportional"`):
+            How often each source is drawn. `proportional`: in proportion to its rows;
+            `temperature`: in proportion to rows ** (1 / temperature), which lifts small sources;
+            `uniform`: equally; `round_robin`: in turn, deterministically; `weights`: as `weights` says.
+        temperature (`float`, *optional*, defaults to 2.0):
+            The temperature of the `temperature` strategy (1 is proportional, large is uniform).
+        weights (`dict[str, float]`, *optional*):
+            Relative weight of each source by name, for the `weights` strategy.
+        batch_mode (`str`, *optional*, defaults to `"homogeneous"`):
+            `homogeneous`: each batch comes from one source and names its tasks, so the model runs
+            only those heads; `mixed`: each row of a batch is drawn on its own, and every task of
+            the mixture gets targets (missing where a row's source lacks the task).
+        when_exhausted (`str`, *optional*, defaults to `"recycle"`):
+            What happens when a source has no rows left in its pass: `recycle` starts a new,
+            reshuffled pass over it; `stop` ends the epoch (as `first_exhausted` does in
+            `datasets.interleave_datasets`).
+        steps_per_epoch (`int`, *optional*):
+            Steps in an epoch. Defaults to one pass's worth of rows: the sum of every source's
+            share on a rank divided by `batch_size` (with `stop`, until a source runs out). A
+            streaming source of unknown size makes the mixture endless unless this is set.
+        shuffle (`bool`, *optional*, defaults to `True`):
+            Shuffle each pass over a source (a permutation for map-style sources; shard order and a
+            buffer of `shuffle_buffer_size` rows for streaming ones).
+        shuffle_buffer_size (`int`, *optional*, defaults to 1000):
+            Rows held in a streaming source's shuffle buffer; memory stays bounded by it.
+        seed (`int`, *optional*, defaults to 0):
+            Seed of every draw and permutation; the same seed gives the same batches.
+        rank (`int`, *optional*), world_size (`int`, *optional*):
+            This process's place among the data-parallel processes. Default to torch.distributed's
+            when it is initialised, else to the `RANK` and `WORLD_SIZE` environment variables, else
+            0 and 1.
+    """
+
+    def __init__(
+        self,
+        sources: TaskSource | Sequence[TaskSource],
+        *,
+        batch_size: int,
+        strategy: str = "proportional",
+        temperature: float = 2.0,
+        weights: Mapping[str, float] | None = None,
+        batch_mode: str = "homogeneous",
+        when_exhausted: str = "recycle",
+        steps_per_epoch: int | None = None,
+        shuffle: bool = True,
+        shuffle_buffer_size: int = 1000,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        self.sources = [sources] if isinstance(sources, TaskSource) else list(sources)
+        if not self.sources:
+            raise ValueError("a TaskMixture needs at least one TaskSource")
+        for source in self.sources:
+            if not isinstance(source, TaskSource):
+                raise TypeError(f"sources must be TaskSource objects, got {type(source).__name__}")
+        names = [source.name for source in self.sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"several sources are named {duplicates}; give each a distinct name=")
+        _check_choice("strategy", strategy, STRATEGIES)
+        _check_choice("batch_mode", batch_mode, BATCH_MODES)
+        _check_choice("when_exhausted", when_exhausted, WHEN_EXHAUSTED)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int) or steps_per_epoch < 1):
+            raise ValueError(f"steps_per_epoch must be a positive integer or None, got {steps_per_epoch!r}")
+
+        self.batch_size = batch_size
+        self.strategy = strategy
+        self.batch_mode = batch_mode
+        self.when_exhausted = when_exhausted
+        self.shuffle = shuffle
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.seed = seed
+        self.rank, self.world_size = _distributed_place(rank, world_size)
+        self.task_specs = _merge_task_specs(self.sources)
+        self.probabilities = self._probabilities(temperature, weights)
+
+        # This rank's share of each source per pass: equal on every rank, so that every rank
+        # reaches the end of a pass (and of an epoch) at the same step.
+        self._shares = [None if s.num_rows is None else s.num_rows // self.world_size for s in self.sources]
+        for source, share in zip(self.sources, self._shares, strict=True):
+            if share == 0:
+                raise ValueError(
+                    f"source {source.name!r} has {source.num_rows} rows, fewer than the {self.world_size} ranks"
+                )
+            if when_exhausted == "stop" and batch_mode == "homogeneous" and share is not None and share < batch_size:
+                raise ValueError(
+                    f"source {source.name!r} has {share} rows per rank, fewer than batch_size={batch_size}: "
+                    "with when_exhausted='stop' the epoch would end at once; recycle, or use a smaller batch"
+                )
+        if when_exhausted == "stop" and None in self._shares:
+            unknown = self.sources[self._shares.index(None)].name
+            raise ValueError(f"when_exhausted='stop' needs every source's size; give source {unknown!r} its num_rows=")
+        if steps_per_epoch is None and when_exhausted == "recycle" and None not in self._shares:
+            steps_per_epoch = max(1, sum(self._shares) // batch_size)
+        self.steps_per_epoch = steps_per_epoch
+
+        self._epoch = 0
+        self._start_step = 0
+
+    # -- what the mixture is -----------------------------------------------------------------
+
+    @property
+    def task_names(self) -> list[str]:
+        return [spec.name for spec in self.task_specs]
+
+    def _probabilities(self, temperature: float, weights: Mapping[str, float] | None) -> dict[str, float]:
+        names = [source.name for source in self.sources]
+        if weights is not None and self.strategy != "weights":
+            raise ValueError(f"weights are given but strategy={self.strategy!r}; use strategy='weights'")
+        if self.strategy in ("uniform", "round_robin"):
+            raw = [1.0] * len(names)
+        elif self.strategy == "weights":
+            if weights is None:
+                raise ValueError("strategy='weights' needs weights={source_name: weight, ...}")
+            unknown, absent = sorted(set(weights) - set(names)), sorted(set(names) - set(weights))
+            if unknown or absent:
+                raise ValueError(f"weights must name every source exactly: unknown {unknown}, absent {absent}")
+            raw = [float(weights[name]) for name in names]
+            if any(not np.isfinite(w) or w < 0 for w in raw) or sum(raw) <= 0:
+                raise ValueError(f"weights must be finite, >= 0 and not all 0, got {dict(weights)}")
+        else:
+            unknown_size = [s.name for s in self.sources if s.num_rows is None]
+            if unknown_size:
+                raise ValueError(
+                    f"strategy={self.strategy!r} draws by size, but source {unknown_size[0]!r} is a stream of "
+                    "unknown size: give it num_rows=, or use strategy 'uniform', 'round_robin' or 'weights'"
+                )
+            if self.strategy == "temperature" and not (isinstance(temperature, (int, float)) and temperature > 0):
+                raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+            exponent = 1.0 if self.strategy == "proportional" else 1.0 / temperature
+            raw = [float(s.num_rows) ** exponent for s in self.sources]
+        total = sum(raw)
+        return {name: value / total for name, value in zip(names, raw, strict=True)}
+
+    # -- position ----------------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Starts `epoch` from its first step (Trainer calls this at every epoch)."""
+        self._epoch = epoch
+        self._start_step = 0
+
+    def state_dict(self, step: int | None = None) -> dict[str, Any]:
+        """The position to resume from: the current epoch and `step` (batches consumed in it)."""
+        return {"epoch": self._epoch, "step": self._start_step if step is None else step, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(
+                f"this state was saved with seed {state['seed']}, but the mixture has seed {self.seed}: "
+                "resuming would replay a different sequence"
+            )
+        self._epoch = int(state["epoch"])
+        self._start_step = int(state["step"])
+
+    def __len__(self) -> int:
+        if self.when_exhausted == "stop":
+            return sum(1 for _ in self._plan(self._epoch))
+        if self.steps_per_epoch is None:
+            raise TypeError("this mixture is endless (a stream of unknown size): set steps_per_epoch or max_steps")
+        return self.steps_per_epoch
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def _plan(self, epoch: int) -> Iterator[list[_Segment]]:
+        """Each step's segments; a pure function of (seed, epoch, sizes), the same on every rank."""
+        rng = np.random.default_rng([self.seed, epoch])
+        probabilities = np.array(list(self.probabilities.values()))
+        num_sources = len(self.sources)
+        passes = [0] * num_sources
+        offsets = [0] * num_sources
+        step = 0
+        while self.steps_per_epoch is None or step < self.steps_per_epoch:
+            if self.batch_mode == "homogeneous":
+                source = (
+                    step % num_sources if self.strategy == "round_robin" else rng.choice(num_sources, p=probabilities)
+                )
+                counts = {int(source): self.batch_size}
+            elif self.strategy == "round_robin":
+                first = step * self.batch_size
+                drawn = [(first + j) % num_sources for j in range(self.batch_size)]
+                counts = {s: drawn.count(s) for s in range(num_sources) if s in drawn}
+            else:
+                drawn = rng.multinomial(self.batch_size, probabilities)
+                counts = {s: int(n) for s, n in enumerate(drawn) if n}
+
+            segments = []
+            for source, count in counts.items():
+                share = self._shares[source]
+                while count:
+                    left = count if share is None else share - offsets[source]
+                    if left == 0:
+                        if self.when_exhausted == "stop":
+                            return
+                        passes[source] += 1
+                        offsets[source] = 0
+                        continue
+                    if self.when_exhausted == "stop" and left < count:
+                        return
+                    take = min(count, left)
+                    segments.append(_Segment(source, passes[source], offsets[source], take))
+                    offsets[source] += take
+                    count -= take
+            yield segments
+            step += 1
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[MixtureBatch]:
+        epoch, start = self._epoch, self._start_step
+        readers = [_SourceReader(self, index, epoch) for index in range(len(self.sources))]
+        for step, segments in enumerate(self._plan(epoch)):
+            if step < start:
+                continue
+            examples = [example for segment in segments for example in readers[segment.source].read(segment)]
+            tasks = tuple(self.sources[segments[0].source].task_names) if self.batch_mode == "homogeneous" else None
+            yield MixtureBatch(examples=examples, tasks=tasks)
+
+    def dataloader(self, collator, *, num_workers: int | None = None, **kwargs) -> MultiTaskDataLoader:
+        """
+        A DataLoader over this mixture that decodes with `collator`, in `num_workers` worker
+        processes (default: `default_num_workers()`). Other keyword arguments go to the DataLoader.
+        """
+        num_workers = default_num_workers() if num_workers is None else num_workers
+        return MultiTaskDataLoader(self, collator, num_workers=num_workers, **kwargs)
+
+    def __repr__(self) -> str:
+        mix = ", ".join(f"{name}: {p:.3f}" for name, p in self.probabilities.items())
+        return (
+            f"TaskMixture({self.strategy}, {self.batch_mode}, batch_size={self.batch_size}, "
+            f"rank {self.rank}/{self.world_size}, steps_per_epoch={self.steps_per_epoch}, {{{mix}}})"
+        )
+
+
+class _SourceReader:
+    """Reads the rows that the plan asks of one source, on this rank, for one epoch."""
+
+    def __init__(self, mixture: TaskMixture, index: int, epoch: int):
+        self.mixture, self.index, self.epoch = mixture, index, epoch
+        self.source = mixture.sources[index]
+        self._pass_index: int | None = None
+        self._order: np.ndarray | None = None  # map-style: this rank's row order in the pass
+        self._stream: Iterator[dict] | None = None  # streaming: this rank's rows in the pass
+        self._position = 0
+        self._restarts = 0
+
+    def _seed(self, pass_index: int) -> list[int]:
+        return [self.mixture.seed, self.epoch, self.index, pass_index]
+
+    def read(self, segment: _Segment) -> list[RawExample]:
+        if segment.pass_index != self._pass_index:
+            self._open(segment.pass_index)
+        if self.source.is_streaming:
+            return self._read_stream(segment)
+        indices = self._order[segment.start : segment.start + segment.count]
+        return self.source.rows(indices.tolist())
+
+    def _open(self, pass_index: int) -> None:
+        self._pass_index = pass_index
+        self._position = 0
+        mixture = self.mixture
+        if self.source.is_streaming:
+            self._stream = self._new_stream(pass_index)
+            return
+        num_rows = self.source.num_rows
+        order = (
+            np.random.default_rng(self._seed(pass_index)).permutation(num_rows)
+            if mixture.shuffle
+            else np.arange(num_rows)
+        )
+        share = num_rows // mixture.world_size
+        self._order = order[mixture.rank :: mixture.world_size][:share]
+
+    def _new_stream(self, pass_index: int) -> Iterator[dict]:
+        mixture = self.mixture
+        seed = int(np.random.default_rng([*self._seed(pass_index), self._restarts]).integers(2**31))
+        return self.source.stream(
+            seed=seed, rank=mixture.rank, world_size=mixture.world_size,
+            shuffle=mixture.shuffle, buffer_size=mixture.shuffle_buffer_size,
+        )  # fmt: skip
+
+    def _read_stream(self, segment: _Segment) -> list[RawExample]:
+        if segment.start > self._position:  # resuming inside a pass: skip the rows already served
+            skipped = sum(1 for _ in islice(self._stream, segment.start - self._position))
+            self._position += skipped
+        rows = []
+        while len(rows) < segment.count:
+            row = next(self._stream, None)
+            if row is None:
+                if self._position == 0:
+                    raise ValueError(f"source {self.source.name!r} yields no rows on rank {self.mixture.rank}")
+                # The stream held fewer rows on this rank than its declared share: wrap around
+                # with a new shuffle, keeping every rank on the same plan.
+                logger.warning(
+                    "source %r ran out after %d rows on rank %d; starting it again",
+                    self.source.name, self._position, self.mixture.rank,
+                )  # fmt: skip
+                self._restarts += 1
+                self._stream = self._new_stream(self._pass_index)
+                continue
+            rows.append(self.source.example(row, f"{self._pass_index}:{self._position}"))
+            self._position += 1
+        return rows
+
+
+class _Passthrough(torch.utils.data.Dataset):
+    """The DataLoader's dataset: the sampler (the mixture) hands over whole batches of rows."""
+
+    def __getitem__(self, batch: MixtureBatch) -> MixtureBatch:
+        return batch
+
+
+class MultiTaskDataLoader(torch.utils.data.DataLoader):
+    """
+    A DataLoader over a [`TaskMixture`]: the mixture picks the rows in the main process, the
+    collator decodes and transforms them (in `num_workers` worker processes), batches arrive in
+    the plan's order. It counts the batches it has handed out, so `state_dict()` is the position
+    of the training loop, not of the workers' prefetching.
+    """
+
+    def __init__(self, mixture: TaskMixture, collator, **kwargs):
+        for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
+            if key in kwargs:
+                raise ValueError(f"{key} is the TaskMixture's to decide; set it there, not on the DataLoader")
+        super().__init__(_Passthrough(), sampler=mixture, batch_size=None, collate_fn=collator, **kwargs)
+        self.mixture = mixture
+        self._consumed = 0
+
+    def __iter__(self):
+        self._consumed = self.mixture.state_dict()["step"]
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
+        # A finished epoch resumes from the start of the next one.
+        self.mixture.set_epoch(self.mixture.state_dict()["epoch"] + 1)
+        self._consumed = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.mixture.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.mixture.state_dict(step=self._consumed)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.mixture.load_state_dict(state)
+        self._consumed = self.mixture.state_dict()["step"]
+
+
+def default_num_workers() -> int:
+    """
+    DataLoader workers for this machine: none when the model trains on the CPU (workers would
+    take the cores the model computes on; the data path in the main process keeps up with a
+    small model, see bench/data_throughput.py), else the CPUs per local process less one, at most 8.
+    """
+    if not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())):
+        return 0
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, (os.cpu_count() or 2) // local_processes - 1))
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+
+
+def _distributed_place(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None or world_size is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            default_rank, default_world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            default_rank, default_world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        rank = default_rank if rank is None else rank
+        world_size = default_world if world_size is None else world_size
+    if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
+        raise ValueError(
+            f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, world_size={world_size}"
+        )
+    return rank, world_size
+
+
+def _merge_task_specs(sources: list[TaskSource]) -> list[TaskSpec]:
+    merged: dict[str, tuple[TaskSpec, str]] = {}
+    for source in sources:
+        for spec in source.task_specs:
+            if spec.name in merged and merged[spec.name][0] != spec:
+                other_spec, other_source = merged[spec.name]
+                raise ValueError(
+                    f"task {spec.name!r} differs between sources {other_source!r} and {source.name!r} "
+                    f"({other_spec} vs {spec}); sources that share a task must agree on its spec"
+                )
+            merged.setdefault(spec.name, (spec, source.name))
+    return [spec for spec, _ in merged.values()]
+
+
+__all__ = [
+    "default_num_workers",
+    "BATCH_MODES",
+    "STRATEGIES",
+    "WHEN_EXHAUSTED",
+    "MixtureBatch",
+    "MultiTaskDataLoader",
+    "TaskMixture",
+]

@@ -1,0 +1,182 @@
+"""Image decoding and transforms in PIL + torch (no torchvision), matching `ViTImageProcessor`.
+
+The eval transform does what the saved image processor does downstream (resize to the model's
+size, rescale to [0, 1], normalise with its mean and std), so a model sees at inference exactly
+the preprocessing it saw in evaluation. The train transform swaps the resize for a random resized
+crop and adds a horizontal flip. Transforms hold no state beyond their settings: they pickle into
+DataLoader workers and draw their randomness from Python's `random`, which the DataLoader seeds
+differently in each worker (and `transformers.set_seed` seeds in the main process).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
+IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
+
+
+def decode_image(value: Any) -> Image.Image:
+    """An RGB PIL image from what a dataset holds: a PIL image, `{"bytes", "path"}`, bytes, a path or an array."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        image = Image.open(io.BytesIO(value))
+    elif isinstance(value, (str, Path)):
+        image = Image.open(value)
+    elif isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, (np.ndarray, list)):
+        image = _image_from_array(np.asarray(value))
+    elif value is None:
+        raise ValueError("the image is missing (None)")
+    else:
+        raise TypeError(f"cannot read an image from a {type(value).__name__}")
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Grey, palette, CMYK, 16-bit ... to RGB; transparency is laid over white, as a product page shows it."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray((array / max(array.max(), 1) * 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def _image_from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first to channels-last
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(f"an image array needs shape (H, W), (H, W, C) or (C, H, W), got {array.shape}")
+    if array.dtype != np.uint8:
+        scale = 255.0 if array.size and float(np.nanmax(array)) <= 1.0 else 1.0
+        array = np.clip(np.nan_to_num(array.astype(np.float64)) * scale, 0, 255).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+@dataclass(frozen=True)
+class ImageTransforms:
+    r"""
+    Turns an image into the model's `pixel_values` tensor `(3, height, width)`.
+
+    Args:
+        size (`tuple[int, int]`): output (height, width).
+        mean (`tuple[float, ...]`), std (`tuple[float, ...]`): per-channel normalisation.
+        train (`bool`, defaults to `False`): random resized crop and flip (train) or plain resize (eval).
+        crop_scale (`tuple[float, float]`, defaults to `(0.5, 1.0)`): range of the crop's share of the
+            image area in training.
+        crop_ratio (`tuple[float, float]`, defaults to `(3/4, 4/3)`): range of the crop's aspect ratio.
+        flip_probability (`float`, defaults to 0.5): chance of a horizontal flip in training.
+        resample (`int`, defaults to bilinear): the PIL resampling filter.
+    """
+
+    size: tuple[int, int]
+    mean: tuple[float, ...] = IMAGENET_STANDARD_MEAN
+    std: tuple[float, ...] = IMAGENET_STANDARD_STD
+    train: bool = False
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_probability: float = 0.5
+    resample: int = Image.Resampling.BILINEAR
+
+    @classmethod
+    def from_image_processor(cls, processor: Any, *, train: bool = False, **overrides) -> ImageTransforms:
+        """The transform that matches a `ViTImageProcessor`-like processor's size, mean, std and filter."""
+        size = processor.size
+        if "height" in size and "width" in size:
+            height, width = size["height"], size["width"]
+        elif "shortest_edge" in size:
+            height = width = size["shortest_edge"]
+        else:
+            raise ValueError(f"image processor size {size} has no height/width or shortest_edge")
+        settings = dict(
+            size=(height, width),
+            mean=tuple(processor.image_mean if processor.do_normalize else (0.0, 0.0, 0.0)),
+            std=tuple(processor.image_std if processor.do_normalize else (1.0, 1.0, 1.0)),
+            train=train,
+            resample=int(getattr(processor, "resample", Image.Resampling.BILINEAR)),
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    def image_processor(self):
+        """A `ViTImageProcessor` with this transform's eval settings, to save beside the model."""
+        from transformers import ViTImageProcessorPil
+
+        height, width = self.size
+        return ViTImageProcessorPil(
+            size={"height": height, "width": width},
+            image_mean=list(self.mean),
+            image_std=list(self.std),
+            resample=self.resample,
+        )
+
+    def eval(self) -> ImageTransforms:
+        return ImageTransforms(**{**self.__dict__, "train": False})
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.to_tensor([self.resize(image)])[0]
+
+    def resize(self, image: Image.Image) -> Image.Image:
+        """The geometric part: random resized crop and flip (train) or resize (eval) to `size`."""
+        height, width = self.size
+        if self.train:
+            box = self._random_crop_box(image.width, image.height)
+            image = image.resize((width, height), self.resample, box=box)
+            if random.random() < self.flip_probability:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        elif image.size != (width, height):
+            image = image.resize((width, height), self.resample)
+        return image
+
+    def to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
+        """Stacks resized RGB images into a normalised float batch `(N, 3, height, width)`."""
+        pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in images]))
+        pixels = pixels.permute(0, 3, 1, 2).float()
+        # (x / 255 - mean) / std in one multiply-add per element
+        scale = 1.0 / (255.0 * torch.tensor(self.std, dtype=torch.float32))
+        shift = -torch.tensor(self.mean, dtype=torch.float32) / torch.tensor(self.std, dtype=torch.float32)
+        return pixels.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
+
+    def _random_crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        area = width * height
+        log_ratio = (math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
+        for _ in range(10):
+            target_area = area * random.uniform(*self.crop_scale)
+            aspect = math.exp(random.uniform(*log_ratio))
+            crop_w = round(math.sqrt(target_area * aspect))
+            crop_h = round(math.sqrt(target_area / aspect))
+            if 0 < crop_w <= width and 0 < crop_h <= height:
+                left = random.randint(0, width - crop_w)
+                top = random.randint(0, height - crop_h)
+                return left, top, left + crop_w, top + crop_h
+        # No crop fitted: the largest centred crop within the ratio range.
+        ratio = width / height
+        if ratio < self.crop_ratio[0]:
+            crop_w, crop_h = width, round(width / self.crop_ratio[0])
+        elif ratio > self.crop_ratio[1]:
+            crop_w, crop_h = round(height * self.crop_ratio[1]), height
+        else:
+            crop_w, crop_h = width, height
+        left, top = (width - crop_w) // 2, (height - crop_h) // 2
+        return left, top, left + crop_w, top + crop_h
+
+
+__all__ = ["ImageTransforms", "decode_image", "to_rgb"]
