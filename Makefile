@@ -32,8 +32,8 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check mtl_hf tests examples
-	$(BIN)/ruff format --check mtl_hf tests examples
+	$(BIN)/ruff check mtl_hf tests examples bench
+	$(BIN)/ruff format --check mtl_hf tests examples bench
 
 clean:
 	rm -rf $(VENV) .cache outputs .pytest_cache

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoModel
+from transformers import AutoImageProcessor, AutoModel
 
 from mtl_hf import MultiTaskViTModel
 
@@ -28,6 +28,8 @@ def test_short_demo_learns_and_saves_a_loadable_model(tmp_path):
     assert metrics["digit_accuracy"] > 2 * metrics["digit_accuracy_baseline"]
     assert metrics["ink_r2"] > 0.5
 
+    processor = AutoImageProcessor.from_pretrained(tmp_path)  # saved beside the model: same preprocessing
+    assert processor.size == {"height": 32, "width": 32}
     model = AutoModel.from_pretrained(tmp_path)
     assert isinstance(model, MultiTaskViTModel)
     assert model.config.task_names == ["digit", "traits", "ink"]
