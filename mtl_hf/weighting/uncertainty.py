@@ -1,0 +1,34 @@
+"""Uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018)."""
+
+import torch
+from torch import nn
+
+from .base import WeightingMethod
+
+
+class UncertaintyWeighting(WeightingMethod):
+    """
+    Learns a log-variance `s_k` per task and minimises `sum_k exp(-s_k) * loss_k + s_k`: a task
+    whose loss stays high (noisy) gets a smaller weight `exp(-s_k)`, and the `+ s_k` term keeps
+    the weights from collapsing to zero. The `s_k` are trained by the same optimizer as the model.
+
+    Kendall, Gal, Cipolla. "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
+    Geometry and Semantics." CVPR 2018. arXiv:1705.07115.
+
+    Args:
+        task_names (`list[str]`): the tasks, in the model's order.
+        initial_log_variance (`float`, defaults to 0.0): the starting `s_k` (weight `exp(-s_k)` = 1).
+    """
+
+    name = "uncertainty"
+
+    def __init__(self, task_names: list[str], initial_log_variance: float = 0.0):
+        super().__init__(task_names)
+        self.log_variance = nn.Parameter(torch.full((len(task_names),), float(initial_log_variance)))
+
+    def weights(self, present: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.log_variance.detach()) * present
+
+    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        log_variance = self.log_variance.to(losses)
+        return ((torch.exp(-log_variance) * losses + log_variance) * present).sum()
