@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from datasets import Dataset
 from sklearn.metrics import accuracy_score, f1_score, r2_score
-from transformers import HfArgumentParser, Trainer, TrainingArguments, ViTConfig
+from transformers import HfArgumentParser, ViTConfig
 
-from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
-from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_digits_dataset
+from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.data import ImageTransforms, TaskSource, load_digits_dataset
 
 TASKS = ["digit", "traits", "ink"]
 
@@ -52,70 +51,40 @@ def empty_targets(dataset: Dataset, rate: float, seed: int) -> Dataset:
     return dataset.map(empty, with_indices=True)
 
 
-class SourceRows(torch.utils.data.Dataset):
-    """A map-style task source, row by row, for the stock Trainer's sampler and DataLoader."""
-
-    def __init__(self, source: TaskSource):
-        self.source = source
-
-    def __len__(self) -> int:
-        return self.source.num_rows
-
-    def __getitem__(self, index: int):
-        return self.source.rows([index])[0]
-
-
-@torch.no_grad()
-def predict(model: MultiTaskViTModel, batches) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    model.eval()
-    logits, labels = [], []
-    for batch in batches:
-        logits.append(model(batch["pixel_values"]).logits)
-        labels.append(batch["labels"])
-    join = lambda parts: {name: torch.cat([part[name] for part in parts]) for name in parts[0]}  # noqa: E731
-    return join(logits), join(labels)
-
-
-def evaluate_tasks(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], train: Dataset) -> dict:
-    digit_true = labels["digit"].numpy()
-    traits_true = labels["traits"].numpy().astype(int)
-    ink_true = labels["ink"].numpy()[:, 0]
+def baselines(labels: dict[str, np.ndarray], train: Dataset) -> dict[str, float]:
+    """Scores of answers that ignore the image: the most frequent digit, "yes" to every trait, the mean ink."""
     majority_digit = np.bincount([d for d in train["digit"] if d is not None]).argmax()
     mean_ink = np.mean([v for v in train["ink"] if v is not None])
+    traits = labels["traits"].astype(int)
     return {
-        "digit_accuracy": accuracy_score(digit_true, logits["digit"].argmax(-1).numpy()),
-        "digit_accuracy_baseline": accuracy_score(digit_true, np.full_like(digit_true, majority_digit)),
-        "traits_micro_f1": f1_score(traits_true, (logits["traits"] > 0).int().numpy(), average="micro"),
-        # Saying "yes" to every trait is the best constant answer for F1.
-        "traits_micro_f1_baseline": f1_score(traits_true, np.ones_like(traits_true), average="micro"),
-        "ink_r2": r2_score(ink_true, logits["ink"].numpy()[:, 0]),
-        "ink_r2_baseline": r2_score(ink_true, np.full_like(ink_true, mean_ink)),
+        "digit_accuracy": accuracy_score(labels["digit"], np.full_like(labels["digit"], majority_digit)),
+        "traits_micro_f1": f1_score(traits, np.ones_like(traits), average="micro"),
+        "ink_r2": r2_score(labels["ink"][:, 0], np.full(len(labels["ink"]), mean_ink)),
     }
 
 
 def main() -> None:
     (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses()
-    torch.manual_seed(args.seed)
 
     # 1. Data: the real digit scans, three label columns, a share of the training labels emptied.
     digits = load_digits_dataset().train_test_split(test_size=0.2, seed=args.seed, stratify_by_column="digit")
     train_rows = empty_targets(digits["train"], args.missing_rate, args.seed)
-    train_source, test_source = TaskSource(train_rows, TASKS), TaskSource(digits["test"], TASKS)
-    transforms = ImageTransforms(size=(32, 32))  # 8x8 scans upscaled; no augmentation for digits
-    collator = MultiTaskCollator(train_source.task_specs, transforms)
+    train = TaskSource(train_rows, TASKS, name="digits")
+    test = TaskSource(digits["test"], TASKS, name="digits_test")
 
     # 2. Model: a tiny ViT from scratch with one head per task, its tasks read off the data.
     backbone = ViTConfig(
         image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
     )
-    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone, tasks=train_source.task_specs))
+    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone, tasks=train.task_specs))
 
-    # 3. Train with the stock Trainer (the model computes its multi-task loss itself).
-    training_args = TrainingArguments(
+    # 3. Train: one joint source, so every batch carries all three tasks (some targets missing).
+    training_args = MultiTaskTrainingArguments(
         output_dir=args.output_dir,
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=256,
         learning_rate=args.learning_rate,
         warmup_steps=0.05,
         weight_decay=0.05,
@@ -123,31 +92,32 @@ def main() -> None:
         logging_steps=20,
         save_strategy="no",
         report_to="none",
-        remove_unused_columns=False,
         use_cpu=True,
         seed=args.seed,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=SourceRows(train_source), data_collator=collator)
+    # 8x8 scans upscaled to 32 px: resize only, no crops or flips (a flipped 2 is no 2).
+    transforms = ImageTransforms(size=(32, 32), train=False)
+    trainer = MultiTaskTrainer(model, training_args, train_dataset=train, image_transforms=transforms)
     started = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - started
 
-    # 4. Evaluate every task on the held-out digits, against a baseline that ignores the image.
-    test_batches = torch.utils.data.DataLoader(SourceRows(test_source), batch_size=256, collate_fn=collator)
-    metrics = evaluate_tasks(*predict(model, test_batches), train_rows)
-    metrics = {name: round(float(value), 4) for name, value in metrics.items()}
+    # 4. Evaluate every task on the held-out digits, beside answers that ignore the image.
+    prediction = trainer.predict(test, metric_key_prefix="test")
+    reference = baselines(prediction.label_ids, train_rows)
+    metrics = {key: round(float(value), 4) for key, value in prediction.metrics.items()}
+    metrics.update({f"{key}_baseline": round(float(value), 4) for key, value in reference.items()})
     metrics["train_seconds"] = round(train_seconds, 1)
 
     # 5. Save the model (safetensors + config), its image processor and the metrics.
     output_dir = Path(args.output_dir)
     trainer.save_model(output_dir)
-    transforms.image_processor().save_pretrained(output_dir)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
     print(f"\n{'task':<8} {'metric':<10} {'test':>8} {'baseline':>9}")
     for task, metric, key in [("digit", "accuracy", "digit_accuracy"), ("traits", "micro-F1", "traits_micro_f1"),
                               ("ink", "R^2", "ink_r2")]:  # fmt: skip
-        print(f"{task:<8} {metric:<10} {metrics[key]:>8.3f} {metrics[key + '_baseline']:>9.3f}")
+        print(f"{task:<8} {metric:<10} {metrics['test_' + key]:>8.3f} {metrics[key + '_baseline']:>9.3f}")
     print(f"\ntrained in {train_seconds:.0f} s; model, image processor and metrics.json saved to {output_dir}/")
 
 

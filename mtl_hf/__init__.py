@@ -4,6 +4,8 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_mtl_vit import POOLING_MODES, TASK_TYPES, MultiTaskViTConfig, TaskSpec
 from .modeling_mtl_vit import MISSING_CLASS, MultiTaskOutput, MultiTaskViTModel, MultiTaskViTPreTrainedModel
+from .trainer import MultiTaskTrainer
+from .training_args import MultiTaskTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -16,6 +18,8 @@ __all__ = [
     "POOLING_MODES",
     "TASK_TYPES",
     "MultiTaskOutput",
+    "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
     "MultiTaskViTConfig",
     "MultiTaskViTModel",
     "MultiTaskViTPreTrainedModel",

@@ -402,7 +402,10 @@ class MultiTaskDataLoader(torch.utils.data.DataLoader):
         self._consumed = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.mixture.set_epoch(epoch)
+        # Trainer calls this at the start of every epoch, the resumed one included: a position
+        # restored inside that epoch must survive it.
+        if epoch != self.mixture.state_dict()["epoch"]:
+            self.mixture.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return self.mixture.state_dict(step=self._consumed)

@@ -1,0 +1,579 @@
+"""`MultiTaskTrainer`: the stock `Trainer`, fed by a `TaskMixture`, balancing task losses.
+
+What it adds to `Trainer`:
+- training batches come from a `TaskMixture` (built from the sources and the sampling arguments),
+  whose position is saved in every checkpoint and restored on resume, so a resumed run sees
+  exactly the batches an uninterrupted one would (Trainer's own batch skipping is off);
+- `compute_loss` turns the model's per-task losses into one loss with a `WeightingMethod`, and
+  the logs carry `loss_<task>` and `weight_<task>` at every logging step;
+- gradient-based methods (PCGrad, CAGrad) get per-task gradients of the shared backbone with
+  `torch.autograd.grad`; under DDP they are averaged across ranks in one all-reduce before being
+  combined, so every rank computes the same update (the step runs outside DDP's own gradient
+  sync, which would otherwise average an already-combined gradient);
+- under DDP, each rank's task loss (a mean over its own present targets) is rescaled by
+  `local_count * world_size / global_count`, so the averaged gradient is that of the mean over
+  all ranks' targets, not a mean of means biased towards ranks with few labels;
+- `evaluate` / `predict` run every task on its own eval data and report `eval_<task>_<metric>`
+  plus `eval_average_score`, with metrics from `evaluate` modules shipped in the package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, get_last_checkpoint, speed_metrics
+
+from .configuration_mtl_vit import TaskSpec
+from .data import ImageTransforms, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
+from .metrics import PRIMARY_METRIC, load_task_metric
+from .modeling_mtl_vit import MultiTaskViTModel
+from .training_args import MultiTaskTrainingArguments
+from .weighting import WeightingMethod, build_weighting
+
+logger = logging.getLogger(__name__)
+
+MULTITASK_STATE_NAME = "multitask_state.pt"
+
+
+class MultiTaskTrainer(Trainer):
+    r"""
+    Args:
+        model (`MultiTaskViTModel`): the model to train.
+        args (`MultiTaskTrainingArguments`): training, sampling, balancing and evaluation settings.
+        train_dataset (`TaskMixture`, `TaskSource` or `list[TaskSource]`, *optional*): the training
+            data. Sources are mixed with the sampling arguments; a ready `TaskMixture` is used as is.
+        eval_dataset (`TaskSource`, `list[TaskSource]` or `dict[str, TaskSource]`, *optional*): each
+            source is evaluated on the tasks it labels.
+        processing_class (image processor, *optional*): its size, mean and std drive the transforms
+            and it is saved with the model. Defaults to a `ViTImageProcessor` for the backbone's size.
+        image_transforms (`ImageTransforms`, *optional*): the training transform (its eval variant
+            is used for evaluation). Defaults to one built from `processing_class`.
+        weighting (`WeightingMethod`, *optional*): a ready balancing method; defaults to
+            `args.weighting` with `args.weighting_options`.
+        Other keyword arguments go to `Trainer`.
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskViTModel,
+        args: MultiTaskTrainingArguments,
+        train_dataset: TaskMixture | TaskSource | Sequence[TaskSource] | None = None,
+        eval_dataset: TaskSource | Sequence[TaskSource] | Mapping[str, TaskSource] | None = None,
+        processing_class: Any = None,
+        image_transforms: ImageTransforms | None = None,
+        weighting: WeightingMethod | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, MultiTaskTrainingArguments):
+            raise TypeError(f"args must be MultiTaskTrainingArguments, got {type(args).__name__}")
+        if not isinstance(model, MultiTaskViTModel):
+            raise TypeError(f"model must be a MultiTaskViTModel, got {type(model).__name__}")
+        if kwargs.get("data_collator") is not None:
+            raise ValueError("the collator follows from the tasks and transforms; pass image_transforms instead")
+        self.task_specs = {spec.name: spec for spec in model.config.task_specs}
+
+        if image_transforms is None:
+            if processing_class is None:
+                size = model.config.backbone_config.image_size
+                size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+                image_transforms = ImageTransforms(size=size, train=True)
+            else:
+                image_transforms = ImageTransforms.from_image_processor(processing_class, train=True)
+        if processing_class is None:
+            processing_class = image_transforms.image_processor()
+        self.image_transforms = image_transforms
+        self.train_mixture = self._build_mixture(train_dataset, args) if train_dataset is not None else None
+        self.eval_sources = _named_sources(eval_dataset)
+
+        if args.ignore_data_skip is False:
+            # The mixture restores its own position from the checkpoint; Trainer must not also
+            # fast-forward (and decode) the batches already seen.
+            args.ignore_data_skip = True
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=self.train_mixture,
+            eval_dataset=self.eval_sources or None,  # read only by our evaluate()
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.weighting = (weighting or self._build_weighting(args)).to(args.device)
+        self._check_weighting_fits()
+        self.add_callback(_WeightingCallback(self))
+        self._step_records: dict[str, list[float]] = defaultdict(list)
+        self._pending_mixture_state: dict | None = None
+        self._train_loader: MultiTaskDataLoader | None = None
+        self._batches_since_step: list[tuple[dict, torch.Tensor, torch.Tensor]] = []
+
+    # -- construction ------------------------------------------------------------------------
+
+    def _build_mixture(self, data, args: MultiTaskTrainingArguments) -> TaskMixture:
+        if isinstance(data, TaskMixture):
+            mixture = data
+            if (mixture.rank, mixture.world_size) != (args.process_index, args.world_size):
+                raise ValueError(
+                    f"the TaskMixture was built for rank {mixture.rank} of {mixture.world_size}, but this process "
+                    f"is rank {args.process_index} of {args.world_size}: pass the sources instead and let the "
+                    "trainer build it"
+                )
+        else:
+            mixture = TaskMixture(
+                data,
+                batch_size=args.per_device_train_batch_size,
+                strategy=args.sampling_strategy,
+                temperature=args.sampling_temperature,
+                weights=args.sampling_weights,
+                batch_mode=args.batch_mode,
+                when_exhausted=args.when_exhausted,
+                steps_per_epoch=args.steps_per_epoch,
+                shuffle_buffer_size=args.shuffle_buffer_size,
+                seed=args.seed,
+                rank=args.process_index,
+                world_size=args.world_size,
+            )
+        unknown = [name for name in mixture.task_names if name not in self.task_specs]
+        if unknown:
+            raise ValueError(
+                f"the training data has task(s) {unknown} that the model lacks; model tasks: {list(self.task_specs)}"
+            )
+        for spec in mixture.task_specs:
+            model_spec = self.task_specs[spec.name]
+            if (spec.type, spec.num_outputs, spec.labels) != (
+                model_spec.type,
+                model_spec.num_outputs,
+                model_spec.labels,
+            ):
+                raise ValueError(
+                    f"task {spec.name!r} differs between the data ({spec.type}, labels {spec.labels}) and the model "
+                    f"({model_spec.type}, labels {model_spec.labels})"
+                )
+        return mixture
+
+    def _build_weighting(self, args: MultiTaskTrainingArguments) -> WeightingMethod:
+        names = list(self.task_specs)
+        options = dict(args.weighting_options or {})
+        if args.weighting == "static" and "weights" not in options:
+            options["weights"] = {name: spec.loss_weight for name, spec in self.task_specs.items()}
+        return build_weighting(args.weighting, names, options)
+
+    def _check_weighting_fits(self) -> None:
+        if not self.weighting.uses_gradients:
+            return
+        where = f"weighting {self.weighting.name!r}"
+        if self.args.fp16:
+            raise ValueError(
+                f"{where} combines raw per-task gradients and cannot work under fp16 loss scaling; use bf16 or fp32"
+            )
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(f"{where} needs whole (unsharded) gradients; it does not run under DeepSpeed or FSDP")
+        if self.train_mixture is not None and self.args.batch_mode == "homogeneous":
+            single = [s.name for s in self.train_mixture.sources if len(s.task_names) == 1]
+            if single:
+                logger.warning(
+                    "%s acts only where a batch holds several tasks, and homogeneous batches from sources %s hold "
+                    "one: use batch_mode='mixed' for gradient surgery across them",
+                    where, single,
+                )  # fmt: skip
+
+    # -- training data -----------------------------------------------------------------------
+
+    def get_train_dataloader(self) -> MultiTaskDataLoader:
+        if self.train_mixture is None:
+            raise ValueError("MultiTaskTrainer: training needs a train_dataset (task sources or a TaskMixture)")
+        workers = self.args.dataloader_num_workers
+        loader = self.train_mixture.dataloader(
+            MultiTaskCollator(self.train_mixture.task_specs, self.image_transforms),
+            num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if workers > 0 else None,
+        )
+        if self._pending_mixture_state is not None:
+            loader.load_state_dict(self._pending_mixture_state)
+            self._pending_mixture_state = None
+        else:
+            self.train_mixture.set_epoch(0)  # a fresh run starts at the beginning, whatever ran before
+        # Batches go to the device in `_prepare_inputs`; each rank already reads its own share.
+        self._train_loader = loader
+        return loader
+
+    def num_examples(self, dataloader) -> int:
+        if isinstance(dataloader, MultiTaskDataLoader):
+            return len(dataloader) * dataloader.mixture.batch_size
+        return super().num_examples(dataloader)
+
+    # -- losses ------------------------------------------------------------------------------
+
+    def _task_loss_vector(self, outputs, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Losses in model task order (0 where absent), the present mask, DDP-count corrected."""
+        names = list(self.task_specs)
+        reference = outputs.logits[next(iter(outputs.logits))]
+        losses = torch.stack(
+            [outputs.task_losses.get(name, reference.new_zeros((), dtype=torch.float32)) for name in names]
+        ).float()
+        present = torch.tensor([name in outputs.task_losses for name in names], device=losses.device)
+        if self.args.world_size > 1 and dist.is_available() and dist.is_initialized():
+            local = torch.tensor(
+                [
+                    _present_count(self.task_specs[n], inputs["labels"][n]) if n in outputs.task_losses else 0.0
+                    for n in names
+                ],
+                device=losses.device,
+                dtype=torch.float32,
+            )
+            total = local.clone()
+            dist.all_reduce(total)
+            scale = torch.where(total > 0, local * self.args.world_size / total.clamp_min(1), torch.zeros_like(local))
+            losses = losses * scale
+        return losses, present
+
+    def _global_losses(self, losses: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean task losses over all ranks (detached), for the weighting's state and the logs."""
+        if not (self.args.world_size > 1 and dist.is_available() and dist.is_initialized()):
+            return losses.detach(), present
+        packed = torch.cat([losses.detach() * present, present.float()])
+        dist.all_reduce(packed)
+        k = len(present)
+        counts = packed[k:]
+        return packed[:k] / counts.clamp_min(1), counts > 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        losses, present = self._task_loss_vector(outputs, inputs)
+        loss = self.weighting.combine(losses, present)
+        if model.training:
+            self._record_step(inputs, losses, present)
+        return (loss, outputs) if return_outputs else loss
+
+    def _record_step(self, inputs, losses: torch.Tensor, present: torch.Tensor) -> None:
+        global_losses, global_present = self._global_losses(losses, present)
+        weights = self.weighting.weights(global_present)
+        for k, name in enumerate(self.task_specs):
+            if global_present[k]:
+                self._step_records[f"loss_{name}"].append(float(global_losses[k]))
+                self._step_records[f"weight_{name}"].append(float(weights[k]))
+        if self.weighting.needs_losses_after_step:
+            self._batches_since_step.append((inputs, global_losses, global_present))
+        self.weighting.observe(global_losses, global_present)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.weighting.uses_gradients:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        # DDP must not average these gradients: they are reduced below, per task, then combined.
+        with self.accelerator.no_sync(model), self.compute_loss_context_manager():
+            outputs = model(**inputs)
+        losses, present = self._task_loss_vector(outputs, inputs)
+        self._record_step(inputs, losses, present)
+
+        unwrapped = self.accelerator.unwrap_model(model)
+        shared = [p for p in unwrapped.backbone.parameters() if p.requires_grad]
+        heads = [p for p in unwrapped.heads.parameters() if p.requires_grad]
+        rows = []
+        for k in range(len(losses)):
+            if present[k]:
+                grads = torch.autograd.grad(losses[k], shared, retain_graph=True, allow_unused=True)
+                rows.append(_flatten(grads, shared))
+            else:
+                rows.append(torch.zeros(sum(p.numel() for p in shared), device=losses.device))
+        per_task = torch.stack(rows)
+        head_grads = _flatten(torch.autograd.grad((losses * present).sum(), heads, allow_unused=True), heads)
+        # One all-reduce for every task's shared gradient and the heads' gradient together.
+        packed = torch.cat([per_task.flatten(), head_grads])
+        if self.args.world_size > 1 and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(packed)
+            packed /= self.args.world_size
+        per_task, head_grads = packed[: per_task.numel()].view_as(per_task), packed[per_task.numel() :]
+        _, global_present = self._global_losses(losses, present)
+        combined = self.weighting.combine_gradients(per_task, global_present)
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        _accumulate(shared, combined * scale)
+        _accumulate(heads, head_grads * scale)
+        return (losses * present).sum().detach() * scale
+
+    # -- hooks around the optimizer step -------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        learned = [p for p in self.weighting.parameters() if p.requires_grad]
+        if learned:
+            optimizer.add_param_group({"params": learned, "weight_decay": 0.0})
+        return optimizer
+
+    def _sync_weighting_gradients(self) -> None:
+        if not (self.args.world_size > 1 and dist.is_available() and dist.is_initialized()):
+            return
+        for parameter in self.weighting.parameters():
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= self.args.world_size
+
+    @torch.no_grad()
+    def _update_weighting_after_step(self) -> None:
+        if not self._batches_since_step:
+            return
+        model = self.model_wrapped
+        was_training = model.training
+        model.eval()  # the same function as in the step, minus dropout noise
+        before, after, present = [], [], []
+        for inputs, losses, mask in self._batches_since_step:
+            with self.compute_loss_context_manager():
+                outputs = model(**inputs)
+            new_losses, new_present = self._task_loss_vector(outputs, inputs)
+            new_losses, new_present = self._global_losses(new_losses, new_present)
+            before.append(losses * mask)
+            after.append(new_losses * new_present)
+            present.append(mask & new_present)
+        model.train(was_training)
+        counts = torch.stack(present).float().sum(0)
+        mean = lambda values: torch.stack(values).sum(0) / counts.clamp_min(1)  # noqa: E731
+        self.weighting.update_after_step(mean(before), mean(after), counts > 0)
+        self._batches_since_step = []
+
+    # -- logs ------------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._step_records:
+            logs.update({key: round(float(np.mean(values)), 6) for key, values in self._step_records.items()})
+            self._step_records.clear()
+        super().log(logs, start_time)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        state = {
+            "mixture": self._train_loader.state_dict() if self._train_loader is not None else None,
+            "weighting": self.weighting.state_dict(),
+            "weighting_name": self.weighting.name,
+        }
+        torch.save(state, os.path.join(folder, MULTITASK_STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        self._load_weights(resume_from_checkpoint, model if model is not None else self.model)
+
+    def _load_best_model(self) -> None:
+        logger.info(
+            "loading the best model from %s (score %s)", self.state.best_model_checkpoint, self.state.best_metric
+        )
+        self._load_weights(self.state.best_model_checkpoint, self.model)
+
+    def _load_weights(self, folder: str, model) -> None:
+        # `save_pretrained` writes the backbone's weights under their original (v4) names;
+        # `from_pretrained` converts them back, where Trainer's raw `load_state_dict` would
+        # silently skip every renamed key.
+        unwrapped = self.accelerator.unwrap_model(model)
+        reloaded = type(unwrapped).from_pretrained(folder)
+        unwrapped.load_state_dict(reloaded.state_dict(), strict=True)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no checkpoint found in output_dir {self.args.output_dir!r} to resume from")
+        if resume_from_checkpoint:
+            path = os.path.join(resume_from_checkpoint, MULTITASK_STATE_NAME)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{resume_from_checkpoint} has no {MULTITASK_STATE_NAME}: it was not written by MultiTaskTrainer, "
+                    "so the task mixture's position and the weighting's state cannot be restored"
+                )
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if state["weighting_name"] != self.weighting.name:
+                raise ValueError(
+                    f"the checkpoint was trained with weighting {state['weighting_name']!r}, "
+                    f"this trainer uses {self.weighting.name!r}"
+                )
+            self.weighting.load_state_dict(state["weighting"])
+            self._pending_mixture_state = state["mixture"]
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        output = self._predict_sources(_named_sources(eval_dataset) if eval_dataset is not None else self.eval_sources,
+                                       metric_key_prefix)  # fmt: skip
+        self.log(output.metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
+        return output.metrics
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Per-task logits and targets (dicts task -> array) and metrics of every task in `test_dataset`."""
+        output = self._predict_sources(_named_sources(test_dataset), metric_key_prefix)
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        return output
+
+    @torch.no_grad()
+    def _predict_sources(self, sources: dict[str, TaskSource], prefix: str) -> PredictionOutput:
+        if not sources:
+            raise ValueError("nothing to evaluate: pass eval_dataset (task sources) to the trainer or to evaluate()")
+        started = time.time()
+        model = self.model_wrapped if self.model_wrapped is not None else self.model
+        model.eval()
+        collator = MultiTaskCollator(list(self.task_specs.values()), self.image_transforms.eval())
+        logits, labels, loss_sums, counts = defaultdict(list), defaultdict(list), defaultdict(float), defaultdict(int)
+        rows_seen = 0
+        for source in sources.values():
+            for name in source.task_names:
+                if name not in self.task_specs:
+                    raise ValueError(f"eval source {source.name!r} has task {name!r} that the model lacks")
+            for batch in _eval_batches(source, self.args.per_device_eval_batch_size, self.args):
+                collated = collator(batch)
+                collated = {"pixel_values": collated["pixel_values"], "labels": collated["labels"],
+                            "tasks": source.task_names}  # fmt: skip
+                inputs = self._prepare_inputs(collated)
+                with self.compute_loss_context_manager():
+                    outputs = model(**inputs)
+                rows_seen += len(batch)
+                for name in source.task_names:
+                    logits[name].append(outputs.logits[name].float().cpu().numpy())
+                    labels[name].append(inputs["labels"][name].cpu().numpy())
+                    loss_sums[name] += float(outputs.task_losses[name]) * len(batch)
+                    counts[name] += len(batch)
+        logits, labels = _gather(logits), _gather(labels)
+        loss_sums, counts = _gather_sums(loss_sums), _gather_sums(counts)
+        rows_seen = int(sum(_gather_sums({"rows": rows_seen}).values()))
+
+        metrics, primaries = {}, []
+        for name, values in logits.items():
+            spec = self.task_specs[name]
+            scores = self._task_metrics(spec, values, labels[name])
+            metrics.update({f"{prefix}_{name}_{key}": value for key, value in scores.items() if key != "count"})
+            metrics[f"{prefix}_{name}_loss"] = loss_sums[name] / max(counts[name], 1)
+            primaries.append(scores[PRIMARY_METRIC[spec.type]])
+        metrics[f"{prefix}_loss"] = float(np.mean([metrics[f"{prefix}_{n}_loss"] for n in logits]))
+        metrics[f"{prefix}_average_score"] = float(np.nanmean(primaries))
+        metrics.update(speed_metrics(prefix, started, num_samples=rows_seen))
+        return PredictionOutput(predictions=dict(logits), label_ids=dict(labels), metrics=metrics)
+
+    def _task_metrics(self, spec: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        metric = load_task_metric(spec.type)
+        if spec.type == "classification":
+            return metric.compute(predictions=logits.argmax(-1), references=targets, num_labels=spec.num_outputs)
+        if spec.type == "multilabel":
+            probabilities = 1.0 / (1.0 + np.exp(-logits))
+            return metric.compute(
+                predictions=probabilities, references=targets, threshold=self.args.multilabel_threshold
+            )
+        return metric.compute(predictions=logits, references=targets)
+
+
+class _WeightingCallback(TrainerCallback):
+    """Calls the weighting's hooks at the right moments of Trainer's loop."""
+
+    def __init__(self, trainer: MultiTaskTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._sync_weighting_gradients()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        # Trainer zeroes the model's gradients only; learned weights (UW) must not accumulate.
+        self.trainer.weighting.zero_grad(set_to_none=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.trainer.weighting.needs_losses_after_step:
+            self.trainer._update_weighting_after_step()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.trainer.weighting.end_epoch()
+
+
+def _named_sources(data) -> dict[str, TaskSource]:
+    if data is None:
+        return {}
+    if isinstance(data, TaskSource):
+        return {data.name: data}
+    if isinstance(data, Mapping):
+        return dict(data)
+    if isinstance(data, Sequence) and all(isinstance(s, TaskSource) for s in data):
+        return {source.name: source for source in data}
+    raise TypeError(f"evaluation data must be TaskSource(s) or a dict of them, got {type(data).__name__}")
+
+
+def _eval_batches(source: TaskSource, batch_size: int, args) -> Any:
+    """This rank's rows of `source`, in order, every row once, in batches (the last may be short)."""
+    rank, world = args.process_index, args.world_size
+    if source.is_streaming:
+        rows = source.stream(seed=0, rank=rank, world_size=world, shuffle=False, buffer_size=1)
+        batch = []
+        for index, row in enumerate(rows):
+            batch.append(source.example(row, index))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    indices = list(range(rank, source.num_rows, world))
+    for start in range(0, len(indices), batch_size):
+        yield source.rows(indices[start : start + batch_size])
+
+
+def _gather(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    local = {name: np.concatenate(values) for name, values in parts.items()}
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return local
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, local)
+    names = sorted({name for part in everyone for name in part})
+    return {name: np.concatenate([part[name] for part in everyone if name in part]) for name in names}
+
+
+def _gather_sums(values: dict[str, float]) -> dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return dict(values)
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, dict(values))
+    totals: dict[str, float] = defaultdict(float)
+    for part in everyone:
+        for name, value in part.items():
+            totals[name] += value
+    return dict(totals)
+
+
+def _present_count(spec: TaskSpec, target: torch.Tensor) -> float:
+    if spec.type == "regression":
+        return float((~torch.isnan(target)).sum())
+    return float((target != -100).sum())
+
+
+def _flatten(grads, parameters) -> torch.Tensor:
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+            for g, p in zip(grads, parameters, strict=True)
+        ]
+    )
+
+
+def _accumulate(parameters, flat: torch.Tensor) -> None:
+    offset = 0
+    for p in parameters:
+        piece = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+        if p.grad is None:
+            p.grad = piece.clone()
+        else:
+            p.grad.add_(piece)
+
+
+__all__ = ["MULTITASK_STATE_NAME", "MultiTaskTrainer"]

@@ -1,0 +1,102 @@
+"""`MultiTaskTrainingArguments`: `TrainingArguments` plus task sampling, loss balancing and evaluation."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from .data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
+from .weighting import WEIGHTING_METHODS
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    r"""
+    Everything `TrainingArguments` takes, plus the multi-task settings below. Vision inputs keep
+    their image columns (`remove_unused_columns` defaults to `False`).
+    """
+
+    # -- sampling: how the training batches mix the task sources ------------------------------
+    sampling_strategy: str = field(
+        default="proportional",
+        metadata={"help": f"How often each task source is drawn: {', '.join(STRATEGIES)}."},
+    )
+    sampling_temperature: float = field(
+        default=2.0, metadata={"help": "Temperature T of the 'temperature' strategy (p ~ size ** (1/T))."}
+    )
+    sampling_weights: dict[str, float] | str | None = field(
+        default=None,
+        metadata={"help": "Source name -> weight, for the 'weights' strategy (a dict, or JSON on the command line)."},
+    )
+    batch_mode: str = field(
+        default="homogeneous",
+        metadata={"help": "'homogeneous': one source per batch (only its heads run); 'mixed': rows drawn one by one."},
+    )
+    when_exhausted: str = field(
+        default="recycle",
+        metadata={"help": "A source that runs out: 'recycle' (new shuffled pass) or 'stop' (ends the epoch)."},
+    )
+    steps_per_epoch: int | None = field(
+        default=None, metadata={"help": "Batches per epoch (default: one pass's worth of rows)."}
+    )
+    shuffle_buffer_size: int = field(default=1000, metadata={"help": "Shuffle buffer of streaming sources, in rows."})
+
+    # -- balancing: how the task losses become one loss ----------------------------------------
+    weighting: str = field(
+        default="static",
+        metadata={
+            "help": f"Loss-balancing method: {', '.join(WEIGHTING_METHODS)}. 'static' uses the tasks' loss_weight."
+        },
+    )
+    weighting_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": 'Options of the weighting method (a dict, or JSON), e.g. {"temperature": 2.0} for dwa.'},
+    )
+
+    # -- evaluation ------------------------------------------------------------------------------
+    multilabel_threshold: float = field(
+        default=0.5, metadata={"help": "Probability above which a multilabel label counts as predicted."}
+    )
+
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the task data carries images, not model-signature columns."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.sampling_weights = _json_dict("sampling_weights", self.sampling_weights)
+        self.weighting_options = _json_dict("weighting_options", self.weighting_options) or {}
+        for name, value, choices in [
+            ("sampling_strategy", self.sampling_strategy, STRATEGIES),
+            ("batch_mode", self.batch_mode, BATCH_MODES),
+            ("when_exhausted", self.when_exhausted, WHEN_EXHAUSTED),
+            ("weighting", self.weighting, tuple(WEIGHTING_METHODS)),
+        ]:
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+        method = WEIGHTING_METHODS[self.weighting]
+        accepted = [p for p in inspect.signature(method.__init__).parameters if p not in ("self", "task_names")]
+        unknown = sorted(set(self.weighting_options) - set(accepted))
+        if unknown:
+            raise ValueError(f"weighting {self.weighting!r} has no option(s) {unknown}; its options are {accepted}")
+        if not 0.0 < self.multilabel_threshold < 1.0:
+            raise ValueError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
+
+
+def _json_dict(name: str, value: Any) -> dict | None:
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except (TypeError, json.JSONDecodeError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}")
+    return parsed
+
+
+__all__ = ["MultiTaskTrainingArguments"]

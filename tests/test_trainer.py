@@ -1,0 +1,214 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score
+from transformers import TrainerCallback
+
+from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.data import TaskSource, load_shop_dataset
+from mtl_hf.weighting import WeightingMethod
+from tests.conftest import tiny_vit_config
+
+SHOP_TASKS = ["category", "colour", "pattern", "tags", "size"]
+
+
+def shop_source(rows=96, start=0, missing_rate=0.2, name="shop"):
+    return TaskSource(load_shop_dataset(rows, start=start, missing_rate=missing_rate, seed=0), SHOP_TASKS, name=name)
+
+
+def new_model(source, seed=0):
+    torch.manual_seed(seed)
+    return MultiTaskViTModel(MultiTaskViTConfig(backbone_config=tiny_vit_config(), tasks=source.task_specs))
+
+
+def arguments(tmp_path, **overrides):
+    values = dict(
+        output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=16, learning_rate=1e-3, logging_steps=2,
+        report_to="none", use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
+    )  # fmt: skip
+    values.update(overrides)
+    return MultiTaskTrainingArguments(**values)
+
+
+def parameters(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def assert_same_parameters(model, reference, *, rtol, atol):
+    expected = parameters(reference)
+    for name, value in parameters(model).items():
+        torch.testing.assert_close(value, expected[name], rtol=rtol, atol=atol, msg=name)
+
+
+def test_logs_carry_each_task_loss_and_weight(tmp_path):
+    source = shop_source()
+    trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path, weighting="uncertainty"), train_dataset=source)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry and "train_runtime" not in entry]
+    assert [entry["step"] for entry in logs] == [2, 4, 6]
+    for entry in logs:
+        for task in SHOP_TASKS:
+            assert math.isfinite(entry[f"loss_{task}"]) and entry[f"weight_{task}"] > 0
+    assert logs[-1]["weight_category"] != 1.0  # uncertainty weights moved
+
+
+def test_evaluate_reports_every_task_metric_and_predict_matches_it(tmp_path):
+    source, held_out = shop_source(), shop_source(rows=50, start=96, name="held_out")
+    trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path), train_dataset=source, eval_dataset=held_out)
+    trainer.train()
+    metrics = trainer.evaluate()
+    expected = {
+        "category": ["accuracy", "macro_f1", "loss"], "colour": ["accuracy", "macro_f1", "loss"],
+        "pattern": ["accuracy", "macro_f1", "loss"], "tags": ["micro_f1", "macro_f1", "mAP", "loss"],
+        "size": ["mse", "mae", "r2", "loss"],
+    }  # fmt: skip
+    for task, names in expected.items():
+        for name in names:
+            assert f"eval_{task}_{name}" in metrics, (task, name)
+    primaries = [metrics[k] for k in ("eval_category_accuracy", "eval_colour_accuracy", "eval_pattern_accuracy",
+                                       "eval_tags_micro_f1", "eval_size_r2")]  # fmt: skip
+    assert metrics["eval_average_score"] == pytest.approx(np.mean(primaries))
+
+    output = trainer.predict(held_out)
+    assert output.predictions["category"].shape == (50, 3 + 2)  # five categories
+    targets = output.label_ids["category"]
+    present = targets != -100
+    assert output.metrics["test_category_accuracy"] == pytest.approx(
+        accuracy_score(targets[present], output.predictions["category"].argmax(-1)[present])
+    )
+    assert output.metrics["test_category_accuracy"] == pytest.approx(metrics["eval_category_accuracy"])
+
+
+class SumOfGradients(WeightingMethod):
+    """A gradient-based method whose answer is known: the plain sum, as equal weights give."""
+
+    name = "equal"  # restored checkpoints compare names; this one never saves
+    uses_gradients = True
+
+    def weights(self, present):
+        return present.float()
+
+    def combine_gradients(self, grads, present):
+        return (grads * present[:, None]).sum(0)
+
+
+def test_the_gradient_path_equals_the_loss_path_when_combining_by_sum(tmp_path):
+    # SGD, not Adam: Adam would blow up the rounding noise of gradients that are zero in exact
+    # arithmetic (the attention's key bias) into full-size steps.
+    settings = dict(weighting="equal", batch_mode="mixed", optim="sgd", learning_rate=0.05)
+    source = shop_source()
+    plain = MultiTaskTrainer(new_model(source), arguments(tmp_path / "a", **settings), train_dataset=source)
+    plain.train()
+    surgery = MultiTaskTrainer(
+        new_model(source), arguments(tmp_path / "b", **settings), train_dataset=source,
+        weighting=SumOfGradients(SHOP_TASKS),
+    )  # fmt: skip
+    surgery.train()
+    assert_same_parameters(surgery.model, plain.model, rtol=1e-5, atol=1e-6)
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+            control.should_save = True
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "famo", "pcgrad"])
+def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, weighting):
+    source = shop_source()  # 96 rows, batch 16: 6 steps an epoch, so the run crosses an epoch
+    settings = dict(max_steps=14, weighting=weighting, save_strategy="steps", save_steps=8, batch_mode="mixed",
+                    sampling_strategy="proportional")  # fmt: skip
+    uninterrupted = MultiTaskTrainer(new_model(source), arguments(tmp_path / "full", **settings), train_dataset=source)
+    uninterrupted.train()
+
+    # The same run, interrupted right after its checkpoint at step 8.
+    first = MultiTaskTrainer(new_model(source), arguments(tmp_path / "cut", **settings), train_dataset=source,
+                             callbacks=[StopAt(8)])  # fmt: skip
+    first.train()
+    assert first.state.global_step == 8
+    resumed = MultiTaskTrainer(
+        new_model(source, seed=123), arguments(tmp_path / "cut", **settings), train_dataset=source
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / "checkpoint-8"))
+
+    assert_same_parameters(resumed.model, uninterrupted.model, rtol=1e-5, atol=1e-6)
+    for key, value in uninterrupted.weighting.state_dict().items():
+        torch.testing.assert_close(resumed.weighting.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_accumulation_matches_the_bigger_batch(tmp_path):
+    source = shop_source(rows=128, missing_rate=0.0)  # no missing targets: every half-batch mean has the same count
+    big = MultiTaskTrainer(new_model(source), arguments(tmp_path / "big", max_steps=3, per_device_train_batch_size=32,
+                                                         weighting="equal"), train_dataset=source)  # fmt: skip
+    big.train()
+    accumulated = MultiTaskTrainer(
+        new_model(source),
+        arguments(tmp_path / "acc", max_steps=3, per_device_train_batch_size=16, gradient_accumulation_steps=2,
+                  weighting="equal"),
+        train_dataset=source,
+    )  # fmt: skip
+    accumulated.train()
+    assert_same_parameters(accumulated.model, big.model, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    source = shop_source()
+    trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path, bf16=True, max_steps=3), train_dataset=source)
+    before = parameters(trainer.model)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry and "train_runtime" not in entry]
+    assert all(math.isfinite(entry["loss"]) for entry in logs)
+    assert any(not torch.equal(p, before[name]) for name, p in parameters(trainer.model).items())
+
+
+def test_bad_setups_are_refused(tmp_path):
+    source = shop_source()
+    with pytest.raises(ValueError, match="unknown weighting 'gradnorm'"):
+        arguments(tmp_path, weighting="gradnorm")
+    with pytest.raises(ValueError, match=r"weighting 'famo' has no option\(s\) \['temperature'\]"):
+        arguments(tmp_path, weighting="famo", weighting_options='{"temperature": 2}')
+    with pytest.raises(ValueError, match="unknown batch_mode 'by_task'"):
+        arguments(tmp_path, batch_mode="by_task")
+    other = TaskSource(load_shop_dataset(20), {"hue": "colour"})
+    with pytest.raises(ValueError, match=r"task\(s\) \['hue'\] that the model lacks"):
+        MultiTaskTrainer(new_model(source), arguments(tmp_path), train_dataset=other)
+    with pytest.raises(TypeError, match="args must be MultiTaskTrainingArguments"):
+        from transformers import TrainingArguments
+
+        MultiTaskTrainer(new_model(source), TrainingArguments(output_dir=str(tmp_path)), train_dataset=source)
+    trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path), train_dataset=source)
+    (tmp_path / "checkpoint-3").mkdir()
+    with pytest.raises(FileNotFoundError, match="was not written by MultiTaskTrainer"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
+
+
+def test_the_best_checkpoint_by_average_score_is_loaded_at_the_end(tmp_path):
+    source, held_out = shop_source(), shop_source(rows=40, start=96, name="held_out")
+    args = arguments(
+        tmp_path, max_steps=6, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+        load_best_model_at_end=True, metric_for_best_model="average_score",
+    )  # fmt: skip
+    trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source, eval_dataset=held_out)
+    trainer.train()
+    scores = {e["step"]: e["eval_average_score"] for e in trainer.state.log_history if "eval_average_score" in e}
+    best_step = max(scores, key=scores.get)
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    assert trainer.evaluate()["eval_average_score"] == pytest.approx(scores[best_step], abs=1e-6)
+
+
+def test_gradient_surgery_runs_with_accumulation_and_bf16(tmp_path):
+    source = shop_source()
+    args = arguments(tmp_path, weighting="cagrad", batch_mode="mixed", gradient_accumulation_steps=2, bf16=True,
+                     max_steps=2)  # fmt: skip
+    trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source)
+    before = parameters(trainer.model)
+    trainer.train()
+    after = parameters(trainer.model)
+    assert all(torch.isfinite(p).all() for p in after.values())
+    assert not torch.equal(after["backbone.embeddings.cls_token"], before["backbone.embeddings.cls_token"])
