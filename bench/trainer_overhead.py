@@ -3,8 +3,8 @@
     python bench/trainer_overhead.py [--steps 60] [--repeats 2]
 
 Every row trains the same tiny ViT (32 px, patch 4, width 64, 2 layers) on the shop data with
-batch 32 and times the steady state (steps after the first 10); the runs are interleaved and the
-fastest of `--repeats` counts:
+batch 32 and takes the median step time after the first 10 steps; the runs are interleaved and
+the fastest of `--repeats` counts:
 1. plain `Trainer` + `ViTForImageClassification` vs `MultiTaskTrainer` with one task: samples/s ratio;
 2. one 4-task model vs one single-task model: step-time ratio;
 3. one 4-task model vs 4 single-task models trained one after the other: time ratio (1/K = 0.25);
@@ -14,8 +14,10 @@ fastest of `--repeats` counts:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
+import statistics
 import tempfile
 import time
 
@@ -34,17 +36,18 @@ BACKBONE = dict(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2
 
 
 class StepTimer(TrainerCallback):
-    """Seconds per optimizer step after the warm-up steps."""
+    """The median time between optimizer steps after the warm-up (robust to a stray slow step)."""
 
     def __init__(self):
-        self.started = None
-        self.seconds_per_step = None
+        self.stamps = []
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == WARMUP:
-            self.started = time.perf_counter()
-        elif state.global_step == state.max_steps:
-            self.seconds_per_step = (time.perf_counter() - self.started) / (state.max_steps - WARMUP)
+        if state.global_step >= WARMUP:
+            self.stamps.append(time.perf_counter())
+
+    @property
+    def seconds_per_step(self) -> float:
+        return statistics.median(b - a for a, b in itertools.pairwise(self.stamps))
 
 
 class SourceRows(torch.utils.data.Dataset):

@@ -69,7 +69,7 @@ class MultiTaskHead(nn.Module):
     def __init__(self, config: MultiTaskViTConfig, task: TaskSpec):
         super().__init__()
         in_features = backbone_hidden_size(config.backbone_config)
-        self.dropout = nn.Dropout(task.dropout)
+        self.dropout = nn.Dropout(task.dropout) if task.dropout > 0 else nn.Identity()
         if task.hidden_size is not None:
             self.dense = nn.Linear(in_features, task.hidden_size)
             self.activation = nn.GELU()

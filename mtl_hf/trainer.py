@@ -257,10 +257,12 @@ class MultiTaskTrainer(Trainer):
     def _record_step(self, inputs, losses: torch.Tensor, present: torch.Tensor) -> None:
         global_losses, global_present = self._global_losses(losses, present)
         weights = self.weighting.weights(global_present)
-        for k, name in enumerate(self.task_specs):
-            if global_present[k]:
-                self._step_records[f"loss_{name}"].append(float(global_losses[k]))
-                self._step_records[f"weight_{name}"].append(float(weights[k]))
+        # One host transfer for the whole step, not one per task.
+        rows = zip(self.task_specs, global_present.tolist(), global_losses.tolist(), weights.tolist(), strict=True)
+        for name, is_present, loss, weight in rows:
+            if is_present:
+                self._step_records[f"loss_{name}"].append(loss)
+                self._step_records[f"weight_{name}"].append(weight)
         if self.weighting.needs_losses_after_step:
             self._batches_since_step.append((inputs, global_losses, global_present))
         self.weighting.observe(global_losses, global_present)
