@@ -33,7 +33,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, get_last_checkpoint, speed_metrics
 
 from .configuration_mtl_vit import TaskSpec
-from .data import ImageTransforms, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
+from .data import ImageTransforms, MixtureBatch, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
 from .metrics import PRIMARY_METRIC, load_task_metric
 from .modeling_mtl_vit import MultiTaskViTModel
 from .training_args import MultiTaskTrainingArguments
@@ -438,10 +438,8 @@ class MultiTaskTrainer(Trainer):
                 if name not in self.task_specs:
                     raise ValueError(f"eval source {source.name!r} has task {name!r} that the model lacks")
             for batch in _eval_batches(source, self.args.per_device_eval_batch_size, self.args):
-                collated = collator(batch)
-                collated = {"pixel_values": collated["pixel_values"], "labels": collated["labels"],
-                            "tasks": source.task_names}  # fmt: skip
-                inputs = self._prepare_inputs(collated)
+                # A batch of one source: targets and heads for its tasks only.
+                inputs = self._prepare_inputs(collator(MixtureBatch(batch, tuple(source.task_names))))
                 with self.compute_loss_context_manager():
                     outputs = model(**inputs)
                 rows_seen += len(batch)
