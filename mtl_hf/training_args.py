@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
-from .weighting import WEIGHTING_METHODS
+from .weighting import WEIGHTING_METHODS, check_weighting_options
 
 
 @dataclass
@@ -78,11 +77,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         ]:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
-        method = WEIGHTING_METHODS[self.weighting]
-        accepted = [p for p in inspect.signature(method.__init__).parameters if p not in ("self", "task_names")]
-        unknown = sorted(set(self.weighting_options) - set(accepted))
-        if unknown:
-            raise ValueError(f"weighting {self.weighting!r} has no option(s) {unknown}; its options are {accepted}")
+        check_weighting_options(self.weighting, self.weighting_options)
         if not 0.0 < self.multilabel_threshold < 1.0:
             raise ValueError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
 

@@ -32,17 +32,21 @@ WEIGHTING_METHODS: dict[str, type[WeightingMethod]] = {
 }
 
 
-def build_weighting(name: str, task_names: list[str], options: dict | None = None) -> WeightingMethod:
-    """The method `name` for `task_names`, with `options` checked against its typed arguments."""
+def check_weighting_options(name: str, options: dict | None) -> type[WeightingMethod]:
+    """The class of method `name`, after checking `options` against its typed arguments."""
     if name not in WEIGHTING_METHODS:
         raise ValueError(f"unknown weighting method {name!r}; use one of {', '.join(WEIGHTING_METHODS)}")
     cls = WEIGHTING_METHODS[name]
-    options = dict(options or {})
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "task_names")]
-    unknown = sorted(set(options) - set(accepted))
+    unknown = sorted(set(options or {}) - set(accepted))
     if unknown:
         raise ValueError(f"weighting {name!r} has no option(s) {unknown}; its options are {accepted}")
-    return cls(task_names, **options)
+    return cls
+
+
+def build_weighting(name: str, task_names: list[str], options: dict | None = None) -> WeightingMethod:
+    """The method `name` for `task_names`, with `options` checked against its typed arguments."""
+    return check_weighting_options(name, options)(task_names, **(options or {}))
 
 
 __all__ = [
@@ -57,4 +61,5 @@ __all__ = [
     "WEIGHTING_METHODS",
     "WeightingMethod",
     "build_weighting",
+    "check_weighting_options",
 ]

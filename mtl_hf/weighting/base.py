@@ -56,6 +56,11 @@ class WeightingMethod(nn.Module):
         """Sees every step's task losses (averaged over ranks, detached)."""
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A generator for draw `step` of a run seeded with `seed`: the same on every rank and after resume."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def check_positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import WeightingMethod
+from .base import WeightingMethod, step_generator
 
 
 class PCGrad(WeightingMethod):
@@ -32,7 +32,7 @@ class PCGrad(WeightingMethod):
 
     def combine_gradients(self, grads: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         rows = present.bool().nonzero().flatten().tolist()
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.step))
+        generator = step_generator(self.seed, int(self.step))
         self.step += 1
         original = grads.double()
         projected = original.clone()

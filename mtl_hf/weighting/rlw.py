@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import WeightingMethod
+from .base import WeightingMethod, step_generator
 
 
 class RandomLossWeighting(WeightingMethod):
@@ -27,7 +27,7 @@ class RandomLossWeighting(WeightingMethod):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def weights(self, present: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.step))
+        generator = step_generator(self.seed, int(self.step))
         z = torch.randn(len(self.task_names), generator=generator)
         z = z.masked_fill(~present.bool().cpu(), float("-inf"))
         count = int(present.sum())
