@@ -278,4 +278,8 @@ def _validate_tasks(tasks: Any) -> list[TaskSpec]:
     return specs
 
 
+# Saved configs name this file in `auto_map`, so that `trust_remote_code=True` can load them where
+# mtl_hf is not installed (save_pretrained copies the file beside config.json).
+MultiTaskViTConfig.register_for_auto_class()
+
 __all__ = ["MultiTaskViTConfig", "TaskSpec", "TASK_TYPES", "POOLING_MODES", "backbone_hidden_size"]

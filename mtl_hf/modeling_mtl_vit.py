@@ -357,4 +357,7 @@ def _takes_pooling_flag(config_class) -> bool:
     return model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
+# Saved models carry this file and name it in `auto_map` (see the configuration file).
+MultiTaskViTModel.register_for_auto_class("AutoModel")
+
 __all__ = ["MultiTaskViTModel", "MultiTaskViTPreTrainedModel", "MultiTaskOutput", "MultiTaskHead", "task_loss"]

@@ -20,6 +20,7 @@ What it adds to `Trainer`:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -29,13 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, get_last_checkpoint, speed_metrics
 
 from .configuration_mtl_vit import TaskSpec
 from .data import ImageTransforms, MixtureBatch, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
+from .hub import CURVES_FILE, build_model_card
 from .metrics import PRIMARY_METRIC, load_task_metric
 from .modeling_mtl_vit import MultiTaskViTModel
+from .plotting import plot_training_curves
 from .training_args import MultiTaskTrainingArguments
 from .weighting import WeightingMethod, build_weighting
 
@@ -350,6 +354,72 @@ class MultiTaskTrainer(Trainer):
             self._step_records.clear()
         super().log(logs, start_time)
 
+    # -- saving: model, curves and card together --------------------------------------------------
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Saves the model and image processor, plus the per-task curves PNG and the model card beside them."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self._write_card(output_dir or self.args.output_dir)
+
+    def create_model_card(self, model_name: str | None = None, dataset=None, license: str | None = None, **kwargs):
+        """Writes the multi-task model card to `output_dir/README.md` (Trainer's `push_to_hub` calls this)."""
+        if self.is_world_process_zero():
+            self._write_card(self.args.output_dir, model_name=model_name, datasets=dataset, license=license)
+
+    def training_summary(self) -> dict[str, Any]:
+        """How this trainer trains, for the model card: sources, mixing, balancing and hyperparameters."""
+        args = self.args
+        sources = self.train_mixture.sources if self.train_mixture is not None else []
+        hyperparameters = {
+            "learning_rate": args.learning_rate,
+            "train_batch_size (per device)": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "devices": args.world_size,
+            "optimizer": args.optim.value if hasattr(args.optim, "value") else args.optim,
+            "lr_scheduler": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type),
+            "weight_decay": args.weight_decay,
+            "steps trained": self.state.global_step,
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+            "seed": args.seed,
+        }
+        return {
+            "sources": [{"name": s.name, "rows": s.num_rows, "tasks": s.task_names} for s in sources],
+            "evaluation": [{"name": s.name, "rows": s.num_rows} for s in self.eval_sources.values()],
+            "sampling_strategy": args.sampling_strategy,
+            "batch_mode": args.batch_mode,
+            "when_exhausted": args.when_exhausted,
+            "weighting": args.weighting,
+            "weighting_options": args.weighting_options,
+            "hyperparameters": hyperparameters,
+        }
+
+    def _write_card(self, folder: str, *, model_name=None, datasets=None, license=None) -> None:
+        folder = str(folder)
+        os.makedirs(folder, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model)
+        curves = plot_training_curves(
+            self.state.log_history, model.config.task_specs, os.path.join(folder, CURVES_FILE)
+        )
+        evaluations = [entry for entry in self.state.log_history if "eval_average_score" in entry]
+        if datasets is None and self.train_mixture is not None:
+            datasets = [s.hub_id for s in self.train_mixture.sources if s.hub_id]
+        elif isinstance(datasets, str):
+            datasets = [datasets]
+        model_id = self.args.hub_model_id or folder
+        card = build_model_card(
+            model.config,
+            model_name=model_name or (self.args.hub_model_id or os.path.abspath(self.args.output_dir)).split("/")[-1],
+            model_id=model_id,
+            metrics=evaluations[-1] if evaluations else None,
+            training=self.training_summary(),
+            datasets=datasets or None,
+            curves_file=CURVES_FILE if curves is not None else None,
+            multilabel_threshold=self.args.multilabel_threshold,
+            license=license,
+        )
+        card.save(os.path.join(folder, "README.md"))
+
     # -- checkpoints -----------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -437,7 +507,12 @@ class MultiTaskTrainer(Trainer):
             for name in source.task_names:
                 if name not in self.task_specs:
                     raise ValueError(f"eval source {source.name!r} has task {name!r} that the model lacks")
-            for batch in _eval_batches(source, self.args.per_device_eval_batch_size, self.args):
+            batch_size = self.args.per_device_eval_batch_size
+            total = None if source.num_rows is None else math.ceil(source.num_rows / self.args.world_size / batch_size)
+            progress = tqdm(total=total, desc=f"{prefix}: {source.name}", unit="batch", leave=False,
+                            disable=self.args.disable_tqdm or not self.is_local_process_zero())  # fmt: skip
+            for batch in _eval_batches(source, batch_size, self.args):
+                progress.update()
                 # A batch of one source: targets and heads for its tasks only.
                 inputs = self._prepare_inputs(collator(MixtureBatch(batch, tuple(source.task_names))))
                 with self.compute_loss_context_manager():
@@ -448,6 +523,7 @@ class MultiTaskTrainer(Trainer):
                     labels[name].append(inputs["labels"][name].cpu().numpy())
                     loss_sums[name] += float(outputs.task_losses[name]) * len(batch)
                     counts[name] += len(batch)
+            progress.close()
         logits, labels = _gather(logits), _gather(labels)
         loss_sums, counts = _gather_sums(loss_sums), _gather_sums(counts)
         rows_seen = int(sum(_gather_sums({"rows": rows_seen}).values()))

@@ -87,6 +87,8 @@ class TaskSource:
         num_rows: int | None = None,
     ):
         self.dataset, parquet_files = _load(data, split=split, streaming=streaming)
+        # A Hub dataset id, for model cards; local data has none.
+        self.hub_id = str(data) if isinstance(data, str) and not Path(data).exists() else None
         self.image_column = image_column
         task_columns = _normalise_tasks(tasks)
         self.name = name or (next(iter(task_columns)) if len(task_columns) == 1 else "+".join(task_columns))
@@ -120,6 +122,11 @@ class TaskSource:
     @property
     def is_streaming(self) -> bool:
         return isinstance(self.dataset, IterableDataset)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Task name -> the label column it reads."""
+        return dict(self._columns)
 
     @property
     def task_names(self) -> list[str]:
@@ -223,6 +230,19 @@ def _normalise_tasks(tasks) -> dict[str, dict[str, Any]]:
     if not normalised:
         raise ValueError("a source needs at least one task (a label column)")
     return normalised
+
+
+def task_options(spec: TaskSpec, column: str) -> dict[str, Any]:
+    """A `tasks` entry that reads `column` as `spec` says (labels included), e.g. for another split."""
+    options = {key: value for key, value in spec.to_dict().items() if key != "name"}
+    if spec.type != "regression":
+        options.pop("num_outputs")  # follows from the labels
+    return {"column": column, **options}
+
+
+def load_split(data: Any, *, split: str = "train", streaming: bool = False) -> Dataset | IterableDataset:
+    """One split of a dataset given as a local path (dataset folder, Parquet, image folder) or a Hub id."""
+    return _load(data, split=split, streaming=streaming)[0]
 
 
 def _load(data: Any, *, split: str, streaming: bool) -> tuple[Dataset | IterableDataset, list[str]]:
@@ -396,4 +416,4 @@ def _distinct_names(dataset: Dataset, column: str, nested: bool) -> list[str]:
     return sorted({str(value) for value in values if value is not None})
 
 
-__all__ = ["RawExample", "TaskSource"]
+__all__ = ["RawExample", "TaskSource", "load_split", "task_options"]

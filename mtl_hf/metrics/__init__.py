@@ -11,6 +11,12 @@ METRIC_MODULES = {
 }
 PRIMARY_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "r2"}
 """The score each task type contributes to the average over tasks (higher is better for all three)."""
+TASK_METRICS = {
+    "classification": ("accuracy", "macro_f1"),
+    "multilabel": ("micro_f1", "macro_f1", "mAP"),
+    "regression": ("r2", "mse", "mae"),
+}
+"""The metrics each task type reports (its metric module's keys, less `count`)."""
 
 
 @cache
@@ -23,4 +29,4 @@ def load_task_metric(task_type: str):
     return evaluate.load(str(METRIC_MODULES[task_type]))
 
 
-__all__ = ["METRIC_MODULES", "PRIMARY_METRIC", "load_task_metric"]
+__all__ = ["METRIC_MODULES", "PRIMARY_METRIC", "TASK_METRICS", "load_task_metric"]
