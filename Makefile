@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The demo recipe through accelerate, as any recipe runs: 5 tasks on the built-in shop photos.
 demo: install
-	$(BIN)/python examples/demo_digits.py --output_dir outputs/demo
+	$(BIN)/accelerate launch --config_file recipes/accelerate_configs/cpu.yaml \
+		recipes/train.py recipes/configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest
@@ -32,8 +34,8 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check mtl_hf tests examples bench
-	$(BIN)/ruff format --check mtl_hf tests examples bench
+	$(BIN)/ruff check mtl_hf tests recipes bench
+	$(BIN)/ruff format --check mtl_hf tests recipes bench
 
 clean:
 	rm -rf $(VENV) .cache outputs .pytest_cache

@@ -1,0 +1,481 @@
+"""The training recipe behind `recipes/train.py` and `mtl-hf train`: one YAML file in, a trained model out.
+
+    accelerate launch recipes/train.py recipes/configs/demo.yaml [--key value ...]
+
+The YAML holds the fields of `ModelArguments`, `DataArguments` and `MultiTaskTrainingArguments`
+side by side; flags after it override the YAML's values. `main()` reads top to bottom:
+data -> tasks (from the data) -> model -> trainer -> train -> evaluate every task -> save
+(model, image processor, metrics, curves) -> model card -> push if asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import transformers
+import yaml
+from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
+from .data import ImageTransforms, TaskSource, load_digits_dataset, load_shop_dataset
+from .data.sources import task_options
+from .metrics import PRIMARY_METRIC
+from .modeling_mtl_vit import MultiTaskViTModel
+from .trainer import MultiTaskTrainer
+from .training_args import MultiTaskTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DATASETS = ("shop", "digits")
+
+
+@dataclass
+class ModelArguments:
+    """Where the model starts: a saved multi-task model, a pretrained backbone, or a backbone config."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A multi-task model saved by mtl_hf (folder or Hub id) to train further; "
+                          "its tasks must match the data's."},
+    )  # fmt: skip
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "A pretrained vision backbone (Hub id or folder, e.g. google/vit-base-patch16-224-in21k) "
+                          "whose weights start the shared encoder; the task heads start fresh."},
+    )  # fmt: skip
+    backbone_config: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "A backbone trained from scratch: its config as a mapping (or JSON), with model_type "
+                          "(default vit) and sizes, e.g. {image_size: 32, patch_size: 4, hidden_size: 64}."},
+    )  # fmt: skip
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are cached."})
+
+    def __post_init__(self):
+        self.backbone_config = _json_value("backbone_config", self.backbone_config, dict)
+        given = [name for name in ("model_name_or_path", "backbone", "backbone_config") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of model_name_or_path (continue a saved model), backbone (pretrained weights) "
+                f"or backbone_config (from scratch); got {given or 'none'}"
+            )
+
+
+@dataclass
+class DataArguments:
+    """The training and evaluation data: one dataset (the fields below) or several (`sources`)."""
+
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "builtin:shop, builtin:digits, a local folder / Parquet file, or a Hub dataset id."},
+    )
+    tasks: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "The tasks: a list of label columns, or a mapping task -> column (or -> {column, type, "
+                          "labels, loss_weight, ...}). Types and label names come from the data where they can."},
+    )  # fmt: skip
+    dataset_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Options of a built-in dataset, e.g. {num_rows: 4000, eval_rows: 1000} for shop."},
+    )
+    sources: list[dict[str, Any]] | str | None = field(
+        default=None,
+        metadata={"help": "Several datasets: a list of mappings with the keys dataset, tasks and optionally name, "
+                          "dataset_options, train_split, eval_split, eval_fraction, image_column, streaming, "
+                          "num_rows. Replaces dataset/tasks."},
+    )  # fmt: skip
+    image_column: str = field(default="image", metadata={"help": "The column that holds the images."})
+    train_split: str = field(default="train", metadata={"help": "The split to train on."})
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "The split to evaluate on. Without one, eval_fraction of the training split is held out."},
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "Share of the training rows held out for evaluation when there is no eval_split "
+                                       "(map-style data only; 0 evaluates nothing)."}
+    )  # fmt: skip
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the rows (data larger than memory); needs eval_split for evaluation."}
+    )
+    num_rows: int | None = field(
+        default=None, metadata={"help": "Row count of a streaming dataset whose metadata lacks it."}
+    )
+    max_train_rows: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
+    max_eval_rows: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows only."})
+    augment: bool = field(
+        default=False,
+        metadata={"help": "Random resized crops and horizontal flips in training (off when position or "
+                          "side carries meaning, as for shop's corner badges)."},
+    )  # fmt: skip
+
+    def __post_init__(self):
+        self.tasks = _json_value("tasks", self.tasks, (dict, list))
+        self.dataset_options = _json_value("dataset_options", self.dataset_options, dict) or {}
+        self.sources = _json_value("sources", self.sources, list)
+        if self.sources is None and (self.dataset is None or self.tasks is None):
+            raise ValueError("name the data: dataset and tasks, or a list of sources (each with dataset and tasks)")
+        if self.sources is not None and (self.dataset is not None or self.tasks is not None):
+            raise ValueError("give either sources or dataset/tasks, not both")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+    def source_settings(self) -> list[dict[str, Any]]:
+        """One settings dict per source, the single-dataset fields filling what a source leaves out."""
+        defaults = {
+            "dataset_options": self.dataset_options, "image_column": self.image_column,
+            "train_split": self.train_split, "eval_split": self.eval_split, "eval_fraction": self.eval_fraction,
+            "streaming": self.streaming, "num_rows": self.num_rows, "name": None,
+        }  # fmt: skip
+        entries = self.sources if self.sources is not None else [{"dataset": self.dataset, "tasks": self.tasks}]
+        settings = []
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ValueError(f"sources[{index}] must be a mapping with dataset and tasks, got {entry!r}")
+            unknown = sorted(set(entry) - set(defaults) - {"dataset", "tasks"})
+            if unknown:
+                raise ValueError(f"sources[{index}]: unknown keys {unknown}; known keys: {sorted(defaults)}")
+            missing = [key for key in ("dataset", "tasks") if entry.get(key) is None]
+            if missing:
+                raise ValueError(f"sources[{index}] lacks {' and '.join(missing)}")
+            settings.append({**defaults, **entry})
+        return settings
+
+
+# -- the recipe ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """`recipes/train.py CONFIG.yaml [--key value ...]`: parse, then run the stages."""
+    return run(*parse_args(argv))
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
+    """The recipe's stages, top to bottom; returns the evaluation metrics."""
+    _set_up_logging(training_args)
+
+    # 1. Data: training and evaluation sources; the tasks and their label names come from them.
+    train_sources, eval_sources = load_data(data_args, seed=training_args.seed)
+    task_specs = merged_task_specs(train_sources)
+    logger.info("training on %s; evaluating on %s", train_sources, eval_sources or "nothing")
+
+    # 2. Model and image processor (seeded first: fresh heads start the same on every rank and run).
+    set_seed(training_args.seed)
+    model, image_processor = build_model(model_args, task_specs)
+    transforms = ImageTransforms.from_image_processor(image_processor, train=data_args.augment)
+
+    # 3. Trainer.
+    trainer = MultiTaskTrainer(
+        model,
+        training_args,
+        train_dataset=train_sources,
+        eval_dataset=eval_sources or None,
+        processing_class=image_processor,
+        image_transforms=transforms,
+    )
+
+    # 4. Train, resuming from the last checkpoint when asked.
+    resume = _resume_point(training_args)
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_metrics("train", train_result.metrics)
+
+    # 5. Evaluate every task, beside answers that ignore the image.
+    metrics: dict[str, float] = {}
+    if eval_sources:
+        prediction = trainer.predict(eval_sources, metric_key_prefix="eval")
+        metrics = prediction.metrics
+        trainer.log(metrics)  # into the logs (curves, card, TensorBoard) like any evaluation
+        trainer.save_metrics("eval", metrics)
+        baselines = chance_scores(trainer, prediction.label_ids)
+        trainer.save_metrics("eval_chance", baselines, combined=False)
+        if trainer.is_world_process_zero():
+            print(results_table(task_specs, metrics, baselines))
+
+    # 6. Save the model, image processor, curves and card; push when asked.
+    trainer.save_model()
+    trainer.save_state()
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="mtl_hf: end of training")
+    if trainer.is_world_process_zero():
+        print(f"model, image processor, all_results.json, training_curves.png and README.md saved to "
+              f"{training_args.output_dir}/")  # fmt: skip
+    return metrics
+
+
+# -- stages ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None):
+    """(ModelArguments, DataArguments, MultiTaskTrainingArguments) from `CONFIG.yaml [--key value ...]`.
+
+    The YAML gives the values; flags after it override them (`--learning_rate 1e-3`). Without a
+    YAML file, everything comes from the flags.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
+    if not argv or argv[0].startswith("-"):
+        if any(flag in argv for flag in ("-h", "--help")):
+            parser.print_help()
+            raise SystemExit(0)
+        return parser.parse_args_into_dataclasses(args=argv)
+
+    config_path = Path(argv[0])
+    if not config_path.is_file():
+        raise FileNotFoundError(f"config file {config_path} not found; give the path to a recipe YAML file")
+    with open(config_path) as file:
+        values = yaml.safe_load(file) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{config_path}: expected a mapping of argument names to values, got {type(values).__name__}")
+    values.update(_given_flags(parser, argv[1:]))
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{config_path}: unknown argument(s) {unknown}; see `mtl-hf train --help` for the names")
+    return parser.parse_dict(values)
+
+
+def load_data(data_args: DataArguments, *, seed: int) -> tuple[list[TaskSource], list[TaskSource]]:
+    """The training sources and the evaluation sources (with the training sources' label names)."""
+    train_sources, eval_sources = [], []
+    for settings in data_args.source_settings():
+        train, evaluation = _load_source(settings, seed=seed)
+        if data_args.max_train_rows:
+            train = _first_rows(train, data_args.max_train_rows)
+        if evaluation is not None and data_args.max_eval_rows:
+            evaluation = _first_rows(evaluation, data_args.max_eval_rows)
+        train_sources.append(train)
+        if evaluation is not None:
+            eval_sources.append(evaluation)
+    return train_sources, eval_sources
+
+
+def merged_task_specs(sources: Sequence[TaskSource]) -> list[TaskSpec]:
+    """Every source's tasks, once each; a task in several sources must agree on its type and labels."""
+    specs: dict[str, TaskSpec] = {}
+    for source in sources:
+        for spec in source.task_specs:
+            seen = specs.setdefault(spec.name, spec)
+            if (seen.type, seen.labels, seen.num_outputs) != (spec.type, spec.labels, spec.num_outputs):
+                raise ValueError(
+                    f"task {spec.name!r} differs between sources: {seen.type} with labels {seen.labels} vs "
+                    f"{spec.type} with labels {spec.labels} in source {source.name!r}; give the task's labels "
+                    "explicitly"
+                )
+    return list(specs.values())
+
+
+def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
+    """The model (continued, from a pretrained backbone, or from scratch) and its image processor."""
+    if model_args.model_name_or_path:
+        model = MultiTaskViTModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        data_tasks = {spec.name: (spec.type, spec.labels) for spec in task_specs}
+        model_tasks = {spec.name: (spec.type, spec.labels) for spec in model.config.task_specs}
+        if data_tasks != model_tasks:
+            raise ValueError(
+                f"the data's tasks {data_tasks} differ from those of {model_args.model_name_or_path} {model_tasks}; "
+                "use backbone: to start new heads from its weights, or add/remove tasks first"
+            )
+        processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        return model, processor
+    if model_args.backbone:
+        model = MultiTaskViTModel.from_backbone(model_args.backbone, task_specs, cache_dir=model_args.cache_dir)
+        processor = AutoImageProcessor.from_pretrained(model_args.backbone, cache_dir=model_args.cache_dir)
+        return model, processor
+    options = dict(model_args.backbone_config)
+    backbone = AutoConfig.for_model(options.pop("model_type", "vit"), **options)
+    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone, tasks=task_specs))
+    size = backbone.image_size if isinstance(backbone.image_size, (list, tuple)) else (backbone.image_size,) * 2
+    return model, ImageTransforms(size=tuple(size)).image_processor()
+
+
+def chance_scores(trainer: MultiTaskTrainer, targets: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each task's main score for a constant answer that ignores the image.
+
+    Classification: the evaluation data's most frequent class; multilabel: every label "yes";
+    regression: the evaluation targets' mean (R^2 = 0). The first two are read off the evaluation
+    labels themselves, so they are, if anything, generous to the baseline.
+    """
+    scores = {}
+    for name, target in targets.items():
+        spec = trainer.task_specs[name]
+        if spec.type == "classification":
+            present = target[target >= 0].astype(int)
+            majority = np.bincount(present, minlength=spec.num_outputs).argmax() if present.size else 0
+            logits = np.zeros((len(target), spec.num_outputs))
+            logits[:, majority] = 1.0
+        elif spec.type == "multilabel":
+            logits = np.full(target.shape, 10.0)
+        else:
+            logits = np.broadcast_to(np.nanmean(target, axis=0), target.shape).copy()
+        metric = PRIMARY_METRIC[spec.type]
+        scores[f"eval_{name}_{metric}"] = trainer._task_metrics(spec, logits, target)[metric]
+    return scores
+
+
+def results_table(task_specs: Sequence[TaskSpec], metrics: dict[str, float], chance: dict[str, float]) -> str:
+    rows = [f"\n{'task':<14} {'type':<15} {'metric':<9} {'score':>7} {'chance':>7}"]
+    for spec in task_specs:
+        key = f"eval_{spec.name}_{PRIMARY_METRIC[spec.type]}"
+        if key in metrics:
+            rows.append(f"{spec.name:<14} {spec.type:<15} {PRIMARY_METRIC[spec.type]:<9} "
+                        f"{metrics[key]:>7.3f} {chance[key]:>7.3f}")  # fmt: skip
+    rows.append("(chance: the most frequent class; every label 'yes'; the mean value)")
+    return "\n".join(rows)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, TaskSource | None]:
+    dataset, tasks = settings["dataset"], settings["tasks"]
+    common = {"image_column": settings["image_column"]}
+    name = settings["name"]
+
+    if isinstance(dataset, str) and dataset.startswith(BUILTIN_PREFIX):
+        train_rows, eval_rows = load_builtin(dataset, settings["dataset_options"], seed=seed)
+        if settings["streaming"]:
+            count = len(train_rows)
+            train_rows = train_rows.to_iterable_dataset(num_shards=min(8, count))
+        train = TaskSource(train_rows, tasks, name=name or dataset.removeprefix(BUILTIN_PREFIX),
+                           num_rows=count if settings["streaming"] else None, **common)  # fmt: skip
+        if eval_rows is None:
+            return _hold_out(train, settings, seed)
+        return train, TaskSource(eval_rows, _fixed_tasks(train), name=f"{train.name}_eval", **common)
+
+    if settings["dataset_options"]:
+        raise ValueError(f"dataset_options apply to built-in datasets ({_builtin_names()}), not to {dataset!r}")
+    train = TaskSource(dataset, tasks, name=name, split=settings["train_split"], streaming=settings["streaming"],
+                       num_rows=settings["num_rows"], **common)  # fmt: skip
+    if settings["eval_split"]:
+        evaluation = TaskSource(dataset, _fixed_tasks(train), name=f"{train.name}_{settings['eval_split']}",
+                                split=settings["eval_split"], streaming=settings["streaming"], **common)  # fmt: skip
+        return train, evaluation
+    return _hold_out(train, settings, seed)
+
+
+def load_builtin(dataset: str, options: dict[str, Any], *, seed: int):
+    """The training and evaluation rows of a built-in dataset (`builtin:shop`, `builtin:digits`)."""
+    kind = dataset.removeprefix(BUILTIN_PREFIX)
+    options = dict(options or {})
+    if kind == "shop":
+        eval_rows = options.pop("eval_rows", 1000)
+        num_rows = options.pop("num_rows", 4000)
+        train = load_shop_dataset(num_rows, **options)
+        # Evaluation rows come from further along the same endless sequence: new images, same distribution.
+        evaluation = load_shop_dataset(eval_rows, start=num_rows, **options) if eval_rows else None
+        return train, evaluation
+    if kind == "digits":
+        if options:
+            raise ValueError(f"builtin:digits takes no dataset_options, got {sorted(options)}")
+        splits = load_digits_dataset().train_test_split(test_size=0.2, seed=seed, stratify_by_column="digit")
+        return splits["train"], splits["test"]
+    raise ValueError(f"unknown built-in dataset {dataset!r}; built-in datasets are {_builtin_names()}")
+
+
+def _builtin_names() -> str:
+    return ", ".join(BUILTIN_PREFIX + name for name in BUILTIN_DATASETS)
+
+
+def _hold_out(source: TaskSource, settings: dict[str, Any], seed: int) -> tuple[TaskSource, TaskSource | None]:
+    fraction = settings["eval_fraction"]
+    if not fraction:
+        return source, None
+    if source.is_streaming:
+        raise ValueError(
+            f"source {source.name!r} is streamed, so no share of it can be held out for evaluation: set eval_split "
+            "to a split of the data, or eval_fraction: 0 to evaluate nothing"
+        )
+    parts = source.dataset.train_test_split(test_size=fraction, seed=seed)
+    tasks = _fixed_tasks(source)
+    common = {"image_column": source.image_column}
+    return (TaskSource(parts["train"], tasks, name=source.name, **common),
+            TaskSource(parts["test"], tasks, name=f"{source.name}_eval", **common))  # fmt: skip
+
+
+def _fixed_tasks(source: TaskSource) -> dict[str, dict[str, Any]]:
+    # The training source's specs, labels included, so that every split encodes labels the same way.
+    return {spec.name: task_options(spec, source.columns[spec.name]) for spec in source.task_specs}
+
+
+def _first_rows(source: TaskSource, count: int) -> TaskSource:
+    if source.is_streaming:
+        rows, num_rows = source.dataset.take(count), min(count, source.num_rows or count)
+    else:
+        rows, num_rows = source.dataset.select(range(min(count, len(source.dataset)))), None
+    return TaskSource(rows, _fixed_tasks(source), name=source.name, image_column=source.image_column,
+                      num_rows=num_rows)  # fmt: skip
+
+
+def _given_flags(parser: HfArgumentParser, flags: Sequence[str]) -> dict[str, Any]:
+    """The arguments that `flags` set, typed by the parser, and nothing else (no defaults)."""
+    if not flags:
+        return {}
+    saved = [(action, action.default, action.required) for action in parser._actions]
+    try:
+        for action, _, _ in saved:
+            action.default, action.required = argparse.SUPPRESS, False
+        namespace, unknown = parser.parse_known_args(list(flags))
+    finally:
+        for action, default, required in saved:
+            action.default, action.required = default, required
+    if unknown:
+        raise ValueError(f"unknown command-line argument(s) {unknown}; see `mtl-hf train --help`")
+    return vars(namespace)
+
+
+def _json_value(name: str, value: Any, kinds) -> Any:
+    if value is None or not isinstance(value, str):
+        if value is not None and not isinstance(value, kinds):
+            raise ValueError(f"{name} must be a {_kind_names(kinds)}, got {type(value).__name__}")
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        if kinds == (dict, list) and value.strip():
+            return [part.strip() for part in value.split(",") if part.strip()]  # a comma-separated column list
+        raise ValueError(f"{name} must be a {_kind_names(kinds)} (YAML, or JSON on the command line), "
+                         f"got {value!r}") from None  # fmt: skip
+    if not isinstance(parsed, kinds):
+        raise ValueError(f"{name} must be a {_kind_names(kinds)}, got {value!r}")
+    return parsed
+
+
+def _kind_names(kinds) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join({dict: "mapping", list: "list"}[kind] for kind in kinds)
+
+
+def _resume_point(training_args: MultiTaskTrainingArguments) -> str | bool | None:
+    resume = training_args.resume_from_checkpoint
+    if resume is None or str(resume).lower() in ("false", "no", "none", ""):
+        return None
+    if str(resume).lower() in ("true", "yes", "last"):
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint is {resume!r} but {training_args.output_dir} holds no checkpoint")
+        return last
+    if not os.path.isdir(resume):
+        raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder at {resume}")
+    return resume
+
+
+def _set_up_logging(training_args: MultiTaskTrainingArguments) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    level = training_args.get_process_log_level()
+    logger.setLevel(logging.INFO if training_args.should_log else level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""`mtl-hf predict` and `mtl-hf eval` on a saved model; errors and help."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.cli import main as cli
+from mtl_hf.data import ImageTransforms, TaskSource, decode_image, load_shop_dataset, write_shop_parquet
+
+from .conftest import tiny_vit_config
+
+SHOP_TASKS = ["category", "colour", "tags", "size"]
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    source = TaskSource(load_shop_dataset(8), SHOP_TASKS)
+    model = MultiTaskViTModel(
+        MultiTaskViTConfig(backbone_config=tiny_vit_config(patch_size=8), tasks=source.task_specs)
+    )
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    ImageTransforms(size=(32, 32)).image_processor().save_pretrained(folder)
+    return folder, model.eval()
+
+
+@pytest.fixture
+def images(tmp_path):
+    paths = []
+    for index, row in enumerate(load_shop_dataset(3, start=100)):
+        path = tmp_path / f"photo{index}.png"
+        row["image"].save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_json_gives_the_models_own_answers(saved_model, images, capsys):
+    folder, model = saved_model
+    assert cli(["predict", str(folder), *map(str, images), "--json", "--top_k", "2"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert [answer["image"] for answer in answers] == [str(path) for path in images]
+
+    transform = ImageTransforms(size=(32, 32))
+    with torch.no_grad():
+        logits = model(torch.stack([transform(decode_image(str(path))) for path in images])).logits
+    for index, answer in enumerate(answers):
+        predictions = answer["predictions"]
+        probabilities = torch.softmax(logits["category"][index], -1)
+        assert len(predictions["category"]) == 2
+        assert predictions["category"][0]["label"] == model.config.get_task("category").labels[probabilities.argmax()]
+        assert predictions["category"][0]["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
+        tag_scores = torch.sigmoid(logits["tags"][index])
+        expected_tags = {model.config.get_task("tags").labels[i] for i in torch.nonzero(tag_scores >= 0.5).flatten()}
+        assert {tag["label"] for tag in predictions["tags"]} == expected_tags
+        assert predictions["size"][0]["value"] == pytest.approx(float(logits["size"][index, 0]), abs=1e-5)
+
+
+def test_predict_table_lists_every_task_per_image(saved_model, images, capsys):
+    folder, _ = saved_model
+    assert cli(["predict", str(folder), str(images[0])]) == 0
+    out = capsys.readouterr().out
+    assert str(images[0]) in out
+    for task in SHOP_TASKS:
+        assert f"  {task} " in out
+
+
+def test_wrong_paths_give_a_clear_error_and_exit_code_2(saved_model, images, tmp_path, capsys):
+    folder, _ = saved_model
+    assert cli(["predict", str(folder), str(tmp_path / "missing.png")]) == 2
+    assert "no image file at" in capsys.readouterr().err
+    assert cli(["predict", str(tmp_path), str(images[0])]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert cli(["eval", str(folder), str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert cli(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["predict", str(folder)])  # no image: argparse's usage error
+    assert exit_info.value.code == 2
+
+
+def test_eval_scores_every_task_like_the_trainer(saved_model, tmp_path, capsys):
+    folder, model = saved_model
+    parquet = write_shop_parquet(tmp_path / "data", 40, rows_per_shard=40, seed=3)[0]
+    assert cli(["eval", str(folder), str(parquet), "--split", "train", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True,
+                                      disable_tqdm=True)  # fmt: skip
+    trainer = MultiTaskTrainer(model, args, image_transforms=ImageTransforms(size=(32, 32)))
+    expected = trainer.predict(TaskSource(str(parquet), SHOP_TASKS), metric_key_prefix="eval").metrics
+    for task, metric in [("category", "accuracy"), ("colour", "accuracy"), ("tags", "micro_f1"), ("size", "r2")]:
+        assert metrics[f"eval_{task}_{metric}"] == pytest.approx(expected[f"eval_{task}_{metric}"], abs=1e-6)
+
+
+def test_eval_maps_renamed_columns_and_says_how(saved_model, tmp_path, capsys):
+    folder, _ = saved_model
+    renamed = load_shop_dataset(16).rename_column("colour", "baseColour").remove_columns(["category", "tags", "size",
+                                                                                        "pattern"])  # fmt: skip
+    renamed.save_to_disk(str(tmp_path / "renamed"))
+    assert cli(["eval", str(folder), str(tmp_path / "renamed"), "--split", "train"]) == 2
+    assert "--tasks" in capsys.readouterr().err
+    assert cli(["eval", str(folder), str(tmp_path / "renamed"), "--split", "train", "--json",
+                "--tasks", '{"colour": "baseColour"}']) == 0  # fmt: skip
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["eval_colour_accuracy"] <= 1.0 and "eval_category_accuracy" not in metrics
+
+
+def test_help_everywhere(capsys):
+    for command in (["--help"], ["predict", "--help"], ["eval", "--help"], ["push", "--help"], ["train", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(command)
+        assert exit_info.value.code == 0
+    assert "--dataset" in capsys.readouterr().out  # the recipe's own fields
+
+
+def test_predict_accepts_numpy_and_pil(saved_model):
+    from transformers import pipeline
+
+    folder, _ = saved_model
+    classify = pipeline("multi-task-image-classification", model=str(folder))
+    picture = Image.new("RGB", (48, 40), (200, 30, 30))
+    from_pil = classify(picture)
+    from_array = classify(np.asarray(picture))
+    assert from_pil == from_array
