@@ -1,0 +1,237 @@
+"""Model cards, pushing to a (local) Hub endpoint, and loading with and without the package."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from transformers import AutoModel, ViTConfig
+
+from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.data import ImageTransforms, TaskSource, load_shop_dataset
+from mtl_hf.hub import build_model_card, card_from_folder, task_scores
+
+from .hub.local_hub import LocalHub
+
+HERE = Path(__file__).resolve().parent
+LOADER = HERE / "hub" / "load_without_mtl_hf.py"
+TASKS = ["category", "colour", "tags", "size"]
+TOKEN = "hf_testtoken_do_not_print_0123456789"
+METRICS = {
+    "eval_category_accuracy": 0.91, "eval_category_macro_f1": 0.9, "eval_colour_accuracy": 0.99,
+    "eval_colour_macro_f1": 0.98, "eval_tags_micro_f1": 0.8, "eval_tags_macro_f1": 0.7, "eval_tags_mAP": 0.75,
+    "eval_size_r2": 0.5, "eval_size_mse": 0.01, "eval_size_mae": 0.08, "eval_average_score": 0.8,
+    "eval_category_loss": 0.3,
+}  # fmt: skip
+
+
+def tiny_model() -> MultiTaskViTModel:
+    torch.manual_seed(0)
+    source = TaskSource(load_shop_dataset(8), TASKS)
+    backbone = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)  # fmt: skip
+    return MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone, tasks=source.task_specs)).eval()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = tiny_model()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    ImageTransforms(size=(32, 32)).image_processor().save_pretrained(folder)
+    pixel_values = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(pixel_values, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        reference = {task: value for task, value in model(pixel_values).logits.items()}
+    return folder, tmp_path / "inputs.pt", reference
+
+
+# -- the card --------------------------------------------------------------------------------------
+
+
+def test_card_metadata_and_content():
+    model = tiny_model()
+    card = build_model_card(
+        model.config, model_name="shop-tagger", model_id="shop/shop-tagger", metrics=METRICS,
+        datasets=["ashraq/fashion-product-images-small"], curves_file="training_curves.png",
+        training={"sources": [{"name": "shop", "rows": 4000, "tasks": TASKS}], "sampling_strategy": "proportional",
+                  "batch_mode": "homogeneous", "when_exhausted": "recycle", "weighting": "famo",
+                  "weighting_options": {"gamma": 0.01}, "hyperparameters": {"learning_rate": 0.002}},
+    )  # fmt: skip
+    parsed = ModelCard(str(card))  # what the Hub reads back
+    data = parsed.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
+    assert {"mtl_hf", "multi-task"} <= set(data.tags)
+    assert data.datasets == ["ashraq/fashion-product-images-small"]
+    name, results = model_index_to_eval_results(data.to_dict()["model-index"])
+    assert name == "shop-tagger"
+    expected = {(f"{task} {label}", value) for task, label, value in [
+        ("category", "Accuracy", 0.91), ("category", "Macro F1", 0.9), ("colour", "Accuracy", 0.99),
+        ("colour", "Macro F1", 0.98), ("tags", "Micro F1", 0.8), ("tags", "Macro F1", 0.7),
+        ("tags", "mean Average Precision", 0.75), ("size", "R^2", 0.5), ("size", "Mean squared error", 0.01),
+        ("size", "Mean absolute error", 0.08)]}  # fmt: skip
+    assert {(result.metric_name, result.metric_value) for result in results} == expected
+
+    text = parsed.text
+    assert "| `category` | classification | 5 | Accuracy | 0.9100 |" in text
+    assert "| `tags` | multilabel | 3 | Micro F1 | 0.8000 |" in text
+    assert "| `size` | regression | 1 | R^2 | 0.5000 |" in text
+    assert "- `colour` labels: red, green, blue, yellow, purple, orange, black, white" in text
+    assert "famo" in text and "shop (4000 rows" in text and "| learning_rate | 0.002 |" in text
+    assert "![Per-task loss and metric curves](training_curves.png)" in text
+    assert 'pipeline("multi-task-image-classification", model="shop/shop-tagger")' in text
+    assert "## Limitations" in text
+
+
+def test_local_validator_rejects_broken_metadata():
+    from .hub.local_hub import card_metadata_errors
+
+    good = str(build_model_card(tiny_model().config, model_name="m", metrics=METRICS))
+    assert card_metadata_errors(good) == []
+    broken = good.replace("pipeline_tag: image-classification", "pipeline_tag: multi-task-image-classification")
+    assert card_metadata_errors(broken) == [
+        "\"pipeline_tag\" 'multi-task-image-classification' is not a known pipeline tag"
+    ]
+
+
+def test_card_without_scores_says_so_and_base_model_follows_the_backbone(tmp_path):
+    from transformers import ViTModel
+
+    ViTModel(tiny_model().config.backbone_config).save_pretrained(tmp_path / "vit")
+    model = MultiTaskViTModel.from_backbone(str(tmp_path / "vit"), tiny_model().config.task_specs)
+    card = build_model_card(model.config, model_name="m")
+    assert card.data.base_model == str(tmp_path / "vit")
+    assert card.data.eval_results is None and "No evaluation results" in card.text
+    assert task_scores(model.config, {"eval_category_accuracy": float("nan")}) == {}
+
+
+def test_card_from_a_bare_folder_reads_its_results(saved):
+    folder, _, _ = saved
+    (folder / "all_results.json").write_text(json.dumps(METRICS))
+    card = card_from_folder(folder, model_id="shop/tagger")
+    assert "| `colour` | classification | 8 | Accuracy | 0.9900 |" in card.text
+    assert card.data.model_name == "tagger"
+
+
+# -- remote code -----------------------------------------------------------------------------------
+
+
+def test_saved_folder_carries_its_code_and_auto_map(saved):
+    folder, _, _ = saved
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_mtl_vit.MultiTaskViTConfig",
+                                  "AutoModel": "modeling_mtl_vit.MultiTaskViTModel"}  # fmt: skip
+    for name in ("configuration_mtl_vit.py", "modeling_mtl_vit.py"):
+        code = (folder / name).read_text()
+        assert not re.search(r"^\s*(import|from) mtl_hf", code, re.MULTILINE)  # self-contained: no package imports
+
+
+def run_loader(model_id: str, inputs: Path, *flags: str, env: dict | None = None) -> dict:
+    result = subprocess.run([sys.executable, str(LOADER), model_id, str(inputs), *flags], capture_output=True,
+                            text=True, timeout=300, env=env or os.environ.copy(), cwd=inputs.parent)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_loading_without_the_package_needs_trust_remote_code(saved, tmp_path):
+    folder, inputs, reference = saved
+    marker = tmp_path / "remote_code_ran"
+    modeling = folder / "modeling_mtl_vit.py"
+    modeling.write_text(modeling.read_text() + f"\nimport pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home")}  # a fresh modules cache
+
+    refused = run_loader(str(folder), inputs, env=env)
+    assert refused["mtl_hf_importable"] is False
+    assert "trust_remote_code" in refused["error"]
+    assert not marker.exists(), "without trust_remote_code nothing from the folder may run"
+
+    loaded = run_loader(str(folder), inputs, "--trust", env=env)
+    assert loaded["mtl_hf_importable"] is False and marker.exists()
+    assert loaded["class"].endswith("modeling_mtl_vit.MultiTaskViTModel")
+    assert not loaded["class"].startswith("mtl_hf")
+    for task, value in reference.items():
+        torch.testing.assert_close(torch.tensor(loaded["logits"][task]), value, rtol=1e-5, atol=1e-5)
+
+
+def test_loading_with_the_package_needs_no_remote_code(saved):
+    folder, inputs, reference = saved
+    model = AutoModel.from_pretrained(folder)  # `import mtl_hf` registered the classes
+    assert type(model) is MultiTaskViTModel
+    with torch.no_grad():
+        logits = model(torch.load(inputs)).logits
+    for task, value in reference.items():
+        torch.testing.assert_close(logits[task], value)
+
+
+# -- push ------------------------------------------------------------------------------------------
+
+
+def hub_env(hub: LocalHub, tmp_path: Path) -> dict:
+    return {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf_home"),
+            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+
+
+def test_cli_push_round_trip_through_a_local_endpoint(saved, tmp_path):
+    folder, inputs, reference = saved
+    (folder / "all_results.json").write_text(json.dumps(METRICS))
+    (folder / "checkpoint-5").mkdir()
+    (folder / "checkpoint-5" / "optimizer.pt").write_bytes(b"not for the Hub")
+    with LocalHub(tmp_path / "hub") as hub:
+        env = hub_env(hub, tmp_path)
+        result = subprocess.run(
+            [sys.executable, "-m", "mtl_hf.cli", "push", str(folder), "shop/tagger", "--token", TOKEN],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert TOKEN not in result.stdout + result.stderr
+        assert all(r["authorization"] == f"Bearer {TOKEN}" for r in hub.requests if r["method"] == "POST")
+
+        arrived = hub.repo_folder("shop/tagger")
+        names = {str(p.relative_to(arrived)) for p in arrived.rglob("*") if p.is_file()}
+        assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
+                "configuration_mtl_vit.py", "modeling_mtl_vit.py"} <= names  # fmt: skip
+        assert not any(name.startswith("checkpoint-") for name in names)
+
+        model = MultiTaskViTModel.from_pretrained(arrived).eval()
+        with torch.no_grad():
+            logits = model(torch.load(inputs)).logits
+        for task, value in reference.items():
+            torch.testing.assert_close(logits[task], value)
+        card = ModelCard.load(arrived / "README.md")
+        assert set(hub.validated_cards) == {str(card)}  # the client had the endpoint validate the metadata
+        assert (
+            'model="shop/tagger"' in card.text and "| `colour` | classification | 8 | Accuracy | 0.9900 |" in card.text
+        )
+
+        # A user without mtl_hf loads it by repo id, through the Hub client, as remote code.
+        loaded = run_loader("shop/tagger", inputs, "--trust", env=env)
+        assert loaded["mtl_hf_importable"] is False
+        for task, value in reference.items():
+            torch.testing.assert_close(torch.tensor(loaded["logits"][task]), value, rtol=1e-5, atol=1e-5)
+
+
+def test_trainer_push_to_hub_sends_model_card_and_curves(tmp_path):
+    script = HERE / "hub" / "train_and_push.py"
+    with LocalHub(tmp_path / "hub") as hub:
+        result = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), "shop/trained", TOKEN],
+                                capture_output=True, text=True, timeout=300, env=hub_env(hub, tmp_path))  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert TOKEN not in result.stdout + result.stderr
+        arrived = hub.repo_folder("shop/trained")
+        names = {str(p.relative_to(arrived)) for p in arrived.rglob("*") if p.is_file()}
+        assert {"README.md", "training_curves.png", "model.safetensors", "modeling_mtl_vit.py"} <= names
+        assert not any(name.startswith("checkpoint-") for name in names)
+        card = ModelCard.load(arrived / "README.md")
+        assert str(card) in hub.validated_cards
+        assert card.data.model_name == "trained"
+        assert 'model="shop/trained"' in card.text
+        scores = {r.metric_name: r.metric_value for r in card.data.eval_results}
+        assert set(scores) >= {"category Accuracy", "tags Micro F1", "size R^2"}
+        local = json.loads(result.stdout.strip().splitlines()[-1])
+        assert scores["category Accuracy"] == round(local["eval_category_accuracy"], 4)
