@@ -235,3 +235,17 @@ def test_trainer_push_to_hub_sends_model_card_and_curves(tmp_path):
         assert set(scores) >= {"category Accuracy", "tags Micro F1", "size R^2"}
         local = json.loads(result.stdout.strip().splitlines()[-1])
         assert scores["category Accuracy"] == round(local["eval_category_accuracy"], 4)
+
+
+def test_the_cards_usage_code_runs(saved, tmp_path, monkeypatch):
+    folder, _, _ = saved
+    card = card_from_folder(folder, model_id=str(folder))
+    code = card.text.split("```python\n", 1)[1].split("```", 1)[0]
+    load_shop_dataset(1, start=7)[0]["image"].save(tmp_path / "product.jpg")
+    monkeypatch.chdir(tmp_path)  # the snippet opens "product.jpg"
+    namespace: dict = {}
+    exec(compile(code, "model card", "exec"), namespace)  # noqa: S102 - the card's own example, as a reader runs it
+    answer = namespace["classifier"]("product.jpg")
+    assert set(answer) == set(TASKS)
+    assert type(namespace["model"]) is MultiTaskViTModel
+    assert namespace["processor"].size == {"height": 32, "width": 32}
