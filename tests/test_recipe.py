@@ -241,3 +241,36 @@ def test_fashion_config_maps_the_fashion_columns_to_tasks(tmp_path):
     # Best-model selection by the average score ran on the held-out 10%.
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["best_metric"] is not None and state["best_model_checkpoint"]
+
+
+def test_several_sources_and_streaming(tmp_path):
+    config = tmp_path / "mixed.yaml"
+    config.write_text(f"""
+sources:
+  - dataset: builtin:shop
+    tasks: [category, colour]
+    dataset_options: {{num_rows: 96, eval_rows: 32}}
+    streaming: true
+  - dataset: builtin:digits
+    tasks: {{digit: digit}}
+max_eval_rows: 40
+backbone_config: {{image_size: 32, patch_size: 8, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2,
+                  intermediate_size: 64}}
+output_dir: {tmp_path / "out"}
+max_steps: 4
+per_device_train_batch_size: 16
+sampling_strategy: uniform
+save_strategy: "no"
+report_to: none
+use_cpu: true
+disable_tqdm: true
+""")
+    parse_and_run([str(config)])
+    out = tmp_path / "out"
+    model = AutoModel.from_pretrained(out)
+    assert model.config.task_names == ["category", "colour", "digit"]
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"eval_category_accuracy", "eval_colour_accuracy", "eval_digit_accuracy"} <= set(results)
+    text = ModelCard.load(out / "README.md").text
+    assert "shop (96 rows; tasks category, colour)" in text and "digits (1437 rows; tasks digit)" in text
+    assert "shop_eval (32 rows)" in text and "digits_eval (40 rows)" in text  # max_eval_rows caps each source
