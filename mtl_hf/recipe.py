@@ -202,10 +202,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
             print(results_table(task_specs, metrics, baselines))
 
     # 6. Save the model, image processor, curves and card; push when asked.
-    trainer.save_model()
     trainer.save_state()
     if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="mtl_hf: end of training")
+        trainer.push_to_hub(commit_message="mtl_hf: end of training")  # saves the folder, then uploads it
+    else:
+        trainer.save_model()
     if trainer.is_world_process_zero():
         print(f"model, image processor, all_results.json, training_curves.png and README.md saved to "
               f"{training_args.output_dir}/")  # fmt: skip
@@ -318,7 +319,7 @@ def chance_scores(trainer: MultiTaskTrainer, targets: dict[str, np.ndarray]) -> 
         else:
             logits = np.broadcast_to(np.nanmean(target, axis=0), target.shape).copy()
         metric = PRIMARY_METRIC[spec.type]
-        scores[f"eval_{name}_{metric}"] = trainer._task_metrics(spec, logits, target)[metric]
+        scores[f"eval_{name}_{metric}"] = trainer.task_metrics(spec, logits, target)[metric]
     return scores
 
 

@@ -531,7 +531,7 @@ class MultiTaskTrainer(Trainer):
         metrics, primaries = {}, []
         for name, values in logits.items():
             spec = self.task_specs[name]
-            scores = self._task_metrics(spec, values, labels[name])
+            scores = self.task_metrics(spec, values, labels[name])
             metrics.update({f"{prefix}_{name}_{key}": value for key, value in scores.items() if key != "count"})
             metrics[f"{prefix}_{name}_loss"] = loss_sums[name] / max(counts[name], 1)
             primaries.append(scores[PRIMARY_METRIC[spec.type]])
@@ -540,7 +540,8 @@ class MultiTaskTrainer(Trainer):
         metrics.update(speed_metrics(prefix, started, num_samples=rows_seen))
         return PredictionOutput(predictions=dict(logits), label_ids=dict(labels), metrics=metrics)
 
-    def _task_metrics(self, spec: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    def task_metrics(self, spec: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """One task's metrics from its logits and targets (missing targets skipped), as evaluate() reports them."""
         metric = load_task_metric(spec.type)
         if spec.type == "classification":
             return metric.compute(predictions=logits.argmax(-1), references=targets, num_labels=spec.num_outputs)

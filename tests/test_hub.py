@@ -249,3 +249,23 @@ def test_the_cards_usage_code_runs(saved, tmp_path, monkeypatch):
     assert set(answer) == set(TASKS)
     assert type(namespace["model"]) is MultiTaskViTModel
     assert namespace["processor"].size == {"height": 32, "width": 32}
+
+
+def test_recipe_pushes_when_asked(tmp_path):
+    root = HERE.parent
+    command = [
+        sys.executable, str(root / "recipes" / "train.py"), str(root / "recipes" / "configs" / "demo.yaml"),
+        "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--dataset_options",
+        '{"num_rows": 64, "eval_rows": 32}', "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
+        "--disable_tqdm", "true", "--push_to_hub", "true", "--hub_model_id", "shop/demo", "--hub_token", TOKEN,
+    ]  # fmt: skip
+    with LocalHub(tmp_path / "hub") as hub:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=hub_env(hub, tmp_path))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert TOKEN not in result.stdout + result.stderr
+        arrived = hub.repo_folder("shop/demo")
+        assert {"README.md", "all_results.json", "model.safetensors", "training_curves.png"} <= {
+            p.name for p in arrived.iterdir()
+        }
+        card = ModelCard.load(arrived / "README.md")
+        assert {r.metric_name for r in card.data.eval_results} >= {"category Accuracy", "size R^2"}
