@@ -25,7 +25,6 @@ import numpy as np
 import transformers
 import yaml
 from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from .data import ImageTransforms, TaskSource, load_digits_dataset, load_shop_dataset
@@ -461,10 +460,7 @@ def _resume_point(training_args: MultiTaskTrainingArguments) -> str | bool | Non
     if resume is None or str(resume).lower() in ("false", "no", "none", ""):
         return None
     if str(resume).lower() in ("true", "yes", "last"):
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            raise ValueError(f"resume_from_checkpoint is {resume!r} but {training_args.output_dir} holds no checkpoint")
-        return last
+        return True  # MultiTaskTrainer.train finds the last checkpoint in output_dir
     if not os.path.isdir(resume):
         raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder at {resume}")
     return resume

@@ -453,9 +453,10 @@ class MultiTaskTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            output_dir = self.args.output_dir
+            resume_from_checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
             if resume_from_checkpoint is None:
-                raise ValueError(f"no checkpoint found in output_dir {self.args.output_dir!r} to resume from")
+                raise ValueError(f"output_dir {output_dir!r} holds no checkpoint to resume from")
         if resume_from_checkpoint:
             path = os.path.join(resume_from_checkpoint, MULTITASK_STATE_NAME)
             if not os.path.isfile(path):
