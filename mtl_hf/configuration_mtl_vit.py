@@ -47,10 +47,14 @@ class TaskSpec:
             Number of outputs of the head. For regression it defaults to 1; for the classification
             types it is `len(labels)`.
         loss_weight (`float`, *optional*, defaults to 1.0):
-            Static weight of this task's loss in the model's total loss. Must be finite and >= 0.
-        pooling (`str`, *optional*, defaults to `"cls"`):
-            How the backbone's token sequence becomes one vector: `"cls"` takes the first token,
-            `"mean"` averages all tokens.
+            The task's priority: it multiplies the weight that the loss-balancing method gives the
+            task at every step (with equal weights, the weight itself: the model's own `loss` is
+            `sum(loss_weight * task_loss)`). Must be finite and >= 0.
+        pooling (`str`, *optional*):
+            How the backbone's token sequence becomes one vector: `"cls"` takes the class token
+            (the first), `"mean"` averages all tokens (or all positions of a convolutional map).
+            Defaults to the backbone's own way: `"cls"` where it has a class token (ViT, DeiT,
+            DINOv2, ...), `"mean"` otherwise (Swin, ConvNeXt, ...); the model records the choice.
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout probability applied to the pooled vector (and after the hidden layer, if any).
         hidden_size (`int`, *optional*):
@@ -63,7 +67,7 @@ class TaskSpec:
     labels: list[str] | None = None
     num_outputs: int | None = None
     loss_weight: float = 1.0
-    pooling: str = "cls"
+    pooling: str | None = None
     dropout: float = 0.0
     hidden_size: int | None = None
 
@@ -91,7 +95,7 @@ class TaskSpec:
         if not _is_real_number(self.loss_weight) or not math.isfinite(self.loss_weight) or self.loss_weight < 0:
             raise ValueError(f"{where}: loss_weight must be a finite number >= 0, got {self.loss_weight!r}")
         self.loss_weight = float(self.loss_weight)
-        if self.pooling not in POOLING_MODES:
+        if self.pooling is not None and self.pooling not in POOLING_MODES:
             raise ValueError(f"{where}: unknown pooling {self.pooling!r}; use one of {', '.join(POOLING_MODES)}")
         if not _is_real_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"{where}: dropout must be in [0, 1), got {self.dropout!r}")

@@ -129,6 +129,9 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
     def __init__(self, config: MultiTaskViTConfig):
         super().__init__(config)
         self.backbone = _backbone_from_config(config.backbone_config)
+        # A task without its own pooling pools as the backbone does; the config records the choice.
+        self.default_pooling = "cls" if _has_class_token(self.backbone) else "mean"
+        config.tasks = [_with_pooling(spec, self.default_pooling) for spec in config.tasks]
         self.heads = nn.ModuleDict({task.name: MultiTaskHead(config, task) for task in config.task_specs})
         self._tasks = {task.name: task for task in config.task_specs}
         self.post_init()
@@ -219,6 +222,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
     def add_task(self, task: TaskSpec | dict) -> None:
         """Adds a freshly initialised head for `task`; the backbone and the other heads stay untouched."""
         spec = task if isinstance(task, TaskSpec) else TaskSpec.from_dict(task)
+        spec = TaskSpec.from_dict(_with_pooling(spec.to_dict(), self.default_pooling))
         if spec.name in self._tasks:
             raise ValueError(f"task {spec.name!r} exists already; remove_task({spec.name!r}) first to replace it")
         reference = next(self.backbone.parameters())
@@ -269,21 +273,52 @@ def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> tor
     """Mean loss of `task` over the present targets of the batch; 0 when none is present."""
     target = _checked_target(task, logits, target)
     logits = logits.float()
+    present = present_targets(task, target)
     if task.type == "classification":
-        present = target != MISSING_CLASS
         summed = F.cross_entropy(logits, target, ignore_index=MISSING_CLASS, reduction="sum")
     elif task.type == "multilabel":
-        present = target != MISSING_CLASS
         per_entry = F.binary_cross_entropy_with_logits(
             logits, torch.where(present, target, torch.zeros_like(target)), reduction="none"
         )
         summed = (per_entry * present).sum()
     else:
-        present = ~torch.isnan(target)
         summed = ((logits - torch.nan_to_num(target, nan=0.0)).square() * present).sum()
     # Dividing by at least 1 keeps the graph (and DDP's view of the head's parameters) intact
     # when every target is missing, where a masked mean would give NaN.
     return summed / present.sum().clamp(min=1)
+
+
+def present_targets(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+    """Where `target` holds a value: not `MISSING_CLASS` (classification, multilabel) or not NaN (regression)."""
+    if task.type == "regression":
+        return ~torch.isnan(target)
+    return target != MISSING_CLASS
+
+
+def check_target_values(task: TaskSpec, target: torch.Tensor) -> None:
+    """Raises on a class id out of range, a multilabel entry outside [0, 1] or an infinite regression target.
+
+    Reading values costs a device -> host sync, so `forward` checks only targets on the CPU; the
+    trainer's collator checks every batch on the host before it reaches the accelerator.
+    """
+    if task.type == "classification":
+        bad = (target != MISSING_CLASS) & ((target < 0) | (target >= task.num_outputs))
+        if bad.any():
+            value = target[bad][0].item()
+            raise ValueError(
+                f"task {task.name!r}: label {value} out of range ({task.num_outputs} labels: "
+                f"0..{task.num_outputs - 1}, or {MISSING_CLASS} for missing)"
+            )
+    elif task.type == "multilabel":
+        bad = (target != MISSING_CLASS) & ((target < 0) | (target > 1) | torch.isnan(target))
+        if bad.any():
+            value = target[bad][0].item()
+            raise ValueError(
+                f"task {task.name!r}: multilabel target {value} is not in [0, 1] "
+                f"(use 1/0 per label, or {MISSING_CLASS} for missing)"
+            )
+    elif torch.isinf(target).any():
+        raise ValueError(f"task {task.name!r}: regression target is infinite; use NaN for missing values")
 
 
 def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -293,7 +328,6 @@ def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) 
     batch_size = logits.shape[0]
     if target.ndim == 0 or target.shape[0] != batch_size:
         raise ValueError(f"{where} has shape {tuple(target.shape)} but the batch has {batch_size} images")
-    target = target.to(logits.device)
 
     if task.type == "classification":
         if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
@@ -304,32 +338,27 @@ def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) 
         if target.ndim != 1:
             raise ValueError(f"{where} must have shape (batch_size,), got {tuple(target.shape)}")
         target = target.long()
-        bad = (target != MISSING_CLASS) & ((target < 0) | (target >= task.num_outputs))
-        if bad.any():
-            value = target[bad][0].item()
-            raise ValueError(
-                f"task {task.name!r}: label {value} out of range ({task.num_outputs} labels: "
-                f"0..{task.num_outputs - 1}, or {MISSING_CLASS} for missing)"
-            )
-        return target
+    else:
+        expected = (batch_size, task.num_outputs)
+        if task.type == "regression" and task.num_outputs == 1 and target.ndim == 1:
+            target = target.unsqueeze(1)
+        if tuple(target.shape) != expected:
+            raise ValueError(f"{where} must have shape {expected}, got {tuple(target.shape)}")
+        target = target.float()
+    if target.device.type == "cpu":
+        check_target_values(task, target)
+    return target.to(logits.device)
 
-    expected = (batch_size, task.num_outputs)
-    if task.type == "regression" and task.num_outputs == 1 and target.ndim == 1:
-        target = target.unsqueeze(1)
-    if tuple(target.shape) != expected:
-        raise ValueError(f"{where} must have shape {expected}, got {tuple(target.shape)}")
-    target = target.float()
-    if task.type == "multilabel":
-        bad = (target != MISSING_CLASS) & ((target < 0) | (target > 1) | torch.isnan(target))
-        if bad.any():
-            value = target[bad][0].item()
-            raise ValueError(
-                f"task {task.name!r}: multilabel target {value} is not in [0, 1] "
-                f"(use 1/0 per label, or {MISSING_CLASS} for missing)"
-            )
-    elif torch.isinf(target).any():
-        raise ValueError(f"task {task.name!r}: regression target is infinite; use NaN for missing values")
-    return target
+
+def _has_class_token(backbone: nn.Module) -> bool:
+    # ViT, DeiT, DINOv2, BEiT keep a learned `cls_token` in their embeddings, CLIP a `class_embedding`;
+    # Swin, ConvNeXt and the like have none.
+    embeddings = getattr(backbone, "embeddings", None)
+    return any(getattr(embeddings, name, None) is not None for name in ("cls_token", "class_embedding"))
+
+
+def _with_pooling(spec: dict, default: str) -> dict:
+    return spec if spec.get("pooling") is not None else {**spec, "pooling": default}
 
 
 def _as_token_sequence(last_hidden_state: torch.Tensor) -> torch.Tensor:
@@ -360,4 +389,12 @@ def _takes_pooling_flag(config_class) -> bool:
 # Saved models carry this file and name it in `auto_map` (see the configuration file).
 MultiTaskViTModel.register_for_auto_class("AutoModel")
 
-__all__ = ["MultiTaskViTModel", "MultiTaskViTPreTrainedModel", "MultiTaskOutput", "MultiTaskHead", "task_loss"]
+__all__ = [
+    "MultiTaskViTModel",
+    "MultiTaskViTPreTrainedModel",
+    "MultiTaskOutput",
+    "MultiTaskHead",
+    "check_target_values",
+    "present_targets",
+    "task_loss",
+]

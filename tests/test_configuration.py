@@ -12,7 +12,7 @@ def test_task_defaults_are_filled_in(shop_config):
     assert category.num_outputs == 3 and category.id2label == {0: "shirt", 1: "shoe", 2: "bag"}
     assert tags.label2id == {"red": 0, "striped": 1, "leather": 2, "sale": 3}
     assert price.num_outputs == 1 and price.labels is None
-    assert all(t.loss_weight == 1.0 and t.pooling == "cls" and t.dropout == 0.0 for t in shop_config.task_specs)
+    assert all(t.loss_weight == 1.0 and t.pooling is None and t.dropout == 0.0 for t in shop_config.task_specs)
     assert shop_config.task_names == ["category", "tags", "price"]
     assert shop_config.get_task("tags") == tags
 
@@ -33,7 +33,7 @@ def test_task_spec_objects_are_accepted_and_stored_as_dicts():
             "labels": None,
             "num_outputs": 2,
             "loss_weight": 1.0,
-            "pooling": "cls",
+            "pooling": None,
             "dropout": 0.0,
             "hidden_size": None,
         }

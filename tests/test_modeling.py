@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, DeiTConfig, Dinov2Config, ViTModel
+from transformers import AutoModel, ConvNextConfig, DeiTConfig, Dinov2Config, SwinConfig, ViTModel
 
 from mtl_hf import MISSING_CLASS, MultiTaskViTConfig, MultiTaskViTModel
 from tests.conftest import SHOP_TASKS, tiny_vit_config
@@ -208,6 +208,31 @@ def test_head_options_mean_pooling_and_hidden_layer(pixel_values):
     expected = head.out_proj(head.activation(head.dense(tokens.mean(dim=1))))
     torch.testing.assert_close(out.logits["a"], expected)
     torch.testing.assert_close(out.logits["b"], model.heads["b"].out_proj(tokens[:, 0]))
+
+
+@pytest.mark.parametrize(
+    ("backbone_config", "expected"),
+    [
+        (tiny_vit_config(), "cls"),
+        (Dinov2Config(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=1, num_attention_heads=4), "cls"),
+        (SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4), "mean"),
+        (ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=32), "mean"),
+    ],
+    ids=["vit", "dinov2", "swin", "convnext"],
+)
+def test_default_pooling_follows_the_backbone(tmp_path, backbone_config, expected, pixel_values):
+    # A class token where the backbone has one; the mean of the tokens (or of a conv map's positions) otherwise.
+    tasks = [{"name": "a", "type": "classification", "labels": ["x", "y"]}, {"name": "b", "type": "regression"}]
+    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone_config, tasks=tasks)).eval()
+    assert [spec.pooling for spec in model.config.task_specs] == [expected, expected]
+    hidden = model.backbone(pixel_values).last_hidden_state
+    tokens = hidden.flatten(2).transpose(1, 2) if hidden.ndim == 4 else hidden
+    pooled = tokens[:, 0] if expected == "cls" else tokens.mean(dim=1)
+    torch.testing.assert_close(model(pixel_values).logits["b"], model.heads["b"](pooled))
+    model.add_task({"name": "c", "type": "regression"})
+    assert model.config.get_task("c").pooling == expected
+    model.save_pretrained(tmp_path)
+    assert [spec.pooling for spec in AutoModel.from_pretrained(tmp_path).config.task_specs] == [expected] * 3
 
 
 def test_heads_are_initialised_from_initializer_range():

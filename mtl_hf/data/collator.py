@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ..configuration_mtl_vit import TaskSpec
-from ..modeling_mtl_vit import MISSING_CLASS
+from ..modeling_mtl_vit import MISSING_CLASS, check_target_values
 from .mixture import MixtureBatch
 from .sources import RawExample
 from .transforms import ImageTransforms, decode_image
@@ -57,9 +57,13 @@ class MultiTaskCollator:
     @staticmethod
     def _targets(spec: TaskSpec, examples: Sequence[RawExample]) -> torch.Tensor:
         if spec.type == "classification":
-            return torch.tensor([e.labels.get(spec.name, MISSING_CLASS) for e in examples], dtype=torch.long)
-        missing = [float(MISSING_CLASS) if spec.type == "multilabel" else math.nan] * spec.num_outputs
-        return torch.tensor([e.labels.get(spec.name, missing) for e in examples], dtype=torch.float32)
+            targets = torch.tensor([e.labels.get(spec.name, MISSING_CLASS) for e in examples], dtype=torch.long)
+        else:
+            missing = [float(MISSING_CLASS) if spec.type == "multilabel" else math.nan] * spec.num_outputs
+            targets = torch.tensor([e.labels.get(spec.name, missing) for e in examples], dtype=torch.float32)
+        # Here, on the host, rather than in the model's forward, where reading values would stall the accelerator.
+        check_target_values(spec, targets)
+        return targets
 
 
 __all__ = ["MultiTaskCollator"]
