@@ -1,18 +1,15 @@
-"""`MultiTaskTrainer`: the stock `Trainer`, fed by a `TaskMixture`, balancing task losses.
+"""`MultiTaskTrainer`: the stock `Trainer`, fed by a `TaskMixture`, balancing the tasks.
 
-What it adds to `Trainer`:
+What it adds to `Trainer`, each part in a module of its own:
 - training batches come from a `TaskMixture` (built from the sources and the sampling arguments),
   whose position is saved in every checkpoint and restored on resume, so a resumed run sees
   exactly the batches an uninterrupted one would (Trainer's own batch skipping is off);
-- `compute_loss` turns the model's per-task losses into one loss with a `WeightingMethod`, and
-  the logs carry `loss_<task>` and `weight_<task>` at every logging step;
-- gradient-based methods (PCGrad, CAGrad) get per-task gradients of the shared backbone with
-  `torch.autograd.grad`; under DDP they are averaged across ranks in one all-reduce before being
-  combined, so every rank computes the same update (the step runs outside DDP's own gradient
-  sync, which would otherwise average an already-combined gradient);
-- under DDP, each rank's task loss (a mean over its own present targets) is rescaled by
-  `local_count * world_size / global_count`, so the averaged gradient is that of the mean over
-  all ranks' targets, not a mean of means biased towards ranks with few labels;
+- `compute_loss` turns the model's per-task losses (`task_losses`: present tasks, DDP-consistent
+  rescaling) into one loss with a balancing method (`weighting`); gradient methods take the
+  gradient path (`gradient_path`): in representation space inside `compute_loss`, so Trainer's
+  own backward does the rest, in parameter space through `training_step`;
+- the logs carry `loss_<task>` and `weight_<task>` at every logging step (`task_logs`), and
+  methods that learn from the step's effect see its batches replayed after it (`step_replay`);
 - `evaluate` / `predict` run every task on its own eval data and report `eval_<task>_<metric>`
   plus `eval_average_score`, with metrics from `evaluate` modules shipped in the package.
 """
@@ -29,17 +26,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, get_last_checkpoint, speed_metrics
 
 from .configuration_mtl_vit import TaskSpec
 from .data import ImageTransforms, MixtureBatch, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
+from .distributed import all_reduce_sum, is_distributed, world_size
+from .gradient_path import FeatureTap, parameter_space_backward, representation_loss
 from .hub import CURVES_FILE, build_model_card
 from .metrics import PRIMARY_METRIC, load_task_metric
 from .modeling_mtl_vit import MultiTaskViTModel
 from .plotting import plot_training_curves
+from .step_replay import StepReplay
+from .task_logs import TaskLogs
+from .task_losses import StepLosses, step_losses
 from .training_args import MultiTaskTrainingArguments
 from .weighting import WeightingMethod, build_weighting
 
@@ -111,12 +112,23 @@ class MultiTaskTrainer(Trainer):
             **kwargs,
         )
         self.weighting = (weighting or self._build_weighting(args)).to(args.device)
+        if weighting is not None:
+            self.weighting.set_priors([spec.loss_weight for spec in self.task_specs.values()])
+        if list(self.weighting.task_names) != list(self.task_specs):
+            raise ValueError(
+                f"the weighting's tasks {self.weighting.task_names} differ from the model's {list(self.task_specs)}"
+            )
         self._check_weighting_fits()
         self.add_callback(_WeightingCallback(self))
-        self._step_records: dict[str, list[float]] = defaultdict(list)
+        self.task_logs = TaskLogs(list(self.task_specs))
+        self._step_replay = StepReplay()
+        self._features = (
+            FeatureTap(model.backbone)
+            if self.weighting.uses_gradients and args.gradient_space == "representation"
+            else None
+        )
         self._pending_mixture_state: dict | None = None
         self._train_loader: MultiTaskDataLoader | None = None
-        self._batches_since_step: list[tuple[dict, torch.Tensor, torch.Tensor]] = []
 
     # -- construction ------------------------------------------------------------------------
 
@@ -163,11 +175,8 @@ class MultiTaskTrainer(Trainer):
         return mixture
 
     def _build_weighting(self, args: MultiTaskTrainingArguments) -> WeightingMethod:
-        names = list(self.task_specs)
-        options = dict(args.weighting_options or {})
-        if args.weighting == "static" and "weights" not in options:
-            options["weights"] = {name: spec.loss_weight for name, spec in self.task_specs.items()}
-        return build_weighting(args.weighting, names, options)
+        loss_weights = [spec.loss_weight for spec in self.task_specs.values()]
+        return build_weighting(args.weighting, list(self.task_specs), args.weighting_options, loss_weights)
 
     def _check_weighting_fits(self) -> None:
         if not self.weighting.uses_gradients:
@@ -178,7 +187,9 @@ class MultiTaskTrainer(Trainer):
                 f"{where} combines raw per-task gradients and cannot work under fp16 loss scaling; use bf16 or fp32"
             )
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            raise ValueError(f"{where} needs whole (unsharded) gradients; it does not run under DeepSpeed or FSDP")
+            raise ValueError(
+                f"{where} has not been run under DeepSpeed or FSDP by this project; use DDP, or a loss-based method"
+            )
         if self.train_mixture is not None and self.args.batch_mode == "homogeneous":
             single = [s.name for s in self.train_mixture.sources if len(s.task_names) == 1]
             if single:
@@ -217,95 +228,47 @@ class MultiTaskTrainer(Trainer):
 
     # -- losses ------------------------------------------------------------------------------
 
-    def _task_loss_vector(self, outputs, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Losses in model task order (0 where absent), the present mask, DDP-count corrected."""
-        names = list(self.task_specs)
-        reference = outputs.logits[next(iter(outputs.logits))]
-        losses = torch.stack(
-            [outputs.task_losses.get(name, reference.new_zeros((), dtype=torch.float32)) for name in names]
-        ).float()
-        present = torch.tensor([name in outputs.task_losses for name in names], device=losses.device)
-        if self.args.world_size > 1 and dist.is_available() and dist.is_initialized():
-            local = torch.tensor(
-                [
-                    _present_count(self.task_specs[n], inputs["labels"][n]) if n in outputs.task_losses else 0.0
-                    for n in names
-                ],
-                device=losses.device,
-                dtype=torch.float32,
-            )
-            total = local.clone()
-            dist.all_reduce(total)
-            scale = torch.where(total > 0, local * self.args.world_size / total.clamp_min(1), torch.zeros_like(local))
-            losses = losses * scale
-        return losses, present
-
-    def _global_losses(self, losses: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mean task losses over all ranks (detached), for the weighting's state and the logs."""
-        if not (self.args.world_size > 1 and dist.is_available() and dist.is_initialized()):
-            return losses.detach(), present
-        packed = torch.cat([losses.detach() * present, present.float()])
-        dist.all_reduce(packed)
-        k = len(present)
-        counts = packed[k:]
-        return packed[:k] / counts.clamp_min(1), counts > 0
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        training = model.training and torch.is_grad_enabled()
+        if training and self.weighting.needs_losses_after_step:
+            self._step_replay.record(inputs, inputs["pixel_values"].device)
         outputs = model(**inputs)
-        losses, present = self._task_loss_vector(outputs, inputs)
-        loss = self.weighting.combine(losses, present)
-        if model.training:
-            self._record_step(inputs, losses, present)
+        losses = step_losses(self.task_specs, outputs, inputs["labels"])
+        if self._features is not None and training:
+            loss, weights = representation_loss(self.weighting, losses, self._features.take())
+        elif self.weighting.uses_gradients:  # evaluation, or the parameter space's forward
+            weights = self.weighting.priors * losses.present
+            loss = (weights * losses.local).sum()
+        else:
+            weights = self.weighting.task_weights(losses.mean, losses.present)
+            loss = self.weighting.combine(losses.local, weights, losses.present)
+        if training:
+            self._observe(losses, weights)
         return (loss, outputs) if return_outputs else loss
 
-    def _record_step(self, inputs, losses: torch.Tensor, present: torch.Tensor) -> None:
-        global_losses, global_present = self._global_losses(losses, present)
-        weights = self.weighting.weights(global_present)
-        # One host transfer for the whole step, not one per task.
-        rows = zip(self.task_specs, global_present.tolist(), global_losses.tolist(), weights.tolist(), strict=True)
-        for name, is_present, loss, weight in rows:
-            if is_present:
-                self._step_records[f"loss_{name}"].append(loss)
-                self._step_records[f"weight_{name}"].append(weight)
-        if self.weighting.needs_losses_after_step:
-            self._batches_since_step.append((inputs, global_losses, global_present))
-        self.weighting.observe(global_losses, global_present)
+    def _observe(self, losses: StepLosses, weights: torch.Tensor) -> None:
+        self.task_logs.add(losses.mean, weights, losses.present)
+        self.weighting.observe(losses.mean, losses.present)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not self.weighting.uses_gradients:
+        if not (self.weighting.uses_gradients and self.args.gradient_space == "parameters"):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
-        # DDP must not average these gradients: they are reduced below, per task, then combined.
+        # DDP must not average these gradients: the gradient path reduces them itself, per task.
         with self.accelerator.no_sync(model), self.compute_loss_context_manager():
             outputs = model(**inputs)
-        losses, present = self._task_loss_vector(outputs, inputs)
-        self._record_step(inputs, losses, present)
-
+        losses = step_losses(self.task_specs, outputs, inputs["labels"])
         unwrapped = self.accelerator.unwrap_model(model)
-        shared = [p for p in unwrapped.backbone.parameters() if p.requires_grad]
-        heads = [p for p in unwrapped.heads.parameters() if p.requires_grad]
-        rows = []
-        for k in range(len(losses)):
-            if present[k]:
-                grads = torch.autograd.grad(losses[k], shared, retain_graph=True, allow_unused=True)
-                rows.append(_flatten(grads, shared))
-            else:
-                rows.append(torch.zeros(sum(p.numel() for p in shared), device=losses.device))
-        per_task = torch.stack(rows)
-        head_grads = _flatten(torch.autograd.grad((losses * present).sum(), heads, allow_unused=True), heads)
-        # One all-reduce for every task's shared gradient and the heads' gradient together.
-        packed = torch.cat([per_task.flatten(), head_grads])
-        if self.args.world_size > 1 and dist.is_available() and dist.is_initialized():
-            dist.all_reduce(packed)
-            packed /= self.args.world_size
-        per_task, head_grads = packed[: per_task.numel()].view_as(per_task), packed[per_task.numel() :]
-        _, global_present = self._global_losses(losses, present)
-        combined = self.weighting.combine_gradients(per_task, global_present)
         scale = 1.0 / self.current_gradient_accumulation_steps
-        _accumulate(shared, combined * scale)
-        _accumulate(heads, head_grads * scale)
-        return (losses * present).sum().detach() * scale
+        weights = parameter_space_backward(
+            self.weighting, losses,
+            shared=[p for p in unwrapped.backbone.parameters() if p.requires_grad],
+            heads=[p for p in unwrapped.heads.parameters() if p.requires_grad],
+            scale=scale,
+        )  # fmt: skip
+        self._observe(losses, weights)
+        return (self.weighting.priors * losses.local).sum().detach() * scale
 
     # -- hooks around the optimizer step -------------------------------------------------------
 
@@ -317,41 +280,31 @@ class MultiTaskTrainer(Trainer):
         return optimizer
 
     def _sync_weighting_gradients(self) -> None:
-        if not (self.args.world_size > 1 and dist.is_available() and dist.is_initialized()):
-            return
         for parameter in self.weighting.parameters():
             if parameter.grad is not None:
-                dist.all_reduce(parameter.grad)
-                parameter.grad /= self.args.world_size
+                all_reduce_sum(parameter.grad).div_(world_size())
 
-    @torch.no_grad()
-    def _update_weighting_after_step(self) -> None:
-        if not self._batches_since_step:
+    def _end_weighting_step(self) -> None:
+        if not self.weighting.needs_losses_after_step:
+            self.weighting.end_step()
             return
         model = self.model_wrapped
-        was_training = model.training
-        model.eval()  # the same function as in the step, minus dropout noise
-        before, after, present = [], [], []
-        for inputs, losses, mask in self._batches_since_step:
+
+        def forward(inputs):
             with self.compute_loss_context_manager():
                 outputs = model(**inputs)
-            new_losses, new_present = self._task_loss_vector(outputs, inputs)
-            new_losses, new_present = self._global_losses(new_losses, new_present)
-            before.append(losses * mask)
-            after.append(new_losses * new_present)
-            present.append(mask & new_present)
-        model.train(was_training)
-        counts = torch.stack(present).float().sum(0)
-        mean = lambda values: torch.stack(values).sum(0) / counts.clamp_min(1)  # noqa: E731
-        self.weighting.update_after_step(mean(before), mean(after), counts > 0)
-        self._batches_since_step = []
+            return step_losses(self.task_specs, outputs, inputs["labels"])
+
+        replayed = self._step_replay.replay(forward)
+        sums = torch.stack([losses.mean * losses.present for losses in replayed]).sum(0)
+        counts = torch.stack([losses.present for losses in replayed]).float().sum(0)
+        self.weighting.end_step(sums / counts.clamp_min(1), counts > 0)
 
     # -- logs ------------------------------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._step_records:
-            logs.update({key: round(float(np.mean(values)), 6) for key, values in self._step_records.items()})
-            self._step_records.clear()
+        if "loss" in logs:
+            logs.update(self.task_logs.flush())
         super().log(logs, start_time)
 
     # -- saving: model, curves and card together --------------------------------------------------
@@ -568,8 +521,7 @@ class _WeightingCallback(TrainerCallback):
         self.trainer.weighting.zero_grad(set_to_none=True)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.trainer.weighting.needs_losses_after_step:
-            self.trainer._update_weighting_after_step()
+        self.trainer._end_weighting_step()
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer.weighting.end_epoch()
@@ -608,50 +560,24 @@ def _eval_batches(source: TaskSource, batch_size: int, args) -> Any:
 
 def _gather(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     local = {name: np.concatenate(values) for name, values in parts.items()}
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_distributed():
         return local
-    everyone = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, local)
+    everyone = [None] * world_size()
+    torch.distributed.all_gather_object(everyone, local)
     names = sorted({name for part in everyone for name in part})
     return {name: np.concatenate([part[name] for part in everyone if name in part]) for name in names}
 
 
 def _gather_sums(values: dict[str, float]) -> dict[str, float]:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_distributed():
         return dict(values)
-    everyone = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, dict(values))
+    everyone = [None] * world_size()
+    torch.distributed.all_gather_object(everyone, dict(values))
     totals: dict[str, float] = defaultdict(float)
     for part in everyone:
         for name, value in part.items():
             totals[name] += value
     return dict(totals)
-
-
-def _present_count(spec: TaskSpec, target: torch.Tensor) -> float:
-    if spec.type == "regression":
-        return float((~torch.isnan(target)).sum())
-    return float((target != -100).sum())
-
-
-def _flatten(grads, parameters) -> torch.Tensor:
-    return torch.cat(
-        [
-            (g if g is not None else torch.zeros_like(p)).reshape(-1).float()
-            for g, p in zip(grads, parameters, strict=True)
-        ]
-    )
-
-
-def _accumulate(parameters, flat: torch.Tensor) -> None:
-    offset = 0
-    for p in parameters:
-        piece = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
-        offset += p.numel()
-        if p.grad is None:
-            p.grad = piece.clone()
-        else:
-            p.grad.add_(piece)
 
 
 __all__ = ["MULTITASK_STATE_NAME", "MultiTaskTrainer"]

@@ -9,6 +9,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
+from .gradient_path import GRADIENT_SPACES
 from .weighting import WEIGHTING_METHODS, check_weighting_options
 
 
@@ -48,12 +49,21 @@ class MultiTaskTrainingArguments(TrainingArguments):
     weighting: str = field(
         default="static",
         metadata={
-            "help": f"Loss-balancing method: {', '.join(WEIGHTING_METHODS)}. 'static' uses the tasks' loss_weight."
+            "help": f"Balancing method: {', '.join(WEIGHTING_METHODS)}. Every method's weight for a task is "
+            "multiplied by the task's loss_weight; 'static' (and 'equal') use loss_weight alone."
         },
     )
     weighting_options: dict[str, Any] | str | None = field(
         default=None,
         metadata={"help": 'Options of the weighting method (a dict, or JSON), e.g. {"temperature": 2.0} for dwa.'},
+    )
+    gradient_space: str = field(
+        default="representation",
+        metadata={
+            "help": "Where gradient methods take the per-task gradients: 'representation' (of the features the "
+            "heads read; about one backward per step) or 'parameters' (of every backbone parameter; one backward "
+            "per task)."
+        },
     )
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -74,6 +84,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             ("batch_mode", self.batch_mode, BATCH_MODES),
             ("when_exhausted", self.when_exhausted, WHEN_EXHAUSTED),
             ("weighting", self.weighting, tuple(WEIGHTING_METHODS)),
+            ("gradient_space", self.gradient_space, GRADIENT_SPACES),
         ]:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")

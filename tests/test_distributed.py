@@ -8,20 +8,25 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-SCRIPT = Path(__file__).resolve().parent / "distributed" / "train_two_ranks.py"
+SCRIPTS = Path(__file__).resolve().parent / "distributed"
+
+
+def run_script(script: str, out: Path, *, ranks: int) -> None:
+    """Runs tests/distributed/<script> OUT in one process, or under torchrun on `ranks` processes."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    launcher = [sys.executable] if ranks == 1 else [torchrun, "--standalone", "--nproc_per_node", str(ranks)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*launcher, str(SCRIPTS / script), str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=480, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
 
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(out)],
-        capture_output=True, text=True, timeout=480, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    run_script("train_two_ranks.py", out, ranks=2)
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
@@ -46,9 +51,42 @@ def test_ranks_read_disjoint_rows_and_serve_the_same_tasks_each_step(two_rank_re
 
 
 def test_parameters_and_task_weights_end_identical_on_both_ranks(two_rank_results):
+    assert {rank0["run"]["weighting"] for rank0, _ in runs(two_rank_results)} == {
+        "famo",
+        "pcgrad",
+        "upgrad",
+        "nash_mtl",
+    }
     for rank0, rank1 in runs(two_rank_results):
         assert rank0["parameters_sha1"] == rank1["parameters_sha1"], rank0["run"]
-        assert rank0["weights"] == rank1["weights"]
+        assert rank0["weighting_state"] == rank1["weighting_state"]
         assert rank0["losses_logged"] == rank1["losses_logged"]  # logged losses are the ranks' average
     famo = [rank0 for rank0, _ in runs(two_rank_results) if rank0["run"]["weighting"] == "famo"]
-    assert any(len(set(r["weights"])) > 1 for r in famo)  # FAMO's weights moved away from uniform
+    assert all(len(set(r["weighting_state"]["logits"])) > 1 for r in famo)  # FAMO's weights moved from uniform
+
+
+@pytest.fixture(scope="module")
+def union_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("union")
+    run_script("union_batch.py", out, ranks=1)
+    run_script("union_batch.py", out, ranks=2)
+    return {name: torch.load(out / f"{name}.pt") for name in ("world1_rank0", "world2_rank0", "world2_rank1")}
+
+
+def test_two_ranks_on_half_batches_reach_the_parameters_of_one_process_on_the_union(union_results):
+    """Loss and gradient paths, both gradient spaces, mixed and homogeneous batches, a task with targets
+    on one rank only and tasks with no target in a step: 6 SGD steps, equal within float32 rounding."""
+    single, rank0, rank1 = (union_results[n] for n in ("world1_rank0", "world2_rank0", "world2_rank1"))
+    assert len(single) == 9
+    for name, run in single.items():
+        assert run["world_size"] == 1 and rank0[name]["world_size"] == rank1[name]["world_size"] == 2
+        assert torch.equal(rank0[name]["parameters"], rank1[name]["parameters"]), name
+        torch.testing.assert_close(rank0[name]["parameters"], run["parameters"], rtol=1e-5, atol=1e-6, msg=name)
+        # The logs agree too: per-task losses over both ranks' targets, only where a task had targets.
+        for one, two in zip(run["logs"], rank0[name]["logs"], strict=True):
+            assert set(one) == set(two), name
+            for key in one:
+                if key.startswith(("loss_", "weight_")):
+                    assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (name, key)
+    mixed = single["equal-mixed"]["logs"]
+    assert "loss_digit" not in mixed[0] and "loss_digit" in mixed[1]  # step 0 has no digit target anywhere

@@ -4,49 +4,27 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import accuracy_score
-from transformers import TrainerCallback
 
-from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf import MultiTaskTrainer
 from mtl_hf.data import TaskSource, load_shop_dataset
-from mtl_hf.weighting import WeightingMethod
-from tests.conftest import tiny_vit_config
-
-SHOP_TASKS = ["category", "colour", "pattern", "tags", "size"]
-
-
-def shop_source(rows=96, start=0, missing_rate=0.2, name="shop"):
-    return TaskSource(load_shop_dataset(rows, start=start, missing_rate=missing_rate, seed=0), SHOP_TASKS, name=name)
-
-
-def new_model(source, seed=0):
-    torch.manual_seed(seed)
-    return MultiTaskViTModel(MultiTaskViTConfig(backbone_config=tiny_vit_config(), tasks=source.task_specs))
-
-
-def arguments(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=16, learning_rate=1e-3, logging_steps=2,
-        report_to="none", use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
-    )  # fmt: skip
-    values.update(overrides)
-    return MultiTaskTrainingArguments(**values)
-
-
-def parameters(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def assert_same_parameters(model, reference, *, rtol, atol):
-    expected = parameters(reference)
-    for name, value in parameters(model).items():
-        torch.testing.assert_close(value, expected[name], rtol=rtol, atol=atol, msg=name)
+from tests.training_helpers import (
+    SHOP_TASKS,
+    StopAt,
+    SumOfGradients,
+    arguments,
+    assert_same_parameters,
+    new_model,
+    parameters,
+    shop_source,
+    step_logs,
+)
 
 
 def test_logs_carry_each_task_loss_and_weight(tmp_path):
     source = shop_source()
     trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path, weighting="uncertainty"), train_dataset=source)
     trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry and "train_runtime" not in entry]
+    logs = step_logs(trainer)
     assert [entry["step"] for entry in logs] == [2, 4, 6]
     for entry in logs:
         for task in SHOP_TASKS:
@@ -81,23 +59,11 @@ def test_evaluate_reports_every_task_metric_and_predict_matches_it(tmp_path):
     assert output.metrics["test_category_accuracy"] == pytest.approx(metrics["eval_category_accuracy"])
 
 
-class SumOfGradients(WeightingMethod):
-    """A gradient-based method whose answer is known: the plain sum, as equal weights give."""
-
-    name = "equal"  # restored checkpoints compare names; this one never saves
-    uses_gradients = True
-
-    def weights(self, present):
-        return present.float()
-
-    def combine_gradients(self, grads, present):
-        return (grads * present[:, None]).sum(0)
-
-
-def test_the_gradient_path_equals_the_loss_path_when_combining_by_sum(tmp_path):
+@pytest.mark.parametrize("space", ["representation", "parameters"])
+def test_the_gradient_path_equals_the_loss_path_when_combining_by_sum(tmp_path, space):
     # SGD, not Adam: Adam would blow up the rounding noise of gradients that are zero in exact
     # arithmetic (the attention's key bias) into full-size steps.
-    settings = dict(weighting="equal", batch_mode="mixed", optim="sgd", learning_rate=0.05)
+    settings = dict(weighting="equal", batch_mode="mixed", optim="sgd", learning_rate=0.05, gradient_space=space)
     source = shop_source()
     plain = MultiTaskTrainer(new_model(source), arguments(tmp_path / "a", **settings), train_dataset=source)
     plain.train()
@@ -107,16 +73,6 @@ def test_the_gradient_path_equals_the_loss_path_when_combining_by_sum(tmp_path):
     )  # fmt: skip
     surgery.train()
     assert_same_parameters(surgery.model, plain.model, rtol=1e-5, atol=1e-6)
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-            control.should_save = True
 
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "famo", "pcgrad"])
@@ -162,7 +118,7 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path, bf16=True, max_steps=3), train_dataset=source)
     before = parameters(trainer.model)
     trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry and "train_runtime" not in entry]
+    logs = step_logs(trainer)
     assert all(math.isfinite(entry["loss"]) for entry in logs)
     assert any(not torch.equal(p, before[name]) for name, p in parameters(trainer.model).items())
 

@@ -1,21 +1,35 @@
-"""Loss-balancing methods, one small class per file behind `WeightingMethod`.
+"""Balancing methods, one small class per file.
 
-Loss-based: `equal`, `static`, `uncertainty` (Kendall et al. 2018), `dwa` (Liu et al. 2019),
-`rlw` (Lin et al. 2022), `famo` (Liu et al. 2023). Gradient-based, on the shared backbone
-parameters: `pcgrad` (Yu et al. 2020), `cagrad` (Liu et al. 2021).
+Loss-based (`LossWeighting`: task losses -> weights): `equal`, `static`, `uncertainty` (Kendall et
+al. 2018), `dwa` (Liu et al. 2019), `rlw` (Lin et al. 2022), `famo` (Liu et al. 2023).
+
+Gradient-based (`GramianWeighting`: the K x K Gramian of the per-task gradients -> weights):
+`pcgrad` (Yu et al. 2020), `cagrad` (Liu et al. 2021), `config` (Liu et al. 2025), and through
+torchjd: `upgrad`, `dualproj` (Quinton & Rey 2024), `imtl_g` (Liu et al. 2021), `mgda` (Désidéri 2012;
+Sener & Koltun 2018), `aligned_mtl` (Senushkin et al. 2023), `nash_mtl` (Navon et al. 2022),
+`gradvac` (Wang et al. 2021), `fairgrad` (Ban & Ji 2024).
 """
 
 import inspect
 
-from .base import WeightingMethod
+from .aligned_mtl import AlignedMTL
+from .base import GramianWeighting, LossWeighting, WeightingMethod
 from .cagrad import CAGrad
+from .conflict_free import ConFIG
+from .dualproj import DualProj
 from .dwa import DynamicWeightAverage
 from .equal import EqualWeighting
+from .fairgrad import FairGrad
 from .famo import FAMO
+from .gradvac import GradVac
+from .imtl_g import IMTLG
+from .mgda import MGDA
+from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RandomLossWeighting
 from .static import StaticWeighting
 from .uncertainty import UncertaintyWeighting
+from .upgrad import UPGrad
 
 WEIGHTING_METHODS: dict[str, type[WeightingMethod]] = {
     cls.name: cls
@@ -28,6 +42,15 @@ WEIGHTING_METHODS: dict[str, type[WeightingMethod]] = {
         FAMO,
         PCGrad,
         CAGrad,
+        UPGrad,
+        DualProj,
+        IMTLG,
+        MGDA,
+        AlignedMTL,
+        ConFIG,
+        NashMTL,
+        GradVac,
+        FairGrad,
     )
 }
 
@@ -44,19 +67,36 @@ def check_weighting_options(name: str, options: dict | None) -> type[WeightingMe
     return cls
 
 
-def build_weighting(name: str, task_names: list[str], options: dict | None = None) -> WeightingMethod:
-    """The method `name` for `task_names`, with `options` checked against its typed arguments."""
-    return check_weighting_options(name, options)(task_names, **(options or {}))
+def build_weighting(
+    name: str, task_names: list[str], options: dict | None = None, loss_weights: list[float] | None = None
+) -> WeightingMethod:
+    """The method `name` for `task_names`, with `options` checked against its typed arguments and each
+    task's `loss_weight` as its prior."""
+    method = check_weighting_options(name, options)(task_names, **(options or {}))
+    if loss_weights is not None:
+        method.set_priors(loss_weights)
+    return method
 
 
 __all__ = [
+    "AlignedMTL",
     "CAGrad",
+    "ConFIG",
+    "DualProj",
     "DynamicWeightAverage",
     "EqualWeighting",
     "FAMO",
+    "FairGrad",
+    "GradVac",
+    "GramianWeighting",
+    "IMTLG",
+    "LossWeighting",
+    "MGDA",
+    "NashMTL",
     "PCGrad",
     "RandomLossWeighting",
     "StaticWeighting",
+    "UPGrad",
     "UncertaintyWeighting",
     "WEIGHTING_METHODS",
     "WeightingMethod",

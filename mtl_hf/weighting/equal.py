@@ -2,13 +2,14 @@
 
 import torch
 
-from .base import WeightingMethod
+from .base import LossWeighting
 
 
-class EqualWeighting(WeightingMethod):
-    """Sum of the task losses, each with weight 1 (the usual baseline, "EW")."""
+class EqualWeighting(LossWeighting):
+    """Weight 1 for every present task (times its `loss_weight`): the plain sum, the usual baseline ("EW")."""
 
     name = "equal"
+    paper = "the plain sum of the task losses"
 
-    def weights(self, present: torch.Tensor) -> torch.Tensor:
-        return present.float()
+    def weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return present.to(losses.dtype)

@@ -1,19 +1,30 @@
 """FAMO: fast adaptive multitask optimization (Liu et al., NeurIPS 2023)."""
 
 import torch
-from torch import nn
 
-from .base import WeightingMethod, check_positive
+from .base import LossWeighting, check_choice, check_positive
+
+UPDATES = ("reforward", "next_batch")
 
 
-class FAMO(WeightingMethod):
+class FAMO(LossWeighting):
     """
-    Keeps task logits `xi`, weights `z = softmax(xi)`, and back-propagates
-    `sum_k z_k log(L_k - m_k) / c` with `c = sum_k z_k / (L_k - m_k)` (detached), which gives
-    every task's loss the same rate of decrease in expectation at the cost of one loss
-    evaluation per step. After the optimizer step, the same batch's losses are evaluated again
-    (no gradient) and `xi` moves along `-grad_xi z(xi) . delta`, `delta_k = log(L_k) - log(L'_k)`,
-    with Adam and weight decay: tasks whose loss fell least gain weight.
+    Keeps task logits `xi` and weights `z = softmax(xi)` over the present tasks, and descends
+    `sum_k z_k log(L_k - m_k) / c` with `c = sum_k z_k / (L_k - m_k)`: every task's loss falls at
+    the same rate in expectation. Its gradient is `sum_k w_k grad L_k` with `w_k = z_k / (c (L_k - m_k))`,
+    which is what this method returns as weights, computed from the losses averaged over all ranks:
+    under DDP the combined loss is then linear in each rank's losses, and the averaged gradient is
+    FAMO's on the union of the ranks' batches.
+
+    After each optimizer step `xi` moves along `-grad_xi z(xi) . delta`, `delta_k = log L_k - log L'_k`
+    (Adam with L2 decay, one moment per task, updated only for tasks present before and after), so
+    tasks whose loss fell least gain weight. What `L'` is, is the `update` option:
+
+    - `"reforward"` (the paper's): the step's own batches evaluated again after the step, in
+      training mode with the random state of the step's forward (the same dropout), so `delta`
+      measures the update alone. Costs one extra forward pass (without gradient) per step.
+    - `"next_batch"`: the next step's training losses, on other images. Free, but `delta` then
+      mixes the update's effect with the difference between two batches (noisier weights).
 
     Liu, Liu, Jin, Stone, Liu. "FAMO: Fast Adaptive Multitask Optimization." NeurIPS 2023.
     arXiv:2306.03792.
@@ -23,10 +34,13 @@ class FAMO(WeightingMethod):
         learning_rate (`float`, defaults to 0.025): Adam step size for `xi` (the paper's beta).
         weight_decay (`float`, defaults to 0.001): decay of `xi` towards equal weights (gamma).
         min_losses (`dict[str, float]`, *optional*): a lower bound `m_k` per task (defaults to 0).
+        update (`str`, defaults to `"reforward"`): where the losses after the step come from (above).
     """
 
     name = "famo"
-    needs_losses_after_step = True
+    paper = "Liu et al., NeurIPS 2023"
+    betas = (0.9, 0.999)
+    eps = 1e-8
 
     def __init__(
         self,
@@ -34,49 +48,80 @@ class FAMO(WeightingMethod):
         learning_rate: float = 0.025,
         weight_decay: float = 0.001,
         min_losses: dict[str, float] | None = None,
+        update: str = "reforward",
     ):
         super().__init__(task_names)
         self.learning_rate = check_positive("learning_rate", learning_rate)
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
         self.weight_decay = float(weight_decay)
+        self.update = check_choice("update", update, UPDATES)
         min_losses = min_losses or {}
         unknown = sorted(set(min_losses) - set(task_names))
         if unknown:
             raise ValueError(f"min_losses names unknown tasks {unknown}")
+        k = len(task_names)
         self.register_buffer("min_losses", torch.tensor([float(min_losses.get(t, 0.0)) for t in task_names]))
-        self.logits = nn.Parameter(torch.zeros(len(task_names)), requires_grad=False)
-        self._optimizer = torch.optim.Adam([self.logits], lr=self.learning_rate, weight_decay=self.weight_decay)
+        self.register_buffer("logits", torch.zeros(k))
+        self.register_buffer("exp_avg", torch.zeros(k))
+        self.register_buffer("exp_avg_sq", torch.zeros(k))
+        self.register_buffer("updates", torch.zeros(k))  # Adam's step count, per task
+        # The losses of the step in progress (mean over its micro-batches), and of the previous step.
+        self.register_buffer("step_sums", torch.zeros(k))
+        self.register_buffer("step_counts", torch.zeros(k))
+        self.register_buffer("previous", torch.zeros(k))
+        self.register_buffer("previous_present", torch.zeros(k, dtype=torch.bool))
+
+    @property
+    def needs_losses_after_step(self) -> bool:
+        return self.update == "reforward"
+
+    def task_probabilities(self, present: torch.Tensor) -> torch.Tensor:
+        """`z`: the softmax of the task logits over the present tasks (0 elsewhere)."""
+        masked = torch.where(present, self.logits, torch.full_like(self.logits, -torch.inf))
+        return torch.softmax(masked, dim=0).nan_to_num(0.0)
 
     def _shifted(self, losses: torch.Tensor) -> torch.Tensor:
-        return (losses - self.min_losses.to(losses)).clamp_min(0) + 1e-8
+        return (losses - self.min_losses).clamp_min(0) + 1e-8
 
-    def weights(self, present: torch.Tensor) -> torch.Tensor:
-        logits = self.logits.detach().masked_fill(~present.bool().to(self.logits.device), float("-inf"))
-        return torch.softmax(logits, dim=0).nan_to_num(0.0).to(present.device)
+    def weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        z = self.task_probabilities(present)
+        shifted = self._shifted(losses.detach().float())
+        c = (z / shifted * present).sum().clamp_min(1e-12)
+        return (z / (c * shifted) * present).to(losses.dtype)
 
-    def combine(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        z = self.weights(present).to(losses)
-        shifted = self._shifted(losses)
-        c = (z / shifted * present).sum().detach().clamp_min(1e-12)
-        return (z * shifted.log() * present).sum() / c
+    def observe(self, losses: torch.Tensor, present: torch.Tensor) -> None:
+        self.step_sums += torch.where(present, losses.detach().float(), 0.0)
+        self.step_counts += present.float()
 
-    def update_after_step(self, losses_before: torch.Tensor, losses_after: torch.Tensor, present: torch.Tensor):
-        mask = present.bool().cpu()
-        if not mask.any():
-            return
-        delta = self._shifted(losses_before.detach().cpu()).log() - self._shifted(losses_after.detach().cpu()).log()
-        delta = delta * mask
-        with torch.enable_grad():
-            logits = self.logits.detach().requires_grad_(True)
-            z = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=0).nan_to_num(0.0)
-            (grad,) = torch.autograd.grad(z, logits, grad_outputs=delta.to(z))
-        self.logits.grad = grad
-        self._optimizer.step()
-        self._optimizer.zero_grad(set_to_none=True)
+    def end_step(self, losses_after=None, present_after=None) -> None:
+        present = self.step_counts > 0
+        current = self.step_sums / self.step_counts.clamp_min(1)
+        if self.update == "reforward":
+            if losses_after is None:
+                raise ValueError("FAMO(update='reforward') needs the step's losses after the optimizer step")
+            self.update_logits(current, losses_after, present & present_after)
+        else:
+            self.update_logits(self.previous, current, present & self.previous_present)
+            self.previous.copy_(torch.where(present, current, self.previous))
+            self.previous_present.copy_(present)
+        self.step_sums.zero_()
+        self.step_counts.zero_()
 
-    def get_extra_state(self):
-        return {"optimizer": self._optimizer.state_dict()}
-
-    def set_extra_state(self, state):
-        self._optimizer.load_state_dict(state["optimizer"])
+    def update_logits(self, before: torch.Tensor, after: torch.Tensor, present: torch.Tensor) -> None:
+        """One Adam step on the logits of the tasks in `present`, from their losses before and after a step."""
+        delta = torch.where(present, self._shifted(before).log() - self._shifted(after.float()).log(), 0.0)
+        # grad_xi of z(xi) . delta, for the softmax over the present tasks: z * (delta - z . delta).
+        z = self.task_probabilities(present)
+        gradient = z * (delta - (z * delta).sum()) + self.weight_decay * self.logits
+        beta1, beta2 = self.betas
+        steps = self.updates + present.float()
+        exp_avg = torch.where(present, beta1 * self.exp_avg + (1 - beta1) * gradient, self.exp_avg)
+        exp_avg_sq = torch.where(present, beta2 * self.exp_avg_sq + (1 - beta2) * gradient.square(), self.exp_avg_sq)
+        correction1 = 1 - beta1 ** steps.clamp_min(1)
+        correction2 = 1 - beta2 ** steps.clamp_min(1)
+        step = self.learning_rate / correction1 * exp_avg / (exp_avg_sq.sqrt() / correction2.sqrt() + self.eps)
+        self.logits.copy_(torch.where(present, self.logits - step, self.logits))
+        self.exp_avg.copy_(exp_avg)
+        self.exp_avg_sq.copy_(exp_avg_sq)
+        self.updates.copy_(steps)

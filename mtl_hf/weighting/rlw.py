@@ -2,14 +2,15 @@
 
 import torch
 
-from .base import WeightingMethod, step_generator
+from .base import LossWeighting, step_generator
 
 
-class RandomLossWeighting(WeightingMethod):
+class RandomLossWeighting(LossWeighting):
     """
-    Draws fresh weights every step: `w = K * softmax(z)`, `z ~ N(0, I)` over the present tasks.
-    The draw comes from a generator seeded with `(seed, step)`, so every rank draws the same
-    weights and a resumed run draws what the uninterrupted one would have.
+    Draws fresh weights every optimizer step: `w = K' * softmax(z)` over the K' present tasks,
+    `z ~ N(0, I)`. The draw comes from a host generator seeded with `(seed, step)`, so every rank
+    draws the same weights and a resumed run draws what the uninterrupted one would have; the K
+    numbers are sent to the device without waiting for it.
 
     Lin, Ye, Xu, Shi, Zhang. "Reasonable Effectiveness of Random Weighting: A Litmus Test for
     Multi-Task Learning." TMLR 2022. arXiv:2111.10603.
@@ -20,18 +21,23 @@ class RandomLossWeighting(WeightingMethod):
     """
 
     name = "rlw"
+    paper = "Lin et al., TMLR 2022"
 
     def __init__(self, task_names: list[str], seed: int = 0):
         super().__init__(task_names)
         self.seed = int(seed)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.steps = 0
 
-    def weights(self, present: torch.Tensor) -> torch.Tensor:
-        generator = step_generator(self.seed, int(self.step))
-        z = torch.randn(len(self.task_names), generator=generator)
-        z = z.masked_fill(~present.bool().cpu(), float("-inf"))
-        count = int(present.sum())
-        return (count * torch.softmax(z, dim=0)).nan_to_num(0.0).to(present.device) if count else present.float()
+    def weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        draw = torch.randn(self.num_tasks, generator=step_generator(self.seed, self.steps))
+        z = draw.to(losses.device, non_blocking=True).masked_fill(~present, -torch.inf)
+        return (present.sum() * torch.softmax(z, dim=0)).nan_to_num(0.0).to(losses.dtype)
 
-    def observe(self, losses: torch.Tensor, present: torch.Tensor) -> None:
-        self.step += 1
+    def end_step(self, losses_after=None, present_after=None) -> None:
+        self.steps += 1
+
+    def get_extra_state(self):
+        return {"steps": self.steps}
+
+    def set_extra_state(self, state):
+        self.steps = int(state["steps"])

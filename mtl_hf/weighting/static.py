@@ -1,25 +1,30 @@
-"""Static weights: a fixed weight per task, by default the task specs' `loss_weight`."""
+"""Static weights: a fixed weight per task, on top of the tasks' `loss_weight`."""
 
 import math
 
 import torch
 
-from .base import WeightingMethod
+from .base import LossWeighting
 
 
-class StaticWeighting(WeightingMethod):
+class StaticWeighting(LossWeighting):
     """
-    Sum of `weight_k * loss_k` with fixed weights.
+    `sum_k w_k * loss_weight_k * loss_k` with fixed weights `w_k` (with every `w_k = 1`, the same as
+    `equal`: each task's `loss_weight` alone).
 
     Args:
         task_names (`list[str]`): the tasks, in the model's order.
-        weights (`dict[str, float]`): a weight for every task (finite, >= 0).
+        weights (`dict[str, float]`, *optional*): a weight for every task (finite, >= 0); defaults to 1 each.
     """
 
     name = "static"
+    paper = "fixed weights"
 
-    def __init__(self, task_names: list[str], weights: dict[str, float]):
+    def __init__(self, task_names: list[str], weights: dict[str, float] | None = None):
         super().__init__(task_names)
+        weights = {name: 1.0 for name in task_names} if weights is None else weights
+        if not isinstance(weights, dict):
+            raise ValueError(f"static weights must be a dict task -> weight, got {weights!r}")
         unknown, absent = sorted(set(weights) - set(task_names)), sorted(set(task_names) - set(weights))
         if unknown or absent:
             raise ValueError(f"static weights must name every task: unknown {unknown}, absent {absent}")
@@ -28,5 +33,5 @@ class StaticWeighting(WeightingMethod):
             raise ValueError(f"static weights must be finite numbers >= 0, got {weights}")
         self.register_buffer("fixed", torch.tensor(values, dtype=torch.float32))
 
-    def weights(self, present: torch.Tensor) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return self.fixed * present

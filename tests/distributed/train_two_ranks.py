@@ -18,8 +18,11 @@ from mtl_hf.data import TaskSource, load_digits_dataset, load_shop_dataset
 RUNS = [
     {"batch_mode": "homogeneous", "weighting": "famo"},
     {"batch_mode": "mixed", "weighting": "famo", "when_exhausted": "stop"},
-    {"batch_mode": "homogeneous", "weighting": "pcgrad"},
-    {"batch_mode": "mixed", "weighting": "pcgrad"},
+    {"batch_mode": "homogeneous", "weighting": "pcgrad", "gradient_space": "parameters"},
+    {"batch_mode": "mixed", "weighting": "pcgrad", "gradient_space": "parameters"},
+    {"batch_mode": "mixed", "weighting": "upgrad", "gradient_space": "representation"},
+    {"batch_mode": "homogeneous", "weighting": "upgrad", "gradient_space": "parameters"},
+    {"batch_mode": "mixed", "weighting": "nash_mtl", "gradient_space": "representation"},
 ]
 
 
@@ -62,7 +65,8 @@ def main(out_dir: str) -> None:
             "first_pass": {name: rows[: shares[name]] for name, rows in served.items()},
             "tasks_per_step": tasks[:12],
             "parameters_sha1": hashlib.sha1(flat.numpy().tobytes()).hexdigest(),
-            "weights": trainer.weighting.weights(torch.ones(len(trainer.task_specs), dtype=torch.bool)).tolist(),
+            "weighting_state": {key: value.tolist() for key, value in trainer.weighting.state_dict().items()
+                                if isinstance(value, torch.Tensor)},
             "losses_logged": [e["loss"] for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e],
         })  # fmt: skip
     with open(os.path.join(out_dir, f"rank{dist.get_rank()}.json"), "w") as file:
