@@ -2,17 +2,20 @@
 
 Two spaces to take the per-task gradients in (`gradient_space`):
 
-- `representation` (default): the gradients of each task's loss with respect to the features the
-  heads read (the backbone's output, `B x T x D` per task, reached through the heads alone). Their
-  K x K Gramian is summed over the ranks (each rank holds other images, so the union batch's
-  Gramian is the sum), the method turns it into weights `w`, and ONE ordinary backward pass gives
-  the backbone `sum_k w_k grad L_k` and each head its task's own `p_k grad L_k` (`p_k`: the prior).
-  The backward is Trainer's own, so DDP averages the gradients as in any step, gradient
-  accumulation and mixed precision work as usual, and the step costs about one backward.
-- `parameters`: the gradients of each task's loss with respect to every backbone parameter (one
-  backward through the backbone per task, a K x P matrix), averaged over the ranks in one
-  all-reduce, combined with the weights of their Gramian and written into `.grad`. What the
+- `parameters` (default): the gradients of each task's loss with respect to every backbone
+  parameter (one backward through the backbone per task, a K x P matrix), averaged over the ranks
+  in one all-reduce, combined with the weights of their Gramian and written into `.grad`. What the
   papers describe; it costs K backward passes and K copies of the backbone's gradient.
+- `representation`: the gradients of each task's loss with respect to the features the heads
+  read (the backbone's output, `B x T x D` per task, reached through the heads alone), as LibMTL's
+  `rep_grad`. Their K x K Gramian is summed over the ranks (each rank holds other images, so the
+  union batch's Gramian is the sum), the method turns it into weights `w`, and ONE ordinary
+  backward pass gives the backbone `sum_k w_k grad L_k` and each head its task's own
+  `p_k grad L_k` (`p_k`: the prior). The backward is Trainer's own, so DDP averages the gradients
+  as in any step, gradient accumulation and mixed precision work as usual, and the step costs
+  about one backward. Task gradients conflict far less in this space than in the parameters'
+  (measured on the demo: mean |cos| 0.01 against 0.06-0.10), so conflict-resolving methods have
+  less to act on.
 
 Either way the weights are computed once per step on the host from the K x K Gramian (one
 device -> host copy) and are identical on every rank. Parameters that no task reached keep no
@@ -31,7 +34,7 @@ from .distributed import all_reduce_sum, world_size
 from .task_losses import StepLosses
 from .weighting import GramianWeighting
 
-GRADIENT_SPACES = ("representation", "parameters")
+GRADIENT_SPACES = ("parameters", "representation")
 
 
 def gramian_weights(method: GramianWeighting, gramian: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -58,11 +58,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": 'Options of the weighting method (a dict, or JSON), e.g. {"temperature": 2.0} for dwa.'},
     )
     gradient_space: str = field(
-        default="representation",
+        default="parameters",
         metadata={
-            "help": "Where gradient methods take the per-task gradients: 'representation' (of the features the "
-            "heads read; about one backward per step) or 'parameters' (of every backbone parameter; one backward "
-            "per task)."
+            "help": "Where gradient methods take the per-task gradients: 'parameters' (of every backbone parameter, "
+            "as the papers do; one backward per task) or 'representation' (of the features the heads read; about "
+            "one backward per step, but task gradients conflict less there, see the README)."
         },
     )
 

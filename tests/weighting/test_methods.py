@@ -144,7 +144,7 @@ def test_famo_logit_update_is_adam_and_leaves_absent_tasks_alone():
         (logits.grad,) = torch.autograd.grad(torch.softmax(logits, 0), logits, grad_outputs=delta)
         adam.step()
         torch.testing.assert_close(method.logits, logits.detach())
-    state = {key: value.clone() for key, value in method.state_dict().items()}
+    state = {key: value.clone() for key, value in method.state_dict().items() if torch.is_tensor(value)}
     method.update_logits(
         torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.1, 2.0, 9.0]), torch.tensor([True, True, False])
     )
@@ -153,18 +153,21 @@ def test_famo_logit_update_is_adam_and_leaves_absent_tasks_alone():
         assert method.state_dict()[key][0] != state[key][0], key
 
 
-def test_famo_next_batch_compares_consecutive_steps():
-    method = FAMO(["a", "b"], update="next_batch")
-    assert not method.needs_losses_after_step
-    method.observe(torch.tensor([2.0, 2.0]), BOTH)
-    method.end_step()  # nothing to compare with yet
-    assert torch.equal(method.logits, torch.zeros(2))
-    method.observe(torch.tensor([1.0, 2.0]), BOTH)
-    method.end_step()
+def test_famo_update_every_skips_the_replay_between_updates():
+    method = FAMO(["a", "b"], update_every=3)
+    asked = []
+    for _ in range(6):
+        asked.append(method.needs_losses_after_step)
+        method.observe(torch.tensor([2.0, 2.0]), BOTH)
+        method.end_step(torch.tensor([1.0, 2.0]), BOTH) if asked[-1] else method.end_step()
+    assert asked == [True, False, False, True, False, False]
+    assert method.updates.tolist() == [2.0, 2.0]  # two Adam steps, on the steps that replayed
     z = method.task_probabilities(BOTH)
     assert z[1] > z[0]
-    with pytest.raises(ValueError, match="update must be one of 'reforward', 'next_batch'"):
-        FAMO(["a"], update="later")
+    with pytest.raises(ValueError, match="needs the step's losses re-evaluated"):
+        method.end_step()
+    with pytest.raises(ValueError, match="update_every must be a positive integer"):
+        FAMO(["a"], update_every=0)
 
 
 # -- gradient methods, on 2 x 2 and 2 x 3 Jacobians ------------------------------------------------
