@@ -65,7 +65,8 @@ def build_model_card(
         metrics_prefix (`str`, defaults to `"eval"`): the prefix of those metrics (`eval`, `test`).
         training (`dict`, *optional*): how the model was trained: `sources` (list of `name`, `rows`,
             `tasks`), `sampling_strategy`, `batch_mode`, `when_exhausted`, `weighting`,
-            `weighting_options`, `hyperparameters` (dict), as `MultiTaskTrainer.training_summary` gives it.
+            `weighting_options`, `gradient_space` (gradient methods), `hyperparameters` (dict), as
+            `MultiTaskTrainer.training_summary` gives it.
         datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on (card metadata).
         curves_file (`str`, *optional*): a picture of the training curves beside the card, shown in it.
         multilabel_threshold (`float`, defaults to 0.5): the threshold multilabel scores were measured at.

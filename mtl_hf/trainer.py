@@ -344,6 +344,7 @@ class MultiTaskTrainer(Trainer):
             "when_exhausted": args.when_exhausted,
             "weighting": args.weighting,
             "weighting_options": args.weighting_options,
+            "gradient_space": args.gradient_space if self.weighting.uses_gradients else None,
             "hyperparameters": hyperparameters,
         }
 
