@@ -13,7 +13,7 @@ class ConFIG(GramianWeighting):
     combination `J^T a`, `a = D^-1 (D^-1 G D^-1)^+ 1`, rescaled to `(1^T G a) / (a^T G a) a`: the
     Gramian alone gives the weights (the test checks them against torchjd's ConFIG on the Jacobian).
 
-    Liu, Chen, Thuerey. "ConFIG: Towards Conflict-free Training of Physics Informed Neural
+    Liu, Chu, Thuerey. "ConFIG: Towards Conflict-free Training of Physics Informed Neural
     Networks." ICLR 2025. arXiv:2408.11104.
 
     Args:
