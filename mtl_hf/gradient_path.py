@@ -96,7 +96,7 @@ def representation_loss(
     embedding = task_embedding(task_names, losses.ran, jacobian)
     gramian = all_reduce_sum(embedding @ (jacobian @ jacobian.T) @ embedding.T) / world_size() ** 2
     weights = gramian_weights(method, gramian, losses.present)
-    priors = method.priors * losses.present
+    priors = method.prior_weights(losses.present)
     # Rerouting the features' gradient from sum_k p_k g_k to sum_k w_k g_k adds <features, delta>
     # to the loss's gradient and nothing to its value.
     delta = ((weights - priors) @ embedding @ jacobian).view_as(features).to(features.dtype)
@@ -120,7 +120,7 @@ def parameter_space_backward(
     ran = [task_names.index(name) for name in losses.ran]
     head_grads = [None] * len(heads)
     if heads:
-        head_loss = (method.priors * losses.present * losses.local).sum()
+        head_loss = (method.prior_weights(losses.present) * losses.local).sum()
         head_grads = torch.autograd.grad(head_loss, heads, retain_graph=True, allow_unused=True)
     head_size = sum(g.numel() for g in head_grads if g is not None)
     # One buffer for every task's shared gradient and the heads' gradient: one all-reduce, no copies.

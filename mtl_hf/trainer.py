@@ -112,8 +112,7 @@ class MultiTaskTrainer(Trainer):
             **kwargs,
         )
         self.weighting = (weighting or self._build_weighting(args)).to(args.device)
-        if weighting is not None:
-            self.weighting.set_priors([spec.loss_weight for spec in self.task_specs.values()])
+        self.weighting.set_priors([spec.loss_weight for spec in self.task_specs.values()])
         if list(self.weighting.task_names) != list(self.task_specs):
             raise ValueError(
                 f"the weighting's tasks {self.weighting.task_names} differ from the model's {list(self.task_specs)}"
@@ -175,8 +174,7 @@ class MultiTaskTrainer(Trainer):
         return mixture
 
     def _build_weighting(self, args: MultiTaskTrainingArguments) -> WeightingMethod:
-        loss_weights = [spec.loss_weight for spec in self.task_specs.values()]
-        return build_weighting(args.weighting, list(self.task_specs), args.weighting_options, loss_weights)
+        return build_weighting(args.weighting, list(self.task_specs), args.weighting_options)
 
     def _check_weighting_fits(self) -> None:
         if not self.weighting.uses_gradients:
@@ -236,8 +234,8 @@ class MultiTaskTrainer(Trainer):
         losses = step_losses(self.task_specs, outputs, inputs["labels"])
         if self._features is not None and training:
             loss, weights = representation_loss(self.weighting, losses, self._features.take())
-        elif self.weighting.uses_gradients:  # evaluation, or the parameter space's forward
-            weights = self.weighting.priors * losses.present
+        elif self.weighting.uses_gradients:  # outside training: the prior-weighted sum
+            weights = self.weighting.prior_weights(losses.present)
             loss = (weights * losses.local).sum()
         else:
             weights = self.weighting.task_weights(losses.mean, losses.present)
@@ -268,7 +266,7 @@ class MultiTaskTrainer(Trainer):
             scale=scale,
         )  # fmt: skip
         self._observe(losses, weights)
-        return (self.weighting.priors * losses.local).sum().detach() * scale
+        return (self.weighting.prior_weights(losses.present) * losses.local).sum().detach() * scale
 
     # -- hooks around the optimizer step -------------------------------------------------------
 

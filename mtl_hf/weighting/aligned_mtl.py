@@ -1,11 +1,9 @@
 """Aligned-MTL: independent component alignment (Senushkin et al., CVPR 2023), through torchjd."""
 
-import torch
-
-from .base import GramianWeighting, check_choice
+from .base import TorchJDWeighting, check_choice
 
 
-class AlignedMTL(GramianWeighting):
+class AlignedMTL(TorchJDWeighting):
     """
     Makes the task gradients orthogonal and of equal size (the eigendecomposition of the K x K
     Gramian gives the balance transformation), rescaled by the smallest singular value, and sums
@@ -28,7 +26,4 @@ class AlignedMTL(GramianWeighting):
         super().__init__(task_names)
         from torchjd.aggregation import AlignedMTLWeighting
 
-        self._solver = AlignedMTLWeighting(scale_mode=check_choice("scale_mode", scale_mode, ("min", "median", "rmse")))
-
-    def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
-        return self._solver(gramian)
+        self.solver = AlignedMTLWeighting(scale_mode=check_choice("scale_mode", scale_mode, ("min", "median", "rmse")))

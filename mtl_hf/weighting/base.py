@@ -63,6 +63,10 @@ class WeightingMethod(nn.Module):
                 raise ValueError(f"task {task!r}: loss_weight must be a finite number >= 0, got {value!r}")
         self.priors.copy_(torch.tensor(values, dtype=self.priors.dtype))
 
+    def prior_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """Each present task's prior (0 for absent tasks): what the heads' gradients and the logged loss use."""
+        return self.priors * present
+
     def observe(self, losses: torch.Tensor, present: torch.Tensor) -> None:
         """Sees every training micro-batch's task losses (mean over all ranks, detached)."""
 
@@ -82,7 +86,7 @@ class LossWeighting(WeightingMethod):
 
     def task_weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """What multiplies each task's loss in this step: the method's weight times the task's prior."""
-        return self.weights(losses, present) * self.priors * present
+        return self.weights(losses, present) * self.prior_weights(present)
 
     def combine(self, losses: torch.Tensor, weights: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """The loss to back-propagate, from the task losses and `task_weights`."""
@@ -118,6 +122,15 @@ class GramianWeighting(WeightingMethod):
             tasks = tuple(index.tolist())
             weights[index] = self.gramian_weights(gramian[index][:, index], tasks).to(torch.float64)
         return weights
+
+
+class TorchJDWeighting(GramianWeighting):
+    """A `GramianWeighting` whose weights come from a stateless torchjd weighting, set as `self.solver`."""
+
+    solver: nn.Module
+
+    def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
+        return self.solver(gramian)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

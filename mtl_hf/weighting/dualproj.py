@@ -1,11 +1,9 @@
 """DualProj: the average gradient projected onto the dual cone (Quinton and Rey, 2024), through torchjd."""
 
-import torch
-
-from .base import GramianWeighting
+from .base import TorchJDWeighting
 
 
-class DualProj(GramianWeighting):
+class DualProj(TorchJDWeighting):
     """
     Projects the average of the task gradients onto the dual cone of the task gradients: the
     closest update to plain averaging that conflicts with no task (the projection used by
@@ -27,7 +25,4 @@ class DualProj(GramianWeighting):
         super().__init__(task_names)
         from torchjd.aggregation import DualProjWeighting
 
-        self._solver = DualProjWeighting()
-
-    def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
-        return self._solver(gramian)
+        self.solver = DualProjWeighting()

@@ -1,11 +1,9 @@
 """FairGrad: alpha-fair resource allocation between tasks (Ban and Ji, ICML 2024), through torchjd."""
 
-import torch
-
-from .base import GramianWeighting, check_positive
+from .base import TorchJDWeighting, check_positive
 
 
-class FairGrad(GramianWeighting):
+class FairGrad(TorchJDWeighting):
     """
     Treats each task's first-order improvement `g_k . d` as a utility and picks the update that
     maximises their alpha-fair sum: the weights solve `G w = w^(-1/alpha)` (torchjd's
@@ -28,7 +26,4 @@ class FairGrad(GramianWeighting):
         super().__init__(task_names)
         from torchjd.aggregation import FairGradWeighting
 
-        self._solver = FairGradWeighting(alpha=check_positive("alpha", alpha), max_iters=max_iters)
-
-    def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
-        return self._solver(gramian)
+        self.solver = FairGradWeighting(alpha=check_positive("alpha", alpha), max_iters=max_iters)

@@ -1,11 +1,9 @@
 """IMTL-G: impartial multi-task learning, gradient part (Liu et al., ICLR 2021), through torchjd."""
 
-import torch
-
-from .base import GramianWeighting
+from .base import TorchJDWeighting
 
 
-class IMTLG(GramianWeighting):
+class IMTLG(TorchJDWeighting):
     """
     The update whose projection on every task's unit gradient is the same, with weights summing
     to 1: `w ~ G^+ sqrt(diag G)`. Impartial to the gradients' scale, so no task dominates by the size
@@ -24,7 +22,4 @@ class IMTLG(GramianWeighting):
         super().__init__(task_names)
         from torchjd.aggregation import IMTLGWeighting
 
-        self._solver = IMTLGWeighting()
-
-    def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
-        return self._solver(gramian)
+        self.solver = IMTLGWeighting()

@@ -1,11 +1,9 @@
 """MGDA: the multiple-gradient descent algorithm (Désidéri 2012; Sener and Koltun, NeurIPS 2018), through torchjd."""
 
-import torch
-
-from .base import GramianWeighting, check_positive
+from .base import TorchJDWeighting, check_positive
 
 
-class MGDA(GramianWeighting):
+class MGDA(TorchJDWeighting):
     """
     The minimum-norm point of the convex hull of the task gradients: the steepest direction that
     improves every task (a Pareto-stationary point gives zero). Frank-Wolfe on the K x K Gramian
@@ -28,7 +26,4 @@ class MGDA(GramianWeighting):
         super().__init__(task_names)
         from torchjd.aggregation import MGDAWeighting
 
-        self._solver = MGDAWeighting(epsilon=check_positive("epsilon", epsilon), max_iters=int(max_iters))
-
-    def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
-        return self._solver(gramian)
+        self.solver = MGDAWeighting(epsilon=check_positive("epsilon", epsilon), max_iters=int(max_iters))

@@ -1,11 +1,9 @@
 """UPGrad: unconflicting projection of gradients (Quinton and Rey, 2024), through torchjd."""
 
-import torch
-
-from .base import GramianWeighting
+from .base import TorchJDWeighting
 
 
-class UPGrad(GramianWeighting):
+class UPGrad(TorchJDWeighting):
     """
     Projects each task's gradient onto the dual cone of all the task gradients (the directions
     that improve no task less than zero) and averages the projections: the update never conflicts
@@ -26,7 +24,4 @@ class UPGrad(GramianWeighting):
         super().__init__(task_names)
         from torchjd.aggregation import UPGradWeighting
 
-        self._solver = UPGradWeighting()
-
-    def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
-        return self._solver(gramian)
+        self.solver = UPGradWeighting()
