@@ -1,6 +1,7 @@
 """`mtl-hf`: train from a recipe, evaluate, predict and push from the command line.
 
 mtl-hf train CONFIG.yaml [--key value ...]
+mtl-hf compare CONFIG.yaml [--methods equal,famo,...] [--seeds 3] [--budget per-task|total]
 mtl-hf eval MODEL DATA [--split validation] [--json]
 mtl-hf predict MODEL IMAGE [IMAGE ...] [--top_k 3] [--json]
 mtl-hf push MODEL REPO_ID [--private]
@@ -9,6 +10,8 @@ mtl-hf push MODEL REPO_ID [--private]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import re
 import sys
@@ -22,28 +25,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         # Everything after `train` belongs to the recipe's own parser (YAML + overrides, its own --help).
-        from .recipe import parse_args, run
+        from .recipe import main as train_main
 
         if len(argv) == 1:
             parser.parse_args(["train", "--help"])
         try:
-            parsed = parse_args(argv[1:])
-        except (FileNotFoundError, ValueError) as error:
-            print(f"mtl-hf train: error: {error}", file=sys.stderr)
-            return 2
-        run(*parsed)
+            train_main(argv[1:], prog="mtl-hf train")
+        except SystemExit as exit:
+            if exit.code != 2:
+                raise
+            return 2  # a user error, already reported in one line
         return 0
-    args = parser.parse_args(argv)
+    if argv and argv[0] == "compare":
+        from .compare import main as compare_main
+
+        try:
+            compare_main(argv[1:])
+        except (FileNotFoundError, ValueError) as error:
+            print(f"mtl-hf compare: error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"mtl-hf {args.command}: error: {_unknown_flags_message(commands_of(parser)[args.command], unknown)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, TypeError, KeyError) as error:
-        print(f"mtl-hf {args.command}: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        # OSError covers a Hub id that is not on the Hub (or no Hub to reach): its first line says which.
+        print(f"mtl-hf {args.command}: error: {_first_line(error)}", file=sys.stderr)
         return 2
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtl-hf", description="Multi-task vision transformers, the Hugging Face way.")
+    # allow_abbrev=False everywhere: a typo such as --top for --top_k must be an error, not another flag.
+    parser = argparse.ArgumentParser(prog="mtl-hf", description="Multi-task vision transformers, the Hugging Face way.",
+                                     allow_abbrev=False)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
 
     train = commands.add_parser(
         "train", help="train from a recipe YAML (see recipes/configs/)",
@@ -52,6 +72,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     train.add_argument("config", help="the recipe YAML, e.g. recipes/configs/demo.yaml")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs that override the YAML")
+
+    compare = commands.add_parser(
+        "compare", help="multi-task vs single-task models and balancing methods, over seeds",
+        description="Train single-task baselines and one multi-task model per balancing method from a recipe; "
+                    "`mtl-hf compare CONFIG.yaml --help` lists the options.",
+    )  # fmt: skip
+    compare.add_argument("config", help="the recipe YAML, e.g. recipes/configs/demo.yaml")
+    compare.add_argument("options", nargs=argparse.REMAINDER, help="--methods, --seeds, --budget, --output_dir, "
+                                                                   "and --key value recipe overrides")  # fmt: skip
 
     evaluate = commands.add_parser("eval", help="score a saved model on labelled data, task by task")
     evaluate.add_argument("model", help="a saved model folder or Hub id")
@@ -86,6 +115,22 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def commands_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(actions[0].choices)
+
+
+def _unknown_flags_message(command: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    from .recipe import flag_hints
+
+    return f"unrecognized argument(s) {list(unknown)}: {flag_hints(command, unknown)}; see `{command.prog} --help`"
+
+
 # -- eval ------------------------------------------------------------------------------------------
 
 
@@ -97,8 +142,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .data.sources import load_split, task_options
     from .recipe import BUILTIN_PREFIX, load_builtin
 
-    model = MultiTaskViTModel.from_pretrained(_existing(args.model))
-    processor = AutoImageProcessor.from_pretrained(args.model)
+    if not args.data.startswith(BUILTIN_PREFIX):
+        _existing_data(args.data)
+    with _hub_lookup(args.model):
+        model = MultiTaskViTModel.from_pretrained(_existing(args.model))
+        processor = AutoImageProcessor.from_pretrained(args.model)
     columns = json.loads(args.tasks) if args.tasks else {}
     if not isinstance(columns, dict):
         raise ValueError(f"--tasks must be a JSON object task -> column, got {args.tasks!r}")
@@ -110,6 +158,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         rows = load_builtin(args.data, {}, seed=0)[1]
     else:
         rows = load_split(args.data, split=args.split)
+    absent = {task: column for task, column in columns.items() if column not in rows.column_names}
+    if absent:
+        raise ValueError(f"--tasks maps {absent}, but the data has no column(s) {sorted(set(absent.values()))}; "
+                         f"its columns are {rows.column_names}")  # fmt: skip
+    unscored = [name for name in model.config.task_names if columns.get(name, name) not in rows.column_names]
     # Each task reads its column with the model's own labels, so names map to the ids it was trained with.
     tasks = {
         spec.name: task_options(spec, columns.get(spec.name, spec.name))
@@ -140,6 +193,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             if key.startswith(f"eval_{spec.name}_") and not key.endswith("_loss"):
                 print(f"{spec.name:<16} {key.removeprefix(f'eval_{spec.name}_'):<10} {value:>9.4f}")
     print(f"\n{source.num_rows} rows; average of the tasks' main scores {metrics['eval_average_score']:.4f}")
+    if unscored:
+        print(f"not scored: task(s) {unscored}, which have no column in the data (map them with --tasks)")
     return 0
 
 
@@ -151,10 +206,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     from . import PIPELINE_TASK
 
+    model = _existing(args.model)
     for image in args.images:
         if not image.startswith(("http://", "https://")) and not Path(image).is_file():
             raise FileNotFoundError(f"no image file at {image}")
-    classify = pipeline(PIPELINE_TASK, model=_existing(args.model), device=0 if _has_gpu() else -1)
+    with _hub_lookup(model):
+        classify = pipeline(PIPELINE_TASK, model=model, device=0 if _has_gpu() else -1)
     results = classify(args.images, top_k=args.top_k, threshold=args.threshold, batch_size=args.batch_size)
     if args.json:
         print(
@@ -179,7 +236,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     from .hub import card_from_folder
 
@@ -189,19 +246,24 @@ def _push(args: argparse.Namespace) -> int:
     card = card_from_folder(folder, model_id=args.repo_id)
     card.text = _with_model_id(card.text, args.repo_id)
 
-    # The card travels in the same commit as the model; the local copy now names the repository too.
-    card.save(folder / "README.md")
+    # One commit holds the model and the card naming the repository. The local folder keeps its own
+    # card until that commit has landed: a failed push leaves it exactly as it was.
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and _is_pushed(path.relative_to(folder))]
+    operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path)) for path in files
+                  if path.relative_to(folder).as_posix() != "README.md"]  # fmt: skip
+    operations.append(CommitOperationAdd("README.md", str(card).encode()))
     api = HfApi(token=args.token)
     url = api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=args.repo_id,
-        folder_path=folder,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "_*"],
-    )
+    commit = api.create_commit(repo_id=args.repo_id, operations=operations, revision=args.revision,
+                               commit_message=args.commit_message)  # fmt: skip
+    card.save(folder / "README.md")
     print(f"pushed {folder} to {url} ({commit.oid[:10] if commit.oid else 'no change'})")
     return 0
+
+
+def _is_pushed(relative: Path) -> bool:
+    # Checkpoints and private scratch files (`_*`) stay local.
+    return not any(part.startswith(("checkpoint-", "_")) for part in relative.parts)
 
 
 def _with_model_id(text: str, repo_id: str) -> str:
@@ -217,12 +279,34 @@ def _with_model_id(text: str, repo_id: str) -> str:
 
 
 def _existing(model: str) -> str:
+    from .data.sources import looks_like_hub_id
+
     path = Path(model)
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{model} has no config.json: not a saved model folder")
-    if not path.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
-        raise FileNotFoundError(f"no model at {model}; give a saved model folder or a Hub id (owner/name)")
+    if not path.exists() and not looks_like_hub_id(model):
+        raise FileNotFoundError(f"no model folder at {model} (tried as a local path; a Hub id has the form owner/name)")
     return model
+
+
+@contextlib.contextmanager
+def _hub_lookup(model: str):
+    """A model that is neither a local folder nor found on the Hub: one line saying both were tried."""
+    try:
+        yield
+    except OSError as error:
+        if Path(model).exists():
+            raise
+        raise FileNotFoundError(f"no model at {model}: no local folder of that name, and the Hub lookup of "
+                                f"{model} failed ({_first_line(error)})") from None  # fmt: skip
+
+
+def _existing_data(data: str) -> str:
+    from .data.sources import looks_like_hub_id
+
+    if not Path(data).exists() and not looks_like_hub_id(data):
+        raise FileNotFoundError(f"no data at {data} (tried as a local path; a Hub dataset id has the form owner/name)")
+    return data
 
 
 def _has_gpu() -> bool:

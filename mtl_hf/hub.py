@@ -53,6 +53,7 @@ def build_model_card(
     curves_file: str | None = None,
     multilabel_threshold: float = 0.5,
     license: str | None = None,
+    chance: dict[str, Any] | None = None,
 ) -> ModelCard:
     r"""
     The model card of a multi-task model.
@@ -71,6 +72,9 @@ def build_model_card(
         curves_file (`str`, *optional*): a picture of the training curves beside the card, shown in it.
         multilabel_threshold (`float`, defaults to 0.5): the threshold multilabel scores were measured at.
         license (`str`, *optional*): the model's license id.
+        chance (`dict`, *optional*): each task's main score for a constant answer that ignores the
+            image, as flat metrics (`eval_<task>_<metric>`, the recipe's `eval_chance_results.json`);
+            shown beside the scores so a reader can tell learning from guessing.
     """
     metrics = metrics or {}
     scores = task_scores(config, metrics, metrics_prefix)
@@ -116,6 +120,7 @@ def build_model_card(
                 "labels": ", ".join(spec.labels) if spec.labels else "",
                 "metric": _METRIC_NAMES[primary],
                 "score": "-" if score is None else f"{score:.4f}",
+                "chance": _format_score((chance or {}).get(f"{metrics_prefix}_{spec.name}_{primary}")),
             }
         )
     average = metrics.get(f"{metrics_prefix}_average_score")
@@ -127,6 +132,7 @@ def build_model_card(
         base_model=base_model,
         backbone_type=type(config.backbone_config).__name__.removesuffix("Config"),
         tasks=tasks,
+        show_chance=bool(chance),
         average_score=None if average is None or not math.isfinite(average) else float(average),
         metrics_split=metrics_prefix,
         training=training,
@@ -159,6 +165,10 @@ def card_from_folder(folder: str | Path, *, model_id: str | None = None) -> Mode
         metrics=metrics,
         curves_file=CURVES_FILE if (folder / CURVES_FILE).is_file() else None,
     )
+
+
+def _format_score(value: Any) -> str:
+    return "-" if value is None or not math.isfinite(float(value)) else f"{float(value):.4f}"
 
 
 def _versions() -> dict[str, str]:

@@ -11,9 +11,11 @@ data -> tasks (from the data) -> model -> trainer -> train -> evaluate every tas
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,13 +24,16 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
 import transformers
 import yaml
 from transformers import AutoConfig, AutoImageProcessor, HfArgumentParser, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from .data import ImageTransforms, TaskSource, load_digits_dataset, load_shop_dataset
-from .data.sources import task_options
+from .data.sources import looks_like_hub_id, task_options
+from .distributed import is_distributed
 from .metrics import PRIMARY_METRIC
 from .modeling_mtl_vit import MultiTaskViTModel
 from .trainer import MultiTaskTrainer
@@ -154,14 +159,24 @@ class DataArguments:
 # -- the recipe ------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """`recipes/train.py CONFIG.yaml [--key value ...]`: parse, then run the stages."""
-    return run(*parse_args(argv))
+def main(argv: Sequence[str] | None = None, *, prog: str = "recipes/train.py") -> dict[str, float]:
+    """`recipes/train.py CONFIG.yaml [--key value ...]`: parse, then run the stages.
+
+    A user's mistake (an unknown key, a bad value, a missing path, an output_dir in use) ends the
+    program with one line naming it and exit code 2; other errors keep their traceback.
+    """
+    try:
+        return run(*parse_args(argv))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
     """The recipe's stages, top to bottom; returns the evaluation metrics."""
     _set_up_logging(training_args)
+    if _resume_point(training_args) is None:
+        _claim_output_dir(training_args)  # before any work: a previous run there is not replaced by accident
 
     # 1. Data: training and evaluation sources; the tasks and their label names come from them.
     train_sources, eval_sources = load_data(data_args, seed=training_args.seed)
@@ -183,12 +198,24 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         image_transforms=transforms,
     )
 
-    # 4. Train, resuming from the last checkpoint when asked.
-    resume = _resume_point(training_args)
+    # 4. Train, resuming from the last checkpoint when asked; a finished run is left as it is.
+    resume = trainer.resolve_checkpoint(_resume_point(training_args))
+    if resume is not None:
+        reached, planned = trainer.completed_steps(resume)
+        if reached >= planned:
+            if trainer.is_world_process_zero():
+                print(f"the run in {training_args.output_dir} is complete ({resume} reached step {reached} of "
+                      f"{planned}); nothing to do. Raise num_train_epochs or max_steps to train further.")  # fmt: skip
+            return {}
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_metrics("train", train_result.metrics)
 
-    # 5. Evaluate every task, beside answers that ignore the image.
+    # 5. Save the model, image processor, curves and card before evaluating: a failing evaluation
+    #    (a corrupt image in the evaluation data) never loses the training.
+    trainer.save_state()
+    trainer.save_model()
+
+    # 6. Evaluate every task, beside answers that ignore the image; the card then shows the scores.
     metrics: dict[str, float] = {}
     if eval_sources:
         prediction = trainer.predict(eval_sources, metric_key_prefix="eval")
@@ -197,15 +224,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         trainer.save_metrics("eval", metrics)
         baselines = chance_scores(trainer, prediction.label_ids)
         trainer.save_metrics("eval_chance", baselines, combined=False)
+        trainer.save_state()
+        trainer.create_model_card()
         if trainer.is_world_process_zero():
             print(results_table(task_specs, metrics, baselines))
 
-    # 6. Save the model, image processor, curves and card; push when asked.
-    trainer.save_state()
+    # 7. Push when asked.
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="mtl_hf: end of training")  # saves the folder, then uploads it
-    else:
-        trainer.save_model()
     if trainer.is_world_process_zero():
         print(f"model, image processor, all_results.json, training_curves.png and README.md saved to "
               f"{training_args.output_dir}/")  # fmt: skip
@@ -222,7 +248,7 @@ def parse_args(argv: Sequence[str] | None = None):
     YAML file, everything comes from the flags.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments))
+    parser = recipe_parser()
     if not argv or argv[0].startswith("-"):
         if any(flag in argv for flag in ("-h", "--help")):
             parser.print_help()
@@ -237,10 +263,22 @@ def parse_args(argv: Sequence[str] | None = None):
     if not isinstance(values, dict):
         raise ValueError(f"{config_path}: expected a mapping of argument names to values, got {type(values).__name__}")
     values.update(_given_flags(parser, argv[1:]))
+    return parse_values(values, where=str(config_path), parser=parser)
+
+
+def recipe_parser() -> HfArgumentParser:
+    # allow_abbrev=False: argparse would otherwise take `--learning_rat` for `--learning_rate`, so
+    # that a typo silently sets another field.
+    return HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments), allow_abbrev=False)
+
+
+def parse_values(values: dict[str, Any], *, where: str = "recipe", parser: HfArgumentParser | None = None):
+    """(ModelArguments, DataArguments, MultiTaskTrainingArguments) from a mapping of recipe fields."""
+    parser = parser or recipe_parser()
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{config_path}: unknown argument(s) {unknown}; see `mtl-hf train --help` for the names")
+        raise ValueError(f"{where}: unknown argument(s) {unknown}; see `mtl-hf train --help` for the names")
     return parser.parse_dict(values)
 
 
@@ -276,6 +314,11 @@ def merged_task_specs(sources: Sequence[TaskSource]) -> list[TaskSpec]:
 
 def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
     """The model (continued, from a pretrained backbone, or from scratch) and its image processor."""
+    for field_name in ("model_name_or_path", "backbone"):
+        name = getattr(model_args, field_name)
+        if name and not Path(name).exists() and not looks_like_hub_id(name):
+            raise FileNotFoundError(f"{field_name}: no model folder at {name} (tried as a local path; a Hub id has "
+                                    "the form owner/name)")  # fmt: skip
     if model_args.model_name_or_path:
         model = MultiTaskViTModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
         data_tasks = {spec.name: (spec.type, spec.labels) for spec in task_specs}
@@ -346,6 +389,7 @@ def _load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, Ta
         if settings["streaming"]:
             count = len(train_rows)
             train_rows = train_rows.to_iterable_dataset(num_shards=min(8, count))
+        common["description"] = builtin_description(dataset, settings["dataset_options"])
         train = TaskSource(train_rows, tasks, name=name or dataset.removeprefix(BUILTIN_PREFIX),
                            num_rows=count if settings["streaming"] else None, **common)  # fmt: skip
         if eval_rows is None:
@@ -382,6 +426,15 @@ def load_builtin(dataset: str, options: dict[str, Any], *, seed: int):
     raise ValueError(f"unknown built-in dataset {dataset!r}; built-in datasets are {_builtin_names()}")
 
 
+def builtin_description(dataset: str, options: dict[str, Any]) -> str:
+    """What a built-in dataset's rows are, for the model card."""
+    if dataset.removeprefix(BUILTIN_PREFIX) == "shop":
+        size = (options or {}).get("image_size", 32)
+        return (f"synthetic product photos drawn by mtl_hf at {size} px (shapes, colours, patterns, corner badges), "
+                "not real photographs")  # fmt: skip
+    return "scikit-learn's 1,797 handwritten 8x8 digit scans, upscaled"
+
+
 def _builtin_names() -> str:
     return ", ".join(BUILTIN_PREFIX + name for name in BUILTIN_DATASETS)
 
@@ -397,7 +450,7 @@ def _hold_out(source: TaskSource, settings: dict[str, Any], seed: int) -> tuple[
         )
     parts = source.dataset.train_test_split(test_size=fraction, seed=seed)
     tasks = _fixed_tasks(source)
-    common = {"image_column": source.image_column}
+    common = {"image_column": source.image_column, "description": source.description}
     return (TaskSource(parts["train"], tasks, name=source.name, **common),
             TaskSource(parts["test"], tasks, name=f"{source.name}_eval", **common))  # fmt: skip
 
@@ -413,13 +466,14 @@ def _first_rows(source: TaskSource, count: int) -> TaskSource:
     else:
         rows, num_rows = source.dataset.select(range(min(count, len(source.dataset)))), None
     return TaskSource(rows, _fixed_tasks(source), name=source.name, image_column=source.image_column,
-                      num_rows=num_rows)  # fmt: skip
+                      num_rows=num_rows, description=source.description)  # fmt: skip
 
 
 def _given_flags(parser: HfArgumentParser, flags: Sequence[str]) -> dict[str, Any]:
     """The arguments that `flags` set, typed by the parser, and nothing else (no defaults)."""
     if not flags:
         return {}
+    flags = _negative_values_attached(flags)
     saved = [(action, action.default, action.required) for action in parser._actions]
     try:
         for action, _, _ in saved:
@@ -429,8 +483,39 @@ def _given_flags(parser: HfArgumentParser, flags: Sequence[str]) -> dict[str, An
         for action, default, required in saved:
             action.default, action.required = default, required
     if unknown:
-        raise ValueError(f"unknown command-line argument(s) {unknown}; see `mtl-hf train --help`")
+        raise ValueError(f"unknown command-line argument(s) {unknown}: {flag_hints(parser, unknown)}; "
+                         "see `mtl-hf train --help` for the names")  # fmt: skip
     return vars(namespace)
+
+
+def flag_hints(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """Each unknown flag with the parser's closest one: `--learning_rat (did you mean --learning_rate?)`."""
+    flags = [option for action in parser._actions for option in action.option_strings]
+    hints = []
+    for token in unknown:
+        if token.startswith("-"):
+            close = difflib.get_close_matches(token.split("=")[0], flags, n=1)
+            hints.append(f"{token} (did you mean {close[0]}?)" if close else token)
+    return ", ".join(hints) or "values without a flag"
+
+
+def _negative_values_attached(flags: Sequence[str]) -> list[str]:
+    """`--key -1e-3` as `--key=-1e-3`: argparse takes a value such as -1e-3 for a flag, not a number."""
+    joined: list[str] = []
+    for token in flags:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and _is_number(token):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return token.startswith("-")
 
 
 def _json_value(name: str, value: Any, kinds) -> Any:
@@ -464,6 +549,26 @@ def _resume_point(training_args: MultiTaskTrainingArguments) -> str | bool | Non
     if not os.path.isdir(resume):
         raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder at {resume}")
     return resume
+
+
+def _claim_output_dir(training_args: MultiTaskTrainingArguments) -> None:
+    """A fresh run refuses an output_dir holding a previous run, unless told to overwrite it."""
+    folder = Path(training_args.output_dir)
+    checkpoints = sorted(folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if folder.is_dir() else []
+    saved_model = (folder / "config.json").is_file()
+    if not (checkpoints or saved_model):
+        return
+    if not training_args.overwrite_output_dir:
+        found = f"checkpoints ({', '.join(path.name for path in checkpoints)})" if checkpoints else "a saved model"
+        raise ValueError(
+            f"output_dir {folder} holds a previous run's {found}: resume it with --resume_from_checkpoint true, "
+            "choose another --output_dir, or pass --overwrite_output_dir true to replace it"
+        )
+    if training_args.process_index == 0:
+        for checkpoint in checkpoints:  # else a later resume could pick up the old run's last checkpoint
+            shutil.rmtree(checkpoint)
+    if is_distributed():
+        torch.distributed.barrier()
 
 
 def _set_up_logging(training_args: MultiTaskTrainingArguments) -> None:

@@ -16,6 +16,7 @@ What it adds to `Trainer`, each part in a module of its own:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, get_last_checkpoint, speed_metrics
 
 from .configuration_mtl_vit import TaskSpec
@@ -47,6 +48,34 @@ from .weighting import WeightingMethod, build_weighting
 logger = logging.getLogger(__name__)
 
 MULTITASK_STATE_NAME = "multitask_state.pt"
+CHANCE_RESULTS_FILE = "eval_chance_results.json"
+"""Chance scores the recipe writes beside the model (`save_metrics("eval_chance", ...)`); the card shows them."""
+
+
+def build_task_mixture(sources: TaskSource | Sequence[TaskSource], args: MultiTaskTrainingArguments) -> TaskMixture:
+    """The training mixture the sampling arguments describe, for this process's rank."""
+    return TaskMixture(
+        sources,
+        batch_size=args.per_device_train_batch_size,
+        strategy=args.sampling_strategy,
+        temperature=args.sampling_temperature,
+        weights=args.sampling_weights,
+        batch_mode=args.batch_mode,
+        when_exhausted=args.when_exhausted,
+        steps_per_epoch=args.steps_per_epoch,
+        shuffle_buffer_size=args.shuffle_buffer_size,
+        seed=args.seed,
+        rank=args.process_index,
+        world_size=args.world_size,
+    )
+
+
+def planned_optimizer_steps(mixture: TaskMixture, args: MultiTaskTrainingArguments) -> int:
+    """The optimizer steps `Trainer.train` will take on `mixture`: `max_steps`, or the epochs' worth of batches."""
+    if args.max_steps > 0:
+        return args.max_steps
+    steps_per_epoch = max(len(mixture) // args.gradient_accumulation_steps, 1)
+    return math.ceil(args.num_train_epochs * steps_per_epoch)
 
 
 class MultiTaskTrainer(Trainer):
@@ -141,20 +170,7 @@ class MultiTaskTrainer(Trainer):
                     "trainer build it"
                 )
         else:
-            mixture = TaskMixture(
-                data,
-                batch_size=args.per_device_train_batch_size,
-                strategy=args.sampling_strategy,
-                temperature=args.sampling_temperature,
-                weights=args.sampling_weights,
-                batch_mode=args.batch_mode,
-                when_exhausted=args.when_exhausted,
-                steps_per_epoch=args.steps_per_epoch,
-                shuffle_buffer_size=args.shuffle_buffer_size,
-                seed=args.seed,
-                rank=args.process_index,
-                world_size=args.world_size,
-            )
+            mixture = build_task_mixture(data, args)
         unknown = [name for name in mixture.task_names if name not in self.task_specs]
         if unknown:
             raise ValueError(
@@ -335,7 +351,10 @@ class MultiTaskTrainer(Trainer):
             "seed": args.seed,
         }
         return {
-            "sources": [{"name": s.name, "rows": s.num_rows, "tasks": s.task_names} for s in sources],
+            "sources": [
+                {"name": s.name, "rows": s.num_rows, "tasks": s.task_names, "description": s.description}
+                for s in sources
+            ],
             "evaluation": [{"name": s.name, "rows": s.num_rows} for s in self.eval_sources.values()],
             "sampling_strategy": args.sampling_strategy,
             "batch_mode": args.batch_mode,
@@ -369,6 +388,7 @@ class MultiTaskTrainer(Trainer):
             curves_file=CURVES_FILE if curves is not None else None,
             multilabel_threshold=self.args.multilabel_threshold,
             license=license,
+            chance=_read_json(os.path.join(folder, CHANCE_RESULTS_FILE)),
         )
         card.save(os.path.join(folder, "README.md"))
 
@@ -403,12 +423,22 @@ class MultiTaskTrainer(Trainer):
         reloaded = type(unwrapped).from_pretrained(folder)
         unwrapped.load_state_dict(reloaded.state_dict(), strict=True)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+    def resolve_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        """The checkpoint folder `train(resume_from_checkpoint=...)` resumes from (True: the last in output_dir)."""
         if resume_from_checkpoint is True:
             output_dir = self.args.output_dir
             resume_from_checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
             if resume_from_checkpoint is None:
                 raise ValueError(f"output_dir {output_dir!r} holds no checkpoint to resume from")
+        return resume_from_checkpoint or None
+
+    def completed_steps(self, checkpoint: str) -> tuple[int, int]:
+        """(steps the checkpoint reached, steps this trainer's schedule plans); equal when the run there is complete."""
+        state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        return state.global_step, planned_optimizer_steps(self.train_mixture, self.args)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
         if resume_from_checkpoint:
             path = os.path.join(resume_from_checkpoint, MULTITASK_STATE_NAME)
             if not os.path.isfile(path):
@@ -577,6 +607,13 @@ def _gather_sums(values: dict[str, float]) -> dict[str, float]:
         for name, value in part.items():
             totals[name] += value
     return dict(totals)
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
 
 
 __all__ = ["MULTITASK_STATE_NAME", "MultiTaskTrainer"]

@@ -71,6 +71,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=0.5, metadata={"help": "Probability above which a multilabel label counts as predicted."}
     )
 
+    # -- the output folder ------------------------------------------------------------------------
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Let a recipe train into an output_dir that holds a previous run (its checkpoints are "
+                          "deleted first). Without it the recipe stops and says how to resume instead."},
+    )  # fmt: skip
+
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the task data carries images, not model-signature columns."}
     )

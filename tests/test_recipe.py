@@ -124,9 +124,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
 
 
 def parse_and_run(argv):
-    from mtl_hf.recipe import main
+    from mtl_hf.recipe import run
 
-    return main(argv)
+    return run(*parse_args(argv))  # errors as exceptions (main() turns user errors into exit code 2)
 
 
 def test_two_process_launch_trains_with_world_size_two(tmp_path):
@@ -272,5 +272,6 @@ disable_tqdm: true
     results = json.loads((out / "all_results.json").read_text())
     assert {"eval_category_accuracy", "eval_colour_accuracy", "eval_digit_accuracy"} <= set(results)
     text = ModelCard.load(out / "README.md").text
-    assert "shop (96 rows; tasks category, colour)" in text and "digits (1437 rows; tasks digit)" in text
+    assert "shop (96 rows; tasks category, colour; synthetic product photos drawn by mtl_hf at 32 px" in text
+    assert "digits (1437 rows; tasks digit; scikit-learn's 1,797 handwritten 8x8 digit scans" in text
     assert "shop_eval (32 rows)" in text and "digits_eval (40 rows)" in text  # max_eval_rows caps each source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -46,13 +47,15 @@ class MultiTaskCollator:
 
     def _image(self, example: RawExample):
         try:
-            image = decode_image(example.image)
+            # PIL decodes lazily: a truncated file fails at the first pixel access, so resizing is inside too.
+            return self.transform.resize(decode_image(example.image))
         except Exception as error:  # PIL raises many kinds; all mean the same to the user
             problem = f"{type(error).__name__}: {error}"
+            path = example.image.get("path") if isinstance(example.image, dict) else example.image
+            file = f" (file {path})" if isinstance(path, (str, os.PathLike)) else ""
             raise ValueError(
-                f"source {example.source!r}, row {example.row}: cannot decode the image ({problem})"
+                f"source {example.source!r}, row {example.row}{file}: cannot decode the image ({problem})"
             ) from error
-        return self.transform.resize(image)
 
     @staticmethod
     def _targets(spec: TaskSpec, examples: Sequence[RawExample]) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -73,6 +74,8 @@ class TaskSource:
         num_rows (`int`, *optional*):
             The number of rows, for a streaming source whose size the metadata does not give.
             Size-based mixing strategies and epochs need it.
+        description (`str`, *optional*):
+            What the rows are, in a few words, for model cards (e.g. "synthetic 32-px drawings").
     """
 
     def __init__(
@@ -85,7 +88,9 @@ class TaskSource:
         split: str = "train",
         streaming: bool = False,
         num_rows: int | None = None,
+        description: str | None = None,
     ):
+        self.description = description
         self.dataset, parquet_files = _load(data, split=split, streaming=streaming)
         # A Hub dataset id, for model cards; local data has none.
         self.hub_id = str(data) if isinstance(data, str) and not Path(data).exists() else None
@@ -131,6 +136,17 @@ class TaskSource:
     @property
     def task_names(self) -> list[str]:
         return [spec.name for spec in self.task_specs]
+
+    def with_tasks(self, task_names: Sequence[str], *, name: str | None = None) -> TaskSource:
+        """The same rows labelling only `task_names` (with this source's labels), e.g. for a single-task baseline."""
+        unknown = [task for task in task_names if task not in self._columns]
+        if unknown:
+            raise ValueError(f"source {self.name!r} has no task(s) {unknown}; its tasks are {self.task_names}")
+        specs = {spec.name: spec for spec in self.task_specs}
+        tasks = {task: task_options(specs[task], self._columns[task]) for task in task_names}
+        return TaskSource(self.dataset, tasks, name=name or self.name, image_column=self.image_column,
+                          num_rows=self.num_rows if self.is_streaming else None,
+                          description=self.description)  # fmt: skip
 
     def rows(self, indices: Sequence[int]) -> list[RawExample]:
         """The rows at `indices` of a map-style source, encoded."""
@@ -273,7 +289,15 @@ def _load(data: Any, *, split: str, streaming: bool) -> tuple[Dataset | Iterable
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming), []
     if path.exists():
         raise ValueError(f"{path}: not a dataset folder, a Parquet file or an image folder")
+    if not looks_like_hub_id(str(data)):
+        raise FileNotFoundError(f"no data at {data} (tried as a local path; a Hub dataset id has the form owner/name)")
     return datasets.load_dataset(str(data), split=split, streaming=streaming), []
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """`owner/name` with no path markers: only such a name is tried on the Hub, and only when no local
+    path of that name exists; anything else is a local path that is missing."""
+    return re.fullmatch(r"[\w-][\w.-]*/[\w-][\w.-]*", name) is not None
 
 
 def _check_image_feature(feature: Any, column: str, where: str) -> None:

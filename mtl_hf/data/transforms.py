@@ -41,6 +41,8 @@ def decode_image(value: Any) -> Image.Image:
         raise ValueError("the image is missing (None)")
     else:
         raise TypeError(f"cannot read an image from a {type(value).__name__}")
+    # PIL reads pixels lazily; loading here makes a truncated or corrupt file fail where it is named.
+    image.load()
     return to_rgb(image)
 
 

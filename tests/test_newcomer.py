@@ -1,0 +1,217 @@
+"""What a newcomer hits: one-line errors (exit code 2) instead of tracebacks, no silent wrong results, nothing lost.
+
+CLI cases run `mtl-hf` / `recipes/train.py` in a subprocess and assert the exit code and stderr's last line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from mtl_hf.cli import main as cli
+from mtl_hf.data import load_shop_dataset
+from mtl_hf.recipe import parse_args
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+
+
+def run_command(*arguments, timeout=300):
+    return subprocess.run([sys.executable, *arguments], env=ENV, capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)  # fmt: skip
+
+
+def one_line_error(result, prefix: str) -> str:
+    """The error line; asserts exit code 2, no traceback, and that the error is the last line of stderr."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(prefix), last
+    return last
+
+
+@pytest.fixture
+def tiny_digits(tmp_path):
+    """The digits recipe cut to a few steps, saving a checkpoint at the end."""
+    values = yaml.safe_load((ROOT / "recipes" / "configs" / "digits.yaml").read_text())
+    values.update(num_train_epochs=1, max_train_rows=128, max_eval_rows=64, output_dir=str(tmp_path / "digits"),
+                  save_strategy="epoch", disable_tqdm=True, logging_steps=1)  # fmt: skip
+    path = tmp_path / "digits.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture
+def saved_model(tiny_digits, tmp_path):
+    assert cli(["train", str(tiny_digits)]) == 0
+    return tmp_path / "digits"
+
+
+# -- silent wrong results -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "closest"),
+    [
+        (["recipes/train.py", "{config}", "--learning_rat", "1e-3"], "--learning_rat", "--learning_rate"),
+        (
+            ["-m", "mtl_hf.cli", "train", "{config}", "--num_train_epoch", "1"],
+            "--num_train_epoch",
+            "--num_train_epochs",
+        ),
+        (["-m", "mtl_hf.cli", "predict", "{model}", "x.png", "--top", "2"], "--top", "--top_k"),
+        (["-m", "mtl_hf.cli", "eval", "{model}", "builtin:digits", "--max_row", "5"], "--max_row", "--max_rows"),
+    ],
+)
+def test_abbreviated_or_unknown_flags_are_refused_naming_the_closest(tiny_digits, tmp_path, command, flag, closest):
+    command = [part.format(config=tiny_digits, model=tmp_path) for part in command]
+    line = one_line_error(run_command(*command), command[0] if command[0] != "-m" else "mtl-hf")
+    assert flag in line and f"did you mean {closest}?" in line
+
+
+def test_negative_numbers_parse_as_values(tiny_digits):
+    _, _, args = parse_args([str(tiny_digits), "--learning_rate", "-1e-3", "--weight_decay", "-0.5"])
+    assert args.learning_rate == -1e-3 and args.weight_decay == -0.5
+
+
+def test_eval_with_a_task_mapped_to_a_missing_column_names_it(saved_model):
+    result = run_command("-m", "mtl_hf.cli", "eval", str(saved_model), "builtin:digits", "--tasks",
+                         '{"digit": "digt"}')  # fmt: skip
+    line = one_line_error(result, "mtl-hf eval: error:")
+    assert "no column(s) ['digt']" in line and "'digit'" in line and "its columns are" in line
+
+
+def test_a_second_run_into_a_used_output_dir_stops_and_says_how_to_resume(saved_model, tiny_digits):
+    before = {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()}
+    line = one_line_error(run_command("recipes/train.py", str(tiny_digits)), "recipes/train.py: error:")
+    assert "holds a previous run's checkpoints (checkpoint-2)" in line
+    assert "--resume_from_checkpoint true" in line and "--overwrite_output_dir true" in line
+    assert {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()} == before
+
+    # Asked explicitly: the old checkpoints go, the new run's take their place.
+    assert cli(["train", str(tiny_digits), "--overwrite_output_dir", "true", "--max_steps", "1"]) == 0
+    assert sorted(path.name for path in saved_model.glob("checkpoint-*")) == ["checkpoint-1"]
+
+
+def test_resuming_a_finished_run_changes_nothing(saved_model, tiny_digits, capsys):
+    before = {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()}
+    assert cli(["train", str(tiny_digits), "--resume_from_checkpoint", "true"]) == 0
+    assert "is complete (" in capsys.readouterr().out
+    assert {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()} == before
+
+
+def test_a_failed_push_leaves_the_local_card_unchanged(saved_model):
+    card = (saved_model / "README.md").read_bytes()
+    result = run_command("-m", "mtl_hf.cli", "push", str(saved_model), "someone/shop-tagger")  # offline: fails
+    one_line_error(result, "mtl-hf push: error:")
+    assert (saved_model / "README.md").read_bytes() == card
+
+
+# -- nothing lost -------------------------------------------------------------------------------------
+
+
+def image_folder_with_a_truncated_eval_image(folder: Path) -> Path:
+    rows = load_shop_dataset(48)
+    for split, indices in [("train", range(0, 32)), ("validation", range(32, 48))]:
+        for index in indices:
+            row = rows[index]
+            path = folder / split / rows.features["category"].int2str(row["category"] if row["category"] is not None
+                                                                      else 0) / f"photo{index}.png"  # fmt: skip
+            path.parent.mkdir(parents=True, exist_ok=True)
+            row["image"].save(path)
+    broken = sorted((folder / "validation").rglob("*.png"))[3]
+    broken.write_bytes(broken.read_bytes()[:60])  # a download cut short
+    return broken
+
+
+def test_an_evaluation_failure_keeps_the_trained_model_and_names_the_file(tmp_path):
+    broken = image_folder_with_a_truncated_eval_image(tmp_path / "photos")
+    config = tmp_path / "photos.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": str(tmp_path / "photos"), "tasks": {"category": "label"}, "eval_split": "validation",
+        "backbone_config": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
+                            "num_attention_heads": 2, "intermediate_size": 64},
+        "output_dir": str(tmp_path / "out"), "max_steps": 2, "per_device_train_batch_size": 8,
+        "report_to": "none", "use_cpu": True, "disable_tqdm": True,
+    }))  # fmt: skip
+    line = one_line_error(run_command("recipes/train.py", str(config)), "recipes/train.py: error:")
+    assert f"(file {broken})" in line and "cannot decode the image" in line
+    assert (tmp_path / "out" / "model.safetensors").is_file()  # saved before the evaluation failed
+
+
+# -- one-line errors, no Hub detours for local typos -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["eval", "outputs/nomodel", "builtin:shop"],
+        ["eval", "./nomodel", "builtin:shop"],
+        ["predict", "/abs/nope", "photo.png"],
+        ["eval", "{model}", "./nodata"],
+        ["eval", "{model}", "/abs/nodata"],
+    ],
+)
+def test_a_missing_local_path_is_one_line_naming_it_within_seconds(saved_model, arguments):
+    arguments = [argument.format(model=saved_model) for argument in arguments]
+    missing = next(a for a in arguments[1:] if "no" in Path(a).name and not a.startswith(str(saved_model)))
+    started = time.monotonic()
+    result = run_command("-m", "mtl_hf.cli", *arguments, timeout=60)
+    line = one_line_error(result, f"mtl-hf {arguments[0]}: error:")
+    assert missing in line, line
+    assert "local" in line or "Hub" in line  # says which of the two it tried
+    assert time.monotonic() - started < 20  # the interpreter's start included; no Hub retries
+
+
+def test_recipe_errors_are_one_line(tiny_digits, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(tiny_digits.read_text() + "\nlearning_rat: 0.1\n")
+    line = one_line_error(run_command("recipes/train.py", str(bad)), "recipes/train.py: error:")
+    assert "unknown argument(s) ['learning_rat']" in line
+    line = one_line_error(run_command("recipes/train.py", str(tiny_digits), "--weighting", "gradnorm"),
+                          "recipes/train.py: error:")  # fmt: skip
+    assert "unknown weighting 'gradnorm'" in line
+    line = one_line_error(run_command("recipes/train.py", str(tiny_digits), "--dataset", "./nodata"),
+                          "recipes/train.py: error:")  # fmt: skip
+    assert "no data at ./nodata" in line
+
+
+def test_predict_on_a_file_that_is_not_an_image_names_it(saved_model, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    line = one_line_error(run_command("-m", "mtl_hf.cli", "predict", str(saved_model), str(notes)),
+                          "mtl-hf predict: error:")  # fmt: skip
+    assert str(notes) in line
+
+
+# -- the model card ---------------------------------------------------------------------------------------
+
+
+def test_the_card_shows_chance_scores_and_says_the_data_is_synthetic(tmp_path):
+    out = tmp_path / "demo"
+    flags = ["--dataset_options", '{"num_rows": 256, "eval_rows": 64}', "--max_steps", "2", "--output_dir",
+             str(out), "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
+             "--eval_strategy", "no"]  # fmt: skip
+    assert cli(["train", str(ROOT / "recipes" / "configs" / "demo.yaml"), *flags]) == 0
+    card = (out / "README.md").read_text()
+    chance = json.loads((out / "eval_chance_results.json").read_text())
+    assert "| task | type | outputs | metric | score | chance |" in card
+    assert f"| {chance['eval_category_accuracy']:.4f} |" in card
+    assert "synthetic product photos drawn by mtl_hf at 32 px" in card
+
+
+def test_a_truncated_png_names_its_file(tmp_path):
+    from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource
+
+    broken = image_folder_with_a_truncated_eval_image(tmp_path / "photos")
+    source = TaskSource(str(tmp_path / "photos"), {"category": "label"}, split="validation")
+    collator = MultiTaskCollator(source.task_specs, ImageTransforms(size=(32, 32)))
+    with pytest.raises(ValueError, match=f"\\(file {broken}\\): cannot decode the image"):
+        collator(source.rows(range(len(source.dataset))))
+    Image.open(sorted((tmp_path / "photos" / "validation").rglob("*.png"))[0]).verify()  # the others are fine
