@@ -111,11 +111,19 @@ def test_eval_maps_renamed_columns_and_says_how(saved_model, tmp_path, capsys):
 
 
 def test_help_everywhere(capsys):
-    for command in (["--help"], ["predict", "--help"], ["eval", "--help"], ["push", "--help"], ["train", "--help"]):
+    for command in (
+        ["--help"],
+        ["predict", "--help"],
+        ["eval", "--help"],
+        ["push", "--help"],
+        ["train", "--help"],
+        ["compare", "--help"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             cli(command)
         assert exit_info.value.code == 0
-    assert "--dataset" in capsys.readouterr().out  # the recipe's own fields
+    out = capsys.readouterr().out
+    assert "--dataset" in out and "--budget {per-task,total}" in out  # the recipe's own fields; compare's
 
 
 def test_predict_accepts_numpy_and_pil(saved_model):
