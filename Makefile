@@ -23,9 +23,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The demo recipe through accelerate, as any recipe runs: 5 tasks on the built-in shop photos.
+# A second `make demo` stops rather than replace outputs/demo: `make demo DEMO_ARGS="--overwrite_output_dir true"`.
+DEMO_ARGS ?=
 demo: install
 	$(BIN)/accelerate launch --config_file recipes/accelerate_configs/cpu.yaml \
-		recipes/train.py recipes/configs/demo.yaml
+		recipes/train.py recipes/configs/demo.yaml $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest

@@ -168,7 +168,9 @@ def card_from_folder(folder: str | Path, *, model_id: str | None = None) -> Mode
 
 
 def _format_score(value: Any) -> str:
-    return "-" if value is None or not math.isfinite(float(value)) else f"{float(value):.4f}"
+    if value is None or not math.isfinite(float(value)):
+        return "-"
+    return f"{round(float(value), 4) + 0.0:.4f}"  # + 0.0: a chance R^2 of -1e-17 shows as 0.0000, not -0.0000
 
 
 def _versions() -> dict[str, str]:
