@@ -65,22 +65,20 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
 
-    train = commands.add_parser(
-        "train", help="train from a recipe YAML (see recipes/configs/)",
-        description="Train from a recipe YAML; flags after it override its values. "
-                    "`mtl-hf train CONFIG.yaml --help` lists every field.",
-    )  # fmt: skip
-    train.add_argument("config", help="the recipe YAML, e.g. recipes/configs/demo.yaml")
-    train.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs that override the YAML")
-
-    compare = commands.add_parser(
-        "compare", help="multi-task vs single-task models and balancing methods, over seeds",
-        description="Train single-task baselines and one multi-task model per balancing method from a recipe; "
-                    "`mtl-hf compare CONFIG.yaml --help` lists the options.",
-    )  # fmt: skip
-    compare.add_argument("config", help="the recipe YAML, e.g. recipes/configs/demo.yaml")
-    compare.add_argument("options", nargs=argparse.REMAINDER, help="--methods, --seeds, --budget, --output_dir, "
-                                                                   "and --key value recipe overrides")  # fmt: skip
+    # `train` and `compare` hand everything after their name to their own parsers (main() above);
+    # these entries give `mtl-hf --help` its list and each command its usage line.
+    for name, summary, description, rest in [
+        ("train", "train from a recipe YAML (see recipes/configs/)",
+         "Train from a recipe YAML; flags after it override its values. `mtl-hf train CONFIG.yaml --help` lists "
+         "every field.", "--key value pairs that override the YAML"),
+        ("compare", "multi-task vs single-task models and balancing methods, over seeds",
+         "Train single-task baselines and one multi-task model per balancing method from a recipe; "
+         "`mtl-hf compare CONFIG.yaml --help` lists the options.",
+         "--methods, --seeds, --budget, --output_dir, and --key value recipe overrides"),
+    ]:  # fmt: skip
+        command = commands.add_parser(name, help=summary, description=description)
+        command.add_argument("config", help="the recipe YAML, e.g. recipes/configs/demo.yaml")
+        command.add_argument("arguments", nargs=argparse.REMAINDER, help=rest)
 
     evaluate = commands.add_parser("eval", help="score a saved model on labelled data, task by task")
     evaluate.add_argument("model", help="a saved model folder or Hub id")
@@ -139,11 +137,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from . import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTModel
     from .data import TaskSource
-    from .data.sources import load_split, task_options
+    from .data.sources import load_split, require_path_or_hub_id, task_options
     from .recipe import BUILTIN_PREFIX, load_builtin
 
     if not args.data.startswith(BUILTIN_PREFIX):
-        _existing_data(args.data)
+        require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
     with _hub_lookup(args.model):
         model = MultiTaskViTModel.from_pretrained(_existing(args.model))
         processor = AutoImageProcessor.from_pretrained(args.model)
@@ -279,13 +277,11 @@ def _with_model_id(text: str, repo_id: str) -> str:
 
 
 def _existing(model: str) -> str:
-    from .data.sources import looks_like_hub_id
+    from .data.sources import require_path_or_hub_id
 
-    path = Path(model)
-    if path.exists() and not (path / "config.json").is_file():
+    if Path(model).exists() and not (Path(model) / "config.json").is_file():
         raise FileNotFoundError(f"{model} has no config.json: not a saved model folder")
-    if not path.exists() and not looks_like_hub_id(model):
-        raise FileNotFoundError(f"no model folder at {model} (tried as a local path; a Hub id has the form owner/name)")
+    require_path_or_hub_id(model, "model folder")
     return model
 
 
@@ -299,14 +295,6 @@ def _hub_lookup(model: str):
             raise
         raise FileNotFoundError(f"no model at {model}: no local folder of that name, and the Hub lookup of "
                                 f"{model} failed ({_first_line(error)})") from None  # fmt: skip
-
-
-def _existing_data(data: str) -> str:
-    from .data.sources import looks_like_hub_id
-
-    if not Path(data).exists() and not looks_like_hub_id(data):
-        raise FileNotFoundError(f"no data at {data} (tried as a local path; a Hub dataset id has the form owner/name)")
-    return data
 
 
 def _has_gpu() -> bool:

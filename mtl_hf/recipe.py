@@ -32,7 +32,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from .data import ImageTransforms, TaskSource, load_digits_dataset, load_shop_dataset
-from .data.sources import looks_like_hub_id, task_options
+from .data.sources import require_path_or_hub_id, task_options
 from .distributed import is_distributed
 from .metrics import PRIMARY_METRIC
 from .modeling_mtl_vit import MultiTaskViTModel
@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "recipes/train.py") -
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
     """The recipe's stages, top to bottom; returns the evaluation metrics."""
     _set_up_logging(training_args)
-    if _resume_point(training_args) is None:
+    resume_point = _resume_point(training_args)
+    if resume_point is None:
         _claim_output_dir(training_args)  # before any work: a previous run there is not replaced by accident
 
     # 1. Data: training and evaluation sources; the tasks and their label names come from them.
@@ -199,7 +200,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
     )
 
     # 4. Train, resuming from the last checkpoint when asked; a finished run is left as it is.
-    resume = trainer.resolve_checkpoint(_resume_point(training_args))
+    resume = trainer.resolve_checkpoint(resume_point)
     if resume is not None:
         reached, planned = trainer.completed_steps(resume)
         if reached >= planned:
@@ -315,10 +316,8 @@ def merged_task_specs(sources: Sequence[TaskSource]) -> list[TaskSpec]:
 def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
     """The model (continued, from a pretrained backbone, or from scratch) and its image processor."""
     for field_name in ("model_name_or_path", "backbone"):
-        name = getattr(model_args, field_name)
-        if name and not Path(name).exists() and not looks_like_hub_id(name):
-            raise FileNotFoundError(f"{field_name}: no model folder at {name} (tried as a local path; a Hub id has "
-                                    "the form owner/name)")  # fmt: skip
+        if getattr(model_args, field_name):
+            require_path_or_hub_id(getattr(model_args, field_name), "model folder", where=f"{field_name}: ")
     if model_args.model_name_or_path:
         model = MultiTaskViTModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
         data_tasks = {spec.name: (spec.type, spec.labels) for spec in task_specs}

@@ -289,15 +289,17 @@ def _load(data: Any, *, split: str, streaming: bool) -> tuple[Dataset | Iterable
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming), []
     if path.exists():
         raise ValueError(f"{path}: not a dataset folder, a Parquet file or an image folder")
-    if not looks_like_hub_id(str(data)):
-        raise FileNotFoundError(f"no data at {data} (tried as a local path; a Hub dataset id has the form owner/name)")
+    require_path_or_hub_id(str(data), "data")
     return datasets.load_dataset(str(data), split=split, streaming=streaming), []
 
 
-def looks_like_hub_id(name: str) -> bool:
-    """`owner/name` with no path markers: only such a name is tried on the Hub, and only when no local
-    path of that name exists; anything else is a local path that is missing."""
-    return re.fullmatch(r"[\w-][\w.-]*/[\w-][\w.-]*", name) is not None
+def require_path_or_hub_id(name: str, kind: str, *, where: str = "") -> None:
+    """Refuses `name` when no such local path exists and it is not `owner/name`, the only form tried on the Hub.
+
+    So a typo in a local path fails at once with one line, instead of retrying the Hub.
+    """
+    if not Path(name).exists() and re.fullmatch(r"[\w-][\w.-]*/[\w-][\w.-]*", name) is None:
+        raise FileNotFoundError(f"{where}no {kind} at {name} (tried as a local path; a Hub id has the form owner/name)")
 
 
 def _check_image_feature(feature: Any, column: str, where: str) -> None:
