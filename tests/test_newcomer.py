@@ -215,3 +215,20 @@ def test_a_truncated_png_names_its_file(tmp_path):
     with pytest.raises(ValueError, match=f"\\(file {broken}\\): cannot decode the image"):
         collator(source.rows(range(len(source.dataset))))
     Image.open(sorted((tmp_path / "photos" / "validation").rglob("*.png"))[0]).verify()  # the others are fine
+
+
+def test_a_stream_left_open_at_exit_closes_without_a_warning(tmp_path):
+    """A half-read streaming source held until interpreter exit: datasets' Parquet reader must be
+    closed while pyarrow is still importable, or Python prints 'Exception ignored in ... ArrowInvalid'."""
+    script = f"""
+from mtl_hf.data import MultiTaskCollator, ImageTransforms, TaskMixture, TaskSource, write_shop_parquet
+write_shop_parquet({str(tmp_path / "shards")!r}, 2000, rows_per_shard=1000)
+source = TaskSource({str(tmp_path / "shards")!r}, ["category"], streaming=True)
+mixture = TaskMixture([source], batch_size=8, seed=0, shuffle_buffer_size=64)
+batches = iter(mixture.dataloader(MultiTaskCollator(mixture.task_specs, ImageTransforms(size=(32, 32)))))
+print(next(batches)["pixel_values"].shape)
+"""
+    result = run_command("-c", script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch.Size([8, 3, 32, 32])" in result.stdout
+    assert "Exception ignored" not in result.stderr, result.stderr[-2000:]

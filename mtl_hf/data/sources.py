@@ -11,9 +11,11 @@ decodes them.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import re
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -164,11 +166,11 @@ class TaskSource:
         if world_size > 1:
             dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
         if not shuffle:
-            return _rows(dataset)
+            return _closed_at_exit(_rows(dataset))
         rng = np.random.default_rng(seed)
         shard_order = rng.permutation(dataset.num_shards).tolist()
         rows = (row for shard in shard_order for row in _rows(dataset.shard(dataset.num_shards, shard)))
-        return _buffer_shuffled(rows, buffer_size, rng)
+        return _closed_at_exit(_buffer_shuffled(rows, buffer_size, rng))
 
     def example(self, row: Mapping[str, Any], index: int | str) -> RawExample:
         labels = {}
@@ -200,6 +202,22 @@ class TaskSource:
     def __repr__(self) -> str:
         kind = "streaming" if self.is_streaming else "map-style"
         return f"TaskSource({self.name!r}, {kind}, rows={self.num_rows}, tasks={self.task_names})"
+
+
+_open_streams: weakref.WeakSet = weakref.WeakSet()
+
+
+def _closed_at_exit(stream: Iterator[dict]) -> Iterator[dict]:
+    _open_streams.add(stream)
+    return stream
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    # A stream still half-read at exit would otherwise be closed during interpreter teardown, when
+    # datasets' Parquet reader finds `pyarrow` already gone and prints "Exception ignored in ...".
+    for stream in list(_open_streams):
+        stream.close()
 
 
 def _rows(dataset: IterableDataset, chunk: int = 256) -> Iterator[dict]:
