@@ -182,7 +182,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
     # 1. Data: training and evaluation sources; the tasks and their label names come from them.
     train_sources, eval_sources = load_data(data_args, seed=training_args.seed)
     task_specs = merged_task_specs(train_sources)
-    logger.info("training on %s; evaluating on %s", train_sources, eval_sources or "nothing")
+    # The thread count changes the order of float sums, so runs with different counts differ in
+    # the last digits (`accelerate launch` without a config sets OMP_NUM_THREADS=1).
+    logger.info(
+        "training on %s; evaluating on %s; %d CPU threads per process (OMP_NUM_THREADS=%s)",
+        train_sources, eval_sources or "nothing", torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", "unset"),
+    )  # fmt: skip
 
     # 2. Model and image processor (seeded first: fresh heads start the same on every rank and run).
     set_seed(training_args.seed)

@@ -232,3 +232,20 @@ print(next(batches)["pixel_values"].shape)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "torch.Size([8, 3, 32, 32])" in result.stdout
     assert "Exception ignored" not in result.stderr, result.stderr[-2000:]
+
+
+def test_mtl_hf_train_and_accelerate_launch_give_identical_weights_at_the_same_threads(tiny_digits, tmp_path):
+    """The README's two ways of running a recipe are one recipe. Their scores differ only when their
+    thread counts do: `accelerate launch` without a config sets OMP_NUM_THREADS=1 (unless it is set),
+    and float sums in another order round differently."""
+    env = {**ENV, "OMP_NUM_THREADS": "2"}
+    weights = {}
+    for name, launcher in [("cli", ["-m", "mtl_hf.cli", "train"]),
+                           ("accelerate", ["-m", "accelerate.commands.launch", "recipes/train.py"])]:  # fmt: skip
+        output = tmp_path / name
+        command = [sys.executable, *launcher, str(tiny_digits), "--output_dir", str(output)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "2 CPU threads" in result.stderr  # the recipe says how many threads it computes with
+        weights[name] = (output / "model.safetensors").read_bytes()
+    assert weights["cli"] == weights["accelerate"]
