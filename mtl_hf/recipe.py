@@ -14,6 +14,7 @@ import argparse
 import difflib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -452,11 +453,17 @@ def _hold_out(source: TaskSource, settings: dict[str, Any], seed: int) -> tuple[
             f"source {source.name!r} is streamed, so no share of it can be held out for evaluation: set eval_split "
             "to a split of the data, or eval_fraction: 0 to evaluate nothing"
         )
-    parts = source.dataset.train_test_split(test_size=fraction, seed=seed)
+    # A seeded split whose rows keep their numbers in the source, so errors name rows the user can find.
+    order = np.random.default_rng(seed).permutation(source.num_rows)
+    held = math.ceil(source.num_rows * fraction)
     tasks = _fixed_tasks(source)
     common = {"image_column": source.image_column, "description": source.description}
-    return (TaskSource(parts["train"], tasks, name=source.name, **common),
-            TaskSource(parts["test"], tasks, name=f"{source.name}_eval", **common))  # fmt: skip
+
+    def part(rows: np.ndarray, name: str) -> TaskSource:
+        rows = np.sort(rows)  # sorted rows read in order from the Arrow table; the mixture shuffles them
+        return TaskSource(source.dataset.select(rows), tasks, name=name, row_numbers=rows, **common)
+
+    return part(order[held:], source.name), part(order[:held], f"{source.name}_eval")
 
 
 def _fixed_tasks(source: TaskSource) -> dict[str, dict[str, Any]]:
@@ -469,8 +476,9 @@ def _first_rows(source: TaskSource, count: int) -> TaskSource:
         rows, num_rows = source.dataset.take(count), min(count, source.num_rows or count)
     else:
         rows, num_rows = source.dataset.select(range(min(count, len(source.dataset)))), None
+    row_numbers = None if source.is_streaming else source.row_numbers[: len(rows)]
     return TaskSource(rows, _fixed_tasks(source), name=source.name, image_column=source.image_column,
-                      num_rows=num_rows, description=source.description)  # fmt: skip
+                      num_rows=num_rows, description=source.description, row_numbers=row_numbers)  # fmt: skip
 
 
 def _given_flags(parser: HfArgumentParser, flags: Sequence[str]) -> dict[str, Any]:

@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import pytest
 import yaml
 from PIL import Image
 
 from mtl_hf.cli import main as cli
-from mtl_hf.data import load_shop_dataset
+from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_shop_dataset
 from mtl_hf.recipe import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,3 +250,23 @@ def test_mtl_hf_train_and_accelerate_launch_give_identical_weights_at_the_same_t
         assert "2 CPU threads" in result.stderr  # the recipe says how many threads it computes with
         weights[name] = (output / "model.safetensors").read_bytes()
     assert weights["cli"] == weights["accelerate"]
+
+
+def test_a_broken_row_in_a_held_out_split_is_named_by_its_row_in_the_source(tmp_path):
+    from mtl_hf.recipe import _hold_out
+
+    rows = load_shop_dataset(40)
+    broken_row = 17
+    table = rows.cast_column("image", datasets.Image(decode=False)).map(
+        lambda row, index: {"image": {"bytes": b"<html>404</html>", "path": None} if index == broken_row else row["image"]},
+        with_indices=True,
+    )  # fmt: skip
+    source = TaskSource(table, ["category"], name="photos")
+    train, held_out = _hold_out(source, {"eval_fraction": 0.5}, seed=0)
+    assert sorted(train.row_numbers + held_out.row_numbers) == list(range(40))
+    part = held_out if broken_row in held_out.row_numbers else train
+    collator = MultiTaskCollator(part.task_specs, ImageTransforms(size=(32, 32)))
+    with pytest.raises(ValueError, match=rf"source 'photos\w*', row {broken_row}: cannot decode the image"):
+        collator(part.rows(range(part.num_rows)))
+    # A selection of a selection keeps the source's numbering.
+    assert part.with_tasks(["category"]).row_numbers == part.row_numbers

@@ -78,6 +78,10 @@ class TaskSource:
             Size-based mixing strategies and epochs need it.
         description (`str`, *optional*):
             What the rows are, in a few words, for model cards (e.g. "synthetic 32-px drawings").
+        row_numbers (`Sequence[int]`, *optional*):
+            When `data` is a selection of a larger map-style table (a held-out share), each row's
+            number in that table, so that errors name the row the user can find. Defaults to the
+            row's position in `data`.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class TaskSource:
         streaming: bool = False,
         num_rows: int | None = None,
         description: str | None = None,
+        row_numbers: Sequence[int] | None = None,
     ):
         self.description = description
         self.dataset, parquet_files = _load(data, split=split, streaming=streaming)
@@ -125,6 +130,10 @@ class TaskSource:
         self.num_rows = self._count_rows(num_rows, parquet_files, split)
         if self.num_rows == 0:
             raise ValueError(f"{where} is empty: it has no rows to train on")
+        if row_numbers is not None and (self.is_streaming or len(row_numbers) != self.num_rows):
+            raise ValueError(f"{where}: row_numbers needs one number per row of a map-style dataset "
+                             f"({self.num_rows} rows), got {len(row_numbers)}")  # fmt: skip
+        self._row_numbers = None if row_numbers is None else np.asarray(row_numbers, dtype=np.int64)
 
     @property
     def is_streaming(self) -> bool:
@@ -139,6 +148,11 @@ class TaskSource:
     def task_names(self) -> list[str]:
         return [spec.name for spec in self.task_specs]
 
+    @property
+    def row_numbers(self) -> list[int]:
+        """Each row's number in the table it was selected from (see `row_numbers` above)."""
+        return self._row_numbers.tolist() if self._row_numbers is not None else list(range(self.num_rows))
+
     def with_tasks(self, task_names: Sequence[str], *, name: str | None = None) -> TaskSource:
         """The same rows labelling only `task_names` (with this source's labels), e.g. for a single-task baseline."""
         unknown = [task for task in task_names if task not in self._columns]
@@ -148,12 +162,13 @@ class TaskSource:
         tasks = {task: task_options(specs[task], self._columns[task]) for task in task_names}
         return TaskSource(self.dataset, tasks, name=name or self.name, image_column=self.image_column,
                           num_rows=self.num_rows if self.is_streaming else None,
-                          description=self.description)  # fmt: skip
+                          description=self.description, row_numbers=self._row_numbers)  # fmt: skip
 
     def rows(self, indices: Sequence[int]) -> list[RawExample]:
         """The rows at `indices` of a map-style source, encoded."""
         batch = self.dataset[list(indices)]
-        return [self.example({key: values[i] for key, values in batch.items()}, row) for i, row in enumerate(indices)]
+        numbers = indices if self._row_numbers is None else self._row_numbers[list(indices)].tolist()
+        return [self.example({key: values[i] for key, values in batch.items()}, row) for i, row in enumerate(numbers)]
 
     def stream(self, *, seed: int, rank: int, world_size: int, shuffle: bool, buffer_size: int) -> Iterator[dict]:
         """This rank's share of a streaming source's rows, raw, in a seeded shuffled order.
