@@ -257,10 +257,10 @@ def test_a_broken_row_in_a_held_out_split_is_named_by_its_row_in_the_source(tmp_
 
     rows = load_shop_dataset(40)
     broken_row = 17
+    error_page = {"bytes": b"<html>404</html>", "path": None}  # a shop's error page saved as the photo
     table = rows.cast_column("image", datasets.Image(decode=False)).map(
-        lambda row, index: {"image": {"bytes": b"<html>404</html>", "path": None} if index == broken_row else row["image"]},
-        with_indices=True,
-    )  # fmt: skip
+        lambda row, index: {"image": error_page if index == broken_row else row["image"]}, with_indices=True
+    )
     source = TaskSource(table, ["category"], name="photos")
     train, held_out = _hold_out(source, {"eval_fraction": 0.5}, seed=0)
     assert sorted(train.row_numbers + held_out.row_numbers) == list(range(40))
