@@ -266,11 +266,32 @@ def parse_args(argv: Sequence[str] | None = None):
     if not config_path.is_file():
         raise FileNotFoundError(f"config file {config_path} not found; give the path to a recipe YAML file")
     with open(config_path) as file:
-        values = yaml.safe_load(file) or {}
+        values = _load_yaml(file, config_path)
     if not isinstance(values, dict):
         raise ValueError(f"{config_path}: expected a mapping of argument names to values, got {type(values).__name__}")
     values.update(_given_flags(parser, argv[1:]))
     return parse_values(values, where=str(config_path), parser=parser)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key set twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ValueError(f"{key!r} is set twice (lines {first_line[key]} and {line}); keep one")
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(file, path: Path) -> Any:
+    try:
+        return yaml.load(file, Loader=_UniqueKeyLoader) or {}
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def recipe_parser() -> HfArgumentParser:

@@ -270,3 +270,10 @@ def test_a_broken_row_in_a_held_out_split_is_named_by_its_row_in_the_source(tmp_
         collator(part.rows(range(part.num_rows)))
     # A selection of a selection keeps the source's numbering.
     assert part.with_tasks(["category"]).row_numbers == part.row_numbers
+
+
+def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tiny_digits, tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("learning_rate: 0.1\n" + tiny_digits.read_text())  # the file sets learning_rate again below
+    with pytest.raises(ValueError, match=r"twice\.yaml: 'learning_rate' is set twice \(lines 1 and \d+\)"):
+        parse_args([str(twice)])
