@@ -29,7 +29,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, get_last_checkpoint, speed_metrics
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    PredictionOutput,
+    TrainOutput,
+    get_last_checkpoint,
+    speed_metrics,
+)
 
 from .configuration_mtl_vit import TaskSpec
 from .data import ImageTransforms, MixtureBatch, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
@@ -432,6 +438,20 @@ class MultiTaskTrainer(Trainer):
                 raise ValueError(f"output_dir {output_dir!r} holds no checkpoint to resume from")
         return resume_from_checkpoint or None
 
+    def _is_complete(self, checkpoint: str) -> bool:
+        reached, planned = self.completed_steps(checkpoint)
+        return reached >= planned
+
+    def _restore_complete_run(self, checkpoint: str) -> TrainOutput:
+        # Trainer would take one more step past the end (and save it); a finished run only needs
+        # its weights and state back.
+        logger.warning("%s is the end of the planned schedule: nothing to train. Raise max_steps or "
+                       "num_train_epochs to train further.", checkpoint)  # fmt: skip
+        self._load_weights(checkpoint, self.model)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        losses = [entry["train_loss"] for entry in self.state.log_history if "train_loss" in entry]
+        return TrainOutput(self.state.global_step, losses[-1] if losses else math.nan, {})
+
     def completed_steps(self, checkpoint: str) -> tuple[int, int]:
         """(steps the checkpoint reached, steps this trainer's schedule plans); equal when the run there is complete."""
         state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
@@ -439,6 +459,8 @@ class MultiTaskTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
+        if resume_from_checkpoint and self._is_complete(resume_from_checkpoint):
+            return self._restore_complete_run(resume_from_checkpoint)
         if resume_from_checkpoint:
             path = os.path.join(resume_from_checkpoint, MULTITASK_STATE_NAME)
             if not os.path.isfile(path):

@@ -277,3 +277,18 @@ def test_a_key_given_twice_in_a_recipe_is_refused_naming_both_lines(tiny_digits,
     twice.write_text("learning_rate: 0.1\n" + tiny_digits.read_text())  # the file sets learning_rate again below
     with pytest.raises(ValueError, match=r"twice\.yaml: 'learning_rate' is set twice \(lines 1 and \d+\)"):
         parse_args([str(twice)])
+
+
+def test_trainer_resuming_a_finished_run_trains_nothing_and_restores_its_weights(tmp_path):
+    from mtl_hf import MultiTaskTrainer
+    from tests.training_helpers import arguments, assert_same_parameters, new_model, shop_source
+
+    args = arguments(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    finished = MultiTaskTrainer(new_model(shop_source()), args, train_dataset=shop_source())
+    finished.train()
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    again = MultiTaskTrainer(new_model(shop_source(), seed=1), args, train_dataset=shop_source())
+    output = again.train(resume_from_checkpoint=True)
+    assert output.global_step == 4 and again.state.global_step == 4
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()} == before
+    assert_same_parameters(again.model, finished.model, rtol=0, atol=0)  # the checkpoint's weights, not seed 1's
