@@ -30,13 +30,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainerState
 from transformers.trainer_utils import (
-    PREFIX_CHECKPOINT_DIR,
     PredictionOutput,
     TrainOutput,
-    get_last_checkpoint,
     speed_metrics,
 )
 
+from .checkpoint_state import MultiTaskStateCallback, last_complete_checkpoint, load_multitask_state
 from .configuration_mtl_vit import TaskSpec
 from .data import ImageTransforms, MixtureBatch, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
 from .distributed import all_reduce_sum, is_distributed, world_size
@@ -53,7 +52,6 @@ from .weighting import WeightingMethod, build_weighting
 
 logger = logging.getLogger(__name__)
 
-MULTITASK_STATE_NAME = "multitask_state.pt"
 CHANCE_RESULTS_FILE = "eval_chance_results.json"
 """Chance scores the recipe writes beside the model (`save_metrics("eval_chance", ...)`); the card shows them."""
 
@@ -154,6 +152,7 @@ class MultiTaskTrainer(Trainer):
             )
         self._check_weighting_fits()
         self.add_callback(_WeightingCallback(self))
+        self.add_callback(MultiTaskStateCallback(self.multitask_state))
         self.task_logs = TaskLogs(list(self.task_specs))
         self._step_replay = StepReplay()
         self._features = (
@@ -400,17 +399,13 @@ class MultiTaskTrainer(Trainer):
 
     # -- checkpoints -----------------------------------------------------------------------------
 
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        state = {
+    def multitask_state(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond Trainer's own state: the mixture's position and the weighting's state."""
+        return {
             "mixture": self._train_loader.state_dict() if self._train_loader is not None else None,
             "weighting": self.weighting.state_dict(),
             "weighting_name": self.weighting.name,
         }
-        torch.save(state, os.path.join(folder, MULTITASK_STATE_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         self._load_weights(resume_from_checkpoint, model if model is not None else self.model)
@@ -432,10 +427,7 @@ class MultiTaskTrainer(Trainer):
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
         """The checkpoint folder `train(resume_from_checkpoint=...)` resumes from (True: the last in output_dir)."""
         if resume_from_checkpoint is True:
-            output_dir = self.args.output_dir
-            resume_from_checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-            if resume_from_checkpoint is None:
-                raise ValueError(f"output_dir {output_dir!r} holds no checkpoint to resume from")
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
         return resume_from_checkpoint or None
 
     def _is_complete(self, checkpoint: str) -> bool:
@@ -462,13 +454,7 @@ class MultiTaskTrainer(Trainer):
         if resume_from_checkpoint and self._is_complete(resume_from_checkpoint):
             return self._restore_complete_run(resume_from_checkpoint)
         if resume_from_checkpoint:
-            path = os.path.join(resume_from_checkpoint, MULTITASK_STATE_NAME)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"{resume_from_checkpoint} has no {MULTITASK_STATE_NAME}: it was not written by MultiTaskTrainer, "
-                    "so the task mixture's position and the weighting's state cannot be restored"
-                )
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = load_multitask_state(resume_from_checkpoint)
             if state["weighting_name"] != self.weighting.name:
                 raise ValueError(
                     f"the checkpoint was trained with weighting {state['weighting_name']!r}, "
@@ -638,4 +624,4 @@ def _read_json(path: str) -> dict | None:
         return json.load(file)
 
 
-__all__ = ["MULTITASK_STATE_NAME", "MultiTaskTrainer"]
+__all__ = ["MultiTaskTrainer"]

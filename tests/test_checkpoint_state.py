@@ -1,0 +1,131 @@
+"""Checkpoints hold the multi-task state as safetensors + JSON, written by an `on_save` callback; no pickle is
+written or read, and a resume takes the newest complete checkpoint."""
+
+import logging
+import os
+import pickle
+
+import pytest
+import torch
+
+from mtl_hf import MultiTaskTrainer
+from mtl_hf.checkpoint_state import (
+    PICKLED_STATE,
+    STATE_JSON,
+    STATE_TENSORS,
+    load_multitask_state,
+    save_multitask_state,
+)
+from mtl_hf.weighting import WEIGHTING_METHODS, build_weighting
+from tests.training_helpers import StopAt, arguments, assert_same_parameters, new_model, shop_source
+
+TASKS = ["a", "b", "c"]
+PICKLE_MAGIC = b"\x80"  # protocol 2+ pickles start with PROTO; torch.save's zip files hold one as data.pkl
+
+
+def trained_state(name: str) -> torch.nn.Module:
+    """A weighting after a few observed steps, so every kind of state it keeps is filled."""
+    method = build_weighting(name, TASKS)
+    generator = torch.Generator().manual_seed(0)
+    present = torch.tensor([True, False, True])
+    for _ in range(3):
+        losses = torch.rand(3, generator=generator) + 0.5
+        method.observe(losses, torch.ones(3, dtype=torch.bool))
+        if method.uses_gradients:
+            jacobian = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+            method.host_weights(jacobian @ jacobian.T, torch.ones(3, dtype=torch.bool))
+            method.host_weights(jacobian @ jacobian.T, present)
+        if method.needs_losses_after_step:
+            method.end_step(losses * 0.9, torch.ones(3, dtype=torch.bool))
+        method.end_epoch()
+    return method
+
+
+def assert_same_state(restored, expected, where=""):
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(restored, torch.Tensor) and restored.dtype == expected.dtype, where
+        torch.testing.assert_close(restored, expected, rtol=0, atol=0, equal_nan=True, msg=where)
+    elif isinstance(expected, dict):
+        assert sorted(restored) == sorted(expected), where
+        for key in expected:
+            assert_same_state(restored[key], expected[key], f"{where}/{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(restored) == len(expected), where
+        for index, (a, b) in enumerate(zip(restored, expected, strict=True)):
+            assert_same_state(a, b, f"{where}/{index}")
+    else:
+        assert restored == expected or (expected != expected and restored != restored), where
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTING_METHODS))
+def test_every_weighting_state_round_trips_through_safetensors_and_json(name, tmp_path):
+    method = trained_state(name)
+    state = {"weighting": method.state_dict(), "weighting_name": name, "mixture": {"epoch": 1, "step": 7, "seed": 3}}
+    save_multitask_state(tmp_path, state)
+    assert sorted(os.listdir(tmp_path)) == [STATE_JSON, STATE_TENSORS]
+    restored = load_multitask_state(tmp_path)
+    assert_same_state(restored, {**state, "weighting": dict(state["weighting"])})
+    fresh = build_weighting(name, TASKS)
+    fresh.load_state_dict(restored["weighting"])
+    assert_same_state(dict(fresh.state_dict()), dict(method.state_dict()))
+
+
+def test_state_that_would_need_pickle_is_refused(tmp_path):
+    with pytest.raises(TypeError, match=r"checkpoint state at /weighting/solver: a object cannot be saved"):
+        save_multitask_state(tmp_path, {"weighting": {"solver": object()}})
+    assert not (tmp_path / STATE_JSON).exists()
+
+
+def test_checkpoints_hold_no_pickled_multitask_state_and_resume_exactly(tmp_path):
+    source = shop_source()
+    settings = dict(max_steps=8, weighting="famo", save_strategy="steps", save_steps=4, batch_mode="mixed")
+    full = MultiTaskTrainer(new_model(source), arguments(tmp_path / "full", **settings), train_dataset=source)
+    full.train()
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    assert (checkpoint / STATE_JSON).is_file() and (checkpoint / STATE_TENSORS).is_file()
+    assert not (checkpoint / PICKLED_STATE).exists()
+    assert not (checkpoint / STATE_TENSORS).read_bytes().startswith(PICKLE_MAGIC)
+
+    resumed = MultiTaskTrainer(
+        new_model(source, seed=5), arguments(tmp_path / "full", **settings), train_dataset=source
+    )
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert_same_parameters(resumed.model, full.model, rtol=1e-5, atol=1e-6)
+    assert_same_state(dict(resumed.weighting.state_dict()), dict(full.weighting.state_dict()))
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # loading this pickle would create the marker file
+
+
+def test_a_checkpoint_with_pickled_state_is_refused_without_unpickling_it(tmp_path):
+    source = shop_source()
+    args = arguments(tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    MultiTaskTrainer(new_model(source), args, train_dataset=source, callbacks=[StopAt(2)]).train()
+    checkpoint = tmp_path / "checkpoint-2"
+    (checkpoint / STATE_JSON).unlink()
+    (checkpoint / STATE_TENSORS).unlink()
+    marker = tmp_path / "the pickle ran"
+    (checkpoint / PICKLED_STATE).write_bytes(pickle.dumps({"mixture": _RunsCode(str(marker))}))
+    trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source)
+    with pytest.raises(ValueError, match=rf"holds {PICKLED_STATE}, a pickle .* so it is not read"):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert not marker.exists()
+
+
+def test_resume_true_skips_a_checkpoint_cut_short_and_takes_the_last_complete_one(tmp_path, caplog):
+    source = shop_source()
+    args = arguments(tmp_path, max_steps=6, save_strategy="steps", save_steps=2)
+    MultiTaskTrainer(new_model(source), args, train_dataset=source, callbacks=[StopAt(4)]).train()
+    (tmp_path / "checkpoint-4" / STATE_JSON).unlink()  # killed while saving: the completion mark never landed
+    trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source)
+    with caplog.at_level(logging.WARNING, logger="mtl_hf"):
+        assert trainer.resolve_checkpoint(True) == str(tmp_path / "checkpoint-2")
+    assert "checkpoint-4 is incomplete" in caplog.text
+    (tmp_path / "checkpoint-2" / STATE_JSON).unlink()
+    with pytest.raises(ValueError, match=r"holds no complete checkpoint to resume from \(incomplete: checkpoint-2, "):
+        trainer.resolve_checkpoint(True)
