@@ -98,6 +98,14 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
     # Each task's loss is already a mean over its present targets, so Trainer must not pass
     # `num_items_in_batch` into `forward` and must scale the loss for gradient accumulation itself.
     accepts_loss_kwargs = False
+    # `save_pretrained` writes the backbone's parameters under transformers' original (v4) names by
+    # default, and `from_pretrained` converts them back. Trainer's checkpoint loaders (plain, FSDP,
+    # DeepSpeed) read names raw, so MultiTaskTrainer turns this off while it writes a checkpoint.
+    save_in_original_format = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        kwargs.setdefault("save_original_format", self.save_in_original_format)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Backbone modules are initialised by the backbone's own `_init_weights` (transformers

@@ -329,8 +329,17 @@ class MultiTaskTrainer(Trainer):
     # -- saving: model, curves and card together --------------------------------------------------
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Saves the model and image processor, plus the per-task curves PNG and the model card beside them."""
-        super().save_model(output_dir, _internal_call)
+        """Saves the model and image processor, plus the per-task curves PNG and the model card beside them.
+
+        Checkpoints (`_internal_call`) keep the parameters' live names, which Trainer's loaders read as
+        they are; saved models keep transformers' original names (see `save_in_original_format`).
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_in_original_format = not _internal_call
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            model.save_in_original_format = True
         if self.args.should_save:
             self._write_card(output_dir or self.args.output_dir)
 
@@ -407,23 +416,6 @@ class MultiTaskTrainer(Trainer):
             "weighting_name": self.weighting.name,
         }
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        self._load_weights(resume_from_checkpoint, model if model is not None else self.model)
-
-    def _load_best_model(self) -> None:
-        logger.info(
-            "loading the best model from %s (score %s)", self.state.best_model_checkpoint, self.state.best_metric
-        )
-        self._load_weights(self.state.best_model_checkpoint, self.model)
-
-    def _load_weights(self, folder: str, model) -> None:
-        # `save_pretrained` writes the backbone's weights under their original (v4) names;
-        # `from_pretrained` converts them back, where Trainer's raw `load_state_dict` would
-        # silently skip every renamed key.
-        unwrapped = self.accelerator.unwrap_model(model)
-        reloaded = type(unwrapped).from_pretrained(folder)
-        unwrapped.load_state_dict(reloaded.state_dict(), strict=True)
-
     def resolve_checkpoint(self, resume_from_checkpoint: str | bool | None) -> str | None:
         """The checkpoint folder `train(resume_from_checkpoint=...)` resumes from (True: the last in output_dir)."""
         if resume_from_checkpoint is True:
@@ -439,7 +431,7 @@ class MultiTaskTrainer(Trainer):
         # its weights and state back.
         logger.warning("%s is the end of the planned schedule: nothing to train. Raise max_steps or "
                        "num_train_epochs to train further.", checkpoint)  # fmt: skip
-        self._load_weights(checkpoint, self.model)
+        self._load_from_checkpoint(checkpoint)
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
         losses = [entry["train_loss"] for entry in self.state.log_history if "train_loss" in entry]
         return TrainOutput(self.state.global_step, losses[-1] if losses else math.nan, {})

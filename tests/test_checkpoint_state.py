@@ -129,3 +129,28 @@ def test_resume_true_skips_a_checkpoint_cut_short_and_takes_the_last_complete_on
     (tmp_path / "checkpoint-2" / STATE_JSON).unlink()
     with pytest.raises(ValueError, match=r"holds no complete checkpoint to resume from \(incomplete: checkpoint-2, "):
         trainer.resolve_checkpoint(True)
+
+
+def test_checkpoint_weights_keep_the_live_names_so_trainers_own_loader_restores_every_key(tmp_path):
+    """transformers 5 saves models under their original (v4) parameter names and converts them back in
+    `from_pretrained`; Trainer's checkpoint loader reads the names raw, and skipped every renamed backbone
+    key with only a warning. Checkpoints now keep the live names; saved models keep the original ones."""
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    source = shop_source()
+    trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path, max_steps=2, save_strategy="steps", save_steps=2),
+                               train_dataset=source)  # fmt: skip
+    trainer.train()
+    live = set(trainer.model.state_dict())
+    with safe_open(tmp_path / "checkpoint-2" / "model.safetensors", "pt") as weights:
+        assert set(weights.keys()) == live
+    trainer.save_model(str(tmp_path / "final"))
+    with safe_open(tmp_path / "final" / "model.safetensors", "pt") as weights:
+        assert any(".encoder.layer." in key for key in weights.keys())  # downloads keep transformers' own names
+
+    fresh = MultiTaskTrainer(new_model(source, seed=9), arguments(tmp_path), train_dataset=source)
+    fresh._load_from_checkpoint(str(tmp_path / "checkpoint-2"))  # Trainer's own loader, not an override
+    assert_same_parameters(fresh.model, trainer.model, rtol=0, atol=0)
+    for folder in ("checkpoint-2", "final"):
+        assert_same_parameters(AutoModel.from_pretrained(tmp_path / folder), trainer.model, rtol=0, atol=0)
