@@ -100,6 +100,10 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=float, default=0.5, help="multilabel score threshold (default: 0.5)")
     predict.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default: 8)")
     predict.add_argument("--json", action="store_true", help="print JSON (one object per image) instead of a table")
+    for command in (evaluate, predict):
+        command.add_argument("--allow_pickled_weights", action="store_true",
+                             help="load a model that has only pickled weights (pytorch_model.bin; they can run "
+                                  "code when loaded): only for folders you trust")  # fmt: skip
     predict.set_defaults(run=_predict)
 
     push = commands.add_parser("push", help="upload a saved model folder (with its card) to the Hub")
@@ -143,7 +147,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.data.startswith(BUILTIN_PREFIX):
         require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
     with _hub_lookup(args.model):
-        model = MultiTaskViTModel.from_pretrained(_existing(args.model))
+        model = MultiTaskViTModel.from_pretrained(
+            _existing(args.model), allow_pickled_weights=args.allow_pickled_weights
+        )
         processor = AutoImageProcessor.from_pretrained(args.model)
     columns = json.loads(args.tasks) if args.tasks else {}
     if not isinstance(columns, dict):
@@ -203,13 +209,17 @@ def _predict(args: argparse.Namespace) -> int:
     from transformers import pipeline
 
     from . import PIPELINE_TASK
+    from .modeling_mtl_vit import refuse_pickled_weights
 
     model = _existing(args.model)
     for image in args.images:
         if not image.startswith(("http://", "https://")) and not Path(image).is_file():
             raise FileNotFoundError(f"no image file at {image}")
     with _hub_lookup(model):
-        classify = pipeline(PIPELINE_TASK, model=model, device=0 if _has_gpu() else -1)
+        if not args.allow_pickled_weights:  # here, since the pipeline would bury the reason in its own message
+            refuse_pickled_weights(model)
+        classify = pipeline(PIPELINE_TASK, model=model, device=0 if _has_gpu() else -1,
+                            model_kwargs={"allow_pickled_weights": args.allow_pickled_weights})  # fmt: skip
     results = classify(args.images, top_k=args.top_k, threshold=args.threshold, batch_size=args.batch_size)
     if args.json:
         print(

@@ -17,6 +17,7 @@ imports nothing else from `mtl_hf`, so it can travel with a saved model as remot
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +103,15 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
     # default, and `from_pretrained` converts them back. Trainer's checkpoint loaders (plain, FSDP,
     # DeepSpeed) read names raw, so MultiTaskTrainer turns this off while it writes a checkpoint.
     save_in_original_format = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_pickled_weights: bool = False, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing pickled weights (`pytorch_model.bin`, which can run code
+        when loaded) unless `allow_pickled_weights=True`: a model is read from safetensors only."""
+        if not allow_pickled_weights:
+            refuse_pickled_weights(pretrained_model_name_or_path)
+            kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         kwargs.setdefault("save_original_format", self.save_in_original_format)
@@ -257,14 +267,19 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         tasks: list[TaskSpec | dict],
         *,
         initializer_range: float = 0.02,
+        allow_pickled_weights: bool = False,
         **backbone_kwargs,
     ) -> MultiTaskViTModel:
         """
         Builds a model whose backbone weights come from a pretrained checkpoint (a Hub id or a local
         folder saved by `save_pretrained`) and whose task heads are freshly initialised.
 
-        `backbone_kwargs` go to `AutoModel.from_pretrained` (e.g. `revision`, `cache_dir`).
+        `backbone_kwargs` go to `AutoModel.from_pretrained` (e.g. `revision`, `cache_dir`). Pickled
+        backbone weights are refused unless `allow_pickled_weights=True`, as in `from_pretrained`.
         """
+        if not allow_pickled_weights:
+            refuse_pickled_weights(pretrained_model_name_or_path)
+            backbone_kwargs.setdefault("use_safetensors", True)
         hub_kwargs = {key: backbone_kwargs[key] for key in _HUB_KWARGS if key in backbone_kwargs}
         backbone_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if _takes_pooling_flag(type(backbone_config)):
@@ -275,6 +290,25 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         model.backbone.load_state_dict(backbone.state_dict())
         model.config.name_or_path = str(pretrained_model_name_or_path)
         return model
+
+
+PICKLED_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
+    """Raises when a local model folder holds pickled weights and no safetensors (a Hub repo like that is
+    refused by `use_safetensors=True`)."""
+    folder = os.fspath(pretrained_model_name_or_path)
+    if not os.path.isdir(folder):
+        return
+    names = sorted(os.listdir(folder))
+    pickled = [name for name in names if name.endswith(PICKLED_WEIGHT_SUFFIXES) and name != "training_args.bin"]
+    if pickled and not any(name.endswith(".safetensors") for name in names):
+        raise ValueError(
+            f"{folder} holds only pickled weights ({', '.join(pickled)}), which can run code when loaded; convert "
+            "them to safetensors, or if you trust the folder pass allow_pickled_weights=True "
+            "(mtl-hf and recipes: --allow_pickled_weights)"
+        )
 
 
 def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

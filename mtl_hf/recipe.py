@@ -66,6 +66,11 @@ class ModelArguments:
                           "(default vit) and sizes, e.g. {image_size: 32, patch_size: 4, hidden_size: 64}."},
     )  # fmt: skip
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are cached."})
+    allow_pickled_weights: bool = field(
+        default=False,
+        metadata={"help": "Load a model or backbone that has only pickled weights (pytorch_model.bin), which can "
+                          "run code when loaded: only for folders you trust. Without it they are refused."},
+    )  # fmt: skip
 
     def __post_init__(self):
         self.backbone_config = _json_value("backbone_config", self.backbone_config, dict)
@@ -346,7 +351,8 @@ def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
         if getattr(model_args, field_name):
             require_path_or_hub_id(getattr(model_args, field_name), "model folder", where=f"{field_name}: ")
     if model_args.model_name_or_path:
-        model = MultiTaskViTModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        model = MultiTaskViTModel.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir,
+                                                  allow_pickled_weights=model_args.allow_pickled_weights)  # fmt: skip
         data_tasks = {spec.name: (spec.type, spec.labels) for spec in task_specs}
         model_tasks = {spec.name: (spec.type, spec.labels) for spec in model.config.task_specs}
         if data_tasks != model_tasks:
@@ -357,7 +363,8 @@ def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
         processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
         return model, processor
     if model_args.backbone:
-        model = MultiTaskViTModel.from_backbone(model_args.backbone, task_specs, cache_dir=model_args.cache_dir)
+        model = MultiTaskViTModel.from_backbone(model_args.backbone, task_specs, cache_dir=model_args.cache_dir,
+                                                allow_pickled_weights=model_args.allow_pickled_weights)  # fmt: skip
         processor = AutoImageProcessor.from_pretrained(model_args.backbone, cache_dir=model_args.cache_dir)
         return model, processor
     options = dict(model_args.backbone_config)

@@ -16,6 +16,7 @@ from mtl_hf.checkpoint_state import (
     load_multitask_state,
     save_multitask_state,
 )
+from mtl_hf.data import ImageTransforms
 from mtl_hf.weighting import WEIGHTING_METHODS, build_weighting
 from tests.training_helpers import StopAt, arguments, assert_same_parameters, new_model, shop_source
 
@@ -154,3 +155,57 @@ def test_checkpoint_weights_keep_the_live_names_so_trainers_own_loader_restores_
     assert_same_parameters(fresh.model, trainer.model, rtol=0, atol=0)
     for folder in ("checkpoint-2", "final"):
         assert_same_parameters(AutoModel.from_pretrained(tmp_path / folder), trainer.model, rtol=0, atol=0)
+
+
+@pytest.fixture
+def pickled_only_model(tmp_path):
+    """A saved model whose weights were converted to a pickled pytorch_model.bin (as old uploads are)."""
+    source = shop_source(rows=16)
+    model = new_model(source)
+    folder = tmp_path / "pickled"
+    model.save_pretrained(folder)
+    ImageTransforms(size=(32, 32)).image_processor().save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return model, folder
+
+
+def test_a_model_folder_with_only_pickled_weights_is_refused_unless_allowed(pickled_only_model):
+    from transformers import AutoModel
+
+    from mtl_hf import MultiTaskViTModel
+
+    model, folder = pickled_only_model
+    for load in (MultiTaskViTModel.from_pretrained, AutoModel.from_pretrained):
+        with pytest.raises(ValueError, match=r"pickled\W+holds only pickled weights \(pytorch_model\.bin\).*"
+                                             r"allow_pickled_weights=True"):  # fmt: skip
+            load(folder)
+    allowed = MultiTaskViTModel.from_pretrained(folder, allow_pickled_weights=True)
+    assert_same_parameters(allowed, model, rtol=0, atol=0)
+
+
+def test_the_cli_refuses_pickled_weights_in_one_line_and_takes_the_flag(pickled_only_model, tmp_path, capsys):
+    from mtl_hf.cli import main as cli
+    from mtl_hf.data import load_shop_dataset
+
+    _, folder = pickled_only_model
+    photo = tmp_path / "photo.png"
+    load_shop_dataset(1)[0]["image"].save(photo)
+    assert cli(["predict", str(folder), str(photo)]) == 2
+    assert cli(["eval", str(folder), "builtin:shop", "--max_rows", "8"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all("--allow_pickled_weights" in line for line in errors), errors
+    assert cli(["predict", str(folder), str(photo), "--allow_pickled_weights"]) == 0
+    assert cli(["eval", str(folder), "builtin:shop", "--max_rows", "8", "--allow_pickled_weights"]) == 0
+
+
+def test_a_recipe_continuing_a_pickled_model_or_backbone_needs_the_flag(pickled_only_model):
+    from mtl_hf.recipe import ModelArguments, build_model
+
+    model, folder = pickled_only_model
+    for field_name in ("model_name_or_path", "backbone"):
+        with pytest.raises(ValueError, match="holds only pickled weights"):
+            build_model(ModelArguments(**{field_name: str(folder)}), model.config.task_specs)
+    continued, _ = build_model(ModelArguments(model_name_or_path=str(folder), allow_pickled_weights=True),
+                               model.config.task_specs)  # fmt: skip
+    assert_same_parameters(continued, model, rtol=0, atol=0)

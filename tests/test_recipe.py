@@ -100,7 +100,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
         ])  # fmt: skip
 
     out = tmp_path / "run"
-    with pytest.raises(ValueError, match="holds no checkpoint"):
+    with pytest.raises(ValueError, match="holds no complete checkpoint to resume from; start a fresh run"):
         run(out, "--max_steps", "6", "--resume_from_checkpoint", "true")
     run(out, "--max_steps", "6")
     straight = AutoModel.from_pretrained(out).state_dict()
