@@ -53,6 +53,10 @@ class StepReplay:
         self._batches = []
         return results
 
+    def forget(self) -> None:
+        """Drops the recorded micro-batches (a step that was skipped)."""
+        self._batches = []
+
     def __len__(self) -> int:
         return len(self._batches)
 

@@ -41,6 +41,7 @@ from .data import ImageTransforms, MixtureBatch, MultiTaskCollator, MultiTaskDat
 from .distributed import all_reduce_sum, is_distributed, world_size
 from .gradient_path import FeatureTap, parameter_space_backward, representation_loss
 from .hub import CURVES_FILE, build_model_card
+from .loss_guard import LossGuard
 from .metrics import PRIMARY_METRIC, load_task_metric
 from .modeling_mtl_vit import MultiTaskViTModel
 from .plotting import plot_training_curves
@@ -154,6 +155,7 @@ class MultiTaskTrainer(Trainer):
         self.add_callback(_WeightingCallback(self))
         self.add_callback(MultiTaskStateCallback(self.multitask_state))
         self.task_logs = TaskLogs(list(self.task_specs))
+        self.loss_guard = LossGuard(args.nan_policy, list(self.task_specs))
         self._step_replay = StepReplay()
         self._features = (
             FeatureTap(model.backbone)
@@ -161,6 +163,7 @@ class MultiTaskTrainer(Trainer):
             else None
         )
         self._pending_mixture_state: dict | None = None
+        self._step_skipped = False
         self._train_loader: MultiTaskDataLoader | None = None
 
     # -- construction ------------------------------------------------------------------------
@@ -225,7 +228,7 @@ class MultiTaskTrainer(Trainer):
             raise ValueError("MultiTaskTrainer: training needs a train_dataset (task sources or a TaskMixture)")
         workers = self.args.dataloader_num_workers
         loader = self.train_mixture.dataloader(
-            MultiTaskCollator(self.train_mixture.task_specs, self.image_transforms),
+            MultiTaskCollator(self.train_mixture.task_specs, self.image_transforms, with_rows=True),
             num_workers=workers,
             pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
             persistent_workers=self.args.dataloader_persistent_workers and workers > 0,
@@ -249,10 +252,13 @@ class MultiTaskTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = model.training and torch.is_grad_enabled()
+        rows = inputs.pop("rows", None)
         if training and self.weighting.needs_losses_after_step:
             self._step_replay.record(inputs, inputs["pixel_values"].device)
         outputs = model(**inputs)
         losses = step_losses(self.task_specs, outputs, inputs["labels"])
+        if training:
+            self.loss_guard.watch(losses, rows)
         if self._features is not None and training:
             loss, weights = representation_loss(self.weighting, losses, self._features.take())
         elif self.weighting.uses_gradients:  # outside training: the prior-weighted sum
@@ -266,18 +272,23 @@ class MultiTaskTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _observe(self, losses: StepLosses, weights: torch.Tensor) -> None:
-        self.task_logs.add(losses.mean, weights, losses.present)
-        self.weighting.observe(losses.mean, losses.present)
+        # A non-finite loss must not reach the weighting's state or the logs (inf * a 0 mask is NaN).
+        usable = self.loss_guard.finite_present(losses)
+        means = torch.where(usable, losses.mean, torch.zeros_like(losses.mean))
+        self.task_logs.add(means, weights, usable)
+        self.weighting.observe(means, usable)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not (self.weighting.uses_gradients and self.args.gradient_space == "parameters"):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
+        rows = inputs.pop("rows", None)
         # DDP must not average these gradients: the gradient path reduces them itself, per task.
         with self.accelerator.no_sync(model), self.compute_loss_context_manager():
             outputs = model(**inputs)
         losses = step_losses(self.task_specs, outputs, inputs["labels"])
+        self.loss_guard.watch(losses, rows)
         unwrapped = self.accelerator.unwrap_model(model)
         scale = 1.0 / self.current_gradient_accumulation_steps
         weights = parameter_space_backward(
@@ -297,6 +308,11 @@ class MultiTaskTrainer(Trainer):
         if learned:
             optimizer.add_param_group({"params": learned, "weight_decay": 0.0})
         return optimizer
+
+    def _drop_gradients(self) -> None:
+        # Parameters without a gradient are left alone by torch's optimizers, moments included.
+        for parameter in [*self.model.parameters(), *self.weighting.parameters()]:
+            parameter.grad = None
 
     def _sync_weighting_gradients(self) -> None:
         for parameter in self.weighting.parameters():
@@ -324,6 +340,8 @@ class MultiTaskTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs.update(self.task_logs.flush())
+            if self.loss_guard.skipped_steps:
+                logs["skipped_steps"] = self.loss_guard.skipped_steps
         super().log(logs, start_time)
 
     # -- saving: model, curves and card together --------------------------------------------------
@@ -443,10 +461,10 @@ class MultiTaskTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
-        if resume_from_checkpoint and self._is_complete(resume_from_checkpoint):
-            return self._restore_complete_run(resume_from_checkpoint)
         if resume_from_checkpoint:
-            state = load_multitask_state(resume_from_checkpoint)
+            state = load_multitask_state(resume_from_checkpoint)  # first: it says what is wrong with the folder
+            if self._is_complete(resume_from_checkpoint):
+                return self._restore_complete_run(resume_from_checkpoint)
             if state["weighting_name"] != self.weighting.name:
                 raise ValueError(
                     f"the checkpoint was trained with weighting {state['weighting_name']!r}, "
@@ -543,6 +561,9 @@ class _WeightingCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._step_skipped = not self.trainer.loss_guard.step_may_run(state.global_step + 1)
+        if self.trainer._step_skipped:
+            self.trainer._drop_gradients()
         self.trainer._sync_weighting_gradients()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
@@ -550,7 +571,11 @@ class _WeightingCallback(TrainerCallback):
         self.trainer.weighting.zero_grad(set_to_none=True)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.trainer._end_weighting_step()
+        if self.trainer._step_skipped:
+            self.trainer._step_replay.forget()
+            self.trainer.weighting.skip_step()
+        else:
+            self.trainer._end_weighting_step()
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer.weighting.end_epoch()

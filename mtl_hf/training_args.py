@@ -10,6 +10,7 @@ from transformers import TrainingArguments
 
 from .data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
 from .gradient_path import GRADIENT_SPACES
+from .loss_guard import NAN_POLICIES
 from .weighting import WEIGHTING_METHODS, check_weighting_options
 
 
@@ -66,6 +67,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
         },
     )
 
+    nan_policy: str = field(
+        default="stop",
+        metadata={"help": "A NaN or inf task loss: 'stop' (raise before the optimizer step, naming the task, the step "
+                          "and the batch's rows) or 'skip_step' (drop that step's update, log it, go on)."},
+    )  # fmt: skip
+
     # -- evaluation ------------------------------------------------------------------------------
     multilabel_threshold: float = field(
         default=0.5, metadata={"help": "Probability above which a multilabel label counts as predicted."}
@@ -92,6 +99,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
             ("when_exhausted", self.when_exhausted, WHEN_EXHAUSTED),
             ("weighting", self.weighting, tuple(WEIGHTING_METHODS)),
             ("gradient_space", self.gradient_space, GRADIENT_SPACES),
+            ("nan_policy", self.nan_policy, NAN_POLICIES),
         ]:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")

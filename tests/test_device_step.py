@@ -63,7 +63,8 @@ def test_training_step_keeps_everything_on_the_device(tmp_path, monkeypatch, met
         handler.on_epoch_end(args, trainer.state, control)
         trainer.log({"loss": 0.0})
 
-    per_step = 1 if trainer.weighting.uses_gradients else 0
+    # The loss guard's verdict (one K-bool vector per step), plus the Gramian of a gradient method.
+    per_step = 1 + (1 if trainer.weighting.uses_gradients else 0)
     assert len(copies) == STEPS * per_step + 1, copies
     logged = trainer.state.log_history[-1]
     assert {f"loss_{task}" for task in trainer.task_specs} <= set(logged)

@@ -29,9 +29,10 @@ class MultiTaskCollator:
     runs and sends gradient (zero where nothing is labelled) on every step.
     """
 
-    def __init__(self, task_specs: Sequence[TaskSpec], transform: ImageTransforms):
+    def __init__(self, task_specs: Sequence[TaskSpec], transform: ImageTransforms, *, with_rows: bool = False):
         self.task_specs = {spec.name: spec for spec in task_specs}
         self.transform = transform
+        self.with_rows = with_rows  # add "rows" ("source:row" per example) for reports; not a model input
 
     def __call__(self, batch: MixtureBatch | Sequence[RawExample]) -> dict:
         examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
@@ -43,6 +44,8 @@ class MultiTaskCollator:
         collated = {"pixel_values": pixel_values, "labels": labels}
         if tasks is not None:
             collated["tasks"] = list(tasks)
+        if self.with_rows:
+            collated["rows"] = [f"{example.source}:{example.row}" for example in examples]
         return collated
 
     def _image(self, example: RawExample):

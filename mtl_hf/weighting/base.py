@@ -73,6 +73,9 @@ class WeightingMethod(nn.Module):
     def end_step(self, losses_after: torch.Tensor | None = None, present_after: torch.Tensor | None = None) -> None:
         """Called after every optimizer step (with the step's batches re-evaluated, if it asked for them)."""
 
+    def skip_step(self) -> None:
+        """Called instead of `end_step` when the step was skipped (a non-finite loss): forget what it observed."""
+
     def end_epoch(self) -> None:
         """Called at the end of every training epoch."""
 

@@ -103,6 +103,10 @@ class FAMO(LossWeighting):
         self.step_counts.zero_()
         self.steps += 1
 
+    def skip_step(self) -> None:
+        self.step_sums.zero_()
+        self.step_counts.zero_()
+
     def update_logits(self, before: torch.Tensor, after: torch.Tensor, present: torch.Tensor) -> None:
         """One Adam step on the logits of the tasks in `present`, from their losses before and after a step."""
         delta = torch.where(present, self._shifted(before).log() - self._shifted(after.float()).log(), 0.0)
