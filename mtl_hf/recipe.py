@@ -33,7 +33,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from .data import ImageTransforms, TaskSource, load_digits_dataset, load_shop_dataset
-from .data.sources import require_path_or_hub_id, task_options
+from .data.sources import check_bad_image_policy, require_path_or_hub_id, task_options
 from .distributed import is_distributed
 from .metrics import PRIMARY_METRIC
 from .modeling_mtl_vit import MultiTaskViTModel
@@ -123,6 +123,11 @@ class DataArguments:
     )
     max_train_rows: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows only."})
+    bad_image_policy: str = field(
+        default="raise",
+        metadata={"help": "An image that cannot be decoded: 'raise' (stop, naming the source, row and file) or "
+                          "'skip' (leave the row out, count it per source; see max_bad_image_fraction)."},
+    )  # fmt: skip
     augment: bool = field(
         default=False,
         metadata={"help": "Random resized crops and horizontal flips in training (off when position or "
@@ -139,6 +144,7 @@ class DataArguments:
             raise ValueError("give either sources or dataset/tasks, not both")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        check_bad_image_policy(self.bad_image_policy)
 
     def source_settings(self) -> list[dict[str, Any]]:
         """One settings dict per source, the single-dataset fields filling what a source leaves out."""
@@ -146,6 +152,7 @@ class DataArguments:
             "dataset_options": self.dataset_options, "image_column": self.image_column,
             "train_split": self.train_split, "eval_split": self.eval_split, "eval_fraction": self.eval_fraction,
             "streaming": self.streaming, "num_rows": self.num_rows, "name": None,
+            "bad_image_policy": self.bad_image_policy,
         }  # fmt: skip
         entries = self.sources if self.sources is not None else [{"dataset": self.dataset, "tasks": self.tasks}]
         settings = []
@@ -414,7 +421,7 @@ def results_table(task_specs: Sequence[TaskSpec], metrics: dict[str, float], cha
 
 def _load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, TaskSource | None]:
     dataset, tasks = settings["dataset"], settings["tasks"]
-    common = {"image_column": settings["image_column"]}
+    common = {"image_column": settings["image_column"], "bad_image_policy": settings["bad_image_policy"]}
     name = settings["name"]
 
     if isinstance(dataset, str) and dataset.startswith(BUILTIN_PREFIX):
@@ -485,7 +492,8 @@ def _hold_out(source: TaskSource, settings: dict[str, Any], seed: int) -> tuple[
     order = np.random.default_rng(seed).permutation(source.num_rows)
     held = math.ceil(source.num_rows * fraction)
     tasks = _fixed_tasks(source)
-    common = {"image_column": source.image_column, "description": source.description}
+    common = {"image_column": source.image_column, "description": source.description,
+              "bad_image_policy": source.bad_image_policy}  # fmt: skip
 
     def part(rows: np.ndarray, name: str) -> TaskSource:
         rows = np.sort(rows)  # sorted rows read in order from the Arrow table; the mixture shuffles them
@@ -506,7 +514,8 @@ def _first_rows(source: TaskSource, count: int) -> TaskSource:
         rows, num_rows = source.dataset.select(range(min(count, len(source.dataset)))), None
     row_numbers = None if source.is_streaming else source.row_numbers[: len(rows)]
     return TaskSource(rows, _fixed_tasks(source), name=source.name, image_column=source.image_column,
-                      num_rows=num_rows, description=source.description, row_numbers=row_numbers)  # fmt: skip
+                      num_rows=num_rows, description=source.description, row_numbers=row_numbers,
+                      bad_image_policy=source.bad_image_policy)  # fmt: skip
 
 
 def _given_flags(parser: HfArgumentParser, flags: Sequence[str]) -> dict[str, Any]:

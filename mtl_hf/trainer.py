@@ -35,6 +35,7 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
+from .bad_images import BadImageTally
 from .checkpoint_state import MultiTaskStateCallback, last_complete_checkpoint, load_multitask_state
 from .configuration_mtl_vit import TaskSpec
 from .data import ImageTransforms, MixtureBatch, MultiTaskCollator, MultiTaskDataLoader, TaskMixture, TaskSource
@@ -156,6 +157,9 @@ class MultiTaskTrainer(Trainer):
         self.add_callback(MultiTaskStateCallback(self.multitask_state))
         self.task_logs = TaskLogs(list(self.task_specs))
         self.loss_guard = LossGuard(args.nan_policy, list(self.task_specs))
+        train_sources = self.train_mixture.sources if self.train_mixture is not None else []
+        skipping = [source.name for source in train_sources if source.bad_image_policy == "skip"]
+        self.bad_images = BadImageTally(skipping, args.max_bad_image_fraction, device=args.device) if skipping else None
         self._step_replay = StepReplay()
         self._features = (
             FeatureTap(model.backbone)
@@ -252,7 +256,7 @@ class MultiTaskTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = model.training and torch.is_grad_enabled()
-        rows = inputs.pop("rows", None)
+        rows = self._take_reports(inputs)
         if training and self.weighting.needs_losses_after_step:
             self._step_replay.record(inputs, inputs["pixel_values"].device)
         outputs = model(**inputs)
@@ -271,6 +275,13 @@ class MultiTaskTrainer(Trainer):
             self._observe(losses, weights)
         return (loss, outputs) if return_outputs else loss
 
+    def _take_reports(self, inputs: dict) -> list[str] | None:
+        """Removes the batch's reports (not model inputs): counts its skipped images; returns its rows."""
+        counts = inputs.pop("image_counts", None)
+        if self.bad_images is not None:
+            self.bad_images.add(counts)
+        return inputs.pop("rows", None)
+
     def _observe(self, losses: StepLosses, weights: torch.Tensor) -> None:
         # A non-finite loss must not reach the weighting's state or the logs (inf * a 0 mask is NaN).
         usable = self.loss_guard.finite_present(losses)
@@ -283,7 +294,7 @@ class MultiTaskTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
-        rows = inputs.pop("rows", None)
+        rows = self._take_reports(inputs)
         # DDP must not average these gradients: the gradient path reduces them itself, per task.
         with self.accelerator.no_sync(model), self.compute_loss_context_manager():
             outputs = model(**inputs)
@@ -342,6 +353,8 @@ class MultiTaskTrainer(Trainer):
             logs.update(self.task_logs.flush())
             if self.loss_guard.skipped_steps:
                 logs["skipped_steps"] = self.loss_guard.skipped_steps
+            if self.bad_images is not None:
+                logs.update(self.bad_images.check())
         super().log(logs, start_time)
 
     # -- saving: model, curves and card together --------------------------------------------------
@@ -472,12 +485,15 @@ class MultiTaskTrainer(Trainer):
                 )
             self.weighting.load_state_dict(state["weighting"])
             self._pending_mixture_state = state["mixture"]
-        return super().train(
+        output = super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,
             ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
+        if self.bad_images is not None:
+            output.metrics.update(self.bad_images.check())  # into all_results.json with the other train metrics
+        return output
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -503,6 +519,7 @@ class MultiTaskTrainer(Trainer):
         model.eval()
         collator = MultiTaskCollator(list(self.task_specs.values()), self.image_transforms.eval())
         logits, labels, loss_sums, counts = defaultdict(list), defaultdict(list), defaultdict(float), defaultdict(int)
+        bad_images = {source.name: 0 for source in sources.values() if source.bad_image_policy == "skip"}
         rows_seen = 0
         for source in sources.values():
             for name in source.task_names:
@@ -516,17 +533,22 @@ class MultiTaskTrainer(Trainer):
                 progress.update()
                 # A batch of one source: targets and heads for its tasks only.
                 inputs = self._prepare_inputs(collator(MixtureBatch(batch, tuple(source.task_names))))
+                image_counts = inputs.pop("image_counts", None)
+                if image_counts is not None:  # rows whose image could not be decoded (bad_image_policy: skip)
+                    bad_images[source.name] += image_counts["skipped"].get(source.name, 0)
                 with self.compute_loss_context_manager():
                     outputs = model(**inputs)
-                rows_seen += len(batch)
+                kept = inputs["pixel_values"].shape[0]
+                rows_seen += kept
                 for name in source.task_names:
                     logits[name].append(outputs.logits[name].float().cpu().numpy())
                     labels[name].append(inputs["labels"][name].cpu().numpy())
-                    loss_sums[name] += float(outputs.task_losses[name]) * len(batch)
-                    counts[name] += len(batch)
+                    loss_sums[name] += float(outputs.task_losses[name]) * kept
+                    counts[name] += kept
             progress.close()
         logits, labels = _gather(logits), _gather(labels)
         loss_sums, counts = _gather_sums(loss_sums), _gather_sums(counts)
+        bad_images = _gather_sums(bad_images) if bad_images else {}
         rows_seen = int(sum(_gather_sums({"rows": rows_seen}).values()))
 
         metrics, primaries = {}, []
@@ -538,6 +560,7 @@ class MultiTaskTrainer(Trainer):
             primaries.append(scores[PRIMARY_METRIC[spec.type]])
         metrics[f"{prefix}_loss"] = float(np.mean([metrics[f"{prefix}_{n}_loss"] for n in logits]))
         metrics[f"{prefix}_average_score"] = float(np.nanmean(primaries))
+        metrics.update({f"{prefix}_bad_images_{name}": int(count) for name, count in bad_images.items()})
         metrics.update(speed_metrics(prefix, started, num_samples=rows_seen))
         return PredictionOutput(predictions=dict(logits), label_ids=dict(labels), metrics=metrics)
 

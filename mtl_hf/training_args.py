@@ -73,6 +73,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
                           "and the batch's rows) or 'skip_step' (drop that step's update, log it, go on)."},
     )  # fmt: skip
 
+    max_bad_image_fraction: float = field(
+        default=0.01,
+        metadata={"help": "Under bad_image_policy 'skip': the largest share of a source's images that may fail "
+                          "to decode before the run stops (checked at every logging step and at the end)."},
+    )  # fmt: skip
+
     # -- evaluation ------------------------------------------------------------------------------
     multilabel_threshold: float = field(
         default=0.5, metadata={"help": "Probability above which a multilabel label counts as predicted."}
@@ -104,6 +110,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
         check_weighting_options(self.weighting, self.weighting_options)
+        if not 0.0 <= self.max_bad_image_fraction <= 1.0:
+            raise ValueError(f"max_bad_image_fraction must be in [0, 1], got {self.max_bad_image_fraction}")
         if not 0.0 < self.multilabel_threshold < 1.0:
             raise ValueError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
 

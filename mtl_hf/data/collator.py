@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +16,12 @@ from .mixture import MixtureBatch
 from .sources import RawExample
 from .transforms import ImageTransforms, decode_image
 
+logger = logging.getLogger(__name__)
+
+
+class BadImageError(ValueError):
+    """An image that cannot be decoded; the message names its source, row and file."""
+
 
 class MultiTaskCollator:
     r"""
@@ -22,6 +30,12 @@ class MultiTaskCollator:
     Args:
         task_specs (`list[TaskSpec]`): every task of the mixture (`TaskMixture.task_specs`).
         transform (`ImageTransforms`): the image transform (train or eval variant).
+        with_rows (`bool`, *optional*, defaults to `False`): add `"rows"` ("source:row" of each example,
+            for reports) to the batch; it is not a model input.
+
+    An image that cannot be decoded raises an error naming its source, row and file, unless its
+    source's `bad_image_policy` is `"skip"`: then the row is left out, and the batch's
+    `"image_counts"` (`{"served": {source: rows}, "skipped": {source: rows}}`) says so.
 
     A homogeneous batch gets targets for the tasks it serves and a `"tasks"` entry naming them,
     which the model's `forward(tasks=...)` takes to run only those heads. A mixed batch gets
@@ -29,23 +43,47 @@ class MultiTaskCollator:
     runs and sends gradient (zero where nothing is labelled) on every step.
     """
 
-    def __init__(self, task_specs: Sequence[TaskSpec], transform: ImageTransforms, *, with_rows: bool = False):
+    def __init__(
+        self,
+        task_specs: Sequence[TaskSpec],
+        transform: ImageTransforms,
+        *,
+        with_rows: bool = False,
+    ):
         self.task_specs = {spec.name: spec for spec in task_specs}
         self.transform = transform
-        self.with_rows = with_rows  # add "rows" ("source:row" per example) for reports; not a model input
+        self.with_rows = with_rows
 
     def __call__(self, batch: MixtureBatch | Sequence[RawExample]) -> dict:
         examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
         if not examples:
             raise ValueError("cannot collate an empty batch")
-        pixel_values = self.transform.to_tensor([self._image(example) for example in examples])
-        served = tasks if tasks is not None else tuple(self.task_specs)
-        labels = {name: self._targets(self.task_specs[name], examples) for name in served}
+        batch_examples = examples
+        served = Counter(example.source for example in examples)
+        images, kept, skipped = [], [], Counter()
+        for example in examples:
+            try:
+                images.append(self._image(example))
+                kept.append(example)
+            except BadImageError as error:
+                if not example.skip_if_undecodable:
+                    raise
+                skipped[example.source] += 1
+                logger.debug("skipping %s", error)
+        if not kept:
+            raise ValueError(f"no image of this batch of {len(examples)} rows could be decoded "
+                             f"(sources {dict(served)}); the data behind them is broken")  # fmt: skip
+        examples = kept
+        pixel_values = self.transform.to_tensor(images)
+        heads = tasks if tasks is not None else tuple(self.task_specs)
+        labels = {name: self._targets(self.task_specs[name], examples) for name in heads}
         collated = {"pixel_values": pixel_values, "labels": labels}
         if tasks is not None:
             collated["tasks"] = list(tasks)
         if self.with_rows:
             collated["rows"] = [f"{example.source}:{example.row}" for example in examples]
+        if any(example.skip_if_undecodable for example in batch_examples):
+            collated["image_counts"] = {"served": dict(served), "skipped": dict(skipped)}
         return collated
 
     def _image(self, example: RawExample):
@@ -56,7 +94,7 @@ class MultiTaskCollator:
             problem = f"{type(error).__name__}: {error}"
             path = example.image.get("path") if isinstance(example.image, dict) else example.image
             file = f" (file {path})" if isinstance(path, (str, os.PathLike)) else ""
-            raise ValueError(
+            raise BadImageError(
                 f"source {example.source!r}, row {example.row}{file}: cannot decode the image ({problem})"
             ) from error
 
@@ -72,4 +110,4 @@ class MultiTaskCollator:
         return targets
 
 
-__all__ = ["MultiTaskCollator"]
+__all__ = ["BadImageError", "MultiTaskCollator"]

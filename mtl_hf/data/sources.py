@@ -46,6 +46,7 @@ class RawExample:
     labels: dict[str, Any]
     source: str
     row: int | str
+    skip_if_undecodable: bool = False  # the source's bad_image_policy is "skip"
 
 
 class TaskSource:
@@ -78,6 +79,10 @@ class TaskSource:
             Size-based mixing strategies and epochs need it.
         description (`str`, *optional*):
             What the rows are, in a few words, for model cards (e.g. "synthetic 32-px drawings").
+        bad_image_policy (`str`, *optional*, defaults to `"raise"`):
+            An image of this source that cannot be decoded (a truncated file, an error page saved as
+            a photo): `"raise"` stops with an error naming the source, the row and the decoder's
+            message; `"skip"` leaves the row out and counts it (see `max_bad_image_fraction`).
         row_numbers (`Sequence[int]`, *optional*):
             When `data` is a selection of a larger map-style table (a held-out share), each row's
             number in that table, so that errors name the row the user can find. Defaults to the
@@ -95,9 +100,11 @@ class TaskSource:
         streaming: bool = False,
         num_rows: int | None = None,
         description: str | None = None,
+        bad_image_policy: str = "raise",
         row_numbers: Sequence[int] | None = None,
     ):
         self.description = description
+        self.bad_image_policy = check_bad_image_policy(bad_image_policy)
         self.dataset, parquet_files = _load(data, split=split, streaming=streaming)
         # A Hub dataset id, for model cards; local data has none.
         self.hub_id = str(data) if isinstance(data, str) and not Path(data).exists() else None
@@ -162,7 +169,8 @@ class TaskSource:
         tasks = {task: task_options(specs[task], self._columns[task]) for task in task_names}
         return TaskSource(self.dataset, tasks, name=name or self.name, image_column=self.image_column,
                           num_rows=self.num_rows if self.is_streaming else None,
-                          description=self.description, row_numbers=self._row_numbers)  # fmt: skip
+                          description=self.description, bad_image_policy=self.bad_image_policy,
+                          row_numbers=self._row_numbers)  # fmt: skip
 
     def rows(self, indices: Sequence[int]) -> list[RawExample]:
         """The rows at `indices` of a map-style source, encoded."""
@@ -194,7 +202,8 @@ class TaskSource:
                 labels[task] = encoder.encode(row[self._columns[task]])
             except ValueError as error:
                 raise ValueError(f"source {self.name!r}, row {index}: {error}") from None
-        return RawExample(image=row[self.image_column], labels=labels, source=self.name, row=index)
+        return RawExample(image=row[self.image_column], labels=labels, source=self.name, row=index,
+                          skip_if_undecodable=self.bad_image_policy == "skip")  # fmt: skip
 
     def _count_rows(self, num_rows: int | None, parquet_files: list[str], split: str) -> int | None:
         if not self.is_streaming:
@@ -233,6 +242,15 @@ def _close_open_streams() -> None:
     # datasets' Parquet reader finds `pyarrow` already gone and prints "Exception ignored in ...".
     for stream in list(_open_streams):
         stream.close()
+
+
+BAD_IMAGE_POLICIES = ("raise", "skip")
+
+
+def check_bad_image_policy(policy: str) -> str:
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"unknown bad_image_policy {policy!r}; use one of {', '.join(BAD_IMAGE_POLICIES)}")
+    return policy
 
 
 def _rows(dataset: IterableDataset, chunk: int = 256) -> Iterator[dict]:
@@ -475,4 +493,4 @@ def _distinct_names(dataset: Dataset, column: str, nested: bool) -> list[str]:
     return sorted({str(value) for value in values if value is not None})
 
 
-__all__ = ["RawExample", "TaskSource", "load_split", "task_options"]
+__all__ = ["BAD_IMAGE_POLICIES", "RawExample", "TaskSource", "check_bad_image_policy", "load_split", "task_options"]
