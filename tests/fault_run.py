@@ -1,0 +1,69 @@
+"""A short training run for the fault tests (tests/test_faults.py), in its own process(es).
+
+    python tests/fault_run.py OUTPUT_DIR [--resume] [--pause_at_save STEP --marker PREFIX] [--fail_on_rank R]
+
+With --pause_at_save, every rank writes PREFIX.<rank> (holding its pid) when Trainer has written the
+model of checkpoint STEP but before the multi-task state is added, then sleeps: a kill then leaves
+that checkpoint half-written. With --fail_on_rank, that rank raises in its third training step while
+the others go on into the step's collectives.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformers import TrainerCallback  # noqa: E402
+
+from mtl_hf import MultiTaskTrainer  # noqa: E402
+from tests.training_helpers import arguments, new_model, shop_source  # noqa: E402
+
+MAX_STEPS, SAVE_STEPS = 8, 2
+
+
+class PauseWhileSaving(TrainerCallback):
+    def __init__(self, step: int, marker: str):
+        self.step, self.marker = step, marker
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            Path(f"{self.marker}.{args.process_index}").write_text(str(os.getpid()))
+            time.sleep(600)
+
+
+class FailOnRank(TrainerCallback):
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 2 and args.process_index == self.rank:
+            raise RuntimeError(f"rank {self.rank} cannot read its batch (a test failure)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output_dir")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--pause_at_save", type=int)
+    parser.add_argument("--marker")
+    parser.add_argument("--fail_on_rank", type=int)
+    options = parser.parse_args()
+
+    source = shop_source(rows=128)
+    args = arguments(Path(options.output_dir), max_steps=MAX_STEPS, save_strategy="steps", save_steps=SAVE_STEPS,
+                     batch_mode="mixed", weighting="famo", per_device_train_batch_size=8)  # fmt: skip
+    callbacks = []
+    if options.pause_at_save:
+        callbacks.append(PauseWhileSaving(options.pause_at_save, options.marker))
+    if options.fail_on_rank is not None:
+        callbacks.append(FailOnRank(options.fail_on_rank))
+    trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=True if options.resume else None)
+    trainer.save_model(str(Path(options.output_dir) / "final"))
+
+
+if __name__ == "__main__":
+    main()

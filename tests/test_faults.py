@@ -1,0 +1,80 @@
+"""Faults with real signals and real processes: a run killed with SIGKILL (one process; one rank of two)
+while a checkpoint is half-written resumes from the last complete one and ends with the parameters
+of an uninterrupted run; one rank raising ends every rank within a bounded time, showing its error.
+Each takes under a minute (26 s, 36 s and 10 s on 2 cores), so they run in the default test command."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel
+
+from tests.training_helpers import assert_same_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = str(ROOT / "tests" / "fault_run.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1",
+       "PYTHONPATH": str(ROOT)}  # fmt: skip
+# Same float32 kernels on the same thread count, so the only differences would come from the resume
+# itself (optimizer, scheduler, RNG, mixture position, FAMO's state); 1e-5 allows reordered sums.
+TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+
+
+def command(processes: int) -> list[str]:
+    if processes == 1:
+        return [sys.executable, SCRIPT]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--monitor_interval", "0.5", SCRIPT]  # fmt: skip
+
+
+def run(processes: int, *arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*command(processes), *arguments], env=ENV, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)  # fmt: skip
+
+
+def wait_for(paths: list[Path], process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(path.exists() for path in paths):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the run never reached the checkpoint"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_while_saving_then_resume_gives_the_uninterrupted_parameters(tmp_path, processes):
+    straight = run(processes, str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    out, marker = tmp_path / "killed", tmp_path / "saving"
+    process = subprocess.Popen([*command(processes), str(out), "--pause_at_save", "6", "--marker", str(marker)],
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    markers = [Path(f"{marker}.{rank}") for rank in range(processes)]
+    wait_for(markers, process)
+    victim = int(markers[-1].read_text())  # the last rank: with one process, the only one
+    os.kill(victim, signal.SIGKILL)
+    try:
+        process.wait(timeout=60)  # with two ranks the launcher ends the survivor itself
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert (out / "checkpoint-6" / "model.safetensors").exists()  # half-written: model saved, state not
+    assert not (out / "checkpoint-6" / "multitask_state.json").exists()
+
+    resumed = run(processes, str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoint-6 is incomplete" in resumed.stderr and "resuming from" in resumed.stderr
+    assert_same_parameters(AutoModel.from_pretrained(out / "final"), AutoModel.from_pretrained(tmp_path / "straight" /
+                                                                                               "final"), **TOLERANCE)  # fmt: skip
+
+
+def test_one_rank_raising_ends_every_rank_within_seconds_showing_the_error(tmp_path):
+    started = time.monotonic()
+    result = run(2, str(tmp_path / "out"), "--fail_on_rank", "1", timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert "rank 1 cannot read its batch (a test failure)" in result.stderr
+    assert elapsed < 90, elapsed  # the survivor did not wait out its collective's timeout
