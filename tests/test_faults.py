@@ -50,8 +50,8 @@ def test_sigkill_while_saving_then_resume_gives_the_uninterrupted_parameters(tmp
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     out, marker = tmp_path / "killed", tmp_path / "saving"
-    process = subprocess.Popen([*command(processes), str(out), "--pause_at_save", "6", "--marker", str(marker)],
-                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    arguments = [*command(processes), str(out), "--pause_at_save", "6", "--marker", str(marker)]
+    process = subprocess.Popen(arguments, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     markers = [Path(f"{marker}.{rank}") for rank in range(processes)]
     wait_for(markers, process)
     victim = int(markers[-1].read_text())  # the last rank: with one process, the only one
@@ -67,8 +67,8 @@ def test_sigkill_while_saving_then_resume_gives_the_uninterrupted_parameters(tmp
     resumed = run(processes, str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "checkpoint-6 is incomplete" in resumed.stderr and "resuming from" in resumed.stderr
-    assert_same_parameters(AutoModel.from_pretrained(out / "final"), AutoModel.from_pretrained(tmp_path / "straight" /
-                                                                                               "final"), **TOLERANCE)  # fmt: skip
+    uninterrupted = AutoModel.from_pretrained(tmp_path / "straight" / "final")
+    assert_same_parameters(AutoModel.from_pretrained(out / "final"), uninterrupted, **TOLERANCE)
 
 
 def test_one_rank_raising_ends_every_rank_within_seconds_showing_the_error(tmp_path):
