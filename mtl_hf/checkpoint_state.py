@@ -107,7 +107,14 @@ class MultiTaskStateCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
             folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            save_multitask_state(folder, self.get_state())
+            try:
+                save_multitask_state(folder, self.get_state())
+            except OSError as error:
+                raise OSError(
+                    f"could not save the multi-task state into {folder} ({error.strerror or error}); that checkpoint "
+                    "stays incomplete and a resume skips it: free space (or fix the disk) and resume with "
+                    "resume_from_checkpoint=True"
+                ) from error
 
 
 def _split(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:

@@ -419,6 +419,12 @@ def _pool(tokens: torch.Tensor, mode: str) -> torch.Tensor:
 def _backbone_from_config(backbone_config) -> PreTrainedModel:
     # The backbone's own pooler would be an unused parameter (the heads pool the tokens
     # themselves), which costs memory and breaks DDP without find_unused_parameters.
+    model_class = AutoModel._model_mapping.get(type(backbone_config), None)
+    if model_class is not None and getattr(model_class, "main_input_name", "pixel_values") != "pixel_values":
+        raise ValueError(
+            f"backbone model_type {backbone_config.model_type!r} is not a vision model (its input is "
+            f"{model_class.main_input_name!r}, not images): use a vision backbone such as vit, deit or dinov2"
+        )
     kwargs = {"add_pooling_layer": False} if _takes_pooling_flag(type(backbone_config)) else {}
     return AutoModel.from_config(backbone_config, **kwargs)
 

@@ -11,7 +11,9 @@ data -> tasks (from the data) -> model -> trainer -> train -> evaluate every tas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import fcntl
 import json
 import logging
 import math
@@ -188,6 +190,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "recipes/train.py") -
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
     """The recipe's stages, top to bottom; returns the evaluation metrics."""
     _set_up_logging(training_args)
+    with _output_dir_lock(training_args):  # first: two runs must not write into one folder
+        return _run_stages(model_args, data_args, training_args)
+
+
+def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
     resume_point = _resume_point(training_args)
     if resume_point is None:
         _claim_output_dir(training_args)  # before any work: a previous run there is not replaced by accident
@@ -598,6 +605,41 @@ def _resume_point(training_args: MultiTaskTrainingArguments) -> str | bool | Non
     if not os.path.isdir(resume):
         raise FileNotFoundError(f"resume_from_checkpoint: no checkpoint folder at {resume}")
     return resume
+
+
+LOCK_FILE = "_mtl_hf.lock"  # "_": left out of Hub uploads, like scratch files
+
+
+@contextlib.contextmanager
+def _output_dir_lock(training_args: MultiTaskTrainingArguments):
+    """Creates output_dir and holds its lock while the run lasts, so that a second run into the same
+    folder stops at once. The lock is the kernel's (flock): a killed run releases it too."""
+    if training_args.process_index != 0:
+        yield
+        return
+    folder = Path(training_args.output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 (held open while the run lasts)
+    except OSError as error:
+        raise ValueError(f"output_dir {folder} cannot be written ({error.strerror or error}): choose another "
+                         "--output_dir") from None  # fmt: skip
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "unknown"
+        lock.close()
+        raise ValueError(f"output_dir {folder} is in use by another run (pid {owner}): wait for it to end, or "
+                         "choose another --output_dir") from None  # fmt: skip
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    try:
+        yield
+    finally:
+        lock.close()  # releases the lock
 
 
 def _claim_output_dir(training_args: MultiTaskTrainingArguments) -> None:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from mtl_hf.cli import main as cli
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_shop_dataset
-from mtl_hf.recipe import parse_args
+from mtl_hf.recipe import LOCK_FILE, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
@@ -46,6 +46,11 @@ def tiny_digits(tmp_path):
     path = tmp_path / "digits.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
+
+
+def saved_files(folder: Path) -> dict[Path, int]:
+    """Every file's modification time, but the run lock's (each run takes the lock and writes its pid)."""
+    return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file() and path.name != LOCK_FILE}
 
 
 @pytest.fixture
@@ -89,11 +94,11 @@ def test_eval_with_a_task_mapped_to_a_missing_column_names_it(saved_model):
 
 
 def test_a_second_run_into_a_used_output_dir_stops_and_says_how_to_resume(saved_model, tiny_digits):
-    before = {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()}
+    before = saved_files(saved_model)
     line = one_line_error(run_command("recipes/train.py", str(tiny_digits)), "recipes/train.py: error:")
     assert "holds a previous run's checkpoints (checkpoint-2)" in line
     assert "--resume_from_checkpoint true" in line and "--overwrite_output_dir true" in line
-    assert {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()} == before
+    assert saved_files(saved_model) == before
 
     # Asked explicitly: the old checkpoints go, the new run's take their place.
     assert cli(["train", str(tiny_digits), "--overwrite_output_dir", "true", "--max_steps", "1"]) == 0
@@ -101,10 +106,10 @@ def test_a_second_run_into_a_used_output_dir_stops_and_says_how_to_resume(saved_
 
 
 def test_resuming_a_finished_run_changes_nothing(saved_model, tiny_digits, capsys):
-    before = {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()}
+    before = saved_files(saved_model)
     assert cli(["train", str(tiny_digits), "--resume_from_checkpoint", "true"]) == 0
     assert "is complete (" in capsys.readouterr().out
-    assert {path: path.stat().st_mtime_ns for path in saved_model.rglob("*") if path.is_file()} == before
+    assert saved_files(saved_model) == before
 
 
 def test_a_failed_push_leaves_the_local_card_unchanged(saved_model):
