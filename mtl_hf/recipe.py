@@ -325,7 +325,10 @@ def parse_values(values: dict[str, Any], *, where: str = "recipe", parser: HfArg
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown argument(s) {unknown}; see `mtl-hf train --help` for the names")
+        hints = [f"{key} (did you mean {close[0]}?)" for key in unknown
+                 if (close := difflib.get_close_matches(key, sorted(known), n=1))]  # fmt: skip
+        hint = f" - {', '.join(hints)}" if hints else ""
+        raise ValueError(f"{where}: unknown argument(s) {unknown}{hint}; see `mtl-hf train --help` for the names")
     return parser.parse_dict(values)
 
 

@@ -214,7 +214,7 @@ class TaskMixture:
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(
                 f"this state was saved with seed {state['seed']}, but the mixture has seed {self.seed}: "
-                "resuming would replay a different sequence"
+                f"resuming would replay a different sequence; resume with seed {state['seed']}, or start a fresh run"
             )
         self._epoch = int(state["epoch"])
         self._start_step = int(state["step"])
