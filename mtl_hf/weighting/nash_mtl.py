@@ -55,6 +55,14 @@ class NashMTL(GramianWeighting):
         return self._solvers[tasks]
 
     def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
+        if len(tasks) == 1:
+            # One player's bargaining solution, w * ||g||^2 = 1 / w: w = 1 / ||g|| (the convex program that
+            # torchjd poses has no 1 x 1 form). A zero gradient keeps weight 1: there is nothing to scale.
+            squared_norm = float(gramian[0, 0])
+            weight = 1.0 / squared_norm**0.5 if squared_norm > 1e-24 else 1.0
+            if self.max_norm > 0 and squared_norm > 1e-24:
+                weight *= min(1.0, self.max_norm)  # the combined gradient w * g has norm 1 before clipping
+            return torch.tensor([weight], dtype=torch.float64)
         with warnings.catch_warnings():
             # cvxpy notes at every solve that this parameterised problem cannot be cached (not DPP).
             warnings.filterwarnings("ignore", message=".*not DPP.*")

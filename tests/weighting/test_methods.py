@@ -326,3 +326,15 @@ def test_every_method_is_documented_with_its_paper():
     for name, cls in WEIGHTING_METHODS.items():
         assert cls.paper, name
         assert cls.__doc__ and len(cls.__doc__.split()) > 10, name
+
+
+@pytest.mark.parametrize("name", [name for name, cls in WEIGHTING_METHODS.items() if cls.uses_gradients])
+def test_a_step_with_one_present_task_gets_a_finite_weight(name):
+    """Found by tests/test_properties.py: Nash-MTL's convex program cannot be posed for one task."""
+    gradient = torch.tensor([[3.0, 4.0, 0.0]], dtype=torch.float64)
+    others = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    jacobian = torch.cat([gradient, others])
+    weights = build_weighting(name, TASKS).host_weights(jacobian @ jacobian.T, torch.tensor([True, False, False]))
+    assert torch.isfinite(weights).all() and weights[0] > 0 and (weights[1:] == 0).all()
+    if name == "nash_mtl":
+        assert weights[0].item() == pytest.approx(1 / 5)  # the one-player bargaining solution: w = 1 / ||g||
