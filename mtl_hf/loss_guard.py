@@ -78,7 +78,8 @@ class LossGuard:
         listed = ", ".join(batch_rows[:_ROWS_SHOWN]) + (
             f", ... ({len(batch_rows)} rows)" if len(batch_rows) > _ROWS_SHOWN else ""
         )
-        where = f"; the batch's rows {listed}" if batch_rows else ""
+        # The losses are reduced over the ranks, so the culprit rows may be on any rank: each names its own.
+        where = f"; this rank's batch holds rows {listed}" if batch_rows else ""
         plural = "s" if len(tasks) > 1 else ""
         return f"step {step}: non-finite loss in task{plural} {shown}{where}"
 

@@ -5,7 +5,8 @@
 With --pause_at_save, every rank writes PREFIX.<rank> (holding its pid) when Trainer has written the
 model of checkpoint STEP but before the multi-task state is added, then sleeps: a kill then leaves
 that checkpoint half-written. With --fail_on_rank, that rank raises in its third training step while
-the others go on into the step's collectives.
+the others go on into the step's collectives; with --overflow_on_rank, only that rank's loss is inf in the
+third step.
 """
 
 import argparse
@@ -43,6 +44,18 @@ class FailOnRank(TrainerCallback):
             raise RuntimeError(f"rank {self.rank} cannot read its batch (a test failure)")
 
 
+def overflow_size_loss(trainer: MultiTaskTrainer, rank: int) -> None:
+    """In step 3, only `rank` gets `size` targets whose squared error overflows to inf."""
+    original = trainer.training_step
+
+    def training_step(model, inputs, *args, **kwargs):
+        if trainer.state.global_step == 2 and trainer.args.process_index == rank and "size" in inputs["labels"]:
+            inputs["labels"]["size"] = inputs["labels"]["size"].nan_to_num(0.5) * 0 + 1e30
+        return original(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
@@ -50,6 +63,7 @@ def main() -> None:
     parser.add_argument("--pause_at_save", type=int)
     parser.add_argument("--marker")
     parser.add_argument("--fail_on_rank", type=int)
+    parser.add_argument("--overflow_on_rank", type=int)
     options = parser.parse_args()
 
     source = shop_source(rows=128)
@@ -61,6 +75,8 @@ def main() -> None:
     if options.fail_on_rank is not None:
         callbacks.append(FailOnRank(options.fail_on_rank))
     trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source, callbacks=callbacks)
+    if options.overflow_on_rank is not None:
+        overflow_size_loss(trainer, options.overflow_on_rank)
     trainer.train(resume_from_checkpoint=True if options.resume else None)
     trainer.save_model(str(Path(options.output_dir) / "final"))
 

@@ -78,3 +78,11 @@ def test_one_rank_raising_ends_every_rank_within_seconds_showing_the_error(tmp_p
     assert result.returncode != 0
     assert "rank 1 cannot read its batch (a test failure)" in result.stderr
     assert elapsed < 90, elapsed  # the survivor did not wait out its collective's timeout
+
+
+def test_an_overflow_that_only_one_rank_sees_stops_both_ranks_at_the_same_step(tmp_path):
+    result = run(2, str(tmp_path / "out"), "--overflow_on_rank", "0", timeout=120)
+    assert result.returncode != 0
+    # The guard reads the losses after the ranks' reduction, so rank 1 stops at step 3 too, not in a collective.
+    for rank in (0, 1):
+        assert f"[rank{rank}]: FloatingPointError: step 3: non-finite loss in task 'size'" in result.stderr

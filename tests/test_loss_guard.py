@@ -40,7 +40,7 @@ def test_stop_names_the_task_the_step_and_the_rows_and_leaves_the_weights_finite
         trainer.train()
     message = str(stopped.value)
     assert message.startswith("step 3: non-finite loss in task 'size' (inf)"), message
-    assert "rows shop:" in message and "nan_policy" in message
+    assert "this rank's batch holds rows shop:" in message and "nan_policy" in message
     assert trainer.state.global_step == 2
     assert all(torch.isfinite(p).all() for p in parameters(trainer.model).values())
 
