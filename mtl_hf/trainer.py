@@ -197,7 +197,8 @@ class MultiTaskTrainer(Trainer):
             ):
                 raise ValueError(
                     f"task {spec.name!r} differs between the data ({spec.type}, labels {spec.labels}) and the model "
-                    f"({model_spec.type}, labels {model_spec.labels})"
+                    f"({model_spec.type}, labels {model_spec.labels}): give the task the model's labels, or give the "
+                    "model a new head for it (remove_task / add_task)"
                 )
         return mixture
 
@@ -481,7 +482,8 @@ class MultiTaskTrainer(Trainer):
             if state["weighting_name"] != self.weighting.name:
                 raise ValueError(
                     f"the checkpoint was trained with weighting {state['weighting_name']!r}, "
-                    f"this trainer uses {self.weighting.name!r}"
+                    f"this trainer uses {self.weighting.name!r}: resume with weighting {state['weighting_name']!r}, "
+                    "or start a fresh run in another output_dir"
                 )
             self.weighting.load_state_dict(state["weighting"])
             self._pending_mixture_state = state["mixture"]

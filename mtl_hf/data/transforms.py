@@ -67,6 +67,9 @@ def _image_from_array(array: np.ndarray) -> Image.Image:
         array = array[..., 0]
     if array.ndim not in (2, 3):
         raise ValueError(f"an image array needs shape (H, W), (H, W, C) or (C, H, W), got {array.shape}")
+    if array.ndim == 3 and array.shape[-1] not in (2, 3, 4):
+        raise ValueError(f"an image array needs 1, 2 (grey + alpha), 3 or 4 channels, got {array.shape[-1]} "
+                         f"(shape {array.shape})")  # fmt: skip
     if array.dtype != np.uint8:
         scale = 255.0 if array.size and float(np.nanmax(array)) <= 1.0 else 1.0
         array = np.clip(np.nan_to_num(array.astype(np.float64)) * scale, 0, 255).astype(np.uint8)
