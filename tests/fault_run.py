@@ -6,10 +6,11 @@ With --pause_at_save, every rank writes PREFIX.<rank> (holding its pid) when Tra
 model of checkpoint STEP but before the multi-task state is added, then sleeps: a kill then leaves
 that checkpoint half-written. With --fail_on_rank, that rank raises in its third training step while
 the others go on into the step's collectives; with --overflow_on_rank, only that rank's loss is inf in the
-third step.
+third step; with --salted, it trains on a Parquet file with broken images under bad_image_policy: skip.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from transformers import TrainerCallback  # noqa: E402
 
 from mtl_hf import MultiTaskTrainer  # noqa: E402
+from mtl_hf.data import TaskSource  # noqa: E402
 from tests.training_helpers import arguments, new_model, shop_source  # noqa: E402
 
 MAX_STEPS, SAVE_STEPS = 8, 2
@@ -64,11 +66,16 @@ def main() -> None:
     parser.add_argument("--marker")
     parser.add_argument("--fail_on_rank", type=int)
     parser.add_argument("--overflow_on_rank", type=int)
+    parser.add_argument("--salted", help="train on this Parquet file's category and colour, skipping bad images")
+    parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     options = parser.parse_args()
 
     source = shop_source(rows=128)
-    args = arguments(Path(options.output_dir), max_steps=MAX_STEPS, save_strategy="steps", save_steps=SAVE_STEPS,
-                     batch_mode="mixed", weighting="famo", per_device_train_batch_size=8)  # fmt: skip
+    if options.salted:
+        source = TaskSource(options.salted, ["category", "colour"], name="catalogue", bad_image_policy="skip")
+    args = arguments(Path(options.output_dir), max_steps=options.max_steps, save_strategy="steps",
+                     save_steps=SAVE_STEPS, batch_mode="mixed", weighting="famo", per_device_train_batch_size=8,
+                     max_bad_image_fraction=0.2)  # fmt: skip
     callbacks = []
     if options.pause_at_save:
         callbacks.append(PauseWhileSaving(options.pause_at_save, options.marker))
@@ -77,7 +84,9 @@ def main() -> None:
     trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source, callbacks=callbacks)
     if options.overflow_on_rank is not None:
         overflow_size_loss(trainer, options.overflow_on_rank)
-    trainer.train(resume_from_checkpoint=True if options.resume else None)
+    output = trainer.train(resume_from_checkpoint=True if options.resume else None)
+    if trainer.is_world_process_zero():
+        print("TRAIN_METRICS", json.dumps(output.metrics))
     trainer.save_model(str(Path(options.output_dir) / "final"))
 
 

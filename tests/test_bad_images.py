@@ -42,16 +42,20 @@ def salted_images() -> dict[int, tuple[str, bytes, bool]]:
     }
 
 
-@pytest.fixture(scope="module")
-def salted_parquet(tmp_path_factory):
+def salted_rows() -> datasets.Dataset:
     rows = load_shop_dataset(GOOD_ROWS, missing_rate=0.0).cast_column("image", datasets.Image(decode=False))
     salt = salted_images()
 
     def salted(row, index):
         return {"image": {"bytes": salt[index][1], "path": None}} if index in salt else row
 
+    return rows.map(salted, with_indices=True)
+
+
+@pytest.fixture(scope="module")
+def salted_parquet(tmp_path_factory):
     folder = tmp_path_factory.mktemp("salted")
-    rows.map(salted, with_indices=True).to_parquet(str(folder / "catalogue.parquet"))
+    salted_rows().to_parquet(str(folder / "catalogue.parquet"))
     return folder / "catalogue.parquet"
 
 

@@ -86,3 +86,17 @@ def test_an_overflow_that_only_one_rank_sees_stops_both_ranks_at_the_same_step(t
     # The guard reads the losses after the ranks' reduction, so rank 1 stops at step 3 too, not in a collective.
     for rank in (0, 1):
         assert f"[rank{rank}]: FloatingPointError: step 3: non-finite loss in task 'size'" in result.stderr
+
+
+def test_skipped_images_on_two_ranks_are_counted_once_and_keep_the_ranks_in_step(tmp_path):
+    import json
+
+    from tests.test_bad_images import GOOD_ROWS, salted_rows
+
+    salted_rows().to_parquet(str(tmp_path / "salted.parquet"))
+    # 6 steps x batch 8 x 2 ranks = 96 rows = 2 passes over the 48: each broken photo is met twice in all.
+    result = run(2, str(tmp_path / "out"), "--salted", str(tmp_path / "salted.parquet"), "--max_steps", "6",
+                 timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout.split("TRAIN_METRICS", 1)[1].splitlines()[0])
+    assert metrics["bad_images_catalogue"] == 4 and GOOD_ROWS == 48
