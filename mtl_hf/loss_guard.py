@@ -69,8 +69,7 @@ class LossGuard:
         return False
 
     def _describe(self, step, finite, means, rows) -> str:
-        bad_batches = [index for index in range(finite.shape[0]) if not bool(finite[index].all())]
-        first = bad_batches[0]
+        first = next(index for index in range(finite.shape[0]) if not bool(finite[index].all()))
         values = host.to_host(means[first])
         tasks = [name for name, ok in zip(self.task_names, finite[first].tolist(), strict=True) if not ok]
         shown = ", ".join(f"{name!r} ({values[self.task_names.index(name)].item():g})" for name in tasks)

@@ -35,7 +35,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from .data import ImageTransforms, TaskSource, load_digits_dataset, load_shop_dataset
-from .data.sources import check_bad_image_policy, require_path_or_hub_id, task_options
+from .data.sources import check_bad_image_policy, require_path_or_hub_id
 from .distributed import is_distributed
 from .metrics import PRIMARY_METRIC
 from .modeling_mtl_vit import MultiTaskViTModel
@@ -444,14 +444,14 @@ def _load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, Ta
                            num_rows=count if settings["streaming"] else None, **common)  # fmt: skip
         if eval_rows is None:
             return _hold_out(train, settings, seed)
-        return train, TaskSource(eval_rows, _fixed_tasks(train), name=f"{train.name}_eval", **common)
+        return train, TaskSource(eval_rows, train.fixed_tasks(), name=f"{train.name}_eval", **common)
 
     if settings["dataset_options"]:
         raise ValueError(f"dataset_options apply to built-in datasets ({_builtin_names()}), not to {dataset!r}")
     train = TaskSource(dataset, tasks, name=name, split=settings["train_split"], streaming=settings["streaming"],
                        num_rows=settings["num_rows"], **common)  # fmt: skip
     if settings["eval_split"]:
-        evaluation = TaskSource(dataset, _fixed_tasks(train), name=f"{train.name}_{settings['eval_split']}",
+        evaluation = TaskSource(dataset, train.fixed_tasks(), name=f"{train.name}_{settings['eval_split']}",
                                 split=settings["eval_split"], streaming=settings["streaming"], **common)  # fmt: skip
         return train, evaluation
     return _hold_out(train, settings, seed)
@@ -501,20 +501,12 @@ def _hold_out(source: TaskSource, settings: dict[str, Any], seed: int) -> tuple[
     # A seeded split whose rows keep their numbers in the source, so errors name rows the user can find.
     order = np.random.default_rng(seed).permutation(source.num_rows)
     held = math.ceil(source.num_rows * fraction)
-    tasks = _fixed_tasks(source)
-    common = {"image_column": source.image_column, "description": source.description,
-              "bad_image_policy": source.bad_image_policy}  # fmt: skip
 
     def part(rows: np.ndarray, name: str) -> TaskSource:
         rows = np.sort(rows)  # sorted rows read in order from the Arrow table; the mixture shuffles them
-        return TaskSource(source.dataset.select(rows), tasks, name=name, row_numbers=rows, **common)
+        return source.derived(source.dataset.select(rows), name=name, row_numbers=rows)
 
     return part(order[held:], source.name), part(order[:held], f"{source.name}_eval")
-
-
-def _fixed_tasks(source: TaskSource) -> dict[str, dict[str, Any]]:
-    # The training source's specs, labels included, so that every split encodes labels the same way.
-    return {spec.name: task_options(spec, source.columns[spec.name]) for spec in source.task_specs}
 
 
 def _first_rows(source: TaskSource, count: int) -> TaskSource:
@@ -523,9 +515,7 @@ def _first_rows(source: TaskSource, count: int) -> TaskSource:
     else:
         rows, num_rows = source.dataset.select(range(min(count, len(source.dataset)))), None
     row_numbers = None if source.is_streaming else source.row_numbers[: len(rows)]
-    return TaskSource(rows, _fixed_tasks(source), name=source.name, image_column=source.image_column,
-                      num_rows=num_rows, description=source.description, row_numbers=row_numbers,
-                      bad_image_policy=source.bad_image_policy)  # fmt: skip
+    return source.derived(rows, num_rows=num_rows, row_numbers=row_numbers)
 
 
 def _given_flags(parser: HfArgumentParser, flags: Sequence[str]) -> dict[str, Any]:

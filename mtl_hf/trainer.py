@@ -454,10 +454,6 @@ class MultiTaskTrainer(Trainer):
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
         return resume_from_checkpoint or None
 
-    def _is_complete(self, checkpoint: str) -> bool:
-        reached, planned = self.completed_steps(checkpoint)
-        return reached >= planned
-
     def _restore_complete_run(self, checkpoint: str) -> TrainOutput:
         # Trainer would take one more step past the end (and save it); a finished run only needs
         # its weights and state back.
@@ -477,7 +473,8 @@ class MultiTaskTrainer(Trainer):
         resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
         if resume_from_checkpoint:
             state = load_multitask_state(resume_from_checkpoint)  # first: it says what is wrong with the folder
-            if self._is_complete(resume_from_checkpoint):
+            reached, planned = self.completed_steps(resume_from_checkpoint)
+            if reached >= planned:
                 return self._restore_complete_run(resume_from_checkpoint)
             if state["weighting_name"] != self.weighting.name:
                 raise ValueError(
@@ -521,7 +518,8 @@ class MultiTaskTrainer(Trainer):
         model.eval()
         collator = MultiTaskCollator(list(self.task_specs.values()), self.image_transforms.eval())
         logits, labels, loss_sums, counts = defaultdict(list), defaultdict(list), defaultdict(float), defaultdict(int)
-        bad_images = {source.name: 0 for source in sources.values() if source.bad_image_policy == "skip"}
+        skipping = [source.name for source in sources.values() if source.bad_image_policy == "skip"]
+        bad_images = BadImageTally(skipping, max_fraction=1.0, device=self.args.device) if skipping else None
         rows_seen = 0
         for source in sources.values():
             for name in source.task_names:
@@ -535,9 +533,9 @@ class MultiTaskTrainer(Trainer):
                 progress.update()
                 # A batch of one source: targets and heads for its tasks only.
                 inputs = self._prepare_inputs(collator(MixtureBatch(batch, tuple(source.task_names))))
-                image_counts = inputs.pop("image_counts", None)
-                if image_counts is not None:  # rows whose image could not be decoded (bad_image_policy: skip)
-                    bad_images[source.name] += image_counts["skipped"].get(source.name, 0)
+                image_counts = inputs.pop("image_counts", None)  # rows left out (bad_image_policy: skip)
+                if bad_images is not None:
+                    bad_images.add(image_counts)
                 with self.compute_loss_context_manager():
                     outputs = model(**inputs)
                 kept = inputs["pixel_values"].shape[0]
@@ -550,7 +548,6 @@ class MultiTaskTrainer(Trainer):
             progress.close()
         logits, labels = _gather(logits), _gather(labels)
         loss_sums, counts = _gather_sums(loss_sums), _gather_sums(counts)
-        bad_images = _gather_sums(bad_images) if bad_images else {}
         rows_seen = int(sum(_gather_sums({"rows": rows_seen}).values()))
 
         metrics, primaries = {}, []
@@ -562,7 +559,8 @@ class MultiTaskTrainer(Trainer):
             primaries.append(scores[PRIMARY_METRIC[spec.type]])
         metrics[f"{prefix}_loss"] = float(np.mean([metrics[f"{prefix}_{n}_loss"] for n in logits]))
         metrics[f"{prefix}_average_score"] = float(np.nanmean(primaries))
-        metrics.update({f"{prefix}_bad_images_{name}": int(count) for name, count in bad_images.items()})
+        if bad_images is not None:  # counted, not limited: evaluation reports what the data holds
+            metrics.update({f"{prefix}_{key}": count for key, count in bad_images.check().items()})
         metrics.update(speed_metrics(prefix, started, num_samples=rows_seen))
         return PredictionOutput(predictions=dict(logits), label_ids=dict(labels), metrics=metrics)
 

@@ -58,8 +58,6 @@ class MultiTaskCollator:
         examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
         if not examples:
             raise ValueError("cannot collate an empty batch")
-        batch_examples = examples
-        served = Counter(example.source for example in examples)
         images, kept, skipped = [], [], Counter()
         for example in examples:
             try:
@@ -70,19 +68,18 @@ class MultiTaskCollator:
                     raise
                 skipped[example.source] += 1
                 logger.debug("skipping %s", error)
+        served = Counter(example.source for example in examples)
         if not kept:
             raise ValueError(f"no image of this batch of {len(examples)} rows could be decoded "
                              f"(sources {dict(served)}); the data behind them is broken")  # fmt: skip
-        examples = kept
-        pixel_values = self.transform.to_tensor(images)
         heads = tasks if tasks is not None else tuple(self.task_specs)
-        labels = {name: self._targets(self.task_specs[name], examples) for name in heads}
-        collated = {"pixel_values": pixel_values, "labels": labels}
+        labels = {name: self._targets(self.task_specs[name], kept) for name in heads}
+        collated = {"pixel_values": self.transform.to_tensor(images), "labels": labels}
         if tasks is not None:
             collated["tasks"] = list(tasks)
         if self.with_rows:
-            collated["rows"] = [f"{example.source}:{example.row}" for example in examples]
-        if any(example.skip_if_undecodable for example in batch_examples):
+            collated["rows"] = [f"{example.source}:{example.row}" for example in kept]
+        if any(example.skip_if_undecodable for example in examples):
             collated["image_counts"] = {"served": dict(served), "skipped": dict(skipped)}
         return collated
 

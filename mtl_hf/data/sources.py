@@ -160,17 +160,35 @@ class TaskSource:
         """Each row's number in the table it was selected from (see `row_numbers` above)."""
         return self._row_numbers.tolist() if self._row_numbers is not None else list(range(self.num_rows))
 
+    def fixed_tasks(self, task_names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """This source's tasks (or `task_names` of them) as `tasks=` options, labels included, so that
+        another split or selection encodes labels exactly as this source does."""
+        specs = {spec.name: spec for spec in self.task_specs}
+        return {task: task_options(specs[task], self._columns[task]) for task in (task_names or specs)}
+
+    def derived(
+        self,
+        dataset: Any,
+        *,
+        task_names: Sequence[str] | None = None,
+        name: str | None = None,
+        num_rows: int | None = None,
+        row_numbers: Sequence[int] | None = None,
+    ) -> TaskSource:
+        """A source over `dataset` (these rows, or a selection of them) with this source's tasks (or
+        `task_names` of them), labels, image column, description and bad_image_policy."""
+        return TaskSource(dataset, self.fixed_tasks(task_names), name=name or self.name,
+                          image_column=self.image_column, num_rows=num_rows, description=self.description,
+                          bad_image_policy=self.bad_image_policy, row_numbers=row_numbers)  # fmt: skip
+
     def with_tasks(self, task_names: Sequence[str], *, name: str | None = None) -> TaskSource:
         """The same rows labelling only `task_names` (with this source's labels), e.g. for a single-task baseline."""
         unknown = [task for task in task_names if task not in self._columns]
         if unknown:
             raise ValueError(f"source {self.name!r} has no task(s) {unknown}; its tasks are {self.task_names}")
-        specs = {spec.name: spec for spec in self.task_specs}
-        tasks = {task: task_options(specs[task], self._columns[task]) for task in task_names}
-        return TaskSource(self.dataset, tasks, name=name or self.name, image_column=self.image_column,
-                          num_rows=self.num_rows if self.is_streaming else None,
-                          description=self.description, bad_image_policy=self.bad_image_policy,
-                          row_numbers=self._row_numbers)  # fmt: skip
+        return self.derived(self.dataset, task_names=task_names, name=name,
+                            num_rows=self.num_rows if self.is_streaming else None,
+                            row_numbers=self._row_numbers)  # fmt: skip
 
     def rows(self, indices: Sequence[int]) -> list[RawExample]:
         """The rows at `indices` of a map-style source, encoded."""
