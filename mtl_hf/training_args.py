@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from .data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
+from .data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED, default_num_workers
 from .gradient_path import GRADIENT_SPACES
 from .loss_guard import NAN_POLICIES
 from .weighting import WEIGHTING_METHODS, check_weighting_options
@@ -95,8 +95,19 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=False, metadata={"help": "Kept False: the task data carries images, not model-signature columns."}
     )
 
+    dataloader_num_workers: int = field(
+        default=-1,
+        metadata={"help": "DataLoader worker processes that decode and augment images; -1 (default): "
+                  "default_num_workers(), enough to feed one accelerator and none when training on the CPU."},
+    )  # fmt: skip
+
     def __post_init__(self):
         super().__post_init__()
+        if self.dataloader_num_workers == -1:
+            self.dataloader_num_workers = default_num_workers(use_cpu=self.use_cpu)
+        elif self.dataloader_num_workers < 0:
+            raise ValueError(f"dataloader_num_workers must be >= 0 (or -1 for the default), got "
+                             f"{self.dataloader_num_workers}")  # fmt: skip
         self.sampling_weights = _json_dict("sampling_weights", self.sampling_weights)
         self.weighting_options = _json_dict("weighting_options", self.weighting_options) or {}
         for name, value, choices in [

@@ -1,6 +1,7 @@
 """The benchmark scripts run where CI runs: the GPU check on a CPU-only machine, a short overhead table."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,16 @@ def test_trainer_overhead_prints_a_row_per_method_and_gradient_space(methods):
         assert label in labels, labels
     ratios = {row[0]: row[2] for row in table_rows(output)}
     assert float(ratios["weighting pcgrad (parameters), 4 tasks"]) > 0
+
+
+def test_jpeg_decode_bench_prints_both_decodes_and_the_workers_a_gpu_needs():
+    output = run("jpeg_decode.py", "--images", "6", "--image_size", "480", "--repeats", "1")
+    pattern = r"^(train|eval) +([\d.]+) +([\d.]+) +([\d.]+)x$"
+    rows = {match[1]: match.groups()[1:] for match in re.finditer(pattern, output, re.MULTILINE)}
+    assert set(rows) == {"train", "eval"}
+    for row in rows.values():
+        full, draft, ratio = map(float, row)
+        assert full > 0 and draft > 0 and ratio == pytest.approx(draft / full, abs=0.01)
+    assert "full decode mean 0.000, max 0.0" in output  # without draft mode the eval transform is the processor
+    workers = [line.split()[2] for line in output.splitlines() if line.startswith(("  full decode", "  draft mode"))]
+    assert len(workers) == 2 and all(int(count) >= 1 for count in workers)

@@ -14,7 +14,7 @@ from ..configuration_mtl_vit import TaskSpec
 from ..modeling_mtl_vit import MISSING_CLASS, check_target_values
 from .mixture import MixtureBatch
 from .sources import RawExample
-from .transforms import ImageTransforms, decode_image
+from .transforms import ImageTransforms
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class MultiTaskCollator:
     def _image(self, example: RawExample):
         try:
             # PIL decodes lazily: a truncated file fails at the first pixel access, so resizing is inside too.
-            return self.transform.resize(decode_image(example.image))
+            return self.transform.resize(self.transform.decode(example.image))
         except Exception as error:  # PIL raises many kinds; all mean the same to the user
             problem = f"{type(error).__name__}: {error}"
             path = example.image.get("path") if isinstance(example.image, dict) else example.image

@@ -68,8 +68,20 @@ _SUPERSAMPLE = 2
 _TAG_PROBABILITY = 0.3
 
 
-def shop_row(index: int, *, seed: int = 0, missing_rate: float = 0.2, image_size: int = 32) -> dict:
-    """Row `index` of the shop data for `seed`: a PNG `image` and the five label columns."""
+def shop_row(
+    index: int,
+    *,
+    seed: int = 0,
+    missing_rate: float = 0.2,
+    image_size: int = 32,
+    image_format: str = "PNG",
+    grain: float = 0.0,
+) -> dict:
+    """Row `index` of the shop data for `seed`: an encoded `image` and the five label columns.
+
+    `image_format="JPEG"` encodes at quality 90, as shops store photos; `grain` adds Gaussian noise
+    of that many grey levels (a camera's), so that large JPEGs carry detail to decode, as photos do.
+    """
     rng = np.random.default_rng([seed, index])
     category = int(rng.integers(len(CATEGORIES)))
     colour = int(rng.integers(len(COLOURS)))
@@ -77,9 +89,12 @@ def shop_row(index: int, *, seed: int = 0, missing_rate: float = 0.2, image_size
     tags = [i for i in range(len(TAGS)) if rng.random() < _TAG_PROBABILITY]
     size = float(rng.uniform(*SIZE_RANGE))
     image = _draw(rng, category, colour, pattern, tags, size, image_size)
+    if grain > 0:
+        noise = np.random.default_rng([seed, index, 1]).normal(0.0, grain, size=(image_size, image_size, 3))
+        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
 
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
     row = {
         "image": {"bytes": buffer.getvalue(), "path": None},
         "category": category,
