@@ -2,6 +2,7 @@
 
 mtl-hf train CONFIG.yaml [--key value ...]
 mtl-hf compare CONFIG.yaml [--methods equal,famo,...] [--seeds 3] [--budget per-task|total]
+mtl-hf prepare CATALOGUE OUTPUT --image_column path --tasks category,colour,... [--size 256] [--master local[*]]
 mtl-hf eval MODEL DATA [--split validation] [--json]
 mtl-hf predict MODEL IMAGE [IMAGE ...] [--top_k 3] [--json]
 mtl-hf push MODEL REPO_ID [--private]
@@ -45,6 +46,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"mtl-hf compare: error: {error}", file=sys.stderr)
             return 2
         return 0
+    if argv and argv[0] == "prepare":
+        from .prepare import main as prepare_main
+
+        if len(argv) == 1:
+            parser.parse_args(["prepare", "--help"])
+        try:
+            prepare_main(argv[1:])
+        except (ImportError, OSError, ValueError) as error:
+            print(f"mtl-hf prepare: error: {_first_line(error)}", file=sys.stderr)
+            return 2
+        return 0
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         print(f"mtl-hf {args.command}: error: {_unknown_flags_message(commands_of(parser)[args.command], unknown)}",
@@ -79,6 +91,13 @@ def _build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=summary, description=description)
         command.add_argument("config", help="the recipe YAML, e.g. recipes/configs/demo.yaml")
         command.add_argument("arguments", nargs=argparse.REMAINDER, help=rest)
+
+    prepare = commands.add_parser(
+        "prepare", help="a catalogue of product photos -> Parquet shards for training, on Spark",
+        description="Decode, check, resize and label a catalogue's photos on Spark and write Parquet shards; "
+                    "`mtl-hf prepare --help` lists the options.",
+    )  # fmt: skip
+    prepare.add_argument("arguments", nargs=argparse.REMAINDER, help="CATALOGUE OUTPUT --image_column ... --tasks ...")
 
     evaluate = commands.add_parser("eval", help="score a saved model on labelled data, task by task")
     evaluate.add_argument("model", help="a saved model folder or Hub id")

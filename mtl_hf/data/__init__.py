@@ -17,7 +17,7 @@ from .mixture import (
     TaskMixture,
     default_num_workers,
 )
-from .shop import load_shop_dataset, shop_row, write_shop_parquet
+from .shop import load_shop_dataset, shop_row, write_shop_catalogue, write_shop_parquet
 from .sources import RawExample, TaskSource
 from .transforms import ImageTransforms, decode_image, to_rgb
 
@@ -38,5 +38,6 @@ __all__ = [
     "load_shop_dataset",
     "shop_row",
     "to_rgb",
+    "write_shop_catalogue",
     "write_shop_parquet",
 ]

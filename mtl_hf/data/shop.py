@@ -162,6 +162,63 @@ def write_shop_parquet(
     return [job["path"] for job in jobs]
 
 
+BROKEN_PHOTOS = ("truncated", "html_page", "missing_file", "no_path")
+
+
+def write_shop_catalogue(
+    directory: str | Path,
+    num_rows: int,
+    *,
+    image_sizes: tuple[int, ...] = (96, 128, 160),
+    seed: int = 0,
+    missing_rate: float = 0.2,
+    broken_rate: float = 0.0,
+) -> Path:
+    """Writes a shop catalogue as a shop keeps one: JPEG photos in `directory/photos/` and
+    `directory/catalogue.csv` with a `path` column (relative to the CSV) and the attributes as text
+    (`tags` as `sale|new`; empty cells where missing). Row i's photo is `image_sizes[i % len]` px.
+
+    A share `broken_rate` of the rows is broken, in turn each way of `BROKEN_PHOTOS`: a JPEG cut
+    in half, an HTML error page saved as `.jpg`, a path to no file, an empty path. Returns the CSV.
+    """
+    import csv
+
+    _check_options(num_rows, missing_rate, min(image_sizes))
+    if not 0.0 <= broken_rate < 1.0:
+        raise ValueError(f"broken_rate must be in [0, 1), got {broken_rate!r}")
+    directory = Path(directory)
+    (directory / "photos").mkdir(parents=True, exist_ok=True)
+    broken_rng = np.random.default_rng([seed, 2])
+    csv_path = directory / "catalogue.csv"
+    with open(csv_path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "category", "colour", "pattern", "tags", "size"])
+        broken = 0
+        for index in range(num_rows):
+            size = image_sizes[index % len(image_sizes)]
+            row = shop_row(index, seed=seed, missing_rate=missing_rate, image_size=size, image_format="JPEG", grain=2.0)
+            path = f"photos/{index:07d}.jpg"
+            photo = row["image"]["bytes"]
+            if broken_rng.random() < broken_rate:
+                kind = BROKEN_PHOTOS[broken % len(BROKEN_PHOTOS)]
+                broken += 1
+                error_page = b"<html><body>502 Bad Gateway</body></html>"
+                photo = {"truncated": photo[: len(photo) // 2], "html_page": error_page}.get(kind)
+                path = "" if kind == "no_path" else path
+            if photo is not None:
+                (directory / path).write_bytes(photo)
+            tags = row["tags"]
+            writer.writerow([
+                path,
+                "" if row["category"] is None else CATEGORIES[row["category"]],
+                "" if row["colour"] is None else list(COLOURS)[row["colour"]],
+                "" if row["pattern"] is None else PATTERNS[row["pattern"]],
+                "" if tags is None else "|".join(TAGS[tag] for tag in tags),
+                "" if row["size"] is None else row["size"],
+            ])  # fmt: skip
+    return csv_path
+
+
 def _write_shard(path: Path, start: int, num_rows: int, **options) -> int:
     load_shop_dataset(num_rows, start=start, **options).to_parquet(str(path))
     return num_rows
@@ -245,5 +302,6 @@ __all__ = [
     "iter_shop_rows",
     "load_shop_dataset",
     "shop_row",
+    "write_shop_catalogue",
     "write_shop_parquet",
 ]

@@ -1,0 +1,18 @@
+"""A product catalogue (a table whose rows point to photos) -> Parquet shards for training, on Spark.
+
+    python recipes/prepare_catalogue.py outputs/catalogue/catalogue.csv outputs/catalogue-shards \
+        --image_column path --tasks category,colour,pattern,tags:multilabel,size --size 64 --master "local[2]"
+
+Then train from the shards: `dataset: outputs/catalogue-shards` in a recipe YAML. The logic lives in
+`mtl_hf/prepare.py`, where `mtl-hf prepare` runs it too; `--help` lists every option.
+"""
+
+import sys
+
+from mtl_hf.prepare import main
+
+if __name__ == "__main__":
+    try:
+        main(prog="prepare_catalogue.py")
+    except (ImportError, OSError, ValueError) as error:
+        sys.exit(f"prepare_catalogue.py: error: {error}")
