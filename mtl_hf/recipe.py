@@ -105,7 +105,7 @@ class DataArguments:
         default=None,
         metadata={"help": "Several datasets: a list of mappings with the keys dataset, tasks and optionally name, "
                           "dataset_options, train_split, eval_split, eval_fraction, image_column, streaming, "
-                          "num_rows. Replaces dataset/tasks."},
+                          "storage_options, num_rows. Replaces dataset/tasks."},
     )  # fmt: skip
     image_column: str = field(default="image", metadata={"help": "The column that holds the images."})
     train_split: str = field(default="train", metadata={"help": "The split to train on."})
@@ -123,6 +123,11 @@ class DataArguments:
     num_rows: int | None = field(
         default=None, metadata={"help": "Row count of a streaming dataset whose metadata lacks it."}
     )
+    storage_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "fsspec options for a dataset in object storage (s3://..., gs://...): credentials, "
+                          "endpoint, e.g. {key: ..., secret: ..., client_kwargs: {endpoint_url: ...}}."},
+    )  # fmt: skip
     max_train_rows: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows only."})
     bad_image_policy: str = field(
@@ -139,6 +144,7 @@ class DataArguments:
     def __post_init__(self):
         self.tasks = _json_value("tasks", self.tasks, (dict, list))
         self.dataset_options = _json_value("dataset_options", self.dataset_options, dict) or {}
+        self.storage_options = _json_value("storage_options", self.storage_options, dict) or {}
         self.sources = _json_value("sources", self.sources, list)
         if self.sources is None and (self.dataset is None or self.tasks is None):
             raise ValueError("name the data: dataset and tasks, or a list of sources (each with dataset and tasks)")
@@ -154,7 +160,7 @@ class DataArguments:
             "dataset_options": self.dataset_options, "image_column": self.image_column,
             "train_split": self.train_split, "eval_split": self.eval_split, "eval_fraction": self.eval_fraction,
             "streaming": self.streaming, "num_rows": self.num_rows, "name": None,
-            "bad_image_policy": self.bad_image_policy,
+            "bad_image_policy": self.bad_image_policy, "storage_options": self.storage_options,
         }  # fmt: skip
         entries = self.sources if self.sources is not None else [{"dataset": self.dataset, "tasks": self.tasks}]
         settings = []
@@ -182,7 +188,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "recipes/train.py") -
     """
     try:
         return run(*parse_args(argv))
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ConnectionError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -448,6 +454,7 @@ def _load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, Ta
 
     if settings["dataset_options"]:
         raise ValueError(f"dataset_options apply to built-in datasets ({_builtin_names()}), not to {dataset!r}")
+    common["storage_options"] = settings["storage_options"]
     train = TaskSource(dataset, tasks, name=name, split=settings["train_split"], streaming=settings["streaming"],
                        num_rows=settings["num_rows"], **common)  # fmt: skip
     if settings["eval_split"]:

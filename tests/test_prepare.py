@@ -16,6 +16,7 @@ from transformers import AutoModel
 from mtl_hf.cli import main as cli
 from mtl_hf.data import TaskSource, write_shop_catalogue
 from mtl_hf.prepare import DROPPED_FILE, SUMMARY_FILE, prepare_catalogue, spark_session
+from tests.training_helpers import write_shop_recipe
 
 pytest.importorskip("pyspark", reason="mtl-hf prepare needs the spark extra")
 
@@ -128,13 +129,8 @@ def test_task_source_reads_the_shards_map_style_and_streaming(prepared):
 
 def test_the_recipe_trains_a_few_steps_on_the_shards(prepared, tmp_path):
     _, output, _ = prepared
-    config = tmp_path / "catalogue.yaml"
-    config.write_text(
-        f"dataset: {output}\ntasks: [category, colour, pattern, tags, size]\n"
-        "backbone_config: {model_type: vit, image_size: 32, patch_size: 8, hidden_size: 32, num_hidden_layers: 1, "
-        "num_attention_heads: 2, intermediate_size: 64}\n"
-        f"output_dir: {tmp_path / 'run'}\nmax_steps: 4\nper_device_train_batch_size: 16\n"
-        "per_device_eval_batch_size: 64\neval_strategy: 'no'\nsave_strategy: 'no'\nreport_to: none\nuse_cpu: true\n"
+    config = write_shop_recipe(
+        tmp_path / "catalogue.yaml", data_lines=f"dataset: {output}", output_dir=tmp_path / "run", max_steps=4
     )
     assert cli(["train", str(config)]) == 0
     results = json.loads((tmp_path / "run" / "all_results.json").read_text())

@@ -75,3 +75,15 @@ class SumOfGradients(GramianWeighting):
 
     def gramian_weights(self, gramian, tasks):
         return torch.ones(gramian.shape[0], dtype=gramian.dtype)
+
+
+def write_shop_recipe(path, *, data_lines: str, output_dir, max_steps: int, extra_lines: str = ""):
+    """A recipe YAML that trains a tiny ViT on the shop's five tasks from `data_lines` (dataset: ...)."""
+    path.write_text(
+        f"{data_lines}\ntasks: [{', '.join(SHOP_TASKS)}]\n"
+        "backbone_config: {model_type: vit, image_size: 32, patch_size: 8, hidden_size: 32, num_hidden_layers: 1, "
+        "num_attention_heads: 2, intermediate_size: 64}\n"
+        f"output_dir: {output_dir}\nmax_steps: {max_steps}\nper_device_train_batch_size: 16\n"
+        f"eval_strategy: 'no'\nsave_strategy: 'no'\nreport_to: none\nuse_cpu: true\n{extra_lines}"
+    )
+    return path

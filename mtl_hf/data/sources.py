@@ -12,6 +12,7 @@ decodes them.
 from __future__ import annotations
 
 import atexit
+import copy
 import math
 import os
 import re
@@ -56,8 +57,9 @@ class TaskSource:
     Args:
         data (`Dataset`, `IterableDataset`, `DatasetDict`, `IterableDatasetDict`, `str` or `Path`):
             The rows. A dict of splits gives `split`. A string or path is a `save_to_disk` folder, a
-            Parquet file or folder of Parquet files, an image folder (one sub-folder per class), or
-            else a Hub dataset id, read with `datasets.load_dataset`.
+            Parquet file or folder of Parquet files, an image folder (one sub-folder per class), an
+            fsspec URL of a Parquet file or folder in object storage (`s3://shop/shards`, `gs://...`;
+            see `storage_options`), or else a Hub dataset id, read with `datasets.load_dataset`.
         tasks (`list[str]` or `dict[str, str | dict]`):
             The tasks. A list names label columns that become tasks of the same name. A dict maps a
             task name to its label column, or to a dict with `column` and any [`TaskSpec`] field
@@ -83,6 +85,11 @@ class TaskSource:
             An image of this source that cannot be decoded (a truncated file, an error page saved as
             a photo): `"raise"` stops with an error naming the source, the row and the decoder's
             message; `"skip"` leaves the row out and counts it (see `max_bad_image_fraction`).
+        storage_options (`dict`, *optional*):
+            fsspec options for a URL `data`: credentials, endpoint, region (e.g. `{"key": ...,
+            "secret": ..., "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}` for S3).
+            A streaming source reads shards straight from the store; a map-style one is first
+            copied into the datasets cache (which datasets' offline mode forbids).
         row_numbers (`Sequence[int]`, *optional*):
             When `data` is a selection of a larger map-style table (a held-out share), each row's
             number in that table, so that errors name the row the user can find. Defaults to the
@@ -102,12 +109,16 @@ class TaskSource:
         description: str | None = None,
         bad_image_policy: str = "raise",
         row_numbers: Sequence[int] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ):
         self.description = description
         self.bad_image_policy = check_bad_image_policy(bad_image_policy)
-        self.dataset, parquet_files = _load(data, split=split, streaming=streaming)
-        # A Hub dataset id, for model cards; local data has none.
-        self.hub_id = str(data) if isinstance(data, str) and not Path(data).exists() else None
+        self.storage_options = dict(storage_options or {})
+        self.dataset, parquet_files = _load(
+            data, split=split, streaming=streaming, storage_options=self.storage_options
+        )
+        # A Hub dataset id, for model cards; local data and object storage have none.
+        self.hub_id = str(data) if isinstance(data, str) and not (Path(data).exists() or is_url(data)) else None
         self.image_column = image_column
         task_columns = _normalise_tasks(tasks)
         self.name = name or (next(iter(task_columns)) if len(task_columns) == 1 else "+".join(task_columns))
@@ -233,9 +244,14 @@ class TaskSource:
                 raise ValueError(f"source {self.name!r}: num_rows must be a non-negative integer, got {num_rows!r}")
             return num_rows
         if parquet_files:
+            import fsspec
             import pyarrow.parquet as pq
 
-            return sum(pq.ParquetFile(path).metadata.num_rows for path in parquet_files)
+            def footer_rows(path: str) -> int:  # reads the file's footer only, also in object storage
+                with fsspec.open(path, "rb", **(self.storage_options if is_url(path) else {})) as file:
+                    return pq.ParquetFile(file).metadata.num_rows
+
+            return sum(footer_rows(path) for path in parquet_files)
         splits = self.dataset.info.splits if self.dataset.info is not None else None
         if splits and split in splits and splits[split].num_examples:
             return splits[split].num_examples
@@ -330,7 +346,46 @@ def load_split(data: Any, *, split: str = "train", streaming: bool = False) -> D
     return _load(data, split=split, streaming=streaming)[0]
 
 
-def _load(data: Any, *, split: str, streaming: bool) -> tuple[Dataset | IterableDataset, list[str]]:
+def is_url(data: Any) -> bool:
+    """An fsspec URL of object storage (`s3://`, `gs://`, `az://`, ...), not a local path or a Hub id."""
+    return (
+        isinstance(data, str)
+        and re.match(r"^[a-z][a-z0-9+.-]*://", data) is not None
+        and not data.startswith(("file://", "hf://"))
+    )
+
+
+def _load_url(url: str, *, split: str, streaming: bool, storage_options: dict[str, Any]):
+    """The Parquet file, or every Parquet file under the folder, at an object-storage URL."""
+    import fsspec
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    fs, root = fsspec.core.url_to_fs(url, **storage_options)
+    if root.endswith(".parquet") and fs.isfile(root):
+        paths = [root]
+    else:
+        paths = sorted(fs.glob(f"{root.rstrip('/')}/**/*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"no Parquet files at {url} (a URL source is a Parquet file or a folder of them)")
+    if split != "train":
+        raise ValueError(f"{url}: Parquet files in object storage form one split, 'train'; got split={split!r} "
+                         "(give the evaluation shards as their own source, or hold out eval_fraction)")  # fmt: skip
+    files = [fs.unstrip_protocol(path) for path in paths]
+    try:
+        # A copy: datasets adds its own entries (an "hf" key) to the options it is given.
+        loaded = datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming,
+                                       storage_options=copy.deepcopy(storage_options))  # fmt: skip
+    except OfflineModeIsEnabled:
+        raise ConnectionError(
+            f"{url}: datasets' offline mode (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) refuses to copy object storage "
+            "into its cache: stream the source (streaming: true) or unset it"
+        ) from None
+    return loaded, files
+
+
+def _load(
+    data: Any, *, split: str, streaming: bool, storage_options: dict[str, Any] | None = None
+) -> tuple[Dataset | IterableDataset, list[str]]:
     if isinstance(data, (DatasetDict, IterableDatasetDict)):
         if split not in data:
             raise ValueError(f"no split {split!r} in the dataset; its splits are {list(data)}")
@@ -342,6 +397,8 @@ def _load(data: Any, *, split: str, streaming: bool) -> tuple[Dataset | Iterable
             f"a task source must be a datasets Dataset / IterableDataset / DatasetDict, a local path or a "
             f"Hub id; got {type(data).__name__}"
         )
+    if is_url(data):
+        return _load_url(str(data), split=split, streaming=streaming, storage_options=storage_options or {})
     path = Path(data)
     if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         loaded = datasets.load_from_disk(str(path))
@@ -511,4 +568,12 @@ def _distinct_names(dataset: Dataset, column: str, nested: bool) -> list[str]:
     return sorted({str(value) for value in values if value is not None})
 
 
-__all__ = ["BAD_IMAGE_POLICIES", "RawExample", "TaskSource", "check_bad_image_policy", "load_split", "task_options"]
+__all__ = [
+    "BAD_IMAGE_POLICIES",
+    "RawExample",
+    "TaskSource",
+    "check_bad_image_policy",
+    "is_url",
+    "load_split",
+    "task_options",
+]

@@ -1,0 +1,137 @@
+"""Training data in object storage: a real S3 API (moto) on 127.0.0.1, read through s3fs / fsspec."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections import Counter
+
+import datasets
+import pytest
+
+from mtl_hf.cli import main as cli
+from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskMixture, TaskSource, write_shop_parquet
+from tests.training_helpers import write_shop_recipe
+
+moto_server = pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (dev extra)")
+pytest.importorskip("s3fs", reason="the S3 tests need s3fs (s3 extra)")
+
+TASKS = ["category", "colour", "pattern", "tags", "size"]
+SHARDS, ROWS_PER_SHARD = 4, 60
+BUCKET = "shop-catalogue"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free loopback port, a bucket, and the fsspec options that reach it."""
+    import boto3
+    import s3fs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)  # fmt: skip
+    local = tmp_path_factory.mktemp("shards")
+    paths = write_shop_parquet(local, SHARDS * ROWS_PER_SHARD, rows_per_shard=ROWS_PER_SHARD)
+    fs = s3fs.S3FileSystem(**options)
+    for path in paths:
+        fs.put(str(path), f"{BUCKET}/shards/{path.name}")
+    yield {"options": options, "url": f"s3://{BUCKET}/shards", "local": local, "fs": fs}
+    server.stop()
+
+
+def image_digests(batches) -> list[str]:
+    return [hashlib.sha1(image.numpy().tobytes()).hexdigest() for batch in batches for image in batch["pixel_values"]]
+
+
+def one_pass_on_every_rank(source: TaskSource, epoch: int, world_size: int = 2, workers: int = 2) -> list[str]:
+    """Every image served in one pass, over `world_size` ranks, each with `workers` DataLoader workers."""
+    digests = []
+    for rank in range(world_size):
+        mixture = TaskMixture(source, batch_size=10, seed=0, rank=rank, world_size=world_size, shuffle_buffer_size=50)
+        mixture.set_epoch(epoch)
+        collator = MultiTaskCollator(mixture.task_specs, ImageTransforms(size=(32, 32), draft_decoding=False))
+        digests += image_digests(mixture.dataloader(collator, num_workers=workers))
+    return digests
+
+
+@pytest.fixture(scope="module")
+def every_image(s3):
+    local = TaskSource(s3["local"], TASKS)
+    collator = MultiTaskCollator(local.task_specs, ImageTransforms(size=(32, 32), draft_decoding=False))
+    digests = image_digests([collator(local.rows(range(local.num_rows)))])
+    assert len(set(digests)) == SHARDS * ROWS_PER_SHARD  # every photo tells itself apart
+    return Counter(digests)
+
+
+def test_a_streamed_s3_source_serves_every_row_exactly_once_per_pass_over_two_ranks_and_two_workers(s3, every_image):
+    source = TaskSource(s3["url"], TASKS, streaming=True, storage_options=s3["options"])
+    assert source.is_streaming and source.num_rows == SHARDS * ROWS_PER_SHARD  # from the shards' footers
+    assert source.hub_id is None
+    for epoch in (0, 1):
+        assert Counter(one_pass_on_every_rank(source, epoch)) == every_image
+
+
+def test_a_map_style_s3_source_serves_every_row_exactly_once_per_pass(s3, every_image, monkeypatch, tmp_path):
+    # A fresh cache: datasets' offline mode serves what its cache already holds.
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", tmp_path / "cache" / "downloads")
+    with pytest.raises(ConnectionError, match=r"offline mode .* stream the source \(streaming: true\) or unset it"):
+        TaskSource(s3["url"], TASKS, storage_options=s3["options"])
+    # The server is on 127.0.0.1; the tests' offline mode is there to keep the Hub out, so lift it here alone.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    source = TaskSource(s3["url"], TASKS, storage_options=s3["options"])
+    assert not source.is_streaming and source.num_rows == SHARDS * ROWS_PER_SHARD
+    assert Counter(one_pass_on_every_rank(source, epoch=0)) == every_image
+
+
+def test_object_storage_errors_name_the_url(s3):
+    with pytest.raises(FileNotFoundError, match=f"no Parquet files at s3://{BUCKET}/nothing-here"):
+        TaskSource(f"s3://{BUCKET}/nothing-here", TASKS, streaming=True, storage_options=s3["options"])
+    with pytest.raises(ValueError, match="form one split, 'train'; got split='validation'"):
+        TaskSource(s3["url"], TASKS, split="validation", streaming=True, storage_options=s3["options"])
+
+
+def test_the_recipe_streams_s3_shards_into_a_short_training_run(s3, tmp_path):
+    data = f"dataset: {s3['url']}\nstreaming: true\neval_fraction: 0\nstorage_options: {json.dumps(s3['options'])}"
+    config = write_shop_recipe(tmp_path / "s3.yaml", data_lines=data, output_dir=tmp_path / "run", max_steps=5,
+                               extra_lines="dataloader_num_workers: 2\nlogging_steps: 1\n")  # fmt: skip
+    assert cli(["train", str(config)]) == 0
+    state = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert state["train_loss"] > 0
+    logged = [entry for entry in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]]
+    assert max(entry["step"] for entry in logged) == 5
+
+
+def test_prepare_reads_photos_from_s3_and_writes_its_shards_there(s3, tmp_path):
+    pytest.importorskip("pyspark", reason="mtl-hf prepare needs the spark extra")
+    from mtl_hf.data import write_shop_catalogue
+    from mtl_hf.prepare import SUMMARY_FILE, prepare_catalogue
+
+    catalogue = write_shop_catalogue(tmp_path / "shop", 30, image_sizes=(48, 64), broken_rate=0.0)
+    lines = catalogue.read_text().splitlines()
+    fs = s3["fs"]
+    for line in lines[1:]:
+        path = line.split(",")[0]
+        fs.put(str(catalogue.parent / path), f"{BUCKET}/{path}")
+    remote = tmp_path / "remote.csv"  # the same catalogue, its photos in the bucket
+    remote.write_text("\n".join([lines[0], *(f"s3://{BUCKET}/{line}" for line in lines[1:])]) + "\n")
+
+    output = f"s3://{BUCKET}/prepared"
+    summary = prepare_catalogue(str(remote), output, image_column="path", tasks="category,tags:multilabel,size",
+                                size=32, shard_rows=10, master="local[2]", storage_options=s3["options"])  # fmt: skip
+    assert summary["rows_in"] == summary["rows_out"] == 30 and summary["dropped"] == {}
+    assert json.loads(fs.cat(f"{BUCKET}/prepared/{SUMMARY_FILE}")) == summary
+    source = TaskSource(output, ["category", "tags", "size"], streaming=True, storage_options=s3["options"])
+    assert source.num_rows == 30 and len(fs.glob(f"{BUCKET}/prepared/*.parquet")) == len(summary["shards"]) == 3
+    assert source.task_specs[0].labels == summary["tasks"]["category"]["labels"]
