@@ -107,3 +107,65 @@ def test_readme_snippet_runs_as_written(name, tmp_path):
     print(result.stdout[-2000:])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Exception ignored" not in result.stderr, result.stderr[-4000:]
+
+
+# -- the README's shell commands (the "Large catalogues" section) -------------------------------------------------
+
+MARKED_SHELL = re.compile(r"<!-- readme-shell: (?P<marker>[^>]*?) -->\n```bash\n(?P<code>.*?)```", re.S)
+LARGE_CATALOGUES = "## Large catalogues"
+
+# What each block promises, checked in its folder after it ran (Python, `out` holding its output).
+SHELL_CHECKS = {
+    "prepare": """
+summary = json.loads(Path("outputs/catalogue-shards/prepare_summary.json").read_text())
+assert (summary["rows_in"], summary["rows_out"], len(summary["shards"])) == (2000, 1982, 4)
+assert json.loads(Path("outputs/catalogue/all_results.json").read_text())["eval_colour_accuracy"] > 0.9
+""",
+    "object-storage": """
+assert "rows: 2000 in, 1982 out, 18 dropped" in out
+assert json.loads(Path("outputs/catalogue-s3/all_results.json").read_text())["train_loss"] > 0
+""",
+    "workers": """
+assert "draft mode" in out and "workers per GPU" in out
+""",
+    "multi-node": """
+assert "| devices | 2 |" in Path("outputs/multi-node/README.md").read_text()
+assert json.loads(Path("outputs/multi-node/trainer_state.json").read_text())["global_step"] == 20
+""",
+}
+
+
+def readme_shell_blocks() -> dict[str, tuple[str, list[str], bool]]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(LARGE_CATALOGUES) : text.index("\n## ", text.index(LARGE_CATALOGUES) + 1)]
+    assert section.count("```bash") == len(MARKED_SHELL.findall(section)), "a ```bash block there has no marker"
+    blocks = {}
+    for match in MARKED_SHELL.finditer(section):
+        name, *options = [part.strip() for part in match["marker"].split(",")]
+        after = next((option.split()[1:] for option in options if option.startswith("after ")), [])
+        blocks[name] = (match["code"], after, "slow" in options)
+    return blocks
+
+
+def test_every_large_catalogue_command_is_run_and_checked():
+    assert sorted(readme_shell_blocks()) == sorted(SHELL_CHECKS)
+
+
+# Minutes each (Spark, training, the bench), and each repeats what a fast test checks on smaller data:
+# test_prepare, test_object_storage, test_draft_decoding / test_bench_scripts, test_multi_node.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SHELL_CHECKS))
+def test_readme_shell_block(name, tmp_path):
+    blocks = readme_shell_blocks()
+    for folder in ("recipes", "bench"):
+        (tmp_path / folder).symlink_to(ROOT / folder)
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = ""
+    for block in [*blocks[name][1], name]:
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", blocks[block][0]], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=1200)  # fmt: skip
+        assert result.returncode == 0, f"{block}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        out = result.stdout
+    check = "import json\nfrom pathlib import Path\nimport sys\nout = sys.stdin.read()\n" + SHELL_CHECKS[name]
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, input=out, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
