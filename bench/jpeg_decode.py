@@ -7,7 +7,8 @@ Draws `--images` shop photos at `--image_size` px with camera grain, encodes the
 decode + transform (train: random resized crop to 224 + flip; eval: resize to 224) + tensor, once
 decoding every pixel and once in draft mode (`ImageTransforms(draft_decoding=True)`: the JPEG is
 decoded at 1/2, 1/4 or 1/8 scale when that still covers the 224-px output). The median of
-`--repeats` passes is reported, side by side in one run.
+`--repeats` passes is reported; within a pass the two decodes alternate photo by photo (the
+machine's speed drifts), and the ratio is the median of the passes' ratios.
 
 Then: how far the draft-mode eval transform is from the saved image processor
 (`ViTImageProcessorPil` on the fully decoded photo), and how many workers feed a ViT-B/16 at the
@@ -47,14 +48,26 @@ def photos(count: int, image_size: int) -> list[bytes]:
     ]
 
 
-def images_per_second(encoded: list[bytes], work, repeats: int) -> float:
-    rates = []
+def side_by_side(encoded: list[bytes], full, draft, repeats: int) -> tuple[float, float, float]:
+    """Median images/s of `full` and `draft` over `repeats` passes, and the median of their ratio.
+
+    Within a pass the two run photo by photo, back to back, so that the speed of this shared machine,
+    which drifts from second to second, weighs on both alike.
+    """
+    full_rates, draft_rates = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        full_seconds = draft_seconds = 0.0
         for data in encoded:
-            work(data)
-        rates.append(len(encoded) / (time.perf_counter() - started))
-    return statistics.median(rates)
+            started = time.perf_counter()
+            full(data)
+            middle = time.perf_counter()
+            draft(data)
+            full_seconds += middle - started
+            draft_seconds += time.perf_counter() - middle
+        full_rates.append(len(encoded) / full_seconds)
+        draft_rates.append(len(encoded) / draft_seconds)
+    ratios = [d / f for d, f in zip(draft_rates, full_rates, strict=True)]
+    return statistics.median(full_rates), statistics.median(draft_rates), statistics.median(ratios)
 
 
 def whole_path(transform: ImageTransforms):
@@ -82,7 +95,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--image_size", type=int, default=800)
     parser.add_argument("--size", type=int, default=224, help="the model's input size")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     random.seed(0)
@@ -95,13 +108,8 @@ def main() -> None:
         ("eval", False, whole_path),
         ("decode only", True, decode_only),
     ):
-        full, draft = (
-            images_per_second(
-                encoded, work(ImageTransforms(size=size, train=train, draft_decoding=draft)), args.repeats
-            )
-            for draft in (False, True)
-        )
-        rows.append((name, full, draft))
+        transforms = [ImageTransforms(size=size, train=train, draft_decoding=draft) for draft in (False, True)]
+        rows.append((name, *side_by_side(encoded, *map(work, transforms), args.repeats)))
     mean_diff, max_diff = eval_difference(encoded, ImageTransforms(size=size, draft_decoding=True))
     full_eval_mean, full_eval_max = eval_difference(encoded, ImageTransforms(size=size, draft_decoding=False))
 
@@ -109,11 +117,12 @@ def main() -> None:
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Pillow {Image.__version__}, torch "
         f"{torch.__version__}, 1 thread; {args.images} shop photos, {args.image_size}x{args.image_size} JPEG "
-        f"(quality 90, grain {GRAIN:g}; {kilobytes:.0f} KB each) -> {args.size} px; median of {args.repeats} passes\n"
+        f"(quality 90, grain {GRAIN:g}; {kilobytes:.0f} KB each) -> {args.size} px; "
+        f"median of {args.repeats} passes, the two decodes alternating\n"
     )
     print(f"{'path':<12} {'full decode img/s':>18} {'draft img/s':>12} {'draft/full':>11}")
-    for name, full, draft in rows:
-        print(f"{name:<12} {full:>18.1f} {draft:>12.1f} {draft / full:>10.2f}x")
+    for name, full, draft, ratio in rows:
+        print(f"{name:<12} {full:>18.1f} {draft:>12.1f} {ratio:>10.2f}x")
     print("train: decode + random resized crop to 224 + flip + tensor; eval: decode + resize + tensor")
     print(
         f"\neval transform vs the saved image processor (grey levels, 0-255): draft mode mean {mean_diff:.3f}, "

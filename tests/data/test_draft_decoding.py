@@ -94,7 +94,7 @@ def test_default_num_workers_follows_the_measured_need(
     monkeypatch.setattr(mixture_module.os, "cpu_count", lambda: cpus)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
     assert default_num_workers(use_cpu=use_cpu) == expected
-    assert mixture_module.WORKERS_PER_ACCELERATOR == 6  # 2 x ceil(1030 / 450)
+    assert mixture_module.WORKERS_PER_ACCELERATOR == 6  # 2 x ceil(1030 / 370)
 
 
 def test_training_arguments_take_the_default_worker_count_unless_given(tmp_path, monkeypatch):
