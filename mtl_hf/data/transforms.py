@@ -104,9 +104,9 @@ class ImageTransforms:
         resample (`int`, defaults to bilinear): the PIL resampling filter.
         draft_decoding (`bool`, defaults to `True`): decode JPEGs at a reduced scale (1/2, 1/4, 1/8)
             when that still leaves at least `size` pixels in every crop the transform can take: a
-            800-px photo bound for 224 px decodes at 400 px, and the whole transform runs about twice as fast. The result
-            differs from a full decode by 0.27 grey levels on average (tested; see
-            bench/jpeg_decode.py). `False` decodes every pixel, as `ViTImageProcessor` does.
+            800-px photo bound for 224 px decodes at 400 px, and the whole transform runs about
+            twice as fast. The result differs from a full decode by 0.27 grey levels on average
+            (tested; see bench/jpeg_decode.py). `False` decodes every pixel, as `ViTImageProcessor` does.
     """
 
     size: tuple[int, int]
