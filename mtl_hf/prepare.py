@@ -14,6 +14,9 @@ fsspec URL such as `s3://shop/photos/1.jpg`) and one column per attribute. Spark
    that cannot be read or decoded drops its row, counted by reason and listed in
    `dropped_rows.jsonl`; it never stops the job.
 
+On a cluster the executors need mtl_hf installed and must reach the photos (URLs, or paths on a
+shared file system) and the output (a URL or a shared folder).
+
 The shards carry the `datasets` features in their schema (`Image`, `ClassLabel`, lists of
 `ClassLabel`, `float32`), so `TaskSource(OUTPUT, tasks)` and `load_dataset("parquet", ...)` read
 them with their label names, map-style or streaming. `prepare_summary.json` (also printed) says

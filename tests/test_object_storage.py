@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import pytest
@@ -20,6 +25,7 @@ pytest.importorskip("s3fs", reason="the S3 tests need s3fs (s3 extra)")
 TASKS = ["category", "colour", "pattern", "tags", "size"]
 SHARDS, ROWS_PER_SHARD = 4, 60
 BUCKET = "shop-catalogue"
+SCRIPTS = Path(__file__).resolve().parent / "distributed"
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +141,20 @@ def test_prepare_reads_photos_from_s3_and_writes_its_shards_there(s3, tmp_path):
     source = TaskSource(output, ["category", "tags", "size"], streaming=True, storage_options=s3["options"])
     assert source.num_rows == 30 and len(fs.glob(f"{BUCKET}/prepared/*.parquet")) == len(summary["shards"]) == 3
     assert source.task_specs[0].labels == summary["tasks"]["category"]["labels"]
+
+
+def test_two_ranks_train_on_streamed_s3_shards_and_see_every_photo_once_per_epoch(s3, every_image, tmp_path):
+    """Real processes (torchrun, gloo), each decoding in 2 DataLoader workers, 2 epochs."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(SCRIPTS / "stream_s3_ranks.py"), str(tmp_path),
+               s3["url"], json.dumps(s3["options"])]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    steps_per_epoch = SHARDS * ROWS_PER_SHARD // 2 // 10
+    for rank, report in enumerate(reports):
+        assert (report["rank"], report["world_size"], report["workers"]) == (rank, 2, 2)
+        assert report["steps"] == 2 * steps_per_epoch
+    for epoch in ("0", "1"):
+        assert Counter(reports[0]["seen"][epoch] + reports[1]["seen"][epoch]) == every_image, epoch
