@@ -152,7 +152,7 @@ def prepare_catalogue(
     task_types = parse_tasks(tasks)
     storage_options = dict(storage_options or {})
     table_format = _catalogue_format(catalogue)
-    _refuse_non_empty_output(output, storage_options)
+    _check_output(output, storage_options)
     own_session = spark is None
     spark = spark or spark_session(master)
     try:
@@ -203,11 +203,16 @@ def _filesystem(location: str, storage_options: dict[str, Any]):
     return fsspec.core.url_to_fs(location, **(storage_options if protocol not in ("file", "local") else {}))
 
 
-def _refuse_non_empty_output(output: str, storage_options: dict[str, Any]) -> None:
+def _check_output(output: str, storage_options: dict[str, Any]) -> None:
+    """Before Spark starts: the output is new or an empty folder, and in object storage its bucket exists."""
     fs, root = _filesystem(output, storage_options)
     if fs.exists(root) and (not fs.isdir(root) or fs.ls(root)):
         raise FileExistsError(f"{output} already exists and is not an empty folder; give a new output folder "
                               "(nothing there was changed)")  # fmt: skip
+    bucket = root.strip("/").split("/")[0]  # object stores have buckets, not folders, to create first
+    if "://" in output and not fs.exists(bucket):
+        raise FileNotFoundError(f"{output}: {bucket} does not exist; create it first (a bucket is not created "
+                                "for you)")  # fmt: skip
 
 
 def _catalogue_format(catalogue: str) -> str:

@@ -133,13 +133,15 @@ def test_prepare_reads_photos_from_s3_and_writes_its_shards_there(s3, tmp_path):
     remote = tmp_path / "remote.csv"  # the same catalogue, its photos in the bucket
     remote.write_text("\n".join([lines[0], *(f"s3://{BUCKET}/{line}" for line in lines[1:])]) + "\n")
 
-    output = f"s3://{BUCKET}/prepared"
+    output = f"s3://{BUCKET}/catalogue/prepared"  # folders in a bucket need not exist
     summary = prepare_catalogue(str(remote), output, image_column="path", tasks="category,tags:multilabel,size",
                                 size=32, shard_rows=10, master="local[2]", storage_options=s3["options"])  # fmt: skip
     assert summary["rows_in"] == summary["rows_out"] == 30 and summary["dropped"] == {}
-    assert json.loads(fs.cat(f"{BUCKET}/prepared/{SUMMARY_FILE}")) == summary
+    assert json.loads(fs.cat(f"{BUCKET}/catalogue/prepared/{SUMMARY_FILE}")) == summary
     source = TaskSource(output, ["category", "tags", "size"], streaming=True, storage_options=s3["options"])
-    assert source.num_rows == 30 and len(fs.glob(f"{BUCKET}/prepared/*.parquet")) == len(summary["shards"]) == 3
+    assert (
+        source.num_rows == 30 and len(fs.glob(f"{BUCKET}/catalogue/prepared/*.parquet")) == len(summary["shards"]) == 3
+    )
     assert source.task_specs[0].labels == summary["tasks"]["category"]["labels"]
 
 
@@ -158,3 +160,13 @@ def test_two_ranks_train_on_streamed_s3_shards_and_see_every_photo_once_per_epoc
         assert report["steps"] == 2 * steps_per_epoch
     for epoch in ("0", "1"):
         assert Counter(reports[0]["seen"][epoch] + reports[1]["seen"][epoch]) == every_image, epoch
+
+
+def test_prepare_into_a_bucket_that_does_not_exist_stops_before_spark(s3, tmp_path, capsys):
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text("path,category\nphotos/a.jpg,shoe\n")
+    code = cli(["prepare", str(catalogue), "s3://no-such-bucket/shards", "--image_column", "path", "--tasks",
+                "category", "--storage_options", json.dumps(s3["options"])])  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in error
+    assert "s3://no-such-bucket/shards: no-such-bucket does not exist; create it first" in error
