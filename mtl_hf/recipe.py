@@ -35,7 +35,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from .data import ImageTransforms, TaskSource, load_digits_dataset, load_shop_dataset
-from .data.sources import check_bad_image_policy, require_path_or_hub_id
+from .data.sources import check_bad_image_policy, is_url, require_path_or_hub_id
 from .distributed import is_distributed
 from .metrics import PRIMARY_METRIC
 from .modeling_mtl_vit import MultiTaskViTModel
@@ -440,6 +440,8 @@ def _load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, Ta
     common = {"image_column": settings["image_column"], "bad_image_policy": settings["bad_image_policy"]}
     name = settings["name"]
 
+    if settings["storage_options"] and not is_url(dataset):
+        raise ValueError(f"storage_options apply to datasets in object storage (s3://, gs://, ...), not to {dataset!r}")
     if isinstance(dataset, str) and dataset.startswith(BUILTIN_PREFIX):
         train_rows, eval_rows = load_builtin(dataset, settings["dataset_options"], seed=seed)
         if settings["streaming"]:

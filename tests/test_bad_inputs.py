@@ -144,6 +144,12 @@ def streamed_source_without_eval_split(tmp_path):
     load_data(DataArguments(dataset=str(write_dir), tasks=["category"], streaming=True, num_rows=20), seed=0)
 
 
+def storage_options_for_a_builtin_dataset(tmp_path):
+    from mtl_hf.recipe import load_data
+
+    load_data(DataArguments(dataset="builtin:shop", tasks=["category"], storage_options={"key": "k"}), seed=0)
+
+
 # -- model ------------------------------------------------------------------------------------------
 
 
@@ -311,6 +317,12 @@ CASES = [
         ValueError,
         r"is streamed, so no share of it can be held out for "
         r"evaluation: set eval_split",
+        None,
+    ),
+    (
+        storage_options_for_a_builtin_dataset,
+        ValueError,
+        r"storage_options apply to datasets in object storage \(s3://, gs://, \.\.\.\), not to 'builtin:shop'",
         None,
     ),
     (text_backbone, ValueError, r"backbone model_type 'bert' is not a vision model \(its input is 'input_ids'", None),
