@@ -419,8 +419,8 @@ class MultiTaskDataLoader(torch.utils.data.DataLoader):
 # bench/jpeg_decode.py, 800-px product JPEGs to 224-px training tensors: one worker (one core) makes
 # ~370 images/s with draft decoding (~200 decoding every pixel; medians of 9 runs on a shared 2-core
 # VM); a ViT-B/16 trains at ~1,030 images/s on an A100 (the figure and its source are in the bench).
-# Three workers feed it; twice that leaves room for a faster GPU (an H100 trains about twice as
-# fast) and for heavier photos.
+# Three workers feed it; twice that leaves room for an H100 (2.06x an A100 in NVIDIA's NeMo ViT
+# training figures, cited in the bench) or for heavier photos.
 IMAGES_PER_WORKER = 370
 ACCELERATOR_IMAGES_PER_SECOND = 1030
 WORKERS_PER_ACCELERATOR = 2 * math.ceil(ACCELERATOR_IMAGES_PER_SECOND / IMAGES_PER_WORKER)
