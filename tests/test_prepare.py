@@ -91,6 +91,8 @@ def test_vocabularies_are_the_sorted_distinct_values_and_labels_follow_each_phot
 
     table = datasets.load_dataset("parquet", data_files=str(output / "*.parquet"), split="train")
     features = table.features
+    streamed = datasets.load_dataset("parquet", data_files=str(output / "*.parquet"), split="train", streaming=True)
+    assert streamed.features == features and next(iter(streamed))["image"].format == "JPEG"
     assert isinstance(features["image"], datasets.Image)
     assert features["category"].names == summary["tasks"]["category"]["labels"]
     assert features["tags"].feature.names == summary["tasks"]["tags"]["labels"]
