@@ -473,10 +473,22 @@ def build_parser(prog: str = "mtl-hf prepare") -> argparse.ArgumentParser:
     parser.add_argument("--shard_rows", type=int, default=5000, help="catalogue rows per shard (default: 5000)")
     parser.add_argument("--master", default="local[*]", help="the Spark master (default: local[*], all local cores)")
     parser.add_argument("--separator", default="|", help="separates the labels of a multilabel text cell (default: |)")
-    parser.add_argument("--storage_options", type=json.loads, default=None,
+    parser.add_argument("--storage_options", default=None,
                         help="JSON fsspec options for image URLs and an output URL, e.g. "
                              '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'')  # fmt: skip
     return parser
+
+
+def _json_object(flag: str, text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} is not JSON ({error.msg} at character {error.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object {{...}}, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "mtl-hf prepare") -> dict[str, Any]:
@@ -484,7 +496,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "mtl-hf prepare") -> dic
     summary = prepare_catalogue(
         args.catalogue, args.output, image_column=args.image_column, tasks=args.tasks, size=args.size,
         quality=args.quality, shard_rows=args.shard_rows, master=args.master, separator=args.separator,
-        storage_options=args.storage_options,
+        storage_options=_json_object("--storage_options", args.storage_options),
     )  # fmt: skip
     print(format_summary(summary))
     return summary

@@ -15,4 +15,5 @@ if __name__ == "__main__":
     try:
         main(prog="prepare_catalogue.py")
     except (ImportError, OSError, ValueError) as error:
-        sys.exit(f"prepare_catalogue.py: error: {error}")
+        print(f"prepare_catalogue.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

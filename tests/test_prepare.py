@@ -159,6 +159,9 @@ def test_bad_inputs_fail_in_one_line_and_touch_nothing(prepared, tmp_path, capsy
     assert "unknown table format '.xlsx'" in error(_touch(tmp_path / "c.xlsx"), tmp_path / "o", "--image_column",
                                                    "path", "--tasks", "x")  # fmt: skip
     assert "has type 'labels'" in error(catalogue, tmp_path / "o", "--image_column", "path", "--tasks", "tags:labels")
+    assert "--storage_options is not JSON (Expecting property name" in error(
+        catalogue, tmp_path / "o", "--image_column", "path", "--tasks", "x", "--storage_options", "{key: 1}"
+    )
     assert "--quality must be" in error(catalogue, tmp_path / "o", "--image_column", "path", "--tasks", "x",
                                         "--quality", "100")  # fmt: skip
 
