@@ -402,8 +402,13 @@ def _label_encoder(task: CatalogueTask, separator: str):
 
     if task.type == "regression":
         return lambda value: None if value is None else float(value)
-    if task.type == "classification":
-        return lambda value: ids[items(value)[0]] if items(value) else None
+    if task.type == "classification":  # the whole cell is one label, as in the vocabulary (never split)
+
+        def class_id(value: Any) -> int | None:
+            text = "" if value is None else _as_spark_text(value)
+            return ids[text] if text else None
+
+        return class_id
     if task.type == "multilabel" and task.from_array:
         return lambda value: None if value is None else sorted({ids[item] for item in items(value)})
     return lambda value: sorted({ids[item] for item in items(value)}) or None

@@ -182,6 +182,18 @@ def test_columns_and_values_are_checked_on_spark(tmp_path):
         ):
             prepare_catalogue(str(catalogue), str(tmp_path / "o2"), image_column="path", tasks="price:regression",
                               spark=spark)  # fmt: skip
+        # A class name holding the multilabel separator is one label: only multilabel cells are split.
+        (tmp_path / "photos").mkdir()
+        for name in ("a", "b"):
+            Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "photos" / f"{name}.jpg")
+        piped = tmp_path / "piped.csv"
+        piped.write_text("path,category,tags\nphotos/a.jpg,tops|tees,sale|new\nphotos/b.jpg,shoe,new\n")
+        summary = prepare_catalogue(str(piped), str(tmp_path / "o3"), image_column="path",
+                                    tasks="category,tags:multilabel", size=16, spark=spark)  # fmt: skip
+        assert summary["tasks"]["category"]["labels"] == ["shoe", "tops|tees"]
+        assert summary["tasks"]["tags"]["labels"] == ["new", "sale"]
+        rows = datasets.load_dataset("parquet", data_files=str(tmp_path / "o3" / "*.parquet"), split="train")
+        assert sorted(zip(rows["category"], rows["tags"], strict=True)) == [(0, [0]), (1, [0, 1])]
     finally:
         spark.stop()
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
