@@ -159,16 +159,18 @@ def prepare_catalogue(
         from pyspark.sql import functions as F
 
         table = _read_catalogue(spark, catalogue, table_format)
-        _check_columns(table, image_column, [name for name, _ in task_types], catalogue)
-        table = table.withColumn(_ROW, F.monotonically_increasing_id())
+        task_names = [name for name, _ in task_types]
+        _check_columns(table, image_column, task_names, catalogue)
+        # Cached: the count, two small jobs per task and the photo job all read these columns, and the
+        # catalogue file is then parsed once rather than once per job.
+        table = table.select(F.monotonically_increasing_id().alias(_ROW), image_column, *task_names).cache()
         rows_in = table.count()
         if rows_in == 0:
             raise ValueError(f"catalogue {catalogue} has no rows")
         catalogue_tasks = [_vocabulary(table, name, kind, separator) for name, kind in task_types]
 
         shards = max(1, math.ceil(rows_in / shard_rows))
-        ordered = table.select(_ROW, image_column, *[task.name for task in catalogue_tasks])
-        ordered = ordered.repartitionByRange(shards, _ROW).sortWithinPartitions(_ROW)
+        ordered = table.repartitionByRange(shards, _ROW).sortWithinPartitions(_ROW)
         writer = _ShardWriter(
             output=output,
             image_column=image_column,
@@ -181,6 +183,7 @@ def prepare_catalogue(
             storage_options=storage_options,
         )
         reports = ordered.rdd.mapPartitionsWithIndex(writer.write_partition).collect()
+        table.unpersist()
     finally:
         if own_session:
             spark.stop()
@@ -201,6 +204,13 @@ def _filesystem(location: str, storage_options: dict[str, Any]):
 
     protocol = fsspec.utils.get_protocol(location)
     return fsspec.core.url_to_fs(location, **(storage_options if protocol not in ("file", "local") else {}))
+
+
+def _open_in(folder: str, name: str, mode: str, storage_options: dict[str, Any]):
+    """File `name` in `folder` (a local path or a URL), the folder created first where that means anything."""
+    fs, root = _filesystem(folder, storage_options)
+    fs.makedirs(root, exist_ok=True)
+    return fs.open(f"{root.rstrip('/')}/{name}", mode)
 
 
 def _check_output(output: str, storage_options: dict[str, Any]) -> None:
@@ -341,12 +351,10 @@ class _ShardWriter:
         if columns["image"]:
             features = Features({"image": ImageFeature(), **{task.name: task.feature() for task in self.tasks}})
             table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
-            fs, root = _filesystem(self.output, self.storage_options)
-            fs.makedirs(root, exist_ok=True)
             name = f"train-{index:05d}-of-{self.shards:05d}.parquet"
-            with fs.open(f"{root.rstrip('/')}/{name}", "wb") as file:
+            with _open_in(self.output, name, "wb", self.storage_options) as file:
                 pq.write_table(table, file)
-            report.update(file=name, bytes=fs.size(f"{root.rstrip('/')}/{name}"))
+                report.update(file=name, bytes=file.tell())  # the file's size, without asking the store
         yield report
 
     def _photo(self, location: Any) -> tuple[bytes | None, str | None]:
@@ -435,11 +443,9 @@ def _summarise(catalogue, output, rows_in, tasks, reports, size, quality, storag
         "image_shortest_edge": size,
         "jpeg_quality": quality,
     }
-    fs, root = _filesystem(output, storage_options)
-    fs.makedirs(root, exist_ok=True)
-    with fs.open(f"{root.rstrip('/')}/{SUMMARY_FILE}", "w") as file:
+    with _open_in(output, SUMMARY_FILE, "w", storage_options) as file:
         json.dump(summary, file, indent=2)
-    with fs.open(f"{root.rstrip('/')}/{DROPPED_FILE}", "w") as file:
+    with _open_in(output, DROPPED_FILE, "w", storage_options) as file:
         file.writelines(json.dumps(row) + "\n" for row in dropped_rows)
     return summary
 
