@@ -30,11 +30,13 @@ import torch
 from PIL import Image
 
 from mtl_hf.data import ImageTransforms, decode_image, shop_row
+from mtl_hf.data.mixture import ACCELERATOR_IMAGES_PER_SECOND
 
 # ViT-B/16, 224 px, fp16 mixed precision, one A100 SXM4 80GB at its largest batch (1,024): 1,030 images/s
 # in training (forward + backward + step) on synthetic on-device data, i.e. with no data loading at all.
 # Source: the "pytorch-ddp-bench" results table, https://willgpaik-github-io.pages.dev/portfolio/pytorch-ddp-bench/
-GPU_IMAGES_PER_SECOND = 1030
+# The same figure sets default_num_workers(); it is kept there.
+GPU_IMAGES_PER_SECOND = ACCELERATOR_IMAGES_PER_SECOND
 # Camera grain (grey levels) on the drawn photos: 800-px JPEGs of about 55 KB, as product photos on a plain
 # background weigh; without it they would be flat drawings (22 KB) that decode unrealistically fast.
 GRAIN = 2.0
