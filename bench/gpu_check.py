@@ -29,8 +29,8 @@ import torch
 from transformers import TrainerCallback, ViTConfig
 
 from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.balancing import WEIGHTING_METHODS
 from mtl_hf.data import TaskSource, load_shop_dataset
-from mtl_hf.weighting import WEIGHTING_METHODS
 
 TASKS = ["category", "colour", "pattern", "tags", "size"]
 BACKBONE = dict(image_size=64, patch_size=8, hidden_size=192, num_hidden_layers=6, num_attention_heads=3,

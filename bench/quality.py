@@ -36,9 +36,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtl_hf.compare import compare, markdown_table  # noqa: E402
-from mtl_hf.recipe import parse_values  # noqa: E402
-from mtl_hf.weighting import WEIGHTING_METHODS  # noqa: E402
+from mtl_hf.balancing import WEIGHTING_METHODS  # noqa: E402
+from mtl_hf.commands.compare import compare, markdown_table  # noqa: E402
+from mtl_hf.commands.train import parse_values  # noqa: E402
 
 QUICK_METHODS = ("equal", "upgrad")
 

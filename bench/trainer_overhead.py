@@ -37,8 +37,8 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
 
 from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.balancing import WEIGHTING_METHODS
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_shop_dataset
-from mtl_hf.weighting import WEIGHTING_METHODS
 
 BATCH = 32
 WARMUP = 10

@@ -3,11 +3,16 @@
 from transformers import AutoConfig, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_mtl_vit import POOLING_MODES, TASK_TYPES, MultiTaskViTConfig, TaskSpec
-from .modeling_mtl_vit import MISSING_CLASS, MultiTaskOutput, MultiTaskViTModel, MultiTaskViTPreTrainedModel
-from .pipeline import PIPELINE_TASK, MultiTaskImageClassificationPipeline
-from .trainer import MultiTaskTrainer
-from .training_args import MultiTaskTrainingArguments
+from .inference.pipeline import PIPELINE_TASK, MultiTaskImageClassificationPipeline
+from .models.mtl_vit.configuration_mtl_vit import POOLING_MODES, TASK_TYPES, MultiTaskViTConfig, TaskSpec
+from .models.mtl_vit.modeling_mtl_vit import (
+    MISSING_CLASS,
+    MultiTaskOutput,
+    MultiTaskViTModel,
+    MultiTaskViTPreTrainedModel,
+)
+from .training.arguments import MultiTaskTrainingArguments
+from .training.trainer import MultiTaskTrainer
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ memory in `comparison.md`, `comparison.json` and `comparison.png`. The logic liv
 `mtl_hf/compare.py`, where `mtl-hf compare` runs it too; finished runs are not trained again.
 """
 
-from mtl_hf.compare import main
+from mtl_hf.commands.compare import main
 
 if __name__ == "__main__":
     main()

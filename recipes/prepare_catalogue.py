@@ -9,7 +9,7 @@ Then train from the shards: `dataset: outputs/catalogue-shards` in a recipe YAML
 
 import sys
 
-from mtl_hf.prepare import main
+from mtl_hf.commands.prepare import main
 
 if __name__ == "__main__":
     try:

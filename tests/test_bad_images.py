@@ -130,7 +130,7 @@ def test_unknown_policy_is_refused(salted_parquet):
 
 
 def test_the_recipe_field_reaches_every_source_and_its_held_out_share(salted_parquet):
-    from mtl_hf.recipe import DataArguments, load_data
+    from mtl_hf.commands.train import DataArguments, load_data
 
     data = DataArguments(dataset=str(salted_parquet), tasks=["category"], bad_image_policy="skip", eval_fraction=0.25)
     train, evaluation = load_data(data, seed=0)

@@ -17,10 +17,10 @@ import yaml
 from transformers import BertConfig
 
 from mtl_hf import MultiTaskTrainer, MultiTaskViTConfig, MultiTaskViTModel
-from mtl_hf.checkpoint_state import STATE_JSON, last_complete_checkpoint
-from mtl_hf.cli import main as cli
+from mtl_hf.commands.main import main as cli
+from mtl_hf.commands.train import LOCK_FILE, DataArguments, parse_args, run
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskMixture, TaskSource, load_shop_dataset
-from mtl_hf.recipe import LOCK_FILE, DataArguments, parse_args, run
+from mtl_hf.training.checkpoint_state import STATE_JSON, last_complete_checkpoint
 from tests.conftest import tiny_vit_config
 from tests.training_helpers import arguments, new_model, shop_source
 
@@ -139,13 +139,13 @@ def streamed_source_without_eval_split(tmp_path):
     from mtl_hf.data import write_shop_parquet
 
     write_shop_parquet(write_dir, 20, rows_per_shard=10)
-    from mtl_hf.recipe import load_data
+    from mtl_hf.commands.train import load_data
 
     load_data(DataArguments(dataset=str(write_dir), tasks=["category"], streaming=True, num_rows=20), seed=0)
 
 
 def storage_options_for_a_builtin_dataset(tmp_path):
-    from mtl_hf.recipe import load_data
+    from mtl_hf.commands.train import load_data
 
     load_data(DataArguments(dataset="builtin:shop", tasks=["category"], storage_options={"key": "k"}), seed=0)
 
@@ -205,7 +205,7 @@ def evaluate_without_eval_data(tmp_path):
 
 
 def disk_full_while_saving(tmp_path):
-    import mtl_hf.checkpoint_state as checkpoint_state
+    import mtl_hf.training.checkpoint_state as checkpoint_state
 
     real = checkpoint_state.save_file
 

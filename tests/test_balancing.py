@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mtl_hf import MultiTaskTrainer
-from mtl_hf.weighting import WEIGHTING_METHODS
+from mtl_hf.balancing import WEIGHTING_METHODS
 from tests.training_helpers import (
     SumOfGradients,
     arguments,

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from mtl_hf import MultiTaskTrainer
-from mtl_hf.checkpoint_state import (
+from mtl_hf.balancing import WEIGHTING_METHODS, build_weighting
+from mtl_hf.data import ImageTransforms
+from mtl_hf.training.checkpoint_state import (
     PICKLED_STATE,
     STATE_JSON,
     STATE_TENSORS,
     load_multitask_state,
     save_multitask_state,
 )
-from mtl_hf.data import ImageTransforms
-from mtl_hf.weighting import WEIGHTING_METHODS, build_weighting
 from tests.training_helpers import StopAt, arguments, assert_same_parameters, new_model, shop_source
 
 TASKS = ["a", "b", "c"]
@@ -185,7 +185,7 @@ def test_a_model_folder_with_only_pickled_weights_is_refused_unless_allowed(pick
 
 
 def test_the_cli_refuses_pickled_weights_in_one_line_and_takes_the_flag(pickled_only_model, tmp_path, capsys):
-    from mtl_hf.cli import main as cli
+    from mtl_hf.commands.main import main as cli
     from mtl_hf.data import load_shop_dataset
 
     _, folder = pickled_only_model
@@ -200,7 +200,7 @@ def test_the_cli_refuses_pickled_weights_in_one_line_and_takes_the_flag(pickled_
 
 
 def test_a_recipe_continuing_a_pickled_model_or_backbone_needs_the_flag(pickled_only_model):
-    from mtl_hf.recipe import ModelArguments, build_model
+    from mtl_hf.commands.train import ModelArguments, build_model
 
     model, folder = pickled_only_model
     for field_name in ("model_name_or_path", "backbone"):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
-from mtl_hf.cli import main as cli
+from mtl_hf.commands.main import main as cli
 from mtl_hf.data import ImageTransforms, TaskSource, decode_image, load_shop_dataset, write_shop_parquet
 
 from .conftest import tiny_vit_config

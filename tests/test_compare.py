@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl_hf.compare import SINGLE_TASK, delta_m, markdown_table, plan_runs, summarise
+from mtl_hf.commands.compare import SINGLE_TASK, delta_m, markdown_table, plan_runs, summarise
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -100,7 +100,7 @@ def tiny_recipe(tmp_path):
 
 
 def compare_command(recipe, output_dir, *extra):
-    return [sys.executable, "-m", "mtl_hf.cli", "compare", str(recipe), "--methods", "equal,famo", "--seeds", "2",
+    return [sys.executable, "-m", "mtl_hf.commands.main", "compare", str(recipe), "--methods", "equal,famo", "--seeds", "2",
             "--output_dir", str(output_dir), *extra]  # fmt: skip
 
 
@@ -148,7 +148,7 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tiny
     ],
 )
 def test_compare_refuses_bad_options_in_one_line(tiny_recipe, tmp_path, flags, message):
-    command = [sys.executable, "-m", "mtl_hf.cli", "compare", str(tiny_recipe), *flags]
+    command = [sys.executable, "-m", "mtl_hf.commands.main", "compare", str(tiny_recipe), *flags]
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("mtl-hf compare: error:")

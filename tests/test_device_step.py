@@ -2,7 +2,7 @@
 
 The step (forward, task losses, weighting, backward or gradient path, optimizer step, the
 weighting's after-step and end-of-epoch hooks, the logs) must keep every tensor on the model's
-device and copy nothing to the host but through `mtl_hf.host.to_host`, the one sanctioned
+device and copy nothing to the host but through `mtl_hf.utils.host.to_host`, the one sanctioned
 device -> host copy, which this test stands in for (it records the copy and answers with ones, as
 a device would answer with values). Loss-based methods copy nothing per step; gradient methods
 copy their K x K Gramian once per step; the logs are copied once per logging step.
@@ -15,8 +15,9 @@ import itertools
 import pytest
 import torch
 
-from mtl_hf import MultiTaskTrainer, host
-from mtl_hf.weighting import WEIGHTING_METHODS
+from mtl_hf import MultiTaskTrainer
+from mtl_hf.balancing import WEIGHTING_METHODS
+from mtl_hf.utils import host
 from tests.device_guard import DeviceMixGuard
 from tests.training_helpers import arguments, new_model, shop_source, start_training_by_hand
 

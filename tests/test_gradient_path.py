@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtl_hf import host
+from mtl_hf.balancing import build_weighting
+from mtl_hf.balancing.gradient_path import FeatureTap, gramian_weights, parameter_space_backward, representation_loss
+from mtl_hf.balancing.step_losses import step_losses
 from mtl_hf.data import ImageTransforms, MixtureBatch, MultiTaskCollator
-from mtl_hf.gradient_path import FeatureTap, gramian_weights, parameter_space_backward, representation_loss
-from mtl_hf.task_losses import step_losses
-from mtl_hf.weighting import build_weighting
+from mtl_hf.utils import host
 from tests.training_helpers import digits_source, new_model, shop_source
 
 TASKS = ["category", "colour", "size"]

@@ -15,7 +15,7 @@ from transformers import AutoModel, ViTConfig
 
 from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
 from mtl_hf.data import ImageTransforms, TaskSource, load_shop_dataset
-from mtl_hf.hub import build_model_card, card_from_folder, task_scores
+from mtl_hf.hub.card import build_model_card, card_from_folder, task_scores
 
 from .hub.local_hub import LocalHub
 
@@ -185,7 +185,7 @@ def test_cli_push_round_trip_through_a_local_endpoint(saved, tmp_path):
     with LocalHub(tmp_path / "hub") as hub:
         env = hub_env(hub, tmp_path)
         result = subprocess.run(
-            [sys.executable, "-m", "mtl_hf.cli", "push", str(folder), "shop/tagger", "--token", TOKEN],
+            [sys.executable, "-m", "mtl_hf.commands.main", "push", str(folder), "shop/tagger", "--token", TOKEN],
             capture_output=True, text=True, timeout=300, env=env,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]

@@ -6,7 +6,7 @@ import torch
 from transformers import TrainerCallback
 
 from mtl_hf import MultiTaskTrainer
-from mtl_hf.weighting import build_weighting
+from mtl_hf.balancing import build_weighting
 from tests.training_helpers import arguments, new_model, parameters, shop_source
 
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from mtl_hf.cli import main as cli
+from mtl_hf.commands.main import main as cli
+from mtl_hf.commands.train import LOCK_FILE, parse_args
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_shop_dataset
-from mtl_hf.recipe import LOCK_FILE, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
@@ -67,12 +67,12 @@ def saved_model(tiny_digits, tmp_path):
     [
         (["recipes/train.py", "{config}", "--learning_rat", "1e-3"], "--learning_rat", "--learning_rate"),
         (
-            ["-m", "mtl_hf.cli", "train", "{config}", "--num_train_epoch", "1"],
+            ["-m", "mtl_hf.commands.main", "train", "{config}", "--num_train_epoch", "1"],
             "--num_train_epoch",
             "--num_train_epochs",
         ),
-        (["-m", "mtl_hf.cli", "predict", "{model}", "x.png", "--top", "2"], "--top", "--top_k"),
-        (["-m", "mtl_hf.cli", "eval", "{model}", "builtin:digits", "--max_row", "5"], "--max_row", "--max_rows"),
+        (["-m", "mtl_hf.commands.main", "predict", "{model}", "x.png", "--top", "2"], "--top", "--top_k"),
+        (["-m", "mtl_hf.commands.main", "eval", "{model}", "builtin:digits", "--max_row", "5"], "--max_row", "--max_rows"),
     ],
 )
 def test_abbreviated_or_unknown_flags_are_refused_naming_the_closest(tiny_digits, tmp_path, command, flag, closest):
@@ -87,7 +87,7 @@ def test_negative_numbers_parse_as_values(tiny_digits):
 
 
 def test_eval_with_a_task_mapped_to_a_missing_column_names_it(saved_model):
-    result = run_command("-m", "mtl_hf.cli", "eval", str(saved_model), "builtin:digits", "--tasks",
+    result = run_command("-m", "mtl_hf.commands.main", "eval", str(saved_model), "builtin:digits", "--tasks",
                          '{"digit": "digt"}')  # fmt: skip
     line = one_line_error(result, "mtl-hf eval: error:")
     assert "no column(s) ['digt']" in line and "'digit'" in line and "its columns are" in line
@@ -114,7 +114,7 @@ def test_resuming_a_finished_run_changes_nothing(saved_model, tiny_digits, capsy
 
 def test_a_failed_push_leaves_the_local_card_unchanged(saved_model):
     card = (saved_model / "README.md").read_bytes()
-    result = run_command("-m", "mtl_hf.cli", "push", str(saved_model), "someone/shop-tagger")  # offline: fails
+    result = run_command("-m", "mtl_hf.commands.main", "push", str(saved_model), "someone/shop-tagger")  # offline: fails
     one_line_error(result, "mtl-hf push: error:")
     assert (saved_model / "README.md").read_bytes() == card
 
@@ -168,7 +168,7 @@ def test_a_missing_local_path_is_one_line_naming_it_within_seconds(saved_model, 
     arguments = [argument.format(model=saved_model) for argument in arguments]
     missing = next(a for a in arguments[1:] if "no" in Path(a).name and not a.startswith(str(saved_model)))
     started = time.monotonic()
-    result = run_command("-m", "mtl_hf.cli", *arguments, timeout=60)
+    result = run_command("-m", "mtl_hf.commands.main", *arguments, timeout=60)
     line = one_line_error(result, f"mtl-hf {arguments[0]}: error:")
     assert missing in line, line
     assert "local" in line or "Hub" in line  # says which of the two it tried
@@ -191,7 +191,7 @@ def test_recipe_errors_are_one_line(tiny_digits, tmp_path):
 def test_predict_on_a_file_that_is_not_an_image_names_it(saved_model, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
-    line = one_line_error(run_command("-m", "mtl_hf.cli", "predict", str(saved_model), str(notes)),
+    line = one_line_error(run_command("-m", "mtl_hf.commands.main", "predict", str(saved_model), str(notes)),
                           "mtl-hf predict: error:")  # fmt: skip
     assert str(notes) in line
 
@@ -246,7 +246,7 @@ def test_mtl_hf_train_and_accelerate_launch_give_identical_weights_at_the_same_t
     and float sums in another order round differently."""
     env = {**ENV, "OMP_NUM_THREADS": "2"}
     weights = {}
-    for name, launcher in [("cli", ["-m", "mtl_hf.cli", "train"]),
+    for name, launcher in [("cli", ["-m", "mtl_hf.commands.main", "train"]),
                            ("accelerate", ["-m", "accelerate.commands.launch", "recipes/train.py"])]:  # fmt: skip
         output = tmp_path / name
         command = [sys.executable, *launcher, str(tiny_digits), "--output_dir", str(output)]
@@ -258,7 +258,7 @@ def test_mtl_hf_train_and_accelerate_launch_give_identical_weights_at_the_same_t
 
 
 def test_a_broken_row_in_a_held_out_split_is_named_by_its_row_in_the_source(tmp_path):
-    from mtl_hf.recipe import _hold_out
+    from mtl_hf.commands.train import _hold_out
 
     rows = load_shop_dataset(40)
     broken_row = 17

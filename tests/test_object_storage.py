@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from mtl_hf.cli import main as cli
+from mtl_hf.commands.main import main as cli
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskMixture, TaskSource, write_shop_parquet
 from tests.training_helpers import write_shop_recipe
 
@@ -121,8 +121,8 @@ def test_the_recipe_streams_s3_shards_into_a_short_training_run(s3, tmp_path):
 
 def test_prepare_reads_photos_from_s3_and_writes_its_shards_there(s3, tmp_path):
     pytest.importorskip("pyspark", reason="mtl-hf prepare needs the spark extra")
+    from mtl_hf.commands.prepare import SUMMARY_FILE, prepare_catalogue
     from mtl_hf.data import write_shop_catalogue
-    from mtl_hf.prepare import SUMMARY_FILE, prepare_catalogue
 
     catalogue = write_shop_catalogue(tmp_path / "shop", 30, image_sizes=(48, 64), broken_rate=0.0)
     lines = catalogue.read_text().splitlines()

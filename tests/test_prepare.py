@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoModel
 
-from mtl_hf.cli import main as cli
+from mtl_hf.commands.main import main as cli
+from mtl_hf.commands.prepare import DROPPED_FILE, SUMMARY_FILE, prepare_catalogue, spark_session
 from mtl_hf.data import TaskSource, write_shop_catalogue
-from mtl_hf.prepare import DROPPED_FILE, SUMMARY_FILE, prepare_catalogue, spark_session
 from tests.training_helpers import write_shop_recipe
 
 pytest.importorskip("pyspark", reason="mtl-hf prepare needs the spark extra")

@@ -14,8 +14,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModel
 
 from mtl_hf import MultiTaskViTModel
-from mtl_hf.cli import main as cli
-from mtl_hf.recipe import DataArguments, ModelArguments, parse_args
+from mtl_hf.commands.main import main as cli
+from mtl_hf.commands.train import DataArguments, ModelArguments, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "recipes" / "configs"
@@ -124,7 +124,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
 
 
 def parse_and_run(argv):
-    from mtl_hf.recipe import run
+    from mtl_hf.commands.train import run
 
     return run(*parse_args(argv))  # errors as exceptions (main() turns user errors into exit code 2)
 

@@ -6,8 +6,8 @@ import torch
 from transformers import TrainerCallback
 
 from mtl_hf import MultiTaskTrainingArguments, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.balancing import GramianWeighting
 from mtl_hf.data import TaskSource, load_digits_dataset, load_shop_dataset
-from mtl_hf.weighting import GramianWeighting
 from tests.conftest import tiny_vit_config
 
 SHOP_TASKS = ["category", "colour", "pattern", "tags", "size"]

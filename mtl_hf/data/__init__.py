@@ -6,8 +6,9 @@ The data path runs one way:
         -> MultiTaskCollator (decode + ImageTransforms + stack, in workers) -> batch for the model
 """
 
+from .builtin.digits import load_digits_dataset
+from .builtin.shop import load_shop_dataset, shop_row, write_shop_catalogue, write_shop_parquet
 from .collator import MultiTaskCollator
-from .digits import load_digits_dataset
 from .mixture import (
     BATCH_MODES,
     STRATEGIES,
@@ -17,7 +18,6 @@ from .mixture import (
     TaskMixture,
     default_num_workers,
 )
-from .shop import load_shop_dataset, shop_row, write_shop_catalogue, write_shop_parquet
 from .sources import RawExample, TaskSource
 from .transforms import ImageTransforms, decode_image, to_rgb
 

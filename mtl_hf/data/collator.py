@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..configuration_mtl_vit import TaskSpec
-from ..modeling_mtl_vit import MISSING_CLASS, check_target_values
+from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from ..models.mtl_vit.modeling_mtl_vit import MISSING_CLASS, check_target_values
 from .mixture import MixtureBatch
 from .sources import RawExample
 from .transforms import ImageTransforms

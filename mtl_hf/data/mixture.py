@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..configuration_mtl_vit import TaskSpec
+from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from .sources import RawExample, TaskSource
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from datasets.features import Image as ImageFeature
 from datasets.features import LargeList
 from datasets.features import Sequence as SequenceFeature
 
-from ..configuration_mtl_vit import TaskSpec
-from ..modeling_mtl_vit import MISSING_CLASS
+from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from ..models.mtl_vit.modeling_mtl_vit import MISSING_CLASS
 
 _SPEC_FIELDS = {f.name for f in fields(TaskSpec)} - {"name"}
 _FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}

@@ -19,7 +19,7 @@ from mtl_hf.data import (
     shop_row,
     write_shop_parquet,
 )
-from mtl_hf.data.shop import CATEGORIES, COLOURS, PATTERNS, TAGS
+from mtl_hf.data.builtin.shop import CATEGORIES, COLOURS, PATTERNS, TAGS
 from tests.data.helpers import served_uids, uid_dataset
 from tests.data.test_mixture import assert_same_batches
 

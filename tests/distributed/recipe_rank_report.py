@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from mtl_hf import recipe
-from mtl_hf.trainer import MultiTaskTrainer
+from mtl_hf.training.trainer import MultiTaskTrainer
 
 
 class ReportingTrainer(MultiTaskTrainer):

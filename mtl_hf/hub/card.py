@@ -1,0 +1,186 @@
+"""Model cards: rendered from the template shipped in the package, from a model's config and its scores.
+
+The card's metadata (`library_name`, `tags`, `datasets`, `base_model`, `pipeline_tag` and a
+`model-index` with one result per task and metric) is built with `huggingface_hub.ModelCardData`,
+so the Hub reads it as it reads any other card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..metrics import PRIMARY_METRIC, TASK_METRICS
+from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
+CURVES_FILE = "training_curves.png"
+_TAGS = ["mtl_hf", "multi-task", "image-classification", "vision"]
+_HUB_TASK_TYPE = {"classification": "image-classification", "multilabel": "image-classification",
+                  "regression": "image-regression"}  # fmt: skip
+_METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "micro_f1": "Micro F1",
+                 "mAP": "mean Average Precision", "mse": "Mean squared error", "mae": "Mean absolute error",
+                 "r2": "R^2"}  # fmt: skip
+
+
+def task_scores(
+    config: MultiTaskViTConfig, metrics: dict[str, Any], prefix: str = "eval"
+) -> dict[str, dict[str, float]]:
+    """Per-task metrics from flat Trainer metrics (`{prefix}_{task}_{metric}`), for the tasks of `config`."""
+    scores: dict[str, dict[str, float]] = {}
+    for spec in config.task_specs:
+        for metric in TASK_METRICS[spec.type]:
+            value = metrics.get(f"{prefix}_{spec.name}_{metric}")
+            if value is not None and math.isfinite(float(value)):
+                scores.setdefault(spec.name, {})[metric] = float(value)
+    return scores
+
+
+def build_model_card(
+    config: MultiTaskViTConfig,
+    *,
+    model_name: str,
+    model_id: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    metrics_prefix: str = "eval",
+    training: dict[str, Any] | None = None,
+    datasets: list[str] | None = None,
+    curves_file: str | None = None,
+    multilabel_threshold: float = 0.5,
+    license: str | None = None,
+    chance: dict[str, Any] | None = None,
+) -> ModelCard:
+    r"""
+    The model card of a multi-task model.
+
+    Args:
+        config (`MultiTaskViTConfig`): the model's config (its tasks, labels and backbone).
+        model_name (`str`): the card's title and the `model-index` name.
+        model_id (`str`, *optional*): the Hub id (or folder) used in the code examples; defaults to `model_name`.
+        metrics (`dict`, *optional*): flat evaluation metrics as `MultiTaskTrainer.evaluate` returns them.
+        metrics_prefix (`str`, defaults to `"eval"`): the prefix of those metrics (`eval`, `test`).
+        training (`dict`, *optional*): how the model was trained: `sources` (list of `name`, `rows`,
+            `tasks`), `sampling_strategy`, `batch_mode`, `when_exhausted`, `weighting`,
+            `weighting_options`, `gradient_space` (gradient methods), `hyperparameters` (dict), as
+            `MultiTaskTrainer.training_summary` gives it.
+        datasets (`list[str]`, *optional*): Hub dataset ids the model was trained on (card metadata).
+        curves_file (`str`, *optional*): a picture of the training curves beside the card, shown in it.
+        multilabel_threshold (`float`, defaults to 0.5): the threshold multilabel scores were measured at.
+        license (`str`, *optional*): the model's license id.
+        chance (`dict`, *optional*): each task's main score for a constant answer that ignores the
+            image, as flat metrics (`eval_<task>_<metric>`, the recipe's `eval_chance_results.json`);
+            shown beside the scores so a reader can tell learning from guessing.
+    """
+    metrics = metrics or {}
+    scores = task_scores(config, metrics, metrics_prefix)
+    base_model = getattr(config.backbone_config, "_name_or_path", "") or None
+    evaluated_on = [source["name"] for source in (training or {}).get("evaluation", [])]
+    eval_name = ", ".join(evaluated_on or datasets or []) or "evaluation data"
+
+    eval_results = [
+        EvalResult(
+            # The model-index groups results by task type and dataset, so the task's name goes into
+            # each metric's name rather than the (shared) task entry.
+            task_type=_HUB_TASK_TYPE[spec.type],
+            dataset_type=(datasets or ["custom"])[0],
+            dataset_name=eval_name,
+            dataset_split=metrics_prefix,
+            metric_type=metric,
+            metric_name=f"{spec.name} {_METRIC_NAMES.get(metric, metric)}",
+            metric_value=round(value, 4),
+        )
+        for spec in config.task_specs
+        for metric, value in scores.get(spec.name, {}).items()
+    ]
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=list(_TAGS),
+        base_model=base_model,
+        datasets=datasets or None,
+        license=license,
+        metrics=sorted({metric for task in scores.values() for metric in task}) or None,
+        eval_results=eval_results or None,
+    )
+    tasks = []
+    for spec in config.task_specs:
+        primary = PRIMARY_METRIC[spec.type]
+        score = scores.get(spec.name, {}).get(primary)
+        tasks.append(
+            {
+                "name": spec.name,
+                "type": spec.type,
+                "outputs": len(spec.labels) if spec.labels else spec.num_outputs,
+                "labels": ", ".join(spec.labels) if spec.labels else "",
+                "metric": _METRIC_NAMES[primary],
+                "score": "-" if score is None else f"{score:.4f}",
+                "chance": _format_score((chance or {}).get(f"{metrics_prefix}_{spec.name}_{primary}")),
+            }
+        )
+    average = metrics.get(f"{metrics_prefix}_average_score")
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=model_name,
+        model_id=model_id or model_name,
+        base_model=base_model,
+        backbone_type=type(config.backbone_config).__name__.removesuffix("Config"),
+        tasks=tasks,
+        show_chance=bool(chance),
+        average_score=None if average is None or not math.isfinite(average) else float(average),
+        metrics_split=metrics_prefix,
+        training=training,
+        curves_file=curves_file,
+        multilabel_threshold=multilabel_threshold,
+        versions=_versions(),
+    )
+
+
+def card_from_folder(folder: str | Path, *, model_id: str | None = None) -> ModelCard:
+    """The card of a saved model folder: its README.md if there is one, else one built from its files.
+
+    A folder written by `MultiTaskTrainer.save_model` has its card already; a bare `save_pretrained`
+    folder gets one from `config.json` and, when present, `all_results.json` / `eval_results.json`.
+    """
+    folder = Path(folder)
+    readme = folder / "README.md"
+    if readme.is_file():
+        return ModelCard.load(readme)
+    config = MultiTaskViTConfig.from_pretrained(folder)
+    metrics: dict[str, Any] = {}
+    for name in ("all_results.json", "eval_results.json"):
+        if (folder / name).is_file():
+            metrics = json.loads((folder / name).read_text())
+            break
+    return build_model_card(
+        config,
+        model_name=(model_id or folder.resolve().name).split("/")[-1],
+        model_id=model_id,
+        metrics=metrics,
+        curves_file=CURVES_FILE if (folder / CURVES_FILE).is_file() else None,
+    )
+
+
+def _format_score(value: Any) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "-"
+    return f"{round(float(value), 4) + 0.0:.4f}"  # + 0.0: a chance R^2 of -1e-17 shows as 0.0000, not -0.0000
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("mtl_hf", "transformers", "torch", "datasets", "accelerate", "huggingface_hub"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+__all__ = ["CURVES_FILE", "TEMPLATE_PATH", "build_model_card", "card_from_folder", "task_scores"]

@@ -1,0 +1,142 @@
+"""`MultiTaskTrainingArguments`: `TrainingArguments` plus task sampling, loss balancing and evaluation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from ..balancing import WEIGHTING_METHODS, check_weighting_options
+from ..balancing.gradient_path import GRADIENT_SPACES
+from ..data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED, default_num_workers
+from .loss_guard import NAN_POLICIES
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    r"""
+    Everything `TrainingArguments` takes, plus the multi-task settings below. Vision inputs keep
+    their image columns (`remove_unused_columns` defaults to `False`).
+    """
+
+    # -- sampling: how the training batches mix the task sources ------------------------------
+    sampling_strategy: str = field(
+        default="proportional",
+        metadata={"help": f"How often each task source is drawn: {', '.join(STRATEGIES)}."},
+    )
+    sampling_temperature: float = field(
+        default=2.0, metadata={"help": "Temperature T of the 'temperature' strategy (p ~ size ** (1/T))."}
+    )
+    sampling_weights: dict[str, float] | str | None = field(
+        default=None,
+        metadata={"help": "Source name -> weight, for the 'weights' strategy (a dict, or JSON on the command line)."},
+    )
+    batch_mode: str = field(
+        default="homogeneous",
+        metadata={"help": "'homogeneous': one source per batch (only its heads run); 'mixed': rows drawn one by one."},
+    )
+    when_exhausted: str = field(
+        default="recycle",
+        metadata={"help": "A source that runs out: 'recycle' (new shuffled pass) or 'stop' (ends the epoch)."},
+    )
+    steps_per_epoch: int | None = field(
+        default=None, metadata={"help": "Batches per epoch (default: one pass's worth of rows)."}
+    )
+    shuffle_buffer_size: int = field(default=1000, metadata={"help": "Shuffle buffer of streaming sources, in rows."})
+
+    # -- balancing: how the task losses become one loss ----------------------------------------
+    weighting: str = field(
+        default="static",
+        metadata={
+            "help": f"Balancing method: {', '.join(WEIGHTING_METHODS)}. Every method's weight for a task is "
+            "multiplied by the task's loss_weight; 'static' (and 'equal') use loss_weight alone."
+        },
+    )
+    weighting_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": 'Options of the weighting method (a dict, or JSON), e.g. {"temperature": 2.0} for dwa.'},
+    )
+    gradient_space: str = field(
+        default="parameters",
+        metadata={
+            "help": "Where gradient methods take the per-task gradients: 'parameters' (of every backbone parameter, "
+            "as the papers do; one backward per task) or 'representation' (of the features the heads read; about "
+            "one backward per step, but task gradients conflict less there, see the README)."
+        },
+    )
+
+    nan_policy: str = field(
+        default="stop",
+        metadata={"help": "A NaN or inf task loss: 'stop' (raise before the optimizer step, naming the task, the step "
+                          "and the batch's rows) or 'skip_step' (drop that step's update, log it, go on)."},
+    )  # fmt: skip
+
+    max_bad_image_fraction: float = field(
+        default=0.01,
+        metadata={"help": "Under bad_image_policy 'skip': the largest share of a source's images that may fail "
+                          "to decode before the run stops (checked at every logging step and at the end)."},
+    )  # fmt: skip
+
+    # -- evaluation ------------------------------------------------------------------------------
+    multilabel_threshold: float = field(
+        default=0.5, metadata={"help": "Probability above which a multilabel label counts as predicted."}
+    )
+
+    # -- the output folder ------------------------------------------------------------------------
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Let a recipe train into an output_dir that holds a previous run (its checkpoints are "
+                          "deleted first). Without it the recipe stops and says how to resume instead."},
+    )  # fmt: skip
+
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the task data carries images, not model-signature columns."}
+    )
+
+    dataloader_num_workers: int = field(
+        default=-1,
+        metadata={"help": "DataLoader worker processes that decode and augment images; -1 (default): "
+                  "default_num_workers(), enough to feed one accelerator and none when training on the CPU."},
+    )  # fmt: skip
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataloader_num_workers == -1:
+            self.dataloader_num_workers = default_num_workers(use_cpu=self.use_cpu)
+        elif self.dataloader_num_workers < 0:
+            raise ValueError(f"dataloader_num_workers must be >= 0 (or -1 for the default), got "
+                             f"{self.dataloader_num_workers}")  # fmt: skip
+        self.sampling_weights = _json_dict("sampling_weights", self.sampling_weights)
+        self.weighting_options = _json_dict("weighting_options", self.weighting_options) or {}
+        for name, value, choices in [
+            ("sampling_strategy", self.sampling_strategy, STRATEGIES),
+            ("batch_mode", self.batch_mode, BATCH_MODES),
+            ("when_exhausted", self.when_exhausted, WHEN_EXHAUSTED),
+            ("weighting", self.weighting, tuple(WEIGHTING_METHODS)),
+            ("gradient_space", self.gradient_space, GRADIENT_SPACES),
+            ("nan_policy", self.nan_policy, NAN_POLICIES),
+        ]:
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+        check_weighting_options(self.weighting, self.weighting_options)
+        if not 0.0 <= self.max_bad_image_fraction <= 1.0:
+            raise ValueError(f"max_bad_image_fraction must be in [0, 1], got {self.max_bad_image_fraction}")
+        if not 0.0 < self.multilabel_threshold < 1.0:
+            raise ValueError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
+
+
+def _json_dict(name: str, value: Any) -> dict | None:
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except (TypeError, json.JSONDecodeError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}")
+    return parsed
+
+
+__all__ = ["MultiTaskTrainingArguments"]
