@@ -33,8 +33,9 @@ from mtl_hf.balancing import WEIGHTING_METHODS
 from mtl_hf.data import TaskSource, load_shop_dataset
 
 TASKS = ["category", "colour", "pattern", "tags", "size"]
-BACKBONE = dict(image_size=64, patch_size=8, hidden_size=192, num_hidden_layers=6, num_attention_heads=3,
-                intermediate_size=768)  # fmt: skip
+BACKBONE = dict(
+    image_size=64, patch_size=8, hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768
+)
 BATCH = 32
 LOGGING_STEPS = 1000  # no logging step inside the timed window
 
@@ -72,11 +73,22 @@ def run_case(name: str, space: str, device: torch.device, steps: int, out: str) 
     timer = StepTimer(device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = MultiTaskTrainingArguments(
-        output_dir=out, max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=1e-3, bf16=True,
-        use_cpu=device.type == "cpu", report_to="none", save_strategy="no", logging_steps=LOGGING_STEPS,
-        disable_tqdm=True, seed=0, weighting=name, gradient_space=space, batch_mode="mixed",
+        output_dir=out,
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        learning_rate=1e-3,
+        bf16=True,
+        use_cpu=device.type == "cpu",
+        report_to="none",
+        save_strategy="no",
+        logging_steps=LOGGING_STEPS,
+        disable_tqdm=True,
+        seed=0,
+        weighting=name,
+        gradient_space=space,
+        batch_mode="mixed",
         **({"ddp_backend": "gloo"} if distributed and device.type == "cpu" else {}),
-    )  # fmt: skip
+    )
     syncs = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -99,9 +111,15 @@ def run_case(name: str, space: str, device: torch.device, steps: int, out: str) 
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     places = sorted({f"{os.path.basename(w.filename)}:{w.lineno}" for w in syncs})
     return {
-        "method": name, "space": space, "ok": error is None, "error": error, "seconds": timer.median(),
-        "peak_gib": peak, "syncs_per_step": len(syncs) / steps, "sync_places": places,
-    }  # fmt: skip
+        "method": name,
+        "space": space,
+        "ok": error is None,
+        "error": error,
+        "seconds": timer.median(),
+        "peak_gib": peak,
+        "syncs_per_step": len(syncs) / steps,
+        "sync_places": places,
+    }
 
 
 def child(device_name: str, methods: list[str], steps: int, result_file: str | None) -> list[dict]:
@@ -122,9 +140,24 @@ def two_processes(methods: list[str], steps: int) -> list[dict] | str:
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     with tempfile.TemporaryDirectory() as out:
         result_file = os.path.join(out, "results.json")
-        command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--mixed_precision", "bf16",
-                   __file__, "--child", "cuda", "--methods", ",".join(methods), "--steps", str(steps),
-                   "--result-file", result_file]  # fmt: skip
+        command = [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "bf16",
+            __file__,
+            "--child",
+            "cuda",
+            "--methods",
+            ",".join(methods),
+            "--steps",
+            str(steps),
+            "--result-file",
+            result_file,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if result.returncode != 0 or not os.path.exists(result_file):
             return f"accelerate launch failed (exit {result.returncode}): {result.stderr.strip().splitlines()[-1:]}"
@@ -143,8 +176,10 @@ def print_table(title: str, rows: list[dict] | str, methods: list[str]) -> None:
     for row in rows:
         label = f"{row['method']} ({row['space']})"
         result = "ok" if row["ok"] else f"FAILED {row['error']}"
-        print(f"| {label:<30} | {result[:60]:<60} | {row['seconds']:>7.4f} | {row['peak_gib']:>8.2f} | "
-              f"{row['syncs_per_step']:>10.2f} |")  # fmt: skip
+        print(
+            f"| {label:<30} | {result[:60]:<60} | {row['seconds']:>7.4f} | {row['peak_gib']:>8.2f} | "
+            f"{row['syncs_per_step']:>10.2f} |"
+        )
         if row["sync_places"]:
             print(f"|   syncs at {', '.join(row['sync_places'])[:150]} | | | | |")
 
@@ -177,8 +212,9 @@ def main() -> None:
     print(f"GPU: {torch.cuda.get_device_name(0)}")
     print_table("CUDA, 1 process, bf16", child("cuda", methods, args.steps, None), methods)
     if torch.cuda.device_count() >= 2:
-        print_table("CUDA, 2 processes (accelerate launch --multi_gpu), bf16", two_processes(methods, args.steps),
-                    methods)  # fmt: skip
+        print_table(
+            "CUDA, 2 processes (accelerate launch --multi_gpu), bf16", two_processes(methods, args.steps), methods
+        )
     else:
         print_table("CUDA, 2 processes", "skipped: fewer than 2 GPUs", methods)
 

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from mtl_hf.data import ImageTransforms, decode_image, shop_row
-from mtl_hf.data.mixture import ACCELERATOR_IMAGES_PER_SECOND
+from mtl_hf.data.loader import ACCELERATOR_IMAGES_PER_SECOND
 
 # ViT-B/16, 224 px, fp16 mixed precision, one A100 SXM4 80GB at its largest batch (1,024): 1,030 images/s
 # in training (forward + backward + step) on synthetic on-device data, i.e. with no data loading at all.

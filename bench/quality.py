@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from mtl_hf.balancing import WEIGHTING_METHODS  # noqa: E402
 from mtl_hf.commands.compare import compare, markdown_table  # noqa: E402
-from mtl_hf.commands.train import parse_values  # noqa: E402
+from mtl_hf.commands.recipe import RecipeParser  # noqa: E402
 
 QUICK_METHODS = ("equal", "upgrad")
 
@@ -65,7 +65,7 @@ def settings(quick: bool) -> dict[str, dict]:
     chosen = {"digits": digits, "shop": shop, "shop-16px": shop_16, "shop+digits": mixed}
     if quick:
         for values in chosen.values():
-            values.update(num_train_epochs=3, max_train_rows=512, max_eval_rows=256)
+            values.update(num_train_epochs=1, max_train_rows=256, max_eval_rows=128)
     return chosen
 
 
@@ -87,15 +87,18 @@ def main(argv=None) -> int:
     seeds = args.seeds or (1 if args.quick else 3)
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
-    print(f"bench/quality.py: settings {names}, methods {methods}, {seeds} seed(s); "
-          f"torch threads {threads}; {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
+    print(
+        f"bench/quality.py: settings {names}, methods {methods}, {seeds} seed(s); "
+        f"torch threads {threads}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     sections = []
     started = time.perf_counter()
     for name in names:
         values = {**chosen[name], "output_dir": str(Path(args.output_dir) / name)}
-        model_args, data_args, training_args = parse_values(values, where=f"setting {name}")
-        comparison = compare(model_args, data_args, training_args, methods=methods, seeds=seeds,
-                             output_dir=training_args.output_dir)  # fmt: skip
+        model_args, data_args, training_args = RecipeParser().parse_mapping(values, where=f"setting {name}")
+        comparison = compare(
+            model_args, data_args, training_args, methods=methods, seeds=seeds, output_dir=training_args.output_dir
+        )
         sections.append(f"### {name}\n\n{markdown_table(comparison)}\n")
         print(f"\n{sections[-1]}", flush=True)
     report = "\n".join(sections) + f"\nTotal wall time {time.perf_counter() - started:.0f} s.\n"

@@ -43,10 +43,17 @@ from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_sho
 BATCH = 32
 WARMUP = 10
 TASKS = ["category", "colour", "pattern", "tags"]
-BACKBONE = dict(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                intermediate_size=128)  # fmt: skip
-VIT_BASE_RUNS = [("equal", "representation"), ("pcgrad", "representation"), ("pcgrad", "parameters"),
-                 ("upgrad", "representation"), ("upgrad", "parameters"), ("nash_mtl", "representation")]  # fmt: skip
+BACKBONE = dict(
+    image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+)
+VIT_BASE_RUNS = [
+    ("equal", "representation"),
+    ("pcgrad", "representation"),
+    ("pcgrad", "parameters"),
+    ("upgrad", "representation"),
+    ("upgrad", "parameters"),
+    ("nash_mtl", "representation"),
+]
 
 
 class StepTimer(TrainerCallback):
@@ -78,10 +85,19 @@ class SourceRows(torch.utils.data.Dataset):
 
 def common_arguments(steps: int, output_dir: str, batch: int = BATCH) -> dict:
     return dict(
-        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-3,
-        report_to="none", use_cpu=True, save_strategy="no", logging_steps=10_000, disable_tqdm=True, seed=0,
-        remove_unused_columns=False, dataloader_num_workers=0,
-    )  # fmt: skip
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=10_000,
+        disable_tqdm=True,
+        seed=0,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
 
 
 def plain_trainer_step(data, steps: int, output_dir: str) -> float:
@@ -96,21 +112,41 @@ def plain_trainer_step(data, steps: int, output_dir: str) -> float:
     torch.manual_seed(0)
     model = ViTForImageClassification(ViTConfig(**BACKBONE, num_labels=source.task_specs[0].num_outputs))
     timer = StepTimer()
-    trainer = Trainer(model=model, args=TrainingArguments(**common_arguments(steps, output_dir)),
-                      train_dataset=SourceRows(source), data_collator=collate, callbacks=[timer])  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**common_arguments(steps, output_dir)),
+        train_dataset=SourceRows(source),
+        data_collator=collate,
+        callbacks=[timer],
+    )
     trainer.train()
     return timer.seconds_per_step
 
 
-def multitask_step(data, tasks, steps: int, output_dir: str, weighting: str = "equal", space="representation",
-                   options=None, backbone=None, batch=BATCH, warmup=WARMUP) -> float:  # fmt: skip
+def multitask_step(
+    data,
+    tasks,
+    steps: int,
+    output_dir: str,
+    weighting: str = "equal",
+    space="representation",
+    options=None,
+    backbone=None,
+    batch=BATCH,
+    warmup=WARMUP,
+) -> float:
     source = TaskSource(data, tasks, name="shop")
     torch.manual_seed(0)
     config = ViTConfig(**(backbone or BACKBONE))
     model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=config, tasks=source.task_specs))
     timer = StepTimer(warmup)
-    args = MultiTaskTrainingArguments(**common_arguments(steps, output_dir, batch), weighting=weighting,
-                                      weighting_options=options, gradient_space=space, batch_mode="mixed")  # fmt: skip
+    args = MultiTaskTrainingArguments(
+        **common_arguments(steps, output_dir, batch),
+        weighting=weighting,
+        weighting_options=options,
+        gradient_space=space,
+        batch_mode="mixed",
+    )
     MultiTaskTrainer(model, args, train_dataset=source, callbacks=[timer]).train()
     return timer.seconds_per_step
 
@@ -119,8 +155,14 @@ def vit_base_child(weighting: str, space: str) -> None:
     """One ViT-Base-sized training measurement in this (fresh) process; prints JSON."""
     torch.manual_seed(0)
     data = load_shop_dataset(64, seed=0, missing_rate=0.0, image_size=224)
-    backbone = dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                    intermediate_size=3072)  # fmt: skip
+    backbone = dict(
+        image_size=224,
+        patch_size=16,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+    )
     with tempfile.TemporaryDirectory() as out:
         seconds = multitask_step(data, TASKS, 3, out, weighting, space, backbone=backbone, batch=8, warmup=1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
@@ -131,9 +173,11 @@ def vit_base_rows() -> list[tuple[str, float, float]]:
     rows = []
     for weighting, space in VIT_BASE_RUNS:
         result = subprocess.run(
-            [sys.executable, __file__, "--vit-base-child", weighting, space], capture_output=True, text=True,
+            [sys.executable, __file__, "--vit-base-child", weighting, space],
+            capture_output=True,
+            text=True,
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )  # fmt: skip
+        )
         if result.returncode != 0:
             raise RuntimeError(f"ViT-Base run {weighting} ({space}) failed:\n{result.stderr[-3000:]}")
         values = json.loads(result.stdout.strip().splitlines()[-1])
@@ -214,13 +258,25 @@ def main() -> None:
     singles = [f"single_{task}" for task in TASKS]
     rows = [
         ("Trainer+ViTForImageClassification, 1 task", median("plain"), "baseline", ""),
-        ("MultiTaskTrainer, 1 task", median("single_category"), f"{ratio('plain', 'single_category'):.3f}",
-         "samples/s ratio, target >= 0.97"),
-        ("MultiTaskTrainer, 4 tasks (equal weights)", median("equal"), f"{ratio('equal', 'single_category'):.3f}",
-         "step time vs 1 task, target <= 1.10"),
-        ("4 single-task models, one after another", sum(median(n) for n in singles),
-         f"{ratio('equal', singles):.3f}", "4-task time / 4 runs, target ~ 1/4"),
-    ]  # fmt: skip
+        (
+            "MultiTaskTrainer, 1 task",
+            median("single_category"),
+            f"{ratio('plain', 'single_category'):.3f}",
+            "samples/s ratio, target >= 0.97",
+        ),
+        (
+            "MultiTaskTrainer, 4 tasks (equal weights)",
+            median("equal"),
+            f"{ratio('equal', 'single_category'):.3f}",
+            "step time vs 1 task, target <= 1.10",
+        ),
+        (
+            "4 single-task models, one after another",
+            sum(median(n) for n in singles),
+            f"{ratio('equal', singles):.3f}",
+            "4-task time / 4 runs, target ~ 1/4",
+        ),
+    ]
     for label, (name, space, _) in runs.items():
         if name == "equal":
             continue
@@ -257,8 +313,10 @@ def main() -> None:
         print(f"| {'run':<32} | {'s/step':>8} | {'vs equal':>8} | {'peak RSS GiB':>12} | {'vs equal':>8} |")
         print(f"|{'-' * 34}|{'-' * 10}:|{'-' * 10}:|{'-' * 14}:|{'-' * 10}:|")
         for name, seconds, peak in base:
-            print(f"| {name:<32} | {seconds:>8.2f} | {seconds / equal_seconds:>8.2f} | {peak:>12.2f} | "
-                  f"{peak / equal_peak:>8.2f} |")  # fmt: skip
+            print(
+                f"| {name:<32} | {seconds:>8.2f} | {seconds / equal_seconds:>8.2f} | {peak:>12.2f} | "
+                f"{peak / equal_peak:>8.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -1,34 +1,70 @@
-"""mtl_hf: fine-tune one vision transformer on several image tasks at once, the Hugging Face way."""
+"""mtl_hf: fine-tune one vision transformer on several image tasks at once, the Hugging Face way.
+
+`import mtl_hf` registers the model with transformers' Auto classes and the pipeline; everything else
+(the trainer, the data path, the commands) is imported on first use, so that loading a model for
+inference does not pay for the training stack.
+
+    mtl_hf/
+      models/mtl_vit/   the configuration and the model (the pair that travels as remote code)
+      data/             task sources, the task mixture, decoding and transforms, the collator, built-in data
+      balancing/        loss weightings, Gramian weightings and the gradient path they share
+      training/         MultiTaskTrainingArguments, MultiTaskTrainer and the parts it orchestrates
+      metrics/          per-task metrics (evaluate modules shipped in the package) and chance scores
+      inference/        the multi-task image-classification pipeline
+      hub/              the model card, its template and the training curves
+      commands/         the `mtl-hf` command: train (the recipe), eval, predict, push, compare, prepare
+      utils/            distributed helpers, the one host copy, output-folder locks, lazy imports, validation
+"""
+
+from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel
-from transformers.pipelines import PIPELINE_REGISTRY
 
-from .inference.pipeline import PIPELINE_TASK, MultiTaskImageClassificationPipeline
-from .models.mtl_vit.configuration_mtl_vit import POOLING_MODES, TASK_TYPES, MultiTaskViTConfig, TaskSpec
-from .models.mtl_vit.modeling_mtl_vit import (
+from .models.mtl_vit import (
     MISSING_CLASS,
+    POOLING_MODES,
+    TASK_TYPES,
     MultiTaskOutput,
+    MultiTaskViTConfig,
     MultiTaskViTModel,
     MultiTaskViTPreTrainedModel,
+    TaskSpec,
 )
-from .training.arguments import MultiTaskTrainingArguments
-from .training.trainer import MultiTaskTrainer
+from .utils.lazy import lazy_attributes
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # `exist_ok` keeps a second import (or a model loaded as remote code first) from failing.
 AutoConfig.register(MultiTaskViTConfig.model_type, MultiTaskViTConfig, exist_ok=True)
 AutoModel.register(MultiTaskViTConfig, MultiTaskViTModel, exist_ok=True)
-PIPELINE_REGISTRY.register_pipeline(
-    PIPELINE_TASK, pipeline_class=MultiTaskImageClassificationPipeline, pt_model=AutoModel, type="image"
-)
+
+from .inference.registration import register_pipeline  # noqa: E402  (after the Auto classes it names)
+
+register_pipeline()
+
+_ATTRIBUTES = {
+    "MultiTaskTrainer": ".training.trainer",
+    "MultiTaskTrainingArguments": ".training.arguments",
+    "MultiTaskImageClassificationPipeline": ".inference.pipeline",
+    "PIPELINE_TASK": ".inference.registration",
+    "UserError": ".errors",
+}
+
+if TYPE_CHECKING:
+    from .errors import UserError
+    from .inference.pipeline import MultiTaskImageClassificationPipeline
+    from .inference.registration import PIPELINE_TASK
+    from .training.arguments import MultiTaskTrainingArguments
+    from .training.trainer import MultiTaskTrainer
+
+__getattr__, __dir__ = lazy_attributes(__name__, _ATTRIBUTES)
 
 __all__ = [
     "MISSING_CLASS",
     "PIPELINE_TASK",
-    "MultiTaskImageClassificationPipeline",
     "POOLING_MODES",
     "TASK_TYPES",
+    "MultiTaskImageClassificationPipeline",
     "MultiTaskOutput",
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
@@ -36,4 +72,5 @@ __all__ = [
     "MultiTaskViTModel",
     "MultiTaskViTPreTrainedModel",
     "TaskSpec",
+    "UserError",
 ]

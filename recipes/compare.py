@@ -5,7 +5,7 @@
 
 Per seed: one single-task model per task, one multi-task model per method; then delta_m, time and
 memory in `comparison.md`, `comparison.json` and `comparison.png`. The logic lives in
-`mtl_hf/compare.py`, where `mtl-hf compare` runs it too; finished runs are not trained again.
+`mtl_hf/commands/compare/`, where `mtl-hf compare` runs it too; finished runs are not trained again.
 """
 
 from mtl_hf.commands.compare import main

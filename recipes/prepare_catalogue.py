@@ -4,16 +4,10 @@
         --image_column path --tasks category,colour,pattern,tags:multilabel,size --size 64 --master "local[2]"
 
 Then train from the shards: `dataset: outputs/catalogue-shards` in a recipe YAML. The logic lives in
-`mtl_hf/prepare.py`, where `mtl-hf prepare` runs it too; `--help` lists every option.
+`mtl_hf/commands/prepare/`, where `mtl-hf prepare` runs it too; `--help` lists every option.
 """
-
-import sys
 
 from mtl_hf.commands.prepare import main
 
 if __name__ == "__main__":
-    try:
-        main(prog="prepare_catalogue.py")
-    except (ImportError, OSError, ValueError) as error:
-        print(f"prepare_catalogue.py: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    main(prog="prepare_catalogue.py")

@@ -73,9 +73,16 @@ def main() -> None:
     source = shop_source(rows=128)
     if options.salted:
         source = TaskSource(options.salted, ["category", "colour"], name="catalogue", bad_image_policy="skip")
-    args = arguments(Path(options.output_dir), max_steps=options.max_steps, save_strategy="steps",
-                     save_steps=SAVE_STEPS, batch_mode="mixed", weighting="famo", per_device_train_batch_size=8,
-                     max_bad_image_fraction=0.2)  # fmt: skip
+    args = arguments(
+        Path(options.output_dir),
+        max_steps=options.max_steps,
+        save_strategy="steps",
+        save_steps=SAVE_STEPS,
+        batch_mode="mixed",
+        weighting="famo",
+        per_device_train_batch_size=8,
+        max_bad_image_fraction=0.2,
+    )
     callbacks = []
     if options.pause_at_save:
         callbacks.append(PauseWhileSaving(options.pause_at_save, options.marker))

@@ -60,8 +60,14 @@ def salted_parquet(tmp_path_factory):
 
 
 def source(path, policy, streaming=False):
-    return TaskSource(str(path), ["category", "colour"], name="catalogue", bad_image_policy=policy,
-                      streaming=streaming, num_rows=GOOD_ROWS if streaming else None)  # fmt: skip
+    return TaskSource(
+        str(path),
+        ["category", "colour"],
+        name="catalogue",
+        bad_image_policy=policy,
+        streaming=streaming,
+        num_rows=GOOD_ROWS if streaming else None,
+    )
 
 
 def test_raise_names_the_source_the_row_and_the_decoder_error(salted_parquet):
@@ -101,8 +107,14 @@ def test_skip_counts_per_source_in_dataloader_workers(salted_parquet, streaming)
 
 def test_training_with_skip_logs_and_reports_the_counts(salted_parquet, tmp_path):
     catalogue = source(salted_parquet, "skip")
-    args = arguments(tmp_path, num_train_epochs=2, max_steps=-1, per_device_train_batch_size=16, logging_steps=3,
-                     max_bad_image_fraction=0.1)  # fmt: skip
+    args = arguments(
+        tmp_path,
+        num_train_epochs=2,
+        max_steps=-1,
+        per_device_train_batch_size=16,
+        logging_steps=3,
+        max_bad_image_fraction=0.1,
+    )
     trainer = MultiTaskTrainer(new_model(catalogue), args, train_dataset=catalogue, eval_dataset=catalogue)
     output = trainer.train()
     assert output.metrics["bad_images_catalogue"] == 4  # 2 epochs x 2 broken photos
@@ -116,11 +128,15 @@ def test_training_with_skip_logs_and_reports_the_counts(salted_parquet, tmp_path
 
 def test_too_many_bad_images_stop_the_run_with_the_counts(salted_parquet, tmp_path):
     catalogue = source(salted_parquet, "skip")
-    args = arguments(tmp_path, max_steps=6, per_device_train_batch_size=16, logging_steps=3,
-                     max_bad_image_fraction=0.01)  # fmt: skip
+    args = arguments(
+        tmp_path, max_steps=6, per_device_train_batch_size=16, logging_steps=3, max_bad_image_fraction=0.01
+    )
     trainer = MultiTaskTrainer(new_model(catalogue), args, train_dataset=catalogue)
-    with pytest.raises(ValueError, match=r"source 'catalogue': \d+ of \d+ images \(\d+\.\d%\) could not be decoded, "
-                                         r"more than max_bad_image_fraction 0.01"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"source 'catalogue': \d+ of \d+ images \(\d+\.\d%\) could not be decoded, "
+        r"more than max_bad_image_fraction 0.01",
+    ):
         trainer.train()
 
 
@@ -130,10 +146,43 @@ def test_unknown_policy_is_refused(salted_parquet):
 
 
 def test_the_recipe_field_reaches_every_source_and_its_held_out_share(salted_parquet):
-    from mtl_hf.commands.train import DataArguments, load_data
+    from mtl_hf.commands.recipe import DataArguments, load_data
 
     data = DataArguments(dataset=str(salted_parquet), tasks=["category"], bad_image_policy="skip", eval_fraction=0.25)
     train, evaluation = load_data(data, seed=0)
     assert [s.bad_image_policy for s in train + evaluation] == ["skip", "skip"]
     with pytest.raises(ValueError, match="unknown bad_image_policy 'drop'"):
         DataArguments(dataset=str(salted_parquet), tasks=["category"], bad_image_policy="drop")
+
+
+class BuggyTransforms(ImageTransforms):
+    """A transform with a bug planted in it: the code that handles good photos fails."""
+
+    def resize(self, image):
+        return planted_bug(image)
+
+
+def planted_bug(image):
+    return image.width / 0
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+def test_a_bug_in_a_transform_surfaces_with_its_traceback_under_either_policy(policy):
+    source = TaskSource(load_shop_dataset(4), ["category"], bad_image_policy=policy)
+    collator = MultiTaskCollator(source.task_specs, BuggyTransforms(size=(32, 32)))
+    with pytest.raises(ZeroDivisionError) as raised:  # not a "bad image", and not skipped
+        collator(source.rows(range(4)))
+    assert any(frame.name == "planted_bug" for frame in raised.traceback)
+
+
+def test_a_bug_in_a_transform_stops_training_that_skips_bad_images(tmp_path):
+    source = TaskSource(load_shop_dataset(16), ["category"], bad_image_policy="skip")
+    trainer = MultiTaskTrainer(
+        new_model(source),
+        arguments(tmp_path, max_steps=2, per_device_train_batch_size=8),
+        train_dataset=source,
+        image_transforms=BuggyTransforms(size=(32, 32)),
+    )
+    with pytest.raises(ZeroDivisionError) as raised:
+        trainer.train()
+    assert any(frame.name == "planted_bug" for frame in raised.traceback)

@@ -18,9 +18,12 @@ from transformers import BertConfig
 
 from mtl_hf import MultiTaskTrainer, MultiTaskViTConfig, MultiTaskViTModel
 from mtl_hf.commands.main import main as cli
-from mtl_hf.commands.train import LOCK_FILE, DataArguments, parse_args, run
+from mtl_hf.commands.recipe import DataArguments
+from mtl_hf.commands.recipe import parse_recipe as parse_args
+from mtl_hf.commands.train import run
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskMixture, TaskSource, load_shop_dataset
 from mtl_hf.training.checkpoint_state import STATE_JSON, last_complete_checkpoint
+from mtl_hf.utils.output_dir import LOCK_FILE
 from tests.conftest import tiny_vit_config
 from tests.training_helpers import arguments, new_model, shop_source
 
@@ -38,8 +41,15 @@ def collate(dataset, tasks):
 
 def recipe(tmp_path, **overrides) -> Path:
     values = yaml.safe_load((ROOT / "recipes" / "configs" / "digits.yaml").read_text())
-    values.update(num_train_epochs=1, max_train_rows=64, max_eval_rows=32, output_dir=str(tmp_path / "run"),
-                  save_strategy="epoch", disable_tqdm=True, logging_steps=1)  # fmt: skip
+    values.update(
+        num_train_epochs=1,
+        max_train_rows=64,
+        max_eval_rows=32,
+        output_dir=str(tmp_path / "run"),
+        save_strategy="epoch",
+        disable_tqdm=True,
+        logging_steps=1,
+    )
     values.update(overrides)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -120,8 +130,9 @@ def wrong_image_channels(tmp_path):
 
 def corrupt_image_bytes(tmp_path):
     rows = load_shop_dataset(3).cast_column("image", datasets.Image(decode=False))
-    rows = rows.map(lambda row, i: {"image": {"bytes": b"\xff\xd8\xff garbage", "path": None}} if i == 1 else row,
-                    with_indices=True)  # fmt: skip
+    rows = rows.map(
+        lambda row, i: {"image": {"bytes": b"\xff\xd8\xff garbage", "path": None}} if i == 1 else row, with_indices=True
+    )
     collate(rows, ["category"])
 
 
@@ -130,8 +141,12 @@ def empty_dataset(tmp_path):
 
 
 def source_weights_naming_no_source(tmp_path):
-    TaskMixture([TaskSource(load_shop_dataset(4), ["category"], name="shop")], batch_size=2, strategy="weights",
-                weights={"shopp": 1.0})  # fmt: skip
+    TaskMixture(
+        [TaskSource(load_shop_dataset(4), ["category"], name="shop")],
+        batch_size=2,
+        strategy="weights",
+        weights={"shopp": 1.0},
+    )
 
 
 def streamed_source_without_eval_split(tmp_path):
@@ -139,13 +154,13 @@ def streamed_source_without_eval_split(tmp_path):
     from mtl_hf.data import write_shop_parquet
 
     write_shop_parquet(write_dir, 20, rows_per_shard=10)
-    from mtl_hf.commands.train import load_data
+    from mtl_hf.commands.recipe import load_data
 
     load_data(DataArguments(dataset=str(write_dir), tasks=["category"], streaming=True, num_rows=20), seed=0)
 
 
 def storage_options_for_a_builtin_dataset(tmp_path):
-    from mtl_hf.commands.train import load_data
+    from mtl_hf.commands.recipe import load_data
 
     load_data(DataArguments(dataset="builtin:shop", tasks=["category"], storage_options={"key": "k"}), seed=0)
 
@@ -164,8 +179,12 @@ def data_task_the_model_lacks(tmp_path):
 
 
 def data_labels_differ_from_the_model(tmp_path):
-    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=tiny_vit_config(), tasks=[
-        {"name": "category", "type": "classification", "labels": ["a", "b"]}]))  # fmt: skip
+    model = MultiTaskViTModel(
+        MultiTaskViTConfig(
+            backbone_config=tiny_vit_config(),
+            tasks=[{"name": "category", "type": "classification", "labels": ["a", "b"]}],
+        )
+    )
     MultiTaskTrainer(model, arguments(tmp_path), train_dataset=TaskSource(load_shop_dataset(8), ["category"]))
 
 
@@ -174,8 +193,9 @@ def data_labels_differ_from_the_model(tmp_path):
 
 def gradient_method_under_fp16(tmp_path):
     source = shop_source(rows=8)
-    MultiTaskTrainer(new_model(source), arguments(tmp_path, weighting="upgrad", fp16=True, use_cpu=True),
-                     train_dataset=source)  # fmt: skip
+    MultiTaskTrainer(
+        new_model(source), arguments(tmp_path, weighting="upgrad", fp16=True, use_cpu=True), train_dataset=source
+    )
 
 
 def resume_with_another_weighting(tmp_path):

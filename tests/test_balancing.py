@@ -51,8 +51,9 @@ def one_batch(trainer):
 
 def test_a_task_without_targets_in_a_step_is_not_logged(tmp_path):
     shop, digits = two_sources()
-    args = arguments(tmp_path, batch_mode="mixed", per_device_train_batch_size=3, max_steps=8, logging_steps=1,
-                     weighting="equal")  # fmt: skip
+    args = arguments(
+        tmp_path, batch_mode="mixed", per_device_train_batch_size=3, max_steps=8, logging_steps=1, weighting="equal"
+    )
     trainer = MultiTaskTrainer(new_model(shop, digits), args, train_dataset=[shop, digits])
     plan = served_sources(trainer, 8)
     trainer.train()
@@ -85,10 +86,7 @@ def test_famo_gradient_ignores_tasks_without_targets(tmp_path):
     # FAMO at its start (uniform z over the present tasks): the gradient is sum_k z_k grad L_k / (c L_k)
     # with c = sum_k z_k / L_k, over the tasks with targets only.
     outputs = model(**inputs)
-    present = {
-        name: loss for name, loss in outputs.task_losses.items()
-        if (inputs["labels"][name] != -100).any()
-    }  # fmt: skip
+    present = {name: loss for name, loss in outputs.task_losses.items() if (inputs["labels"][name] != -100).any()}
     assert 0 < len(present) < 4
     z = 1.0 / len(present)
     c = sum(z / value.detach() for value in present.values())
@@ -102,8 +100,15 @@ def test_famo_gradient_ignores_tasks_without_targets(tmp_path):
 def test_dwa_epoch_means_count_only_steps_with_targets(tmp_path):
     shop, digits = two_sources()
     steps = 10
-    args = arguments(tmp_path, batch_mode="mixed", per_device_train_batch_size=3, max_steps=steps, logging_steps=1,
-                     weighting="dwa", steps_per_epoch=steps)  # fmt: skip
+    args = arguments(
+        tmp_path,
+        batch_mode="mixed",
+        per_device_train_batch_size=3,
+        max_steps=steps,
+        logging_steps=1,
+        weighting="dwa",
+        steps_per_epoch=steps,
+    )
     trainer = MultiTaskTrainer(new_model(shop, digits), args, train_dataset=[shop, digits])
     plan = served_sources(trainer, steps)
     trainer.train()
@@ -127,8 +132,14 @@ def test_famo_compares_the_same_function_before_and_after_the_step(tmp_path):
     model = new_model(source)
     for head in model.heads.values():
         head.dropout = torch.nn.Dropout(0.5)
-    args = arguments(tmp_path, weighting="famo", learning_rate=0.0, max_steps=3, batch_mode="mixed",
-                     weighting_options={"weight_decay": 0.0})  # fmt: skip
+    args = arguments(
+        tmp_path,
+        weighting="famo",
+        learning_rate=0.0,
+        max_steps=3,
+        batch_mode="mixed",
+        weighting_options={"weight_decay": 0.0},
+    )
     trainer = MultiTaskTrainer(model, args, train_dataset=source)
     trainer.train()
     assert torch.equal(trainer.weighting.logits.detach().cpu(), torch.zeros(len(trainer.task_specs)))
@@ -146,8 +157,9 @@ def test_loss_weight_multiplies_the_weight_every_method_gives(tmp_path, method, 
         source = shop_source(rows=32, missing_rate=0.0)
         model = new_model(source)
         model.config.tasks[-1]["loss_weight"] = size_weight  # the regression task 'size'
-        args = arguments(tmp_path / str(size_weight), weighting=method, gradient_space=space, batch_mode="mixed",
-                         logging_steps=1)  # fmt: skip
+        args = arguments(
+            tmp_path / str(size_weight), weighting=method, gradient_space=space, batch_mode="mixed", logging_steps=1
+        )
         trainer = MultiTaskTrainer(model, args, train_dataset=source)
         start_training_by_hand(trainer, steps=1)
         inputs = one_batch(trainer)

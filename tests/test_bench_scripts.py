@@ -13,15 +13,19 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 def run(script, *arguments, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, str(BENCH / script), *arguments], capture_output=True, text=True,
-                            timeout=timeout, env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *arguments], capture_output=True, text=True, timeout=timeout, env=env
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def table_rows(output: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in output.splitlines()
-            if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| run")]  # fmt: skip
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in output.splitlines()
+        if line.startswith("| ") and not line.startswith("| method") and not line.startswith("| run")
+    ]
 
 
 def test_gpu_check_skips_cuda_and_trains_every_requested_method_on_the_cpu():
@@ -29,8 +33,12 @@ def test_gpu_check_skips_cuda_and_trains_every_requested_method_on_the_cpu():
     assert "CUDA, 1 process, bf16" in output and "skipped: no CUDA device on this machine" in output
     cpu = output.split("CPU, 1 process, bf16 autocast")[1]
     rows = {row[0]: row for row in table_rows(cpu)}
-    assert set(rows) == {"equal (representation)", "famo (representation)", "upgrad (representation)",
-                         "upgrad (parameters)"}  # fmt: skip
+    assert set(rows) == {
+        "equal (representation)",
+        "famo (representation)",
+        "upgrad (representation)",
+        "upgrad (parameters)",
+    }
     for label, row in rows.items():
         assert row[1] == "ok", (label, row)
         assert float(row[2]) > 0, label  # seconds per step
@@ -38,8 +46,9 @@ def test_gpu_check_skips_cuda_and_trains_every_requested_method_on_the_cpu():
 
 def test_gpu_check_names_an_unknown_method():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--methods", "gradnorm"],
-                            capture_output=True, text=True, env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--methods", "gradnorm"], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 2 and "unknown method(s) ['gradnorm']" in result.stderr
 
 
@@ -47,8 +56,12 @@ def test_gpu_check_names_an_unknown_method():
 def test_trainer_overhead_prints_a_row_per_method_and_gradient_space(methods):
     output = run("trainer_overhead.py", "--steps", "3", "--repeats", "1", "--methods", methods, "--no-vit-base")
     labels = [row[0] for row in table_rows(output)]
-    for label in ("weighting famo, 4 tasks", "weighting famo (update_every=4), 4 tasks",
-                  "weighting pcgrad (representation), 4 tasks", "weighting pcgrad (parameters), 4 tasks"):  # fmt: skip
+    for label in (
+        "weighting famo, 4 tasks",
+        "weighting famo (update_every=4), 4 tasks",
+        "weighting pcgrad (representation), 4 tasks",
+        "weighting pcgrad (parameters), 4 tasks",
+    ):
         assert label in labels, labels
     ratios = {row[0]: row[2] for row in table_rows(output)}
     assert float(ratios["weighting pcgrad (parameters), 4 tasks"]) > 0

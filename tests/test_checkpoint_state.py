@@ -140,8 +140,9 @@ def test_checkpoint_weights_keep_the_live_names_so_trainers_own_loader_restores_
     from transformers import AutoModel
 
     source = shop_source()
-    trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path, max_steps=2, save_strategy="steps", save_steps=2),
-                               train_dataset=source)  # fmt: skip
+    trainer = MultiTaskTrainer(
+        new_model(source), arguments(tmp_path, max_steps=2, save_strategy="steps", save_steps=2), train_dataset=source
+    )
     trainer.train()
     live = set(trainer.model.state_dict())
     with safe_open(tmp_path / "checkpoint-2" / "model.safetensors", "pt") as weights:
@@ -177,8 +178,11 @@ def test_a_model_folder_with_only_pickled_weights_is_refused_unless_allowed(pick
 
     model, folder = pickled_only_model
     for load in (MultiTaskViTModel.from_pretrained, AutoModel.from_pretrained):
-        with pytest.raises(ValueError, match=r"pickled\W+holds only pickled weights \(pytorch_model\.bin\).*"
-                                             r"allow_pickled_weights=True"):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=r"pickled\W+holds only pickled weights \(pytorch_model\.bin\).*"
+            r"allow_pickled_weights=True",
+        ):
             load(folder)
     allowed = MultiTaskViTModel.from_pretrained(folder, allow_pickled_weights=True)
     assert_same_parameters(allowed, model, rtol=0, atol=0)
@@ -200,12 +204,13 @@ def test_the_cli_refuses_pickled_weights_in_one_line_and_takes_the_flag(pickled_
 
 
 def test_a_recipe_continuing_a_pickled_model_or_backbone_needs_the_flag(pickled_only_model):
-    from mtl_hf.commands.train import ModelArguments, build_model
+    from mtl_hf.commands.recipe import ModelArguments, build_model
 
     model, folder = pickled_only_model
     for field_name in ("model_name_or_path", "backbone"):
         with pytest.raises(ValueError, match="holds only pickled weights"):
             build_model(ModelArguments(**{field_name: str(folder)}), model.config.task_specs)
-    continued, _ = build_model(ModelArguments(model_name_or_path=str(folder), allow_pickled_weights=True),
-                               model.config.task_specs)  # fmt: skip
+    continued, _ = build_model(
+        ModelArguments(model_name_or_path=str(folder), allow_pickled_weights=True), model.config.task_specs
+    )
     assert_same_parameters(continued, model, rtol=0, atol=0)

@@ -40,8 +40,15 @@ def test_training_step_keeps_everything_on_the_device(tmp_path, monkeypatch, met
 
     monkeypatch.setattr(host, "to_host", device_to_host)
     source = shop_source(rows=64)
-    args = arguments(tmp_path, weighting=method, gradient_space=space, batch_mode="mixed", max_steps=STEPS,
-                     logging_steps=STEPS, optim="adamw_torch")  # fmt: skip
+    args = arguments(
+        tmp_path,
+        weighting=method,
+        gradient_space=space,
+        batch_mode="mixed",
+        max_steps=STEPS,
+        logging_steps=STEPS,
+        optim="adamw_torch",
+    )
     args.__dict__["_setup_devices"] = torch.device("meta")  # the device Trainer places the model on
     trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source)
     state = itertools.chain(trainer.model.parameters(), trainer.weighting.parameters(), trainer.weighting.buffers())

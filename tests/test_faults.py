@@ -17,8 +17,7 @@ from tests.training_helpers import assert_same_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "tests" / "fault_run.py")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1",
-       "PYTHONPATH": str(ROOT)}  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 # Same float32 kernels on the same thread count, so the only differences would come from the resume
 # itself (optimizer, scheduler, RNG, mixture position, FAMO's state); 1e-5 allows reordered sums.
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
@@ -27,13 +26,23 @@ TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 def command(processes: int) -> list[str]:
     if processes == 1:
         return [sys.executable, SCRIPT]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--monitor_interval", "0.5", SCRIPT]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--monitor_interval",
+        "0.5",
+        SCRIPT,
+    ]
 
 
 def run(processes: int, *arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*command(processes), *arguments], env=ENV, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [*command(processes), *arguments], env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def wait_for(paths: list[Path], process: subprocess.Popen, timeout: float = 240) -> None:
@@ -95,8 +104,9 @@ def test_skipped_images_on_two_ranks_are_counted_once_and_keep_the_ranks_in_step
 
     salted_rows().to_parquet(str(tmp_path / "salted.parquet"))
     # 6 steps x batch 8 x 2 ranks = 96 rows = 2 passes over the 48: each broken photo is met twice in all.
-    result = run(2, str(tmp_path / "out"), "--salted", str(tmp_path / "salted.parquet"), "--max_steps", "6",
-                 timeout=180)  # fmt: skip
+    result = run(
+        2, str(tmp_path / "out"), "--salted", str(tmp_path / "salted.parquet"), "--max_steps", "6", timeout=180
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(result.stdout.split("TRAIN_METRICS", 1)[1].splitlines()[0])
     assert metrics["bad_images_catalogue"] == 4 and GOOD_ROWS == 48

@@ -24,18 +24,27 @@ LOADER = HERE / "hub" / "load_without_mtl_hf.py"
 TASKS = ["category", "colour", "tags", "size"]
 TOKEN = "hf_testtoken_do_not_print_0123456789"
 METRICS = {
-    "eval_category_accuracy": 0.91, "eval_category_macro_f1": 0.9, "eval_colour_accuracy": 0.99,
-    "eval_colour_macro_f1": 0.98, "eval_tags_micro_f1": 0.8, "eval_tags_macro_f1": 0.7, "eval_tags_mAP": 0.75,
-    "eval_size_r2": 0.5, "eval_size_mse": 0.01, "eval_size_mae": 0.08, "eval_average_score": 0.8,
+    "eval_category_accuracy": 0.91,
+    "eval_category_macro_f1": 0.9,
+    "eval_colour_accuracy": 0.99,
+    "eval_colour_macro_f1": 0.98,
+    "eval_tags_micro_f1": 0.8,
+    "eval_tags_macro_f1": 0.7,
+    "eval_tags_mAP": 0.75,
+    "eval_size_r2": 0.5,
+    "eval_size_mse": 0.01,
+    "eval_size_mae": 0.08,
+    "eval_average_score": 0.8,
     "eval_category_loss": 0.3,
-}  # fmt: skip
+}
 
 
 def tiny_model() -> MultiTaskViTModel:
     torch.manual_seed(0)
     source = TaskSource(load_shop_dataset(8), TASKS)
-    backbone = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)  # fmt: skip
+    backbone = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     return MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone, tasks=source.task_specs)).eval()
 
 
@@ -58,12 +67,22 @@ def saved(tmp_path):
 def test_card_metadata_and_content():
     model = tiny_model()
     card = build_model_card(
-        model.config, model_name="shop-tagger", model_id="shop/shop-tagger", metrics=METRICS,
-        datasets=["ashraq/fashion-product-images-small"], curves_file="training_curves.png",
-        training={"sources": [{"name": "shop", "rows": 4000, "tasks": TASKS}], "sampling_strategy": "proportional",
-                  "batch_mode": "homogeneous", "when_exhausted": "recycle", "weighting": "famo",
-                  "weighting_options": {"gamma": 0.01}, "hyperparameters": {"learning_rate": 0.002}},
-    )  # fmt: skip
+        model.config,
+        model_name="shop-tagger",
+        model_id="shop/shop-tagger",
+        metrics=METRICS,
+        datasets=["ashraq/fashion-product-images-small"],
+        curves_file="training_curves.png",
+        training={
+            "sources": [{"name": "shop", "rows": 4000, "tasks": TASKS}],
+            "sampling_strategy": "proportional",
+            "batch_mode": "homogeneous",
+            "when_exhausted": "recycle",
+            "weighting": "famo",
+            "weighting_options": {"gamma": 0.01},
+            "hyperparameters": {"learning_rate": 0.002},
+        },
+    )
     parsed = ModelCard(str(card))  # what the Hub reads back
     data = parsed.data
     assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
@@ -71,11 +90,21 @@ def test_card_metadata_and_content():
     assert data.datasets == ["ashraq/fashion-product-images-small"]
     name, results = model_index_to_eval_results(data.to_dict()["model-index"])
     assert name == "shop-tagger"
-    expected = {(f"{task} {label}", value) for task, label, value in [
-        ("category", "Accuracy", 0.91), ("category", "Macro F1", 0.9), ("colour", "Accuracy", 0.99),
-        ("colour", "Macro F1", 0.98), ("tags", "Micro F1", 0.8), ("tags", "Macro F1", 0.7),
-        ("tags", "mean Average Precision", 0.75), ("size", "R^2", 0.5), ("size", "Mean squared error", 0.01),
-        ("size", "Mean absolute error", 0.08)]}  # fmt: skip
+    expected = {
+        (f"{task} {label}", value)
+        for task, label, value in [
+            ("category", "Accuracy", 0.91),
+            ("category", "Macro F1", 0.9),
+            ("colour", "Accuracy", 0.99),
+            ("colour", "Macro F1", 0.98),
+            ("tags", "Micro F1", 0.8),
+            ("tags", "Macro F1", 0.7),
+            ("tags", "mean Average Precision", 0.75),
+            ("size", "R^2", 0.5),
+            ("size", "Mean squared error", 0.01),
+            ("size", "Mean absolute error", 0.08),
+        ]
+    }
     assert {(result.metric_name, result.metric_value) for result in results} == expected
 
     text = parsed.text
@@ -125,16 +154,24 @@ def test_card_from_a_bare_folder_reads_its_results(saved):
 def test_saved_folder_carries_its_code_and_auto_map(saved):
     folder, _, _ = saved
     config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_mtl_vit.MultiTaskViTConfig",
-                                  "AutoModel": "modeling_mtl_vit.MultiTaskViTModel"}  # fmt: skip
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_mtl_vit.MultiTaskViTConfig",
+        "AutoModel": "modeling_mtl_vit.MultiTaskViTModel",
+    }
     for name in ("configuration_mtl_vit.py", "modeling_mtl_vit.py"):
         code = (folder / name).read_text()
         assert not re.search(r"^\s*(import|from) mtl_hf", code, re.MULTILINE)  # self-contained: no package imports
 
 
 def run_loader(model_id: str, inputs: Path, *flags: str, env: dict | None = None) -> dict:
-    result = subprocess.run([sys.executable, str(LOADER), model_id, str(inputs), *flags], capture_output=True,
-                            text=True, timeout=300, env=env or os.environ.copy(), cwd=inputs.parent)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(LOADER), model_id, str(inputs), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env or os.environ.copy(),
+        cwd=inputs.parent,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -173,8 +210,14 @@ def test_loading_with_the_package_needs_no_remote_code(saved):
 
 
 def hub_env(hub: LocalHub, tmp_path: Path) -> dict:
-    return {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf_home"),
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+    return {
+        **os.environ,
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
 
 
 def test_cli_push_round_trip_through_a_local_endpoint(saved, tmp_path):
@@ -185,17 +228,26 @@ def test_cli_push_round_trip_through_a_local_endpoint(saved, tmp_path):
     with LocalHub(tmp_path / "hub") as hub:
         env = hub_env(hub, tmp_path)
         result = subprocess.run(
-            [sys.executable, "-m", "mtl_hf.commands.main", "push", str(folder), "shop/tagger", "--token", TOKEN],
-            capture_output=True, text=True, timeout=300, env=env,
-        )  # fmt: skip
+            [sys.executable, "-m", "mtl_hf", "push", str(folder), "shop/tagger", "--token", TOKEN],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert TOKEN not in result.stdout + result.stderr
         assert all(r["authorization"] == f"Bearer {TOKEN}" for r in hub.requests if r["method"] == "POST")
 
         arrived = hub.repo_folder("shop/tagger")
         names = {str(p.relative_to(arrived)) for p in arrived.rglob("*") if p.is_file()}
-        assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md",
-                "configuration_mtl_vit.py", "modeling_mtl_vit.py"} <= names  # fmt: skip
+        assert {
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            "README.md",
+            "configuration_mtl_vit.py",
+            "modeling_mtl_vit.py",
+        } <= names
         assert not any(name.startswith("checkpoint-") for name in names)
 
         model = MultiTaskViTModel.from_pretrained(arrived).eval()
@@ -219,8 +271,13 @@ def test_cli_push_round_trip_through_a_local_endpoint(saved, tmp_path):
 def test_trainer_push_to_hub_sends_model_card_and_curves(tmp_path):
     script = HERE / "hub" / "train_and_push.py"
     with LocalHub(tmp_path / "hub") as hub:
-        result = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), "shop/trained", TOKEN],
-                                capture_output=True, text=True, timeout=300, env=hub_env(hub, tmp_path))  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "out"), "shop/trained", TOKEN],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=hub_env(hub, tmp_path),
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert TOKEN not in result.stdout + result.stderr
         arrived = hub.repo_folder("shop/trained")
@@ -254,11 +311,30 @@ def test_the_cards_usage_code_runs(saved, tmp_path, monkeypatch):
 def test_recipe_pushes_when_asked(tmp_path):
     root = HERE.parent
     command = [
-        sys.executable, str(root / "recipes" / "train.py"), str(root / "recipes" / "configs" / "demo.yaml"),
-        "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--dataset_options",
-        '{"num_rows": 64, "eval_rows": 32}', "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
-        "--disable_tqdm", "true", "--push_to_hub", "true", "--hub_model_id", "shop/demo", "--hub_token", TOKEN,
-    ]  # fmt: skip
+        sys.executable,
+        str(root / "recipes" / "train.py"),
+        str(root / "recipes" / "configs" / "demo.yaml"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_steps",
+        "2",
+        "--dataset_options",
+        '{"num_rows": 64, "eval_rows": 32}',
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "shop/demo",
+        "--hub_token",
+        TOKEN,
+    ]
     with LocalHub(tmp_path / "hub") as hub:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=hub_env(hub, tmp_path))
         assert result.returncode == 0, result.stderr[-3000:]

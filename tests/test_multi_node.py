@@ -26,16 +26,42 @@ def test_two_machines_on_the_loopback_train_the_demo_in_one_process_group(tmp_pa
     for machine_rank in (0, 1):
         # The README's commands, with the CPU / loopback settings as flags over the shipped config.
         command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG),
-            "--machine_rank", str(machine_rank), "--num_processes", "2", "--main_process_ip", "127.0.0.1",
-            "--main_process_port", str(port), "--mixed_precision", "no",
-            str(REPORTER), str(tmp_path), str(ROOT / "recipes" / "configs" / "demo.yaml"),
-            "--output_dir", str(tmp_path / "out"), "--max_steps", "6",
-            "--dataset_options", json.dumps({"num_rows": TRAIN_ROWS, "eval_rows": 64}),
-            "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
-        ]  # fmt: skip
-        machines.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         text=True))  # fmt: skip
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(CONFIG),
+            "--machine_rank",
+            str(machine_rank),
+            "--num_processes",
+            "2",
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(port),
+            "--mixed_precision",
+            "no",
+            str(REPORTER),
+            str(tmp_path),
+            str(ROOT / "recipes" / "configs" / "demo.yaml"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_steps",
+            "6",
+            "--dataset_options",
+            json.dumps({"num_rows": TRAIN_ROWS, "eval_rows": 64}),
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+        ]
+        machines.append(
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
     outputs = [machine.communicate(timeout=300)[0] for machine in machines]
     for machine, output in zip(machines, outputs, strict=True):
         assert machine.returncode == 0, output[-4000:]

@@ -1,6 +1,8 @@
 """What a newcomer hits: one-line errors (exit code 2) instead of tracebacks, no silent wrong results, nothing lost.
 
-CLI cases run `mtl-hf` / `recipes/train.py` in a subprocess and assert the exit code and stderr's last line.
+CLI cases run `mtl-hf` / `recipes/train.py` in this process (`in_process`) and assert the exit code and that
+stderr holds one line; a subprocess is used where the process itself is the point (its start-up time, its exit,
+two launchers compared).
 """
 
 import json
@@ -16,16 +18,34 @@ import yaml
 from PIL import Image
 
 from mtl_hf.commands.main import main as cli
-from mtl_hf.commands.train import LOCK_FILE, parse_args
+from mtl_hf.commands.recipe import parse_recipe as parse_args
+from mtl_hf.commands.train import main as train_main
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_shop_dataset
+from mtl_hf.utils.output_dir import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
 
 
 def run_command(*arguments, timeout=300):
-    return subprocess.run([sys.executable, *arguments], env=ENV, capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *arguments], env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def in_process(capsys, *command) -> subprocess.CompletedProcess:
+    """`mtl-hf ...` or `recipes/train.py ...` run in this process, as a finished process would report it."""
+    capsys.readouterr()
+    if command[0] == "recipes/train.py":
+        try:
+            train_main(list(command[1:]), prog="recipes/train.py")
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+    else:
+        code = cli(list(command))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(command, code, captured.out, captured.err)
 
 
 def one_line_error(result, prefix: str) -> str:
@@ -41,8 +61,15 @@ def one_line_error(result, prefix: str) -> str:
 def tiny_digits(tmp_path):
     """The digits recipe cut to a few steps, saving a checkpoint at the end."""
     values = yaml.safe_load((ROOT / "recipes" / "configs" / "digits.yaml").read_text())
-    values.update(num_train_epochs=1, max_train_rows=128, max_eval_rows=64, output_dir=str(tmp_path / "digits"),
-                  save_strategy="epoch", disable_tqdm=True, logging_steps=1)  # fmt: skip
+    values.update(
+        num_train_epochs=1,
+        max_train_rows=128,
+        max_eval_rows=64,
+        output_dir=str(tmp_path / "digits"),
+        save_strategy="epoch",
+        disable_tqdm=True,
+        logging_steps=1,
+    )
     path = tmp_path / "digits.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -66,18 +93,17 @@ def saved_model(tiny_digits, tmp_path):
     ("command", "flag", "closest"),
     [
         (["recipes/train.py", "{config}", "--learning_rat", "1e-3"], "--learning_rat", "--learning_rate"),
-        (
-            ["-m", "mtl_hf.commands.main", "train", "{config}", "--num_train_epoch", "1"],
-            "--num_train_epoch",
-            "--num_train_epochs",
-        ),
-        (["-m", "mtl_hf.commands.main", "predict", "{model}", "x.png", "--top", "2"], "--top", "--top_k"),
-        (["-m", "mtl_hf.commands.main", "eval", "{model}", "builtin:digits", "--max_row", "5"], "--max_row", "--max_rows"),
+        (["train", "{config}", "--num_train_epoch", "1"], "--num_train_epoch", "--num_train_epochs"),
+        (["predict", "{model}", "x.png", "--top", "2"], "--top", "--top_k"),
+        (["eval", "{model}", "builtin:digits", "--max_row", "5"], "--max_row", "--max_rows"),
     ],
 )
-def test_abbreviated_or_unknown_flags_are_refused_naming_the_closest(tiny_digits, tmp_path, command, flag, closest):
+def test_abbreviated_or_unknown_flags_are_refused_naming_the_closest(
+    tiny_digits, tmp_path, command, flag, closest, capsys
+):
     command = [part.format(config=tiny_digits, model=tmp_path) for part in command]
-    line = one_line_error(run_command(*command), command[0] if command[0] != "-m" else "mtl-hf")
+    prefix = command[0] if command[0] == "recipes/train.py" else f"mtl-hf {command[0]}"
+    line = one_line_error(in_process(capsys, *command), prefix)
     assert flag in line and f"did you mean {closest}?" in line
 
 
@@ -86,16 +112,15 @@ def test_negative_numbers_parse_as_values(tiny_digits):
     assert args.learning_rate == -1e-3 and args.weight_decay == -0.5
 
 
-def test_eval_with_a_task_mapped_to_a_missing_column_names_it(saved_model):
-    result = run_command("-m", "mtl_hf.commands.main", "eval", str(saved_model), "builtin:digits", "--tasks",
-                         '{"digit": "digt"}')  # fmt: skip
+def test_eval_with_a_task_mapped_to_a_missing_column_names_it(saved_model, capsys):
+    result = in_process(capsys, "eval", str(saved_model), "builtin:digits", "--tasks", '{"digit": "digt"}')
     line = one_line_error(result, "mtl-hf eval: error:")
     assert "no column(s) ['digt']" in line and "'digit'" in line and "its columns are" in line
 
 
-def test_a_second_run_into_a_used_output_dir_stops_and_says_how_to_resume(saved_model, tiny_digits):
+def test_a_second_run_into_a_used_output_dir_stops_and_says_how_to_resume(saved_model, tiny_digits, capsys):
     before = saved_files(saved_model)
-    line = one_line_error(run_command("recipes/train.py", str(tiny_digits)), "recipes/train.py: error:")
+    line = one_line_error(in_process(capsys, "recipes/train.py", str(tiny_digits)), "recipes/train.py: error:")
     assert "holds a previous run's checkpoints (checkpoint-2)" in line
     assert "--resume_from_checkpoint true" in line and "--overwrite_output_dir true" in line
     assert saved_files(saved_model) == before
@@ -112,9 +137,10 @@ def test_resuming_a_finished_run_changes_nothing(saved_model, tiny_digits, capsy
     assert saved_files(saved_model) == before
 
 
-def test_a_failed_push_leaves_the_local_card_unchanged(saved_model):
+def test_a_failed_push_leaves_the_local_card_unchanged(saved_model, capsys, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 at start-up
     card = (saved_model / "README.md").read_bytes()
-    result = run_command("-m", "mtl_hf.commands.main", "push", str(saved_model), "someone/shop-tagger")  # offline: fails
+    result = in_process(capsys, "push", str(saved_model), "someone/shop-tagger")  # offline: fails
     one_line_error(result, "mtl-hf push: error:")
     assert (saved_model / "README.md").read_bytes() == card
 
@@ -127,8 +153,12 @@ def image_folder_with_a_truncated_eval_image(folder: Path) -> Path:
     for split, indices in [("train", range(0, 32)), ("validation", range(32, 48))]:
         for index in indices:
             row = rows[index]
-            path = folder / split / rows.features["category"].int2str(row["category"] if row["category"] is not None
-                                                                      else 0) / f"photo{index}.png"  # fmt: skip
+            path = (
+                folder
+                / split
+                / rows.features["category"].int2str(row["category"] if row["category"] is not None else 0)
+                / f"photo{index}.png"
+            )
             path.parent.mkdir(parents=True, exist_ok=True)
             row["image"].save(path)
     broken = sorted((folder / "validation").rglob("*.png"))[3]
@@ -136,17 +166,33 @@ def image_folder_with_a_truncated_eval_image(folder: Path) -> Path:
     return broken
 
 
-def test_an_evaluation_failure_keeps_the_trained_model_and_names_the_file(tmp_path):
+def test_an_evaluation_failure_keeps_the_trained_model_and_names_the_file(tmp_path, capsys):
     broken = image_folder_with_a_truncated_eval_image(tmp_path / "photos")
     config = tmp_path / "photos.yaml"
-    config.write_text(yaml.safe_dump({
-        "dataset": str(tmp_path / "photos"), "tasks": {"category": "label"}, "eval_split": "validation",
-        "backbone_config": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1,
-                            "num_attention_heads": 2, "intermediate_size": 64},
-        "output_dir": str(tmp_path / "out"), "max_steps": 2, "per_device_train_batch_size": 8,
-        "report_to": "none", "use_cpu": True, "disable_tqdm": True,
-    }))  # fmt: skip
-    line = one_line_error(run_command("recipes/train.py", str(config)), "recipes/train.py: error:")
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": str(tmp_path / "photos"),
+                "tasks": {"category": "label"},
+                "eval_split": "validation",
+                "backbone_config": {
+                    "image_size": 32,
+                    "patch_size": 8,
+                    "hidden_size": 32,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "intermediate_size": 64,
+                },
+                "output_dir": str(tmp_path / "out"),
+                "max_steps": 2,
+                "per_device_train_batch_size": 8,
+                "report_to": "none",
+                "use_cpu": True,
+                "disable_tqdm": True,
+            }
+        )
+    )
+    line = one_line_error(in_process(capsys, "recipes/train.py", str(config)), "recipes/train.py: error:")
     assert f"(file {broken})" in line and "cannot decode the image" in line
     assert (tmp_path / "out" / "model.safetensors").is_file()  # saved before the evaluation failed
 
@@ -164,36 +210,43 @@ def test_an_evaluation_failure_keeps_the_trained_model_and_names_the_file(tmp_pa
         ["eval", "{model}", "/abs/nodata"],
     ],
 )
-def test_a_missing_local_path_is_one_line_naming_it_within_seconds(saved_model, arguments):
+def test_a_missing_local_path_is_one_line_naming_it(saved_model, arguments, capsys):
     arguments = [argument.format(model=saved_model) for argument in arguments]
     missing = next(a for a in arguments[1:] if "no" in Path(a).name and not a.startswith(str(saved_model)))
-    started = time.monotonic()
-    result = run_command("-m", "mtl_hf.commands.main", *arguments, timeout=60)
-    line = one_line_error(result, f"mtl-hf {arguments[0]}: error:")
+    line = one_line_error(in_process(capsys, *arguments), f"mtl-hf {arguments[0]}: error:")
     assert missing in line, line
     assert "local" in line or "Hub" in line  # says which of the two it tried
+
+
+def test_a_missing_model_is_reported_within_seconds_by_a_fresh_process():
+    started = time.monotonic()
+    result = run_command("-m", "mtl_hf", "eval", "outputs/nomodel", "builtin:shop", timeout=60)
+    line = one_line_error(result, "mtl-hf eval: error:")
+    assert "outputs/nomodel" in line
     assert time.monotonic() - started < 20  # the interpreter's start included; no Hub retries
 
 
-def test_recipe_errors_are_one_line(tiny_digits, tmp_path):
+def test_recipe_errors_are_one_line(tiny_digits, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(tiny_digits.read_text() + "\nlearning_rat: 0.1\n")
+    line = one_line_error(in_process(capsys, "recipes/train.py", str(bad)), "recipes/train.py: error:")
+    assert "unknown argument(s) ['learning_rat']" in line
+    flags = ["--weighting", "gradnorm"]
+    line = one_line_error(in_process(capsys, "recipes/train.py", str(tiny_digits), *flags), "recipes/train.py: error:")
+    assert "unknown weighting 'gradnorm'" in line
+    flags = ["--dataset", "./nodata"]
+    line = one_line_error(in_process(capsys, "recipes/train.py", str(tiny_digits), *flags), "recipes/train.py: error:")
+    assert "no data at ./nodata" in line
+    # A real process too: the recipe script's own exit code and its one line.
     line = one_line_error(run_command("recipes/train.py", str(bad)), "recipes/train.py: error:")
     assert "unknown argument(s) ['learning_rat']" in line
-    line = one_line_error(run_command("recipes/train.py", str(tiny_digits), "--weighting", "gradnorm"),
-                          "recipes/train.py: error:")  # fmt: skip
-    assert "unknown weighting 'gradnorm'" in line
-    line = one_line_error(run_command("recipes/train.py", str(tiny_digits), "--dataset", "./nodata"),
-                          "recipes/train.py: error:")  # fmt: skip
-    assert "no data at ./nodata" in line
 
 
-def test_predict_on_a_file_that_is_not_an_image_names_it(saved_model, tmp_path):
+def test_predict_on_a_file_that_is_not_an_image_names_it(saved_model, tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
-    line = one_line_error(run_command("-m", "mtl_hf.commands.main", "predict", str(saved_model), str(notes)),
-                          "mtl-hf predict: error:")  # fmt: skip
-    assert str(notes) in line
+    line = one_line_error(in_process(capsys, "predict", str(saved_model), str(notes)), "mtl-hf predict: error:")
+    assert str(notes) in line and "cannot decode the image" in line
 
 
 # -- the model card ---------------------------------------------------------------------------------------
@@ -201,9 +254,22 @@ def test_predict_on_a_file_that_is_not_an_image_names_it(saved_model, tmp_path):
 
 def test_the_card_shows_chance_scores_and_says_the_data_is_synthetic(tmp_path):
     out = tmp_path / "demo"
-    flags = ["--dataset_options", '{"num_rows": 256, "eval_rows": 64}', "--max_steps", "2", "--output_dir",
-             str(out), "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
-             "--eval_strategy", "no"]  # fmt: skip
+    flags = [
+        "--dataset_options",
+        '{"num_rows": 256, "eval_rows": 64}',
+        "--max_steps",
+        "2",
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+    ]
     assert cli(["train", str(ROOT / "recipes" / "configs" / "demo.yaml"), *flags]) == 0
     card = (out / "README.md").read_text()
     chance = json.loads((out / "eval_chance_results.json").read_text())
@@ -246,8 +312,10 @@ def test_mtl_hf_train_and_accelerate_launch_give_identical_weights_at_the_same_t
     and float sums in another order round differently."""
     env = {**ENV, "OMP_NUM_THREADS": "2"}
     weights = {}
-    for name, launcher in [("cli", ["-m", "mtl_hf.commands.main", "train"]),
-                           ("accelerate", ["-m", "accelerate.commands.launch", "recipes/train.py"])]:  # fmt: skip
+    for name, launcher in [
+        ("cli", ["-m", "mtl_hf", "train"]),
+        ("accelerate", ["-m", "accelerate.commands.launch", "recipes/train.py"]),
+    ]:
         output = tmp_path / name
         command = [sys.executable, *launcher, str(tiny_digits), "--output_dir", str(output)]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -258,7 +326,7 @@ def test_mtl_hf_train_and_accelerate_launch_give_identical_weights_at_the_same_t
 
 
 def test_a_broken_row_in_a_held_out_split_is_named_by_its_row_in_the_source(tmp_path):
-    from mtl_hf.commands.train import _hold_out
+    from mtl_hf.data.selection import hold_out
 
     rows = load_shop_dataset(40)
     broken_row = 17
@@ -267,7 +335,7 @@ def test_a_broken_row_in_a_held_out_split_is_named_by_its_row_in_the_source(tmp_
         lambda row, index: {"image": error_page if index == broken_row else row["image"]}, with_indices=True
     )
     source = TaskSource(table, ["category"], name="photos")
-    train, held_out = _hold_out(source, {"eval_fraction": 0.5}, seed=0)
+    train, held_out = hold_out(source, 0.5, seed=0)
     assert sorted(train.row_numbers + held_out.row_numbers) == list(range(40))
     part = held_out if broken_row in held_out.row_numbers else train
     collator = MultiTaskCollator(part.task_specs, ImageTransforms(size=(32, 32)))

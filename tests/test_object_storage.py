@@ -45,8 +45,13 @@ def s3(tmp_path_factory):
         "secret": "testing",
         "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
     }
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)  # fmt: skip
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=BUCKET)
     local = tmp_path_factory.mktemp("shards")
     paths = write_shop_parquet(local, SHARDS * ROWS_PER_SHARD, rows_per_shard=ROWS_PER_SHARD)
     fs = s3fs.S3FileSystem(**options)
@@ -110,8 +115,13 @@ def test_object_storage_errors_name_the_url(s3):
 
 def test_the_recipe_streams_s3_shards_into_a_short_training_run(s3, tmp_path):
     data = f"dataset: {s3['url']}\nstreaming: true\neval_fraction: 0\nstorage_options: {json.dumps(s3['options'])}"
-    config = write_shop_recipe(tmp_path / "s3.yaml", data_lines=data, output_dir=tmp_path / "run", max_steps=5,
-                               extra_lines="dataloader_num_workers: 2\nlogging_steps: 1\n")  # fmt: skip
+    config = write_shop_recipe(
+        tmp_path / "s3.yaml",
+        data_lines=data,
+        output_dir=tmp_path / "run",
+        max_steps=5,
+        extra_lines="dataloader_num_workers: 2\nlogging_steps: 1\n",
+    )
     assert cli(["train", str(config)]) == 0
     state = json.loads((tmp_path / "run" / "all_results.json").read_text())
     assert state["train_loss"] > 0
@@ -134,8 +144,16 @@ def test_prepare_reads_photos_from_s3_and_writes_its_shards_there(s3, tmp_path):
     remote.write_text("\n".join([lines[0], *(f"s3://{BUCKET}/{line}" for line in lines[1:])]) + "\n")
 
     output = f"s3://{BUCKET}/catalogue/prepared"  # folders in a bucket need not exist
-    summary = prepare_catalogue(str(remote), output, image_column="path", tasks="category,tags:multilabel,size",
-                                size=32, shard_rows=10, master="local[2]", storage_options=s3["options"])  # fmt: skip
+    summary = prepare_catalogue(
+        str(remote),
+        output,
+        image_column="path",
+        tasks="category,tags:multilabel,size",
+        size=32,
+        shard_rows=10,
+        master="local[2]",
+        storage_options=s3["options"],
+    )
     assert summary["rows_in"] == summary["rows_out"] == 30 and summary["dropped"] == {}
     assert json.loads(fs.cat(f"{BUCKET}/catalogue/prepared/{SUMMARY_FILE}")) == summary
     source = TaskSource(output, ["category", "tags", "size"], streaming=True, storage_options=s3["options"])
@@ -148,10 +166,19 @@ def test_prepare_reads_photos_from_s3_and_writes_its_shards_there(s3, tmp_path):
 def test_two_ranks_train_on_streamed_s3_shards_and_see_every_photo_once_per_epoch(s3, every_image, tmp_path):
     """Real processes (torchrun, gloo), each decoding in 2 DataLoader workers, 2 epochs."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", str(SCRIPTS / "stream_s3_ranks.py"), str(tmp_path),
-               s3["url"], json.dumps(s3["options"])]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(SCRIPTS / "stream_s3_ranks.py"),
+        str(tmp_path),
+        s3["url"],
+        json.dumps(s3["options"]),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     steps_per_epoch = SHARDS * ROWS_PER_SHARD // 2 // 10
@@ -165,8 +192,19 @@ def test_two_ranks_train_on_streamed_s3_shards_and_see_every_photo_once_per_epoc
 def test_prepare_into_a_bucket_that_does_not_exist_stops_before_spark(s3, tmp_path, capsys):
     catalogue = tmp_path / "catalogue.csv"
     catalogue.write_text("path,category\nphotos/a.jpg,shoe\n")
-    code = cli(["prepare", str(catalogue), "s3://no-such-bucket/shards", "--image_column", "path", "--tasks",
-                "category", "--storage_options", json.dumps(s3["options"])])  # fmt: skip
+    code = cli(
+        [
+            "prepare",
+            str(catalogue),
+            "s3://no-such-bucket/shards",
+            "--image_column",
+            "path",
+            "--tasks",
+            "category",
+            "--storage_options",
+            json.dumps(s3["options"]),
+        ]
+    )
     error = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in error
     assert "s3://no-such-bucket/shards: no-such-bucket does not exist; create it first" in error

@@ -14,7 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoModel
 
 from mtl_hf.commands.main import main as cli
-from mtl_hf.commands.prepare import DROPPED_FILE, SUMMARY_FILE, prepare_catalogue, spark_session
+from mtl_hf.commands.prepare import DROPPED_FILE, SUMMARY_FILE, prepare_catalogue
+from mtl_hf.commands.prepare.catalogue import spark_session
 from mtl_hf.data import TaskSource, write_shop_catalogue
 from tests.training_helpers import write_shop_recipe
 
@@ -31,8 +32,23 @@ def prepared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("catalogue")
     catalogue = write_shop_catalogue(folder / "shop", ROWS, image_sizes=(32, 48, 96), broken_rate=0.01)
     output = folder / "shards"
-    code = cli(["prepare", str(catalogue), str(output), "--image_column", "path", "--tasks", TASKS,
-                "--size", str(SIZE), "--shard_rows", "500", "--master", "local[2]"])  # fmt: skip
+    code = cli(
+        [
+            "prepare",
+            str(catalogue),
+            str(output),
+            "--image_column",
+            "path",
+            "--tasks",
+            TASKS,
+            "--size",
+            str(SIZE),
+            "--shard_rows",
+            "500",
+            "--master",
+            "local[2]",
+        ]
+    )
     assert code == 0
     with open(catalogue, newline="") as file:
         rows = list(csv.DictReader(file))
@@ -156,14 +172,16 @@ def test_bad_inputs_fail_in_one_line_and_touch_nothing(prepared, tmp_path, capsy
     assert "already exists" in error(catalogue, output, "--image_column", "path", "--tasks", "category")
     assert sorted(p.name for p in output.iterdir()) == before
     assert "no catalogue at" in error(tmp_path / "nope.csv", tmp_path / "o", "--image_column", "path", "--tasks", "x")
-    assert "unknown table format '.xlsx'" in error(_touch(tmp_path / "c.xlsx"), tmp_path / "o", "--image_column",
-                                                   "path", "--tasks", "x")  # fmt: skip
+    assert "unknown table format '.xlsx'" in error(
+        _touch(tmp_path / "c.xlsx"), tmp_path / "o", "--image_column", "path", "--tasks", "x"
+    )
     assert "has type 'labels'" in error(catalogue, tmp_path / "o", "--image_column", "path", "--tasks", "tags:labels")
-    assert "--storage_options is not JSON (Expecting property name" in error(
+    assert "--storage_options must be a mapping (YAML, or JSON on the command line); '{key: 1}' is not JSON" in error(
         catalogue, tmp_path / "o", "--image_column", "path", "--tasks", "x", "--storage_options", "{key: 1}"
     )
-    assert "--quality must be" in error(catalogue, tmp_path / "o", "--image_column", "path", "--tasks", "x",
-                                        "--quality", "100")  # fmt: skip
+    assert "--quality must be" in error(
+        catalogue, tmp_path / "o", "--image_column", "path", "--tasks", "x", "--quality", "100"
+    )
 
 
 def test_columns_and_values_are_checked_on_spark(tmp_path):
@@ -180,16 +198,23 @@ def test_columns_and_values_are_checked_on_spark(tmp_path):
         with pytest.raises(
             ValueError, match=r"regression column 'price' has 1 values that are not numbers, e.g. 'n/a'"
         ):
-            prepare_catalogue(str(catalogue), str(tmp_path / "o2"), image_column="path", tasks="price:regression",
-                              spark=spark)  # fmt: skip
+            prepare_catalogue(
+                str(catalogue), str(tmp_path / "o2"), image_column="path", tasks="price:regression", spark=spark
+            )
         # A class name holding the multilabel separator is one label: only multilabel cells are split.
         (tmp_path / "photos").mkdir()
         for name in ("a", "b"):
             Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "photos" / f"{name}.jpg")
         piped = tmp_path / "piped.csv"
         piped.write_text("path,category,tags\nphotos/a.jpg,tops|tees,sale|new\nphotos/b.jpg,shoe,new\n")
-        summary = prepare_catalogue(str(piped), str(tmp_path / "o3"), image_column="path",
-                                    tasks="category,tags:multilabel", size=16, spark=spark)  # fmt: skip
+        summary = prepare_catalogue(
+            str(piped),
+            str(tmp_path / "o3"),
+            image_column="path",
+            tasks="category,tags:multilabel",
+            size=16,
+            spark=spark,
+        )
         assert summary["tasks"]["category"]["labels"] == ["shoe", "tops|tees"]
         assert summary["tasks"]["tags"]["labels"] == ["new", "sale"]
         rows = datasets.load_dataset("parquet", data_files=str(tmp_path / "o3" / "*.parquet"), split="train")

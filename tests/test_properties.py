@@ -19,7 +19,7 @@ from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
 from mtl_hf.balancing import WEIGHTING_METHODS, build_weighting
 from mtl_hf.balancing.step_losses import step_losses
 from mtl_hf.data import TaskMixture, TaskSource
-from mtl_hf.models.mtl_vit.modeling_mtl_vit import MISSING_CLASS, check_target_values
+from mtl_hf.models.mtl_vit.losses_mtl_vit import MISSING_CLASS, check_target_values
 from tests.conftest import tiny_vit_config
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -53,17 +53,25 @@ def labelled_batch(draw):
             labels[spec["name"]] = torch.tensor(values, dtype=torch.long)
         elif spec["type"] == "multilabel":
             width = len(spec["labels"])
-            values = [[float(MISSING_CLASS)] * width if gone else
-                      draw(st.lists(st.sampled_from([0.0, 1.0, float(MISSING_CLASS)]), min_size=width, max_size=width))
-                      for gone in missing]  # fmt: skip
+            values = [
+                [float(MISSING_CLASS)] * width
+                if gone
+                else draw(st.lists(st.sampled_from([0.0, 1.0, float(MISSING_CLASS)]), min_size=width, max_size=width))
+                for gone in missing
+            ]
             labels[spec["name"]] = torch.tensor(values, dtype=torch.float32)
         else:
             width = spec["num_outputs"]
             finite = st.floats(-50, 50, allow_nan=False, width=32)
-            values = [[float("nan")] * width if gone else draw(st.lists(finite, min_size=width, max_size=width))
-                      for gone in missing]  # fmt: skip
-            labels[spec["name"]] = torch.tensor(values, dtype=torch.float32).squeeze(-1) if width == 1 else \
-                torch.tensor(values, dtype=torch.float32)  # fmt: skip
+            values = [
+                [float("nan")] * width if gone else draw(st.lists(finite, min_size=width, max_size=width))
+                for gone in missing
+            ]
+            labels[spec["name"]] = (
+                torch.tensor(values, dtype=torch.float32).squeeze(-1)
+                if width == 1
+                else torch.tensor(values, dtype=torch.float32)
+            )
     return specs, rows, labels
 
 
@@ -99,8 +107,9 @@ def test_random_tasks_and_labels_give_finite_losses_and_weights_for_every_method
 @SETTINGS
 @given(labels=st.lists(st.integers(-150, 150), min_size=1, max_size=6), classes=st.integers(2, 6))
 def test_the_target_check_raises_only_its_documented_error(labels, classes):
-    spec = MultiTaskViTConfig(tasks=[{"name": "t", "type": "classification",
-                                      "labels": [str(i) for i in range(classes)]}]).task_specs[0]  # fmt: skip
+    spec = MultiTaskViTConfig(
+        tasks=[{"name": "t", "type": "classification", "labels": [str(i) for i in range(classes)]}]
+    ).task_specs[0]
     valid = all(value == MISSING_CLASS or 0 <= value < classes for value in labels)
     if valid:
         check_target_values(spec, torch.tensor(labels))
@@ -111,8 +120,9 @@ def test_the_target_check_raises_only_its_documented_error(labels, classes):
 
 def id_source(name: str, rows: int) -> TaskSource:
     """A map-style source whose label is each row's own number, so batches say which rows they hold."""
-    table = datasets.Dataset.from_dict({"image": [np.zeros((2, 2, 3), np.uint8)] * rows,
-                                        "row": [float(i) for i in range(rows)]})  # fmt: skip
+    table = datasets.Dataset.from_dict(
+        {"image": [np.zeros((2, 2, 3), np.uint8)] * rows, "row": [float(i) for i in range(rows)]}
+    )
     return TaskSource(table, {f"{name}_row": "row"}, name=name)
 
 
@@ -131,9 +141,16 @@ def mixtures(draw):
 
 
 def rank_batches(setting, rank, sources, *, start=0):
-    mixture = TaskMixture(sources, batch_size=setting["batch_size"], strategy=setting["strategy"],
-                          batch_mode=setting["batch_mode"], seed=setting["seed"], rank=rank,
-                          world_size=setting["world_size"], steps_per_epoch=setting["steps"])  # fmt: skip
+    mixture = TaskMixture(
+        sources,
+        batch_size=setting["batch_size"],
+        strategy=setting["strategy"],
+        batch_mode=setting["batch_mode"],
+        seed=setting["seed"],
+        rank=rank,
+        world_size=setting["world_size"],
+        steps_per_epoch=setting["steps"],
+    )
     if start:
         mixture.load_state_dict({"epoch": 0, "step": start, "seed": setting["seed"]})
     return [[(example.source, example.row) for example in batch.examples] for batch in mixture]
@@ -151,8 +168,10 @@ def test_mixture_plans_agree_across_ranks_read_disjoint_rows_and_resume_exactly(
         assert len(layouts) == 1, (step, layouts)
     for index, size in enumerate(setting["sizes"]):  # within a pass, each rank reads its own share
         share = size // world
-        first_pass = [[row for batch in per_rank[rank] for source, row in batch if source == f"s{index}"][:share]
-                      for rank in range(world)]  # fmt: skip
+        first_pass = [
+            [row for batch in per_rank[rank] for source, row in batch if source == f"s{index}"][:share]
+            for rank in range(world)
+        ]
         seen = [row for rows in first_pass for row in rows]
         assert len(seen) == len(set(seen)), (index, first_pass)
     start = data.draw(st.integers(0, setting["steps"]))

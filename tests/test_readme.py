@@ -1,6 +1,6 @@
-"""The README's Python snippets run as written.
+"""The Python snippets of the README and of docs/ run as written, and so do the Large catalogues commands.
 
-Every ```python block in README.md carries a marker comment just above it:
+Every ```python block in README.md and docs/*.md carries a marker comment just above it:
 `<!-- readme-test: ID[, slow][, after ID ID...][, given ...] -->`, or `<!-- readme-test: skip, WHY -->`
 for a snippet that needs the network. A snippet runs in a fresh interpreter in an empty folder,
 after the snippets it comes `after` (it uses their names), then a few checks of what it promises.
@@ -16,8 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKED_SNIPPET = re.compile(r"<!-- readme-test: (?P<marker>[^>]*?) -->\n```python\n(?P<code>.*?)```", re.S)
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-       "PYTHONPATH": str(ROOT)}  # fmt: skip
+ENV = {
+    **os.environ,
+    "CUDA_VISIBLE_DEVICES": "",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "PYTHONPATH": str(ROOT),
+}
 
 # What a snippet is `given` (the README says where it comes from, e.g. `make demo`), built small here.
 GIVEN = {
@@ -69,16 +74,28 @@ assert sorted(p.name for p in Path("outputs/shop").glob("checkpoint-*")) == [f"c
 }
 
 
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_snippets() -> dict[str, tuple[str, list[str], bool]]:
     """Snippet id -> (code, the ids it runs after, slow); skipped snippets under 'skip: WHY'."""
-    text = (ROOT / "README.md").read_text()
-    assert text.count("```python") == len(MARKED_SNIPPET.findall(text)), "a ```python block in README.md has no marker"
+    snippets = {}
+    for document in DOCUMENTS:
+        text = document.read_text()
+        marked = MARKED_SNIPPET.findall(text)
+        assert text.count("```python") == len(marked), f"a ```python block in {document.name} has no marker"
+        snippets.update(_snippets_of(text, taken=snippets))
+    return snippets
+
+
+def _snippets_of(text: str, taken) -> dict[str, tuple[str, list[str], bool]]:
     snippets = {}
     for match in MARKED_SNIPPET.finditer(text):
         name, *options = [part.strip() for part in match["marker"].split(",")]
         after = next((option.split()[1:] for option in options if option.startswith("after ")), [])
         if name == "skip":
             name = f"skip: {', '.join(options)}"
+        assert name not in taken and name not in snippets, f"two snippets are named {name!r}"
         snippets[name] = (match["code"], after, "slow" in options)
     return snippets
 
@@ -102,8 +119,9 @@ def test_readme_snippet_runs_as_written(name, tmp_path):
     code, after, _ = SNIPPETS[name]
     earlier = [SNIPPETS[snippet][0] for snippet in after]
     program = "\n".join(["from pathlib import Path", *earlier, GIVEN.get(name, ""), code, CHECKS[name]])
-    result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, env=ENV, capture_output=True, text=True,
-                            timeout=900)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900
+    )
     print(result.stdout[-2000:])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Exception ignored" not in result.stderr, result.stderr[-4000:]
@@ -112,7 +130,7 @@ def test_readme_snippet_runs_as_written(name, tmp_path):
 # -- the README's shell commands (the "Large catalogues" section) -------------------------------------------------
 
 MARKED_SHELL = re.compile(r"<!-- readme-shell: (?P<marker>[^>]*?) -->\n```bash\n(?P<code>.*?)```", re.S)
-LARGE_CATALOGUES = "## Large catalogues"
+LARGE_CATALOGUES = ROOT / "docs" / "large-catalogues.md"
 
 # What each block promises, checked in its folder after it ran (Python, `out` holding its output).
 SHELL_CHECKS = {
@@ -136,8 +154,7 @@ assert json.loads(Path("outputs/multi-node/trainer_state.json").read_text())["gl
 
 
 def readme_shell_blocks() -> dict[str, tuple[str, list[str], bool]]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index(LARGE_CATALOGUES) : text.index("\n## ", text.index(LARGE_CATALOGUES) + 1)]
+    section = LARGE_CATALOGUES.read_text()
     assert section.count("```bash") == len(MARKED_SHELL.findall(section)), "a ```bash block there has no marker"
     blocks = {}
     for match in MARKED_SHELL.finditer(section):
@@ -162,8 +179,14 @@ def test_readme_shell_block(name, tmp_path):
     env = {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     out = ""
     for block in [*blocks[name][1], name]:
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", blocks[block][0]], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=1200)  # fmt: skip
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", blocks[block][0]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         assert result.returncode == 0, f"{block}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         out = result.stdout
     check = "import json\nfrom pathlib import Path\nimport sys\nout = sys.stdin.read()\n" + SHELL_CHECKS[name]

@@ -15,18 +15,33 @@ from transformers import AutoImageProcessor, AutoModel
 
 from mtl_hf import MultiTaskViTModel
 from mtl_hf.commands.main import main as cli
-from mtl_hf.commands.train import DataArguments, ModelArguments, parse_args
+from mtl_hf.commands.recipe import DataArguments, ModelArguments
+from mtl_hf.commands.recipe import parse_recipe as parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "recipes" / "configs"
 DEMO = CONFIGS / "demo.yaml"
-SHORT_DEMO = ["--dataset_options", '{"num_rows": 1024, "eval_rows": 256}', "--num_train_epochs", "3",
-              "--disable_tqdm", "true"]  # fmt: skip
+SHORT_DEMO = [
+    "--dataset_options",
+    '{"num_rows": 1024, "eval_rows": 256}',
+    "--num_train_epochs",
+    "3",
+    "--disable_tqdm",
+    "true",
+]
 
 
 def test_yaml_values_and_command_line_overrides(tmp_path):
-    flags = ["--learning_rate", "1e-3", "--output_dir", str(tmp_path), "--weighting", "dwa",
-             "--dataset_options", '{"num_rows": 100}']  # fmt: skip
+    flags = [
+        "--learning_rate",
+        "1e-3",
+        "--output_dir",
+        str(tmp_path),
+        "--weighting",
+        "dwa",
+        "--dataset_options",
+        '{"num_rows": 100}',
+    ]
     model_args, data_args, args = parse_args([str(DEMO), *flags])
     assert args.learning_rate == 1e-3  # typed by the parser, not left a string
     assert args.output_dir == str(tmp_path) and args.weighting == "dwa"
@@ -67,8 +82,15 @@ def test_short_demo_trains_every_task_and_leaves_a_complete_output_folder(tmp_pa
 
     results = json.loads((out / "all_results.json").read_text())
     chance = json.loads((out / "eval_chance_results.json").read_text())
-    for key in ["eval_category_accuracy", "eval_colour_accuracy", "eval_pattern_accuracy", "eval_tags_micro_f1",
-                "eval_size_r2", "eval_average_score", "train_loss"]:  # fmt: skip
+    for key in [
+        "eval_category_accuracy",
+        "eval_colour_accuracy",
+        "eval_pattern_accuracy",
+        "eval_tags_micro_f1",
+        "eval_size_r2",
+        "eval_average_score",
+        "train_loss",
+    ]:
         assert key in results, key
     # 48 steps are enough for the easy tasks to leave chance far behind.
     assert results["eval_colour_accuracy"] > chance["eval_colour_accuracy"] + 0.4
@@ -93,11 +115,30 @@ def test_short_demo_trains_every_task_and_leaves_a_complete_output_folder(tmp_pa
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     def run(out, *flags):
-        return parse_and_run([
-            str(DEMO), "--output_dir", str(out), "--dataset_options", '{"num_rows": 256, "eval_rows": 32}',
-            "--save_strategy", "steps", "--save_steps", "3", "--eval_strategy", "no", "--report_to", "none",
-            "--logging_steps", "1", "--save_total_limit", "2", "--disable_tqdm", "true", *flags,
-        ])  # fmt: skip
+        return parse_and_run(
+            [
+                str(DEMO),
+                "--output_dir",
+                str(out),
+                "--dataset_options",
+                '{"num_rows": 256, "eval_rows": 32}',
+                "--save_strategy",
+                "steps",
+                "--save_steps",
+                "3",
+                "--eval_strategy",
+                "no",
+                "--report_to",
+                "none",
+                "--logging_steps",
+                "1",
+                "--save_total_limit",
+                "2",
+                "--disable_tqdm",
+                "true",
+                *flags,
+            ]
+        )
 
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="holds no complete checkpoint to resume from; start a fresh run"):
@@ -133,11 +174,29 @@ def test_two_process_launch_trains_with_world_size_two(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        str(ROOT / "recipes" / "train.py"), str(DEMO), "--output_dir", str(out), "--max_steps", "6",
-        "--dataset_options", '{"num_rows": 256, "eval_rows": 64}', "--save_strategy", "no", "--eval_strategy", "no",
-        "--report_to", "none", "--disable_tqdm", "true",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        str(ROOT / "recipes" / "train.py"),
+        str(DEMO),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "6",
+        "--dataset_options",
+        '{"num_rows": 256, "eval_rows": 64}',
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     card = ModelCard.load(out / "README.md")
@@ -184,11 +243,18 @@ def fashion_lookalike(folder: Path, rows: int = 48) -> Path:
     data = {"id": list(range(rows)), "year": [2012.0] * rows, "productDisplayName": [f"item {i}" for i in range(rows)]}
     for column, values in FASHION_COLUMNS.items():
         data[column] = [values[i % len(values)] for i in range(rows)]
-    data["image"] = [Image.fromarray((torch.rand(40, 30, 3, generator=generator) * 255).byte().numpy())
-                     for _ in range(rows)]  # fmt: skip
-    features = Features({**{c: Value("string") for c in FASHION_COLUMNS}, "id": Value("int64"),
-                         "year": Value("float64"), "productDisplayName": Value("string"),
-                         "image": ImageFeature()})  # fmt: skip
+    data["image"] = [
+        Image.fromarray((torch.rand(40, 30, 3, generator=generator) * 255).byte().numpy()) for _ in range(rows)
+    ]
+    features = Features(
+        {
+            **{c: Value("string") for c in FASHION_COLUMNS},
+            "id": Value("int64"),
+            "year": Value("float64"),
+            "productDisplayName": Value("string"),
+            "image": ImageFeature(),
+        }
+    )
     Dataset.from_dict(data, features=features).save_to_disk(str(folder))
     return folder
 
@@ -212,24 +278,58 @@ def tiny_pretrained_backbone(folder: Path) -> Path:
 def test_fashion_config_maps_the_fashion_columns_to_tasks(tmp_path):
     _, data_args, args = parse_args([str(CONFIGS / "fashion_products.yaml"), "--use_cpu", "true"])
     assert data_args.dataset == "ashraq/fashion-product-images-small"
-    assert data_args.tasks == {"master_category": "masterCategory", "sub_category": "subCategory",
-                               "article_type": "articleType", "base_colour": "baseColour", "season": "season",
-                               "usage": "usage", "gender": "gender"}  # fmt: skip
+    assert data_args.tasks == {
+        "master_category": "masterCategory",
+        "sub_category": "subCategory",
+        "article_type": "articleType",
+        "base_colour": "baseColour",
+        "season": "season",
+        "usage": "usage",
+        "gender": "gender",
+    }
     assert args.weighting == "uncertainty" and args.metric_for_best_model == "average_score"
 
     data = fashion_lookalike(tmp_path / "fashion")
     backbone = tiny_pretrained_backbone(tmp_path / "vit")
     out = tmp_path / "out"
-    parse_and_run([
-        str(CONFIGS / "fashion_products.yaml"), "--dataset", str(data), "--backbone", str(backbone),
-        "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--dataloader_num_workers", "0",
-        "--max_steps", "4", "--per_device_train_batch_size", "8", "--eval_strategy", "steps", "--eval_steps", "2",
-        "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true",
-    ])  # fmt: skip
+    parse_and_run(
+        [
+            str(CONFIGS / "fashion_products.yaml"),
+            "--dataset",
+            str(data),
+            "--backbone",
+            str(backbone),
+            "--output_dir",
+            str(out),
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+            "--dataloader_num_workers",
+            "0",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "8",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "2",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
 
     model = AutoModel.from_pretrained(out)
-    expected = {task: sorted({v for v in FASHION_COLUMNS[column] if v is not None})
-                for task, column in data_args.tasks.items()}  # fmt: skip
+    expected = {
+        task: sorted({v for v in FASHION_COLUMNS[column] if v is not None}) for task, column in data_args.tasks.items()
+    }
     assert {spec.name: spec.labels for spec in model.config.task_specs} == expected
     assert all(spec.type == "classification" for spec in model.config.task_specs)
     # The backbone's weights came from the "pretrained" folder; the card names it as the base model.

@@ -38,15 +38,25 @@ def test_evaluate_reports_every_task_metric_and_predict_matches_it(tmp_path):
     trainer.train()
     metrics = trainer.evaluate()
     expected = {
-        "category": ["accuracy", "macro_f1", "loss"], "colour": ["accuracy", "macro_f1", "loss"],
-        "pattern": ["accuracy", "macro_f1", "loss"], "tags": ["micro_f1", "macro_f1", "mAP", "loss"],
+        "category": ["accuracy", "macro_f1", "loss"],
+        "colour": ["accuracy", "macro_f1", "loss"],
+        "pattern": ["accuracy", "macro_f1", "loss"],
+        "tags": ["micro_f1", "macro_f1", "mAP", "loss"],
         "size": ["mse", "mae", "r2", "loss"],
-    }  # fmt: skip
+    }
     for task, names in expected.items():
         for name in names:
             assert f"eval_{task}_{name}" in metrics, (task, name)
-    primaries = [metrics[k] for k in ("eval_category_accuracy", "eval_colour_accuracy", "eval_pattern_accuracy",
-                                       "eval_tags_micro_f1", "eval_size_r2")]  # fmt: skip
+    primaries = [
+        metrics[k]
+        for k in (
+            "eval_category_accuracy",
+            "eval_colour_accuracy",
+            "eval_pattern_accuracy",
+            "eval_tags_micro_f1",
+            "eval_size_r2",
+        )
+    ]
     assert metrics["eval_average_score"] == pytest.approx(np.mean(primaries))
 
     output = trainer.predict(held_out)
@@ -68,9 +78,11 @@ def test_the_gradient_path_equals_the_loss_path_when_combining_by_sum(tmp_path, 
     plain = MultiTaskTrainer(new_model(source), arguments(tmp_path / "a", **settings), train_dataset=source)
     plain.train()
     surgery = MultiTaskTrainer(
-        new_model(source), arguments(tmp_path / "b", **settings), train_dataset=source,
+        new_model(source),
+        arguments(tmp_path / "b", **settings),
+        train_dataset=source,
         weighting=SumOfGradients(SHOP_TASKS),
-    )  # fmt: skip
+    )
     surgery.train()
     assert_same_parameters(surgery.model, plain.model, rtol=1e-5, atol=1e-6)
 
@@ -78,14 +90,21 @@ def test_the_gradient_path_equals_the_loss_path_when_combining_by_sum(tmp_path, 
 @pytest.mark.parametrize("weighting", ["uncertainty", "famo", "rlw", "pcgrad", "gradvac", "nash_mtl"])
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, weighting):
     source = shop_source()  # 96 rows, batch 16: 6 steps an epoch, so the run crosses an epoch
-    settings = dict(max_steps=14, weighting=weighting, save_strategy="steps", save_steps=8, batch_mode="mixed",
-                    sampling_strategy="proportional")  # fmt: skip
+    settings = dict(
+        max_steps=14,
+        weighting=weighting,
+        save_strategy="steps",
+        save_steps=8,
+        batch_mode="mixed",
+        sampling_strategy="proportional",
+    )
     uninterrupted = MultiTaskTrainer(new_model(source), arguments(tmp_path / "full", **settings), train_dataset=source)
     uninterrupted.train()
 
     # The same run, interrupted right after its checkpoint at step 8.
-    first = MultiTaskTrainer(new_model(source), arguments(tmp_path / "cut", **settings), train_dataset=source,
-                             callbacks=[StopAt(8)])  # fmt: skip
+    first = MultiTaskTrainer(
+        new_model(source), arguments(tmp_path / "cut", **settings), train_dataset=source, callbacks=[StopAt(8)]
+    )
     first.train()
     assert first.state.global_step == 8
     resumed = MultiTaskTrainer(
@@ -100,15 +119,23 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, weighting
 
 def test_gradient_accumulation_matches_the_bigger_batch(tmp_path):
     source = shop_source(rows=128, missing_rate=0.0)  # no missing targets: every half-batch mean has the same count
-    big = MultiTaskTrainer(new_model(source), arguments(tmp_path / "big", max_steps=3, per_device_train_batch_size=32,
-                                                         weighting="equal"), train_dataset=source)  # fmt: skip
+    big = MultiTaskTrainer(
+        new_model(source),
+        arguments(tmp_path / "big", max_steps=3, per_device_train_batch_size=32, weighting="equal"),
+        train_dataset=source,
+    )
     big.train()
     accumulated = MultiTaskTrainer(
         new_model(source),
-        arguments(tmp_path / "acc", max_steps=3, per_device_train_batch_size=16, gradient_accumulation_steps=2,
-                  weighting="equal"),
+        arguments(
+            tmp_path / "acc",
+            max_steps=3,
+            per_device_train_batch_size=16,
+            gradient_accumulation_steps=2,
+            weighting="equal",
+        ),
         train_dataset=source,
-    )  # fmt: skip
+    )
     accumulated.train()
     assert_same_parameters(accumulated.model, big.model, rtol=1e-4, atol=1e-5)
 
@@ -147,9 +174,15 @@ def test_bad_setups_are_refused(tmp_path):
 def test_the_best_checkpoint_by_average_score_is_loaded_at_the_end(tmp_path):
     source, held_out = shop_source(), shop_source(rows=40, start=96, name="held_out")
     args = arguments(
-        tmp_path, max_steps=6, eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
-        load_best_model_at_end=True, metric_for_best_model="average_score",
-    )  # fmt: skip
+        tmp_path,
+        max_steps=6,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="average_score",
+    )
     trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source, eval_dataset=held_out)
     trainer.train()
     scores = {e["step"]: e["eval_average_score"] for e in trainer.state.log_history if "eval_average_score" in e}
@@ -160,8 +193,9 @@ def test_the_best_checkpoint_by_average_score_is_loaded_at_the_end(tmp_path):
 
 def test_gradient_surgery_runs_with_accumulation_and_bf16(tmp_path):
     source = shop_source()
-    args = arguments(tmp_path, weighting="cagrad", batch_mode="mixed", gradient_accumulation_steps=2, bf16=True,
-                     max_steps=2)  # fmt: skip
+    args = arguments(
+        tmp_path, weighting="cagrad", batch_mode="mixed", gradient_accumulation_steps=2, bf16=True, max_steps=2
+    )
     trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source)
     before = parameters(trainer.model)
     trainer.train()

@@ -30,9 +30,17 @@ def new_model(*sources: TaskSource, seed=0, **backbone) -> MultiTaskViTModel:
 
 def arguments(tmp_path, **overrides) -> MultiTaskTrainingArguments:
     values = dict(
-        output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=16, learning_rate=1e-3, logging_steps=2,
-        report_to="none", use_cpu=True, save_strategy="no", seed=0, disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        max_steps=6,
+        per_device_train_batch_size=16,
+        learning_rate=1e-3,
+        logging_steps=2,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+    )
     values.update(overrides)
     return MultiTaskTrainingArguments(**values)
 

@@ -12,6 +12,8 @@ Sener & Koltun 2018), `aligned_mtl` (Senushkin et al. 2023), `nash_mtl` (Navon e
 
 import inspect
 
+from ..errors import UserError
+from ..utils.validation import check_choice
 from .base import GramianWeighting, LossWeighting, WeightingMethod
 from .gramian.aligned_mtl import AlignedMTL
 from .gramian.cagrad import CAGrad
@@ -57,13 +59,11 @@ WEIGHTING_METHODS: dict[str, type[WeightingMethod]] = {
 
 def check_weighting_options(name: str, options: dict | None) -> type[WeightingMethod]:
     """The class of method `name`, after checking `options` against its typed arguments."""
-    if name not in WEIGHTING_METHODS:
-        raise ValueError(f"unknown weighting method {name!r}; use one of {', '.join(WEIGHTING_METHODS)}")
-    cls = WEIGHTING_METHODS[name]
+    cls = WEIGHTING_METHODS[check_choice("weighting method", name, tuple(WEIGHTING_METHODS))]
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "task_names")]
     unknown = sorted(set(options or {}) - set(accepted))
     if unknown:
-        raise ValueError(f"weighting {name!r} has no option(s) {unknown}; its options are {accepted}")
+        raise UserError(f"weighting {name!r} has no option(s) {unknown}; its options are {accepted}")
     return cls
 
 

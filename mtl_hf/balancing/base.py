@@ -21,10 +21,12 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from ..errors import MissingExtraError, UserError
 
 
 class WeightingMethod(nn.Module):
@@ -39,7 +41,7 @@ class WeightingMethod(nn.Module):
     def __init__(self, task_names: list[str]):
         super().__init__()
         if not task_names:
-            raise ValueError(f"{type(self).__name__} needs at least one task")
+            raise UserError(f"{type(self).__name__} needs at least one task")
         self.task_names = list(task_names)
         # The tasks' loss_weight; not saved with the method's state, it comes from the model's config.
         self.register_buffer("priors", torch.ones(len(self.task_names)), persistent=False)
@@ -57,10 +59,10 @@ class WeightingMethod(nn.Module):
         """Sets each task's prior (its `loss_weight`), which multiplies the weight the method gives it."""
         values = list(priors)
         if len(values) != self.num_tasks:
-            raise ValueError(f"{len(values)} priors for {self.num_tasks} tasks {self.task_names}")
+            raise UserError(f"{len(values)} priors for {self.num_tasks} tasks {self.task_names}")
         for task, value in zip(self.task_names, values, strict=True):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"task {task!r}: loss_weight must be a finite number >= 0, got {value!r}")
+                raise UserError(f"task {task!r}: loss_weight must be a finite number >= 0, got {value!r}")
         self.priors.copy_(torch.tensor(values, dtype=self.priors.dtype))
 
     def prior_weights(self, present: torch.Tensor) -> torch.Tensor:
@@ -107,7 +109,7 @@ class GramianWeighting(WeightingMethod):
         super().__init__(task_names)
         missing = [module for module in self.requires if importlib.util.find_spec(module) is None]
         if missing:
-            raise ImportError(
+            raise MissingExtraError(
                 f"weighting {self.name!r} needs {' and '.join(missing)}, which is not installed: "
                 f"pip install 'mtl_hf[solvers]' (or pip install {' '.join(missing)})"
             )
@@ -139,18 +141,6 @@ class TorchJDWeighting(GramianWeighting):
 def step_generator(seed: int, step: int) -> torch.Generator:
     """A host generator for draw `step` of a run seeded with `seed`: the same on every rank and after resume."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-def check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
 
 
 def gramian_root(gramian: torch.Tensor) -> torch.Tensor:

@@ -10,17 +10,15 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import BadImageError, UserError
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
-from ..models.mtl_vit.modeling_mtl_vit import MISSING_CLASS, check_target_values
+from ..models.mtl_vit.losses_mtl_vit import MISSING_CLASS, check_target_values
+from .images import DECODE_ERRORS
 from .mixture import MixtureBatch
 from .sources import RawExample
 from .transforms import ImageTransforms
 
 logger = logging.getLogger(__name__)
-
-
-class BadImageError(ValueError):
-    """An image that cannot be decoded; the message names its source, row and file."""
 
 
 class MultiTaskCollator:
@@ -57,7 +55,7 @@ class MultiTaskCollator:
     def __call__(self, batch: MixtureBatch | Sequence[RawExample]) -> dict:
         examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
         if not examples:
-            raise ValueError("cannot collate an empty batch")
+            raise ValueError("cannot collate an empty batch")  # the mixture never makes one
         images, kept, skipped = [], [], Counter()
         for example in examples:
             try:
@@ -70,8 +68,10 @@ class MultiTaskCollator:
                 logger.debug("skipping %s", error)
         served = Counter(example.source for example in examples)
         if not kept:
-            raise ValueError(f"no image of this batch of {len(examples)} rows could be decoded "
-                             f"(sources {dict(served)}); the data behind them is broken")  # fmt: skip
+            raise UserError(
+                f"no image of this batch of {len(examples)} rows could be decoded "
+                f"(sources {dict(served)}); the data behind them is broken"
+            )
         heads = tasks if tasks is not None else tuple(self.task_specs)
         labels = {name: self._targets(self.task_specs[name], kept) for name in heads}
         collated = {"pixel_values": self.transform.to_tensor(images), "labels": labels}
@@ -85,15 +85,16 @@ class MultiTaskCollator:
 
     def _image(self, example: RawExample):
         try:
-            # PIL decodes lazily: a truncated file fails at the first pixel access, so resizing is inside too.
-            return self.transform.resize(self.transform.decode(example.image))
-        except Exception as error:  # PIL raises many kinds; all mean the same to the user
-            problem = f"{type(error).__name__}: {error}"
+            image = self.transform.decode(example.image)
+        except DECODE_ERRORS as error:
             path = example.image.get("path") if isinstance(example.image, dict) else example.image
             file = f" (file {path})" if isinstance(path, (str, os.PathLike)) else ""
             raise BadImageError(
-                f"source {example.source!r}, row {example.row}{file}: cannot decode the image ({problem})"
+                f"source {example.source!r}, row {example.row}{file}: cannot decode the image "
+                f"({type(error).__name__}: {error})"
             ) from error
+        # Outside the `try`: an error in the transform is a bug to see, never a photo to skip.
+        return self.transform.resize(image)
 
     @staticmethod
     def _targets(spec: TaskSpec, examples: Sequence[RawExample]) -> torch.Tensor:
@@ -107,4 +108,4 @@ class MultiTaskCollator:
         return targets
 
 
-__all__ = ["BadImageError", "MultiTaskCollator"]
+__all__ = ["MultiTaskCollator"]

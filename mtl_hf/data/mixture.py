@@ -15,21 +15,20 @@ the collator decodes and transforms them in the workers (see `MultiTaskDataLoade
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from ..errors import UserError
+from ..tasks import merge_task_specs
+from ..utils.validation import check_choice
+from .loader import MultiTaskDataLoader, default_num_workers
+from .reader import SourceReader
 from .sources import RawExample, TaskSource
-
-logger = logging.getLogger(__name__)
 
 STRATEGIES = ("proportional", "temperature", "uniform", "round_robin", "weights")
 BATCH_MODES = ("homogeneous", "mixed")
@@ -113,23 +112,14 @@ class TaskMixture:
         rank: int | None = None,
         world_size: int | None = None,
     ):
-        self.sources = [sources] if isinstance(sources, TaskSource) else list(sources)
-        if not self.sources:
-            raise ValueError("a TaskMixture needs at least one TaskSource")
-        for source in self.sources:
-            if not isinstance(source, TaskSource):
-                raise TypeError(f"sources must be TaskSource objects, got {type(source).__name__}")
-        names = [source.name for source in self.sources]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"several sources are named {duplicates}; give each a distinct name=")
-        _check_choice("strategy", strategy, STRATEGIES)
-        _check_choice("batch_mode", batch_mode, BATCH_MODES)
-        _check_choice("when_exhausted", when_exhausted, WHEN_EXHAUSTED)
+        self.sources = _checked_sources(sources)
+        check_choice("strategy", strategy, STRATEGIES)
+        check_choice("batch_mode", batch_mode, BATCH_MODES)
+        check_choice("when_exhausted", when_exhausted, WHEN_EXHAUSTED)
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int) or steps_per_epoch < 1):
-            raise ValueError(f"steps_per_epoch must be a positive integer or None, got {steps_per_epoch!r}")
+            raise UserError(f"steps_per_epoch must be a positive integer or None, got {steps_per_epoch!r}")
 
         self.batch_size = batch_size
         self.strategy = strategy
@@ -139,31 +129,35 @@ class TaskMixture:
         self.shuffle_buffer_size = shuffle_buffer_size
         self.seed = seed
         self.rank, self.world_size = _distributed_place(rank, world_size)
-        self.task_specs = _merge_task_specs(self.sources)
+        self.task_specs = merge_task_specs((source.name, source.task_specs) for source in self.sources)
         self.probabilities = self._probabilities(temperature, weights)
-
-        # This rank's share of each source per pass: equal on every rank, so that every rank
-        # reaches the end of a pass (and of an epoch) at the same step.
-        self._shares = [None if s.num_rows is None else s.num_rows // self.world_size for s in self.sources]
-        for source, share in zip(self.sources, self._shares, strict=True):
-            if share == 0:
-                raise ValueError(
-                    f"source {source.name!r} has {source.num_rows} rows, fewer than the {self.world_size} ranks"
-                )
-            if when_exhausted == "stop" and batch_mode == "homogeneous" and share is not None and share < batch_size:
-                raise ValueError(
-                    f"source {source.name!r} has {share} rows per rank, fewer than batch_size={batch_size}: "
-                    "with when_exhausted='stop' the epoch would end at once; recycle, or use a smaller batch"
-                )
-        if when_exhausted == "stop" and None in self._shares:
-            unknown = self.sources[self._shares.index(None)].name
-            raise ValueError(f"when_exhausted='stop' needs every source's size; give source {unknown!r} its num_rows=")
+        self._shares = self._rank_shares()
         if steps_per_epoch is None and when_exhausted == "recycle" and None not in self._shares:
             steps_per_epoch = max(1, sum(self._shares) // batch_size)
         self.steps_per_epoch = steps_per_epoch
 
         self._epoch = 0
         self._start_step = 0
+
+    def _rank_shares(self) -> list[int | None]:
+        """This rank's share of each source per pass (None: a stream of unknown size): equal on every rank, so
+        that every rank reaches the end of a pass (and of an epoch) at the same step."""
+        shares = [None if s.num_rows is None else s.num_rows // self.world_size for s in self.sources]
+        for source, share in zip(self.sources, shares, strict=True):
+            if share == 0:
+                raise UserError(
+                    f"source {source.name!r} has {source.num_rows} rows, fewer than the {self.world_size} ranks"
+                )
+            if self.when_exhausted == "stop" and self.batch_mode == "homogeneous" and share is not None:
+                if share < self.batch_size:
+                    raise UserError(
+                        f"source {source.name!r} has {share} rows per rank, fewer than batch_size={self.batch_size}: "
+                        "with when_exhausted='stop' the epoch would end at once; recycle, or use a smaller batch"
+                    )
+        if self.when_exhausted == "stop" and None in shares:
+            unknown = self.sources[shares.index(None)].name
+            raise UserError(f"when_exhausted='stop' needs every source's size; give source {unknown!r} its num_rows=")
+        return shares
 
     # -- what the mixture is -----------------------------------------------------------------
 
@@ -174,27 +168,27 @@ class TaskMixture:
     def _probabilities(self, temperature: float, weights: Mapping[str, float] | None) -> dict[str, float]:
         names = [source.name for source in self.sources]
         if weights is not None and self.strategy != "weights":
-            raise ValueError(f"weights are given but strategy={self.strategy!r}; use strategy='weights'")
+            raise UserError(f"weights are given but strategy={self.strategy!r}; use strategy='weights'")
         if self.strategy in ("uniform", "round_robin"):
             raw = [1.0] * len(names)
         elif self.strategy == "weights":
             if weights is None:
-                raise ValueError("strategy='weights' needs weights={source_name: weight, ...}")
+                raise UserError("strategy='weights' needs weights={source_name: weight, ...}")
             unknown, absent = sorted(set(weights) - set(names)), sorted(set(names) - set(weights))
             if unknown or absent:
-                raise ValueError(f"weights must name every source exactly: unknown {unknown}, absent {absent}")
+                raise UserError(f"weights must name every source exactly: unknown {unknown}, absent {absent}")
             raw = [float(weights[name]) for name in names]
             if any(not np.isfinite(w) or w < 0 for w in raw) or sum(raw) <= 0:
-                raise ValueError(f"weights must be finite, >= 0 and not all 0, got {dict(weights)}")
+                raise UserError(f"weights must be finite, >= 0 and not all 0, got {dict(weights)}")
         else:
             unknown_size = [s.name for s in self.sources if s.num_rows is None]
             if unknown_size:
-                raise ValueError(
+                raise UserError(
                     f"strategy={self.strategy!r} draws by size, but source {unknown_size[0]!r} is a stream of "
                     "unknown size: give it num_rows=, or use strategy 'uniform', 'round_robin' or 'weights'"
                 )
             if self.strategy == "temperature" and not (isinstance(temperature, (int, float)) and temperature > 0):
-                raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+                raise UserError(f"temperature must be a positive number, got {temperature!r}")
             exponent = 1.0 if self.strategy == "proportional" else 1.0 / temperature
             raw = [float(s.num_rows) ** exponent for s in self.sources]
         total = sum(raw)
@@ -213,7 +207,7 @@ class TaskMixture:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("seed", self.seed) != self.seed:
-            raise ValueError(
+            raise UserError(
                 f"this state was saved with seed {state['seed']}, but the mixture has seed {self.seed}: "
                 f"resuming would replay a different sequence; resume with seed {state['seed']}, or start a fresh run"
             )
@@ -275,7 +269,7 @@ class TaskMixture:
 
     def __iter__(self) -> Iterator[MixtureBatch]:
         epoch, start = self._epoch, self._start_step
-        readers = [_SourceReader(self, index, epoch) for index in range(len(self.sources))]
+        readers = [SourceReader(self, index, epoch) for index in range(len(self.sources))]
         for step, segments in enumerate(self._plan(epoch)):
             if step < start:
                 continue
@@ -299,150 +293,18 @@ class TaskMixture:
         )
 
 
-class _SourceReader:
-    """Reads the rows that the plan asks of one source, on this rank, for one epoch."""
-
-    def __init__(self, mixture: TaskMixture, index: int, epoch: int):
-        self.mixture, self.index, self.epoch = mixture, index, epoch
-        self.source = mixture.sources[index]
-        self._pass_index: int | None = None
-        self._order: np.ndarray | None = None  # map-style: this rank's row order in the pass
-        self._stream: Iterator[dict] | None = None  # streaming: this rank's rows in the pass
-        self._position = 0
-        self._restarts = 0
-
-    def _seed(self, pass_index: int) -> list[int]:
-        return [self.mixture.seed, self.epoch, self.index, pass_index]
-
-    def read(self, segment: _Segment) -> list[RawExample]:
-        if segment.pass_index != self._pass_index:
-            self._open(segment.pass_index)
-        if self.source.is_streaming:
-            return self._read_stream(segment)
-        indices = self._order[segment.start : segment.start + segment.count]
-        return self.source.rows(indices.tolist())
-
-    def _open(self, pass_index: int) -> None:
-        self._pass_index = pass_index
-        self._position = 0
-        mixture = self.mixture
-        if self.source.is_streaming:
-            self._stream = self._new_stream(pass_index)
-            return
-        num_rows = self.source.num_rows
-        order = (
-            np.random.default_rng(self._seed(pass_index)).permutation(num_rows)
-            if mixture.shuffle
-            else np.arange(num_rows)
-        )
-        share = num_rows // mixture.world_size
-        self._order = order[mixture.rank :: mixture.world_size][:share]
-
-    def _new_stream(self, pass_index: int) -> Iterator[dict]:
-        mixture = self.mixture
-        seed = int(np.random.default_rng([*self._seed(pass_index), self._restarts]).integers(2**31))
-        return self.source.stream(
-            seed=seed, rank=mixture.rank, world_size=mixture.world_size,
-            shuffle=mixture.shuffle, buffer_size=mixture.shuffle_buffer_size,
-        )  # fmt: skip
-
-    def _read_stream(self, segment: _Segment) -> list[RawExample]:
-        if segment.start > self._position:  # resuming inside a pass: skip the rows already served
-            skipped = sum(1 for _ in islice(self._stream, segment.start - self._position))
-            self._position += skipped
-        rows = []
-        while len(rows) < segment.count:
-            row = next(self._stream, None)
-            if row is None:
-                if self._position == 0:
-                    raise ValueError(f"source {self.source.name!r} yields no rows on rank {self.mixture.rank}")
-                # The stream held fewer rows on this rank than its declared share: wrap around
-                # with a new shuffle, keeping every rank on the same plan.
-                logger.warning(
-                    "source %r ran out after %d rows on rank %d; starting it again",
-                    self.source.name, self._position, self.mixture.rank,
-                )  # fmt: skip
-                self._restarts += 1
-                self._stream = self._new_stream(self._pass_index)
-                continue
-            rows.append(self.source.example(row, f"{self._pass_index}:{self._position}"))
-            self._position += 1
-        return rows
-
-
-class _Passthrough(torch.utils.data.Dataset):
-    """The DataLoader's dataset: the sampler (the mixture) hands over whole batches of rows."""
-
-    def __getitem__(self, batch: MixtureBatch) -> MixtureBatch:
-        return batch
-
-
-class MultiTaskDataLoader(torch.utils.data.DataLoader):
-    """
-    A DataLoader over a [`TaskMixture`]: the mixture picks the rows in the main process, the
-    collator decodes and transforms them (in `num_workers` worker processes), batches arrive in
-    the plan's order. It counts the batches it has handed out, so `state_dict()` is the position
-    of the training loop, not of the workers' prefetching.
-    """
-
-    def __init__(self, mixture: TaskMixture, collator, **kwargs):
-        for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
-            if key in kwargs:
-                raise ValueError(f"{key} is the TaskMixture's to decide; set it there, not on the DataLoader")
-        super().__init__(_Passthrough(), sampler=mixture, batch_size=None, collate_fn=collator, **kwargs)
-        self.mixture = mixture
-        self._consumed = 0
-
-    def __iter__(self):
-        self._consumed = self.mixture.state_dict()["step"]
-        for batch in super().__iter__():
-            self._consumed += 1
-            yield batch
-        # A finished epoch resumes from the start of the next one.
-        self.mixture.set_epoch(self.mixture.state_dict()["epoch"] + 1)
-        self._consumed = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        # Trainer calls this at the start of every epoch, the resumed one included: a position
-        # restored inside that epoch must survive it.
-        if epoch != self.mixture.state_dict()["epoch"]:
-            self.mixture.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.mixture.state_dict(step=self._consumed)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.mixture.load_state_dict(state)
-        self._consumed = self.mixture.state_dict()["step"]
-
-
-# bench/jpeg_decode.py, 800-px product JPEGs to 224-px training tensors: one worker (one core) makes
-# ~370 images/s with draft decoding (~200 decoding every pixel; medians of 9 runs on a shared 2-core
-# VM); a ViT-B/16 trains at ~1,030 images/s on an A100 (the figure and its source are in the bench).
-# Three workers feed it; twice that leaves room for an H100 (2.06x an A100 in NVIDIA's NeMo ViT
-# training figures, cited in the bench) or for heavier photos.
-IMAGES_PER_WORKER = 370
-ACCELERATOR_IMAGES_PER_SECOND = 1030
-WORKERS_PER_ACCELERATOR = 2 * math.ceil(ACCELERATOR_IMAGES_PER_SECOND / IMAGES_PER_WORKER)
-
-
-def default_num_workers(*, use_cpu: bool = False) -> int:
-    """
-    DataLoader workers for this machine. On an accelerator: enough to feed a ViT-B/16 at 224 px
-    (`WORKERS_PER_ACCELERATOR`, from bench/jpeg_decode.py), but never more than the CPUs per
-    local process less one (the main process needs its own). When the model trains on the CPU:
-    none, since workers would take the cores the model computes on (bench/data_throughput.py).
-    """
-    on_accelerator = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-    if use_cpu or not on_accelerator:
-        return 0
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, min(WORKERS_PER_ACCELERATOR, (os.cpu_count() or 2) // local_processes - 1))
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+def _checked_sources(sources: TaskSource | Sequence[TaskSource]) -> list[TaskSource]:
+    sources = [sources] if isinstance(sources, TaskSource) else list(sources)
+    if not sources:
+        raise UserError("a TaskMixture needs at least one TaskSource")
+    for source in sources:
+        if not isinstance(source, TaskSource):
+            raise UserError(f"sources must be TaskSource objects, got {type(source).__name__}")
+    names = [source.name for source in sources]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise UserError(f"several sources are named {duplicates}; give each a distinct name=")
+    return sources
 
 
 def _distributed_place(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -454,32 +316,10 @@ def _distributed_place(rank: int | None, world_size: int | None) -> tuple[int, i
         rank = default_rank if rank is None else rank
         world_size = default_world if world_size is None else world_size
     if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
-        raise ValueError(
+        raise UserError(
             f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, world_size={world_size}"
         )
     return rank, world_size
 
 
-def _merge_task_specs(sources: list[TaskSource]) -> list[TaskSpec]:
-    merged: dict[str, tuple[TaskSpec, str]] = {}
-    for source in sources:
-        for spec in source.task_specs:
-            if spec.name in merged and merged[spec.name][0] != spec:
-                other_spec, other_source = merged[spec.name]
-                raise ValueError(
-                    f"task {spec.name!r} differs between sources {other_source!r} and {source.name!r} "
-                    f"({other_spec} vs {spec}); sources that share a task must agree on its spec"
-                )
-            merged.setdefault(spec.name, (spec, source.name))
-    return [spec for spec, _ in merged.values()]
-
-
-__all__ = [
-    "default_num_workers",
-    "BATCH_MODES",
-    "STRATEGIES",
-    "WHEN_EXHAUSTED",
-    "MixtureBatch",
-    "MultiTaskDataLoader",
-    "TaskMixture",
-]
+__all__ = ["BATCH_MODES", "STRATEGIES", "WHEN_EXHAUSTED", "MixtureBatch", "TaskMixture"]

@@ -1,4 +1,4 @@
-"""Image decoding and transforms in PIL + torch (no torchvision), matching `ViTImageProcessor`.
+"""Image transforms in PIL + torch (no torchvision), matching `ViTImageProcessor`.
 
 The eval transform does what the saved image processor does downstream (resize to the model's
 size, rescale to [0, 1], normalise with its mean and std), so a model sees at inference exactly
@@ -10,82 +10,20 @@ differently in each worker (and `transformers.set_seed` seeds in the main proces
 
 from __future__ import annotations
 
-import io
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import UserError
+from .images import decode_image
+
 IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
-
-
-def decode_image(value: Any, *, draft: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
-    """An RGB PIL image from what a dataset holds: a PIL image, `{"bytes", "path"}`, bytes, a path or an array.
-
-    `draft`, given a JPEG's (width, height), returns the smallest (width, height) the caller needs:
-    the JPEG is then decoded at 1/2, 1/4 or 1/8 scale where that still covers it (PIL's draft mode,
-    which skips most of the decoding work; see bench/jpeg_decode.py).
-    """
-    image = open_image(value)
-    if draft is not None and image.format == "JPEG":
-        image.draft(None, draft(*image.size))
-    # PIL reads pixels lazily; loading here makes a truncated or corrupt file fail where it is named.
-    image.load()
-    return to_rgb(image)
-
-
-def open_image(value: Any) -> Image.Image:
-    """A PIL image, not yet decoded, from a PIL image, `{"bytes", "path"}`, bytes, a path or an array."""
-    if isinstance(value, dict):
-        value = value.get("bytes") or value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return Image.open(io.BytesIO(value))
-    if isinstance(value, (str, Path)):
-        return Image.open(value)
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, (np.ndarray, list)):
-        return _image_from_array(np.asarray(value))
-    if value is None:
-        raise ValueError("the image is missing (None)")
-    raise TypeError(f"cannot read an image from a {type(value).__name__}")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Grey, palette, CMYK, 16-bit ... to RGB; transparency is laid over white, as a product page shows it."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray((array / max(array.max(), 1) * 255).astype(np.uint8))
-    return image.convert("RGB")
-
-
-def _image_from_array(array: np.ndarray) -> Image.Image:
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first to channels-last
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3):
-        raise ValueError(f"an image array needs shape (H, W), (H, W, C) or (C, H, W), got {array.shape}")
-    if array.ndim == 3 and array.shape[-1] not in (2, 3, 4):
-        raise ValueError(f"an image array needs 1, 2 (grey + alpha), 3 or 4 channels, got {array.shape[-1]} "
-                         f"(shape {array.shape})")  # fmt: skip
-    if array.dtype != np.uint8:
-        scale = 255.0 if array.size and float(np.nanmax(array)) <= 1.0 else 1.0
-        array = np.clip(np.nan_to_num(array.astype(np.float64)) * scale, 0, 255).astype(np.uint8)
-    return Image.fromarray(array)
 
 
 @dataclass(frozen=True)
@@ -128,7 +66,7 @@ class ImageTransforms:
         elif "shortest_edge" in size:
             height = width = size["shortest_edge"]
         else:
-            raise ValueError(f"image processor size {size} has no height/width or shortest_edge")
+            raise UserError(f"image processor size {size} has no height/width or shortest_edge")
         settings = dict(
             size=(height, width),
             mean=tuple(processor.image_mean if processor.do_normalize else (0.0, 0.0, 0.0)),
@@ -219,4 +157,4 @@ class ImageTransforms:
         return left, top, left + crop_w, top + crop_h
 
 
-__all__ = ["ImageTransforms", "decode_image", "to_rgb"]
+__all__ = ["IMAGENET_STANDARD_MEAN", "IMAGENET_STANDARD_STD", "ImageTransforms"]

@@ -21,11 +21,20 @@ from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 CURVES_FILE = "training_curves.png"
 _TAGS = ["mtl_hf", "multi-task", "image-classification", "vision"]
-_HUB_TASK_TYPE = {"classification": "image-classification", "multilabel": "image-classification",
-                  "regression": "image-regression"}  # fmt: skip
-_METRIC_NAMES = {"accuracy": "Accuracy", "macro_f1": "Macro F1", "micro_f1": "Micro F1",
-                 "mAP": "mean Average Precision", "mse": "Mean squared error", "mae": "Mean absolute error",
-                 "r2": "R^2"}  # fmt: skip
+_HUB_TASK_TYPE = {
+    "classification": "image-classification",
+    "multilabel": "image-classification",
+    "regression": "image-regression",
+}
+_METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro F1",
+    "micro_f1": "Micro F1",
+    "mAP": "mean Average Precision",
+    "mse": "Mean squared error",
+    "mae": "Mean absolute error",
+    "r2": "R^2",
+}
 
 
 def task_scores(
@@ -82,21 +91,7 @@ def build_model_card(
     evaluated_on = [source["name"] for source in (training or {}).get("evaluation", [])]
     eval_name = ", ".join(evaluated_on or datasets or []) or "evaluation data"
 
-    eval_results = [
-        EvalResult(
-            # The model-index groups results by task type and dataset, so the task's name goes into
-            # each metric's name rather than the (shared) task entry.
-            task_type=_HUB_TASK_TYPE[spec.type],
-            dataset_type=(datasets or ["custom"])[0],
-            dataset_name=eval_name,
-            dataset_split=metrics_prefix,
-            metric_type=metric,
-            metric_name=f"{spec.name} {_METRIC_NAMES.get(metric, metric)}",
-            metric_value=round(value, 4),
-        )
-        for spec in config.task_specs
-        for metric, value in scores.get(spec.name, {}).items()
-    ]
+    eval_results = _eval_results(config, scores, datasets, eval_name, metrics_prefix)
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
@@ -108,21 +103,7 @@ def build_model_card(
         metrics=sorted({metric for task in scores.values() for metric in task}) or None,
         eval_results=eval_results or None,
     )
-    tasks = []
-    for spec in config.task_specs:
-        primary = PRIMARY_METRIC[spec.type]
-        score = scores.get(spec.name, {}).get(primary)
-        tasks.append(
-            {
-                "name": spec.name,
-                "type": spec.type,
-                "outputs": len(spec.labels) if spec.labels else spec.num_outputs,
-                "labels": ", ".join(spec.labels) if spec.labels else "",
-                "metric": _METRIC_NAMES[primary],
-                "score": "-" if score is None else f"{score:.4f}",
-                "chance": _format_score((chance or {}).get(f"{metrics_prefix}_{spec.name}_{primary}")),
-            }
-        )
+    tasks = _task_rows(config, scores, chance or {}, metrics_prefix)
     average = metrics.get(f"{metrics_prefix}_average_score")
     return ModelCard.from_template(
         card_data,
@@ -140,6 +121,44 @@ def build_model_card(
         multilabel_threshold=multilabel_threshold,
         versions=_versions(),
     )
+
+
+def _eval_results(config, scores, datasets, eval_name: str, split: str) -> list[EvalResult]:
+    # The model-index groups results by task type and dataset, so the task's name goes into each
+    # metric's name rather than the (shared) task entry.
+    return [
+        EvalResult(
+            task_type=_HUB_TASK_TYPE[spec.type],
+            dataset_type=(datasets or ["custom"])[0],
+            dataset_name=eval_name,
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=f"{spec.name} {_METRIC_NAMES.get(metric, metric)}",
+            metric_value=round(value, 4),
+        )
+        for spec in config.task_specs
+        for metric, value in scores.get(spec.name, {}).items()
+    ]
+
+
+def _task_rows(config, scores, chance, prefix: str) -> list[dict[str, Any]]:
+    """The card's table of tasks: type, outputs, labels, main metric, score and chance score."""
+    rows = []
+    for spec in config.task_specs:
+        primary = PRIMARY_METRIC[spec.type]
+        score = scores.get(spec.name, {}).get(primary)
+        rows.append(
+            {
+                "name": spec.name,
+                "type": spec.type,
+                "outputs": len(spec.labels) if spec.labels else spec.num_outputs,
+                "labels": ", ".join(spec.labels) if spec.labels else "",
+                "metric": _METRIC_NAMES[primary],
+                "score": "-" if score is None else f"{score:.4f}",
+                "chance": _format_score(chance.get(f"{prefix}_{spec.name}_{primary}")),
+            }
+        )
+    return rows
 
 
 def card_from_folder(folder: str | Path, *, model_id: str | None = None) -> ModelCard:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..metrics import PRIMARY_METRIC
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+
+logger = logging.getLogger(__name__)
 
 
 def curve_points(log_history: Sequence[dict[str, Any]], task_specs: Sequence[TaskSpec]) -> dict[str, dict]:
@@ -22,8 +26,11 @@ def curve_points(log_history: Sequence[dict[str, Any]], task_specs: Sequence[Tas
         if step is None:
             continue
         for spec in task_specs:
-            for kind, key in [("loss", f"loss_{spec.name}"), ("eval_loss", f"eval_{spec.name}_loss"),
-                              ("metric", f"eval_{spec.name}_{PRIMARY_METRIC[spec.type]}")]:  # fmt: skip
+            for kind, key in [
+                ("loss", f"loss_{spec.name}"),
+                ("eval_loss", f"eval_{spec.name}_loss"),
+                ("metric", f"eval_{spec.name}_{PRIMARY_METRIC[spec.type]}"),
+            ]:
                 if key in entry:
                     steps, values = curves[kind].setdefault(spec.name, ([], []))
                     steps.append(step)
@@ -36,12 +43,17 @@ def plot_training_curves(
 ) -> Path | None:
     """Draws each task's loss (training, and evaluation when logged) and main metric; returns the PNG's path.
 
-    Returns None, and writes nothing, when the logs hold no per-task loss yet.
+    Returns None, and writes nothing, when the logs hold no per-task loss yet, or when matplotlib (the
+    `plots` extra) is not installed: then a warning says so, once, and the card goes without the picture.
     """
     curves = curve_points(log_history, task_specs)
     if not curves["loss"] and not curves["eval_loss"]:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        _warn_once("training_curves.png is not drawn: matplotlib is not installed (pip install 'mtl_hf[plots]')")
+        return None
 
     matplotlib.use("Agg")  # files only; never a window
     import matplotlib.pyplot as plt
@@ -64,18 +76,25 @@ def plot_training_curves(
 
     specs = {spec.name: spec for spec in task_specs}
     for name, (steps, values) in curves["metric"].items():
-        metric_axes.plot(steps, values, color=colours[name], marker="o",
-                         label=f"{name} ({PRIMARY_METRIC[specs[name].type]})")  # fmt: skip
+        metric_axes.plot(
+            steps, values, color=colours[name], marker="o", label=f"{name} ({PRIMARY_METRIC[specs[name].type]})"
+        )
     metric_axes.set(title="Evaluation metric per task", xlabel="step", ylabel="score")
     if curves["metric"]:
         metric_axes.legend(fontsize="small")
     else:
-        metric_axes.text(0.5, 0.5, "no evaluation during training", ha="center", va="center",
-                         transform=metric_axes.transAxes)  # fmt: skip
+        metric_axes.text(
+            0.5, 0.5, "no evaluation during training", ha="center", va="center", transform=metric_axes.transAxes
+        )
     path = Path(path)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning(message)
 
 
 __all__ = ["curve_points", "plot_training_curves"]

@@ -1,0 +1,1 @@
+"""Inference: the `multi-task-image-classification` pipeline and its registration with transformers."""

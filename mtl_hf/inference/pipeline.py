@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from ..data.transforms import decode_image
-
-PIPELINE_TASK = "multi-task-image-classification"
+from ..data.images import DECODE_ERRORS, decode_image
+from ..errors import BadImageError, MissingPathError, UserError
+from .registration import PIPELINE_TASK
 
 
 class MultiTaskImageClassificationPipeline(Pipeline):
@@ -54,18 +54,18 @@ class MultiTaskImageClassificationPipeline(Pipeline):
             preprocess["timeout"] = timeout
         if top_k is not None:
             if not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+                raise UserError(f"top_k must be a positive integer, got {top_k!r}")
             postprocess["top_k"] = top_k
         if threshold is not None:
             if not 0.0 < threshold < 1.0:
-                raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+                raise UserError(f"threshold must be in (0, 1), got {threshold!r}")
             postprocess["threshold"] = threshold
         if tasks is not None:
             tasks = [tasks] if isinstance(tasks, str) else list(tasks)
             known = self.model.config.task_names
             unknown = [task for task in tasks if task not in known]
             if unknown:
-                raise ValueError(f"unknown task(s) {unknown}; this model's tasks are {known}")
+                raise UserError(f"unknown task(s) {unknown}; this model's tasks are {known}")
             postprocess["tasks"] = tasks
         return preprocess, {}, postprocess
 
@@ -75,10 +75,15 @@ class MultiTaskImageClassificationPipeline(Pipeline):
 
             image = load_image(image, timeout=timeout)
         elif isinstance(image, (str, Path)) and not Path(image).is_file():
-            raise FileNotFoundError(f"no image file at {image!s}")
+            raise MissingPathError(f"no image file at {image!s}")
         elif not isinstance(image, (str, Path, np.ndarray)) and not hasattr(image, "convert"):
             raise TypeError(f"expected a PIL image, a file path, a URL or a numpy array, got {type(image).__name__}")
-        inputs = self.image_processor(images=decode_image(image), return_tensors="pt")
+        try:
+            decoded = decode_image(image)
+        except DECODE_ERRORS as error:
+            where = f"{image}: " if isinstance(image, (str, Path)) else ""
+            raise BadImageError(f"{where}cannot decode the image ({type(error).__name__}: {error})") from error
+        inputs = self.image_processor(images=decoded, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
 
     def _forward(self, model_inputs):

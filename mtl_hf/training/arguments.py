@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,10 @@ from transformers import TrainingArguments
 
 from ..balancing import WEIGHTING_METHODS, check_weighting_options
 from ..balancing.gradient_path import GRADIENT_SPACES
-from ..data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED, default_num_workers
+from ..data.loader import default_num_workers
+from ..data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
+from ..errors import UserError, missing_extra
+from ..utils.validation import check_choice, structured_option
 from .loss_guard import NAN_POLICIES
 
 
@@ -69,15 +72,19 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
     nan_policy: str = field(
         default="stop",
-        metadata={"help": "A NaN or inf task loss: 'stop' (raise before the optimizer step, naming the task, the step "
-                          "and the batch's rows) or 'skip_step' (drop that step's update, log it, go on)."},
-    )  # fmt: skip
+        metadata={
+            "help": "A NaN or inf task loss: 'stop' (raise before the optimizer step, naming the task, the step "
+            "and the batch's rows) or 'skip_step' (drop that step's update, log it, go on)."
+        },
+    )
 
     max_bad_image_fraction: float = field(
         default=0.01,
-        metadata={"help": "Under bad_image_policy 'skip': the largest share of a source's images that may fail "
-                          "to decode before the run stops (checked at every logging step and at the end)."},
-    )  # fmt: skip
+        metadata={
+            "help": "Under bad_image_policy 'skip': the largest share of a source's images that may fail "
+            "to decode before the run stops (checked at every logging step and at the end)."
+        },
+    )
 
     # -- evaluation ------------------------------------------------------------------------------
     multilabel_threshold: float = field(
@@ -87,9 +94,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
     # -- the output folder ------------------------------------------------------------------------
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Let a recipe train into an output_dir that holds a previous run (its checkpoints are "
-                          "deleted first). Without it the recipe stops and says how to resume instead."},
-    )  # fmt: skip
+        metadata={
+            "help": "Let a recipe train into an output_dir that holds a previous run (its checkpoints are "
+            "deleted first). Without it the recipe stops and says how to resume instead."
+        },
+    )
 
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the task data carries images, not model-signature columns."}
@@ -97,19 +106,22 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
     dataloader_num_workers: int = field(
         default=-1,
-        metadata={"help": "DataLoader worker processes that decode and augment images; -1 (default): "
-                  "default_num_workers(), enough to feed one accelerator and none when training on the CPU."},
-    )  # fmt: skip
+        metadata={
+            "help": "DataLoader worker processes that decode and augment images; -1 (default): "
+            "default_num_workers(), enough to feed one accelerator and none when training on the CPU."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if self.dataloader_num_workers == -1:
             self.dataloader_num_workers = default_num_workers(use_cpu=self.use_cpu)
         elif self.dataloader_num_workers < 0:
-            raise ValueError(f"dataloader_num_workers must be >= 0 (or -1 for the default), got "
-                             f"{self.dataloader_num_workers}")  # fmt: skip
-        self.sampling_weights = _json_dict("sampling_weights", self.sampling_weights)
-        self.weighting_options = _json_dict("weighting_options", self.weighting_options) or {}
+            raise UserError(
+                f"dataloader_num_workers must be >= 0 (or -1 for the default), got {self.dataloader_num_workers}"
+            )
+        self.sampling_weights = structured_option("sampling_weights", self.sampling_weights)
+        self.weighting_options = structured_option("weighting_options", self.weighting_options) or {}
         for name, value, choices in [
             ("sampling_strategy", self.sampling_strategy, STRATEGIES),
             ("batch_mode", self.batch_mode, BATCH_MODES),
@@ -118,25 +130,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
             ("gradient_space", self.gradient_space, GRADIENT_SPACES),
             ("nan_policy", self.nan_policy, NAN_POLICIES),
         ]:
-            if value not in choices:
-                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+            check_choice(name, value, choices)
         check_weighting_options(self.weighting, self.weighting_options)
         if not 0.0 <= self.max_bad_image_fraction <= 1.0:
-            raise ValueError(f"max_bad_image_fraction must be in [0, 1], got {self.max_bad_image_fraction}")
+            raise UserError(f"max_bad_image_fraction must be in [0, 1], got {self.max_bad_image_fraction}")
+        if "tensorboard" in (self.report_to or []) and not any(
+            importlib.util.find_spec(module) for module in ("tensorboard", "tensorboardX")
+        ):
+            raise missing_extra("report_to: tensorboard", "tensorboard", "tensorboard")
         if not 0.0 < self.multilabel_threshold < 1.0:
-            raise ValueError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
-
-
-def _json_dict(name: str, value: Any) -> dict | None:
-    if value is None or isinstance(value, dict):
-        return value
-    try:
-        parsed = json.loads(value)
-    except (TypeError, json.JSONDecodeError):
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{name} must be a dict or a JSON object, got {value!r}")
-    return parsed
+            raise UserError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
 
 
 __all__ = ["MultiTaskTrainingArguments"]

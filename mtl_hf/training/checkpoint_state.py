@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..errors import MissingPathError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +49,18 @@ def load_multitask_state(folder: str | os.PathLike) -> dict[str, Any]:
     json_path, tensors_path = os.path.join(folder, STATE_JSON), os.path.join(folder, STATE_TENSORS)
     if not os.path.isfile(json_path):
         if os.path.isfile(os.path.join(folder, PICKLED_STATE)):
-            raise ValueError(
+            raise UserError(
                 f"{folder} holds {PICKLED_STATE}, a pickle from an earlier mtl_hf; pickles can run code when loaded, "
                 "so it is not read: resume from a checkpoint written by this version, or start the run again"
             )
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{folder} has no {STATE_JSON}: it was not written by MultiTaskTrainer, or the run stopped while saving "
             "it, so the task mixture's position and the weighting's state cannot be restored"
         )
     with open(json_path) as file:
         document = json.load(file)
     if document.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{json_path}: format_version {document.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise UserError(f"{json_path}: format_version {document.get('format_version')!r}, expected {FORMAT_VERSION}")
     return _join(document["state"], load_file(tensors_path))
 
 
@@ -88,33 +89,11 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str:
             return folder
         incomplete.append(folder)
     names = ", ".join(os.path.basename(folder) for folder in reversed(incomplete))
-    raise ValueError(
+    raise UserError(
         f"output_dir {output_dir!r} holds no complete checkpoint to resume from"
         + (f" (incomplete: {names}, cut short while saving)" if incomplete else "")
         + "; start a fresh run, or pass the path of a checkpoint"
     )
-
-
-class MultiTaskStateCallback(TrainerCallback):
-    """Adds the multi-task state to every checkpoint Trainer saves (Trainer's `on_save` hook).
-
-    `get_state` returns the state to save; it is called on the process that saves.
-    """
-
-    def __init__(self, get_state):
-        self.get_state = get_state
-
-    def on_save(self, args, state, control, **kwargs):
-        if args.should_save:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            try:
-                save_multitask_state(folder, self.get_state())
-            except OSError as error:
-                raise OSError(
-                    f"could not save the multi-task state into {folder} ({error.strerror or error}); that checkpoint "
-                    "stays incomplete and a resume skips it: free space (or fix the disk) and resume with "
-                    "resume_from_checkpoint=True"
-                ) from error
 
 
 def _split(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -150,7 +129,6 @@ __all__ = [
     "PICKLED_STATE",
     "STATE_JSON",
     "STATE_TENSORS",
-    "MultiTaskStateCallback",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
     "load_multitask_state",

@@ -16,6 +16,7 @@ import torch
 
 from ..balancing.step_losses import StepLosses
 from ..utils import host
+from ..utils.validation import check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,7 @@ class LossGuard:
     """Watches each micro-batch's task losses and decides, once per optimizer step, whether the step may run."""
 
     def __init__(self, policy: str, task_names: Sequence[str]):
-        if policy not in NAN_POLICIES:
-            raise ValueError(f"unknown nan_policy {policy!r}; use one of {', '.join(NAN_POLICIES)}")
-        self.policy, self.task_names = policy, list(task_names)
+        self.policy, self.task_names = check_choice("nan_policy", policy, NAN_POLICIES), list(task_names)
         self.skipped_steps = 0
         self._finite: list[torch.Tensor] = []
         self._means: list[torch.Tensor] = []

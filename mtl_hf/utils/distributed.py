@@ -1,4 +1,4 @@
-"""Whether this process trains among others, and the one collective the balancing code uses."""
+"""Whether this process trains among others, and the few collectives mtl_hf's own code calls."""
 
 from __future__ import annotations
 
@@ -22,4 +22,10 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-__all__ = ["all_reduce_sum", "is_distributed", "world_size"]
+def barrier() -> None:
+    """Waits for every rank (nothing to wait for in a single process)."""
+    if is_distributed():
+        dist.barrier()
+
+
+__all__ = ["all_reduce_sum", "barrier", "is_distributed", "world_size"]

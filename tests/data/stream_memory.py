@@ -24,10 +24,17 @@ def main(folder: str) -> None:
         rows += len(batch["pixel_values"])
         samples.append(resident_bytes())
     quarter = len(samples) // 4
-    print(json.dumps({
-        "rows": rows, "declared_rows": source.num_rows, "before": before,
-        "peak_first_quarter": max(samples[:quarter]), "peak": max(samples),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "declared_rows": source.num_rows,
+                "before": before,
+                "peak_first_quarter": max(samples[:quarter]),
+                "peak": max(samples),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from PIL import Image
 
 from mtl_hf import MultiTaskTrainingArguments
 from mtl_hf.data import ImageTransforms, decode_image, default_num_workers, shop_row
-from mtl_hf.data import mixture as mixture_module
+from mtl_hf.data import loader as loader_module
 
 
 def _jpeg(size: int, index: int = 0) -> bytes:
@@ -80,7 +80,7 @@ def test_batches_are_contiguous_channels_first():
 @pytest.mark.parametrize(
     "accelerator,cpus,local_processes,use_cpu,expected",
     [
-        (True, 32, 1, False, mixture_module.WORKERS_PER_ACCELERATOR),  # enough to feed one GPU
+        (True, 32, 1, False, loader_module.WORKERS_PER_ACCELERATOR),  # enough to feed one GPU
         (True, 32, 8, False, 3),  # 4 cores per process, one for the main process
         (True, 2, 1, False, 1),
         (True, 32, 1, True, 0),  # training on the CPU of a GPU machine
@@ -91,10 +91,10 @@ def test_default_num_workers_follows_the_measured_need(
     monkeypatch, accelerator, cpus, local_processes, use_cpu, expected
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: accelerator)
-    monkeypatch.setattr(mixture_module.os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(loader_module.os, "cpu_count", lambda: cpus)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_processes))
     assert default_num_workers(use_cpu=use_cpu) == expected
-    assert mixture_module.WORKERS_PER_ACCELERATOR == 6  # 2 x ceil(1030 / 370)
+    assert loader_module.WORKERS_PER_ACCELERATOR == 6  # 2 x ceil(1030 / 370)
 
 
 def test_training_arguments_take_the_default_worker_count_unless_given(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from datasets import Image as ImageFeature
 
 from mtl_hf import MISSING_CLASS, MultiTaskViTConfig, TaskSpec
 from mtl_hf.data import TaskSource, load_shop_dataset
+from mtl_hf.errors import UserError
 from tests.data.helpers import png_bytes, uid_dataset
 
 IMAGE = {"bytes": png_bytes(), "path": None}
@@ -124,17 +125,25 @@ def test_streaming_string_column_without_labels_is_refused():
     [
         (["size"], {}, ValueError, r"source 'size': no column 'size'; the columns are \['photo', 'category'"),
         (["category"], {"image_column": "image"}, ValueError, "no column 'image'"),
-        (["category"], {"image_column": "stock"}, TypeError, "image column 'stock' holds int64 values, not images"),
+        (["category"], {"image_column": "stock"}, UserError, "image column 'stock' holds int64 values, not images"),
         (["stock"], {}, ValueError, "column 'stock' holds int64 values with no class names"),
-        ([{"bad": 1}], {}, TypeError, "a list of tasks holds label column names, got {'bad': 1}"),
-        ({"category": {"column": "category", "labels": ["a", "b", "c"]}}, {}, ValueError,
-         "task 'category' gives labels=.* but column 'category' has labels"),
-        ({"category": {"column": "category", "type": "regression"}}, {}, ValueError,
-         "gives type='regression' but column 'category' has type 'classification'"),
+        ([{"bad": 1}], {}, UserError, "a list of tasks holds label column names, got {'bad': 1}"),
+        (
+            {"category": {"column": "category", "labels": ["a", "b", "c"]}},
+            {},
+            ValueError,
+            "task 'category' gives labels=.* but column 'category' has labels",
+        ),
+        (
+            {"category": {"column": "category", "type": "regression"}},
+            {},
+            ValueError,
+            "gives type='regression' but column 'category' has type 'classification'",
+        ),
         ({"category": {"kolumn": "category"}}, {}, ValueError, r"unknown options \['kolumn'\]"),
         ([], {}, ValueError, "a source needs at least one task"),
     ],
-)  # fmt: skip
+)
 def test_bad_sources_are_refused_with_a_clear_error(tasks, options, error, message):
     with pytest.raises(error, match=message):
         TaskSource(attributes_dataset(), tasks, **{"image_column": "photo", **options})

@@ -63,8 +63,11 @@ def test_streaming_resume_continues_exactly(uid_parquet):
     def make():
         mixture = TaskMixture(
             [streaming_uid_source(uid_parquet), TaskSource(uid_dataset(100), ["kind"], name="memory")],
-            batch_size=8, steps_per_epoch=60, shuffle_buffer_size=50, seed=9,
-        )  # fmt: skip
+            batch_size=8,
+            steps_per_epoch=60,
+            shuffle_buffer_size=50,
+            seed=9,
+        )
         return mixture.dataloader(MultiTaskCollator(mixture.task_specs, ImageTransforms(size=(8, 8))))
 
     uninterrupted = list(make())

@@ -16,7 +16,7 @@ from itertools import islice
 import torch
 import torch.distributed as dist
 
-from mtl_hf import recipe
+from mtl_hf.commands import train as recipe
 from mtl_hf.training.trainer import MultiTaskTrainer
 
 
@@ -32,12 +32,16 @@ class ReportingTrainer(MultiTaskTrainer):
         rows = [f"{e.source}:{e.row}" for batch in islice(mixture, self.state.global_step) for e in batch.examples]
         flat = torch.cat([parameter.detach().flatten() for parameter in self.model.parameters()])
         report = {
-            "rank": dist.get_rank(), "world_size": dist.get_world_size(),
-            "local_rank": int(os.environ.get("LOCAL_RANK", -1)), "machine_rank": int(os.environ.get("GROUP_RANK", -1)),
-            "mixture_rank": mixture.rank, "mixture_world_size": mixture.world_size,
-            "global_step": self.state.global_step, "rows": rows,
+            "rank": dist.get_rank(),
+            "world_size": dist.get_world_size(),
+            "local_rank": int(os.environ.get("LOCAL_RANK", -1)),
+            "machine_rank": int(os.environ.get("GROUP_RANK", -1)),
+            "mixture_rank": mixture.rank,
+            "mixture_world_size": mixture.world_size,
+            "global_step": self.state.global_step,
+            "rows": rows,
             "parameters_sha1": hashlib.sha1(flat.numpy().tobytes()).hexdigest(),
-        }  # fmt: skip
+        }
         with open(os.path.join(self.report_dir, f"rank{dist.get_rank()}.json"), "w") as file:
             json.dump(report, file)
         return output

@@ -36,20 +36,35 @@ class RecordingTrainer(MultiTaskTrainer):
 
 def main(out_dir: str, url: str, options: str) -> None:
     source = TaskSource(url, TASKS, streaming=True, storage_options=json.loads(options))
-    backbone = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)  # fmt: skip
+    backbone = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone, tasks=source.task_specs))
     args = MultiTaskTrainingArguments(
-        output_dir=os.path.join(out_dir, "run"), num_train_epochs=2, per_device_train_batch_size=10,
-        use_cpu=True, ddp_backend="gloo", report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-        dataloader_num_workers=2, shuffle_buffer_size=50,
-    )  # fmt: skip
+        output_dir=os.path.join(out_dir, "run"),
+        num_train_epochs=2,
+        per_device_train_batch_size=10,
+        use_cpu=True,
+        ddp_backend="gloo",
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=2,
+        shuffle_buffer_size=50,
+    )
     # Eval transforms: no random crop, so that an image's digest names its photo.
-    trainer = RecordingTrainer(model, args, train_dataset=source,
-                               image_transforms=ImageTransforms(size=(32, 32), draft_decoding=False))  # fmt: skip
+    trainer = RecordingTrainer(
+        model, args, train_dataset=source, image_transforms=ImageTransforms(size=(32, 32), draft_decoding=False)
+    )
     trainer.train()
-    report = {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "workers": args.dataloader_num_workers,
-              "steps": trainer.state.global_step, "seen": trainer.seen}  # fmt: skip
+    report = {
+        "rank": dist.get_rank(),
+        "world_size": dist.get_world_size(),
+        "workers": args.dataloader_num_workers,
+        "steps": trainer.state.global_step,
+        "seen": trainer.seen,
+    }
     with open(os.path.join(out_dir, f"rank{dist.get_rank()}.json"), "w") as file:
         json.dump(report, file)
 

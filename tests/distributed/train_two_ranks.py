@@ -30,8 +30,9 @@ def main(out_dir: str) -> None:
     shop = TaskSource(load_shop_dataset(64, seed=0), ["category", "colour", "tags", "size"], name="shop")
     # 37 digits: 18 a rank, so the small source runs out and recycles within the run.
     digits = TaskSource(load_digits_dataset().select(range(37)), ["digit", "traits"], name="digits")
-    backbone = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)  # fmt: skip
+    backbone = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     results = []
     for index, run in enumerate(RUNS):
         torch.manual_seed(0)
@@ -39,10 +40,20 @@ def main(out_dir: str) -> None:
             MultiTaskViTConfig(backbone_config=backbone, tasks=shop.task_specs + digits.task_specs)
         )
         args = MultiTaskTrainingArguments(
-            output_dir=os.path.join(out_dir, f"run{index}"), max_steps=12, per_device_train_batch_size=8,
-            learning_rate=1e-3, use_cpu=True, ddp_backend="gloo", report_to="none", save_strategy="no",
-            logging_steps=4, seed=0, disable_tqdm=True, sampling_strategy="uniform", **run,
-        )  # fmt: skip
+            output_dir=os.path.join(out_dir, f"run{index}"),
+            max_steps=12,
+            per_device_train_batch_size=8,
+            learning_rate=1e-3,
+            use_cpu=True,
+            ddp_backend="gloo",
+            report_to="none",
+            save_strategy="no",
+            logging_steps=4,
+            seed=0,
+            disable_tqdm=True,
+            sampling_strategy="uniform",
+            **run,
+        )
         trainer = MultiTaskTrainer(model, args, train_dataset=[shop, digits])
         trainer.train()
 
@@ -59,16 +70,25 @@ def main(out_dir: str) -> None:
                 tasks.append(list(batch.tasks) if batch.tasks else sorted({e.source for e in batch.examples}))
         shares = {source.name: source.num_rows // mixture.world_size for source in mixture.sources}
         flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-        results.append({
-            "run": run, "world_size": dist.get_world_size(), "rank": dist.get_rank(),
-            "mixture_world_size": mixture.world_size,
-            "first_pass": {name: rows[: shares[name]] for name, rows in served.items()},
-            "tasks_per_step": tasks[:12],
-            "parameters_sha1": hashlib.sha1(flat.numpy().tobytes()).hexdigest(),
-            "weighting_state": {key: value.tolist() for key, value in trainer.weighting.state_dict().items()
-                                if isinstance(value, torch.Tensor)},
-            "losses_logged": [e["loss"] for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e],
-        })  # fmt: skip
+        results.append(
+            {
+                "run": run,
+                "world_size": dist.get_world_size(),
+                "rank": dist.get_rank(),
+                "mixture_world_size": mixture.world_size,
+                "first_pass": {name: rows[: shares[name]] for name, rows in served.items()},
+                "tasks_per_step": tasks[:12],
+                "parameters_sha1": hashlib.sha1(flat.numpy().tobytes()).hexdigest(),
+                "weighting_state": {
+                    key: value.tolist()
+                    for key, value in trainer.weighting.state_dict().items()
+                    if isinstance(value, torch.Tensor)
+                },
+                "losses_logged": [
+                    e["loss"] for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e
+                ],
+            }
+        )
     with open(os.path.join(out_dir, f"rank{dist.get_rank()}.json"), "w") as file:
         json.dump(results, file)
 

@@ -79,8 +79,9 @@ class FixedPlanTrainer(MultiTaskTrainer):
 def main(out_dir: str) -> None:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     shop, digits = sources()
-    backbone = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)  # fmt: skip
+    backbone = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     results = {}
     for index, configuration in enumerate(CONFIGURATIONS):
         torch.manual_seed(0)
@@ -88,11 +89,21 @@ def main(out_dir: str) -> None:
             MultiTaskViTConfig(backbone_config=backbone, tasks=shop.task_specs + digits.task_specs)
         )
         args = MultiTaskTrainingArguments(
-            output_dir=os.path.join(out_dir, f"run{index}"), max_steps=STEPS, per_device_train_batch_size=HALF,
-            learning_rate=0.1, optim="sgd", lr_scheduler_type="constant", use_cpu=True, report_to="none",
-            save_strategy="no", logging_steps=1, seed=0, disable_tqdm=True,
-            **({"ddp_backend": "gloo"} if distributed else {}), **configuration,
-        )  # fmt: skip
+            output_dir=os.path.join(out_dir, f"run{index}"),
+            max_steps=STEPS,
+            per_device_train_batch_size=HALF,
+            learning_rate=0.1,
+            optim="sgd",
+            lr_scheduler_type="constant",
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            seed=0,
+            disable_tqdm=True,
+            **({"ddp_backend": "gloo"} if distributed else {}),
+            **configuration,
+        )
         trainer = FixedPlanTrainer(model, args, train_dataset=[shop, digits], batches=[])
         collator = MultiTaskCollator(trainer.train_mixture.task_specs, trainer.image_transforms.eval())
         rank, world = args.process_index, args.world_size

@@ -127,11 +127,19 @@ def _handler(hub: LocalHub):
                 repo_id = f"{parts[2]}/{parts[3]}"
                 folder = hub.repo_folder(repo_id)
                 if not folder.is_dir():
-                    return self._json({"error": "Repository not found"}, status=404,
-                                      headers={"X-Error-Code": "RepoNotFound"})  # fmt: skip
+                    return self._json(
+                        {"error": "Repository not found"}, status=404, headers={"X-Error-Code": "RepoNotFound"}
+                    )
                 files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-                return self._json({"id": repo_id, "modelId": repo_id, "sha": _sha(hub, repo_id),
-                                   "siblings": [{"rfilename": f} for f in files], "private": False})  # fmt: skip
+                return self._json(
+                    {
+                        "id": repo_id,
+                        "modelId": repo_id,
+                        "sha": _sha(hub, repo_id),
+                        "siblings": [{"rfilename": f} for f in files],
+                        "private": False,
+                    }
+                )
             # /{owner}/{name}/resolve/{rev}/{file path}
             if len(parts) >= 5 and parts[2] == "resolve":
                 repo_id, file_path = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])

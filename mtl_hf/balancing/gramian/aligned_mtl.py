@@ -1,6 +1,7 @@
 """Aligned-MTL: independent component alignment (Senushkin et al., CVPR 2023), through torchjd."""
 
-from ..base import TorchJDWeighting, check_choice
+from ...utils.validation import check_choice
+from ..base import TorchJDWeighting
 
 
 class AlignedMTL(TorchJDWeighting):

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from ..base import GramianWeighting, check_positive
+from ...utils.validation import check_positive
+from ..base import GramianWeighting
 
 
 class CAGrad(GramianWeighting):
@@ -42,9 +43,12 @@ class CAGrad(GramianWeighting):
             return float(w @ gram @ mean + radius * np.sqrt(max(w @ gram @ w, 0.0) + 1e-12))
 
         result = minimize(
-            objective, mean, method="SLSQP", bounds=[(0.0, 1.0)] * k,
+            objective,
+            mean,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * k,
             constraints=({"type": "eq", "fun": lambda w: 1.0 - w.sum()},),
-        )  # fmt: skip
+        )
         w = result.x
         norm = float(np.sqrt(max(w @ gram @ w, 0.0))) + 1e-12
         return torch.from_numpy((mean + radius / norm * w) / (1.0 + self.c**2))

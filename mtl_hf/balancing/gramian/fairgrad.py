@@ -1,6 +1,7 @@
 """FairGrad: alpha-fair resource allocation between tasks (Ban and Ji, ICML 2024), through torchjd."""
 
-from ..base import TorchJDWeighting, check_positive
+from ...utils.validation import check_positive
+from ..base import TorchJDWeighting
 
 
 class FairGrad(TorchJDWeighting):

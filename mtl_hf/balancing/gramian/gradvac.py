@@ -2,7 +2,9 @@
 
 import torch
 
-from ..base import GramianWeighting, check_positive, step_generator
+from ...errors import UserError
+from ...utils.validation import check_positive
+from ..base import GramianWeighting, step_generator
 
 
 class GradVac(GramianWeighting):
@@ -30,7 +32,7 @@ class GradVac(GramianWeighting):
         super().__init__(task_names)
         beta = check_positive("beta", beta)
         if beta > 1:
-            raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+            raise UserError(f"beta must be in (0, 1], got {beta!r}")
         self.beta = beta
         self.seed = int(seed)
         self.calls = 0
@@ -53,8 +55,11 @@ class GradVac(GramianWeighting):
         return weights
 
     def get_extra_state(self):
-        averages = {",".join(map(str, tasks)): solver._phi_t.clone() for tasks, solver in self._solvers.items()
-                    if solver._phi_t is not None}  # fmt: skip
+        averages = {
+            ",".join(map(str, tasks)): solver._phi_t.clone()
+            for tasks, solver in self._solvers.items()
+            if solver._phi_t is not None
+        }
         return {"calls": self.calls, "averages": averages}
 
     def set_extra_state(self, state):

@@ -1,6 +1,7 @@
 """MGDA: the multiple-gradient descent algorithm (Désidéri 2012; Sener and Koltun, NeurIPS 2018), through torchjd."""
 
-from ..base import TorchJDWeighting, check_positive
+from ...utils.validation import check_positive
+from ..base import TorchJDWeighting
 
 
 class MGDA(TorchJDWeighting):

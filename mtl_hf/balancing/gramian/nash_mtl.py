@@ -5,7 +5,9 @@ import warnings
 import numpy as np
 import torch
 
-from ..base import GramianWeighting, check_positive, gramian_root
+from ...errors import UserError
+from ...utils.validation import check_positive
+from ..base import GramianWeighting, gramian_root
 
 
 class NashMTL(GramianWeighting):
@@ -31,16 +33,17 @@ class NashMTL(GramianWeighting):
     paper = "Navon et al., ICML 2022"
     requires = ("cvxpy", "ecos")
 
-    def __init__(self, task_names: list[str], update_weights_every: int = 1, optim_niter: int = 20,
-                 max_norm: float = 0.0):  # fmt: skip
+    def __init__(
+        self, task_names: list[str], update_weights_every: int = 1, optim_niter: int = 20, max_norm: float = 0.0
+    ):
         super().__init__(task_names)
         every = update_weights_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"update_weights_every must be a positive integer, got {update_weights_every!r}")
+            raise UserError(f"update_weights_every must be a positive integer, got {update_weights_every!r}")
         self.update_weights_every = update_weights_every
         self.optim_niter = int(check_positive("optim_niter", optim_niter))
         if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or max_norm < 0:
-            raise ValueError(f"max_norm must be a number >= 0, got {max_norm!r}")
+            raise UserError(f"max_norm must be a number >= 0, got {max_norm!r}")
         self.max_norm = float(max_norm)
         self._solvers = {}  # set of present tasks -> torchjd's NashMTL with its warm start
 
@@ -49,9 +52,11 @@ class NashMTL(GramianWeighting):
             from torchjd.aggregation import NashMTL as TorchJDNashMTL
 
             self._solvers[tasks] = TorchJDNashMTL(
-                n_tasks=len(tasks), max_norm=self.max_norm, update_weights_every=self.update_weights_every,
+                n_tasks=len(tasks),
+                max_norm=self.max_norm,
+                update_weights_every=self.update_weights_every,
                 optim_niter=self.optim_niter,
-            )  # fmt: skip
+            )
         return self._solvers[tasks]
 
     def gramian_weights(self, gramian: torch.Tensor, tasks: tuple[int, ...]) -> torch.Tensor:
@@ -73,8 +78,9 @@ class NashMTL(GramianWeighting):
         for tasks, solver in self._solvers.items():
             weighting = solver.weighting
             state[",".join(map(str, tasks))] = {
-                "step": float(weighting.step), "previous_weights": torch.from_numpy(np.array(weighting.prvs_alpha)),
-            }  # fmt: skip
+                "step": float(weighting.step),
+                "previous_weights": torch.from_numpy(np.array(weighting.prvs_alpha)),
+            }
         return state
 
     def set_extra_state(self, state):

@@ -2,7 +2,8 @@
 
 import torch
 
-from ..base import LossWeighting, check_positive
+from ...utils.validation import check_positive
+from ..base import LossWeighting
 
 
 class DynamicWeightAverage(LossWeighting):

@@ -2,7 +2,9 @@
 
 import torch
 
-from ..base import LossWeighting, check_positive
+from ...errors import UserError
+from ...utils.validation import check_positive
+from ..base import LossWeighting
 
 
 class FAMO(LossWeighting):
@@ -50,16 +52,16 @@ class FAMO(LossWeighting):
         super().__init__(task_names)
         self.learning_rate = check_positive("learning_rate", learning_rate)
         if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+            raise UserError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
         self.weight_decay = float(weight_decay)
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"update_every must be a positive integer, got {update_every!r}")
+            raise UserError(f"update_every must be a positive integer, got {update_every!r}")
         self.update_every = update_every
         self.steps = 0
         min_losses = min_losses or {}
         unknown = sorted(set(min_losses) - set(task_names))
         if unknown:
-            raise ValueError(f"min_losses names unknown tasks {unknown}")
+            raise UserError(f"min_losses names unknown tasks {unknown}")
         k = len(task_names)
         self.register_buffer("min_losses", torch.tensor([float(min_losses.get(t, 0.0)) for t in task_names]))
         self.register_buffer("logits", torch.zeros(k))
@@ -95,7 +97,7 @@ class FAMO(LossWeighting):
     def end_step(self, losses_after=None, present_after=None) -> None:
         if self.needs_losses_after_step:
             if losses_after is None:
-                raise ValueError("FAMO needs the step's losses re-evaluated after the optimizer step")
+                raise RuntimeError("FAMO needs the step's losses re-evaluated after the optimizer step")
             present = self.step_counts > 0
             current = self.step_sums / self.step_counts.clamp_min(1)
             self.update_logits(current, losses_after, present & present_after)

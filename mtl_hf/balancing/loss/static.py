@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from ...errors import UserError
 from ..base import LossWeighting
 
 
@@ -24,13 +25,13 @@ class StaticWeighting(LossWeighting):
         super().__init__(task_names)
         weights = {name: 1.0 for name in task_names} if weights is None else weights
         if not isinstance(weights, dict):
-            raise ValueError(f"static weights must be a dict task -> weight, got {weights!r}")
+            raise UserError(f"static weights must be a dict task -> weight, got {weights!r}")
         unknown, absent = sorted(set(weights) - set(task_names)), sorted(set(task_names) - set(weights))
         if unknown or absent:
-            raise ValueError(f"static weights must name every task: unknown {unknown}, absent {absent}")
+            raise UserError(f"static weights must name every task: unknown {unknown}, absent {absent}")
         values = [weights[name] for name in task_names]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 for v in values):
-            raise ValueError(f"static weights must be finite numbers >= 0, got {weights}")
+            raise UserError(f"static weights must be finite numbers >= 0, got {weights}")
         self.register_buffer("fixed", torch.tensor(values, dtype=torch.float32))
 
     def weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

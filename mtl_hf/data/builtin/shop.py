@@ -28,6 +28,8 @@ from datasets import Image as ImageFeature
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from ...errors import UserError
+
 CATEGORIES = ["tshirt", "trousers", "shoe", "bag", "hat"]
 COLOURS = {
     "red": (200, 30, 30),
@@ -55,15 +57,43 @@ SHOP_FEATURES = Features(
 
 # Outlines in a unit frame ([-1, 1], y down), one per category.
 _OUTLINES = {
-    "tshirt": [(-0.5, -0.7), (-0.2, -0.8), (0.2, -0.8), (0.5, -0.7), (0.95, -0.3), (0.7, -0.05), (0.5, -0.25),
-               (0.5, 0.85), (-0.5, 0.85), (-0.5, -0.25), (-0.7, -0.05), (-0.95, -0.3)],
+    "tshirt": [
+        (-0.5, -0.7),
+        (-0.2, -0.8),
+        (0.2, -0.8),
+        (0.5, -0.7),
+        (0.95, -0.3),
+        (0.7, -0.05),
+        (0.5, -0.25),
+        (0.5, 0.85),
+        (-0.5, 0.85),
+        (-0.5, -0.25),
+        (-0.7, -0.05),
+        (-0.95, -0.3),
+    ],
     "trousers": [(-0.5, -0.85), (0.5, -0.85), (0.62, 0.85), (0.15, 0.85), (0.0, -0.2), (-0.15, 0.85), (-0.62, 0.85)],
-    "shoe": [(-0.85, 0.05), (-0.85, 0.5), (0.95, 0.5), (0.95, 0.25), (0.25, 0.0), (0.05, -0.45), (-0.5, -0.45),
-             (-0.5, 0.05)],
+    "shoe": [
+        (-0.85, 0.05),
+        (-0.85, 0.5),
+        (0.95, 0.5),
+        (0.95, 0.25),
+        (0.25, 0.0),
+        (0.05, -0.45),
+        (-0.5, -0.45),
+        (-0.5, 0.05),
+    ],
     "bag": [(-0.75, -0.2), (0.75, -0.2), (0.85, 0.85), (-0.85, 0.85)],
-    "hat": [(-0.95, 0.5), (0.95, 0.5), (0.95, 0.3), (0.45, 0.3), (0.35, -0.5), (-0.35, -0.5), (-0.45, 0.3),
-            (-0.95, 0.3)],
-}  # fmt: skip
+    "hat": [
+        (-0.95, 0.5),
+        (0.95, 0.5),
+        (0.95, 0.3),
+        (0.45, 0.3),
+        (0.35, -0.5),
+        (-0.35, -0.5),
+        (-0.45, 0.3),
+        (-0.95, 0.3),
+    ],
+}
 _SUPERSAMPLE = 2
 _TAG_PROBABILITY = 0.3
 
@@ -136,7 +166,7 @@ def write_shop_parquet(
     """Writes `num_rows` shop rows as Parquet shards under `directory` (`num_proc` processes); returns the paths."""
     _check_options(num_rows, missing_rate, image_size)
     if rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be positive, got {rows_per_shard}")
+        raise UserError(f"rows_per_shard must be positive, got {rows_per_shard}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     num_shards = math.ceil(num_rows / rows_per_shard)
@@ -148,7 +178,7 @@ def write_shop_parquet(
             seed=seed,
             missing_rate=missing_rate,
             image_size=image_size,
-        )  # fmt: skip
+        )
         for shard in range(num_shards)
     ]
     with tqdm(total=num_rows, desc="drawing shop images", unit="img") as progress:
@@ -185,7 +215,7 @@ def write_shop_catalogue(
 
     _check_options(num_rows, missing_rate, min(image_sizes))
     if not 0.0 <= broken_rate < 1.0:
-        raise ValueError(f"broken_rate must be in [0, 1), got {broken_rate!r}")
+        raise UserError(f"broken_rate must be in [0, 1), got {broken_rate!r}")
     directory = Path(directory)
     (directory / "photos").mkdir(parents=True, exist_ok=True)
     broken_rng = np.random.default_rng([seed, 2])
@@ -208,14 +238,16 @@ def write_shop_catalogue(
             if photo is not None:
                 (directory / path).write_bytes(photo)
             tags = row["tags"]
-            writer.writerow([
-                path,
-                "" if row["category"] is None else CATEGORIES[row["category"]],
-                "" if row["colour"] is None else list(COLOURS)[row["colour"]],
-                "" if row["pattern"] is None else PATTERNS[row["pattern"]],
-                "" if tags is None else "|".join(TAGS[tag] for tag in tags),
-                "" if row["size"] is None else row["size"],
-            ])  # fmt: skip
+            writer.writerow(
+                [
+                    path,
+                    "" if row["category"] is None else CATEGORIES[row["category"]],
+                    "" if row["colour"] is None else list(COLOURS)[row["colour"]],
+                    "" if row["pattern"] is None else PATTERNS[row["pattern"]],
+                    "" if tags is None else "|".join(TAGS[tag] for tag in tags),
+                    "" if row["size"] is None else row["size"],
+                ]
+            )
     return csv_path
 
 
@@ -230,11 +262,11 @@ def _write_shard_job(job: dict) -> int:
 
 def _check_options(num_rows: int, missing_rate: float, image_size: int) -> None:
     if not isinstance(num_rows, int) or num_rows < 1:
-        raise ValueError(f"num_rows must be a positive integer, got {num_rows!r}")
+        raise UserError(f"num_rows must be a positive integer, got {num_rows!r}")
     if not 0.0 <= missing_rate < 1.0:
-        raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate!r}")
+        raise UserError(f"missing_rate must be in [0, 1), got {missing_rate!r}")
     if image_size < 16:
-        raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
+        raise UserError(f"image_size must be at least 16 pixels, got {image_size}")
 
 
 def _draw(rng, category: int, colour: int, pattern: int, tags: list[int], size: float, image_size: int):

@@ -44,9 +44,11 @@ class MtlMultilabel(evaluate.Metric):
         micro_denominator = 2 * true_pos.sum() + false_pos.sum() + false_neg.sum()
         micro_f1 = 2 * true_pos.sum() / micro_denominator if micro_denominator else 0.0
         per_label = np.divide(
-            2 * true_pos, 2 * true_pos + false_pos + false_neg,
-            out=np.zeros(len(true_pos)), where=(2 * true_pos + false_pos + false_neg) > 0,
-        )  # fmt: skip
+            2 * true_pos,
+            2 * true_pos + false_pos + false_neg,
+            out=np.zeros(len(true_pos)),
+            where=(2 * true_pos + false_pos + false_neg) > 0,
+        )
         precisions = [
             average_precision_score(positive[present[:, k], k], scores[present[:, k], k])
             for k in range(targets.shape[1])

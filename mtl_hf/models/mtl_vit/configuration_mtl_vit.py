@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import MODEL_MAPPING, AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 TASK_TYPES = ("classification", "multilabel", "regression")
@@ -231,6 +231,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
             )
         super().__post_init__(**kwargs)
         backbone_hidden_size(self.backbone_config)
+        _check_vision_backbone(self.backbone_config)
         self.tasks = [spec.to_dict() for spec in _validate_tasks(self.tasks)]
         if not _is_real_number(self.initializer_range) or not self.initializer_range > 0:
             raise ValueError(f"initializer_range must be a positive number, got {self.initializer_range!r}")
@@ -261,6 +262,16 @@ def _backbone_config_from_dict(config_dict: dict[str, Any]) -> PreTrainedConfig:
             f"backbone_config: unknown model_type {model_type!r}; use a vision model type known to "
             "AutoConfig, such as 'vit', 'deit' or 'dinov2'"
         ) from error
+
+
+def _check_vision_backbone(backbone_config: PreTrainedConfig) -> None:
+    # MODEL_MAPPING: transformers' public config class -> AutoModel class map (AutoModel's own).
+    model_class = MODEL_MAPPING.get(type(backbone_config), None)
+    if model_class is not None and getattr(model_class, "main_input_name", "pixel_values") != "pixel_values":
+        raise ValueError(
+            f"backbone model_type {backbone_config.model_type!r} is not a vision model (its input is "
+            f"{model_class.main_input_name!r}, not images): use a vision backbone such as vit, deit or dinov2"
+        )
 
 
 def _validate_tasks(tasks: Any) -> list[TaskSpec]:

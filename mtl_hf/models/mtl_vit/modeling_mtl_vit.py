@@ -1,17 +1,10 @@
 """The multi-task vision transformer: one shared backbone, one small head per task.
 
 One backbone pass serves every head, so K tasks cost about one model. Targets arrive as a dict
-`{task_name: tensor}`; any task may be absent, and any target inside a task may be missing:
-
-| task type        | target                                  | missing value | loss                   |
-|------------------|-----------------------------------------|---------------|------------------------|
-| `classification` | class ids, int, shape `(B,)`            | `-100`        | cross-entropy          |
-| `multilabel`     | multi-hot in [0, 1], shape `(B, L)`     | `-100`        | binary cross-entropy   |
-| `regression`     | real values, shape `(B, K)` (or `(B,)`) | `NaN`         | mean squared error     |
-
-Each task's loss is the mean over its present targets in the batch; a task whose targets are all
-missing contributes 0 (never NaN) and sends zero gradient. Like the configuration file, this file
-imports nothing else from `mtl_hf`, so it can travel with a saved model as remote code.
+`{task_name: tensor}`; any task may be absent, and any target inside a task may be missing (the
+conventions and losses per task type are in `losses_mtl_vit.py`). Like the configuration file, this
+file imports nothing from `mtl_hf` but its two siblings, so it can travel with a saved model as remote
+code.
 """
 
 from __future__ import annotations
@@ -21,19 +14,16 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, backbone_hidden_size
+from .losses_mtl_vit import task_loss
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
-
-MISSING_CLASS = -100
-"""Target value that marks a missing class id (classification) or entry (multilabel)."""
 
 
 @dataclass
@@ -311,87 +301,6 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
         )
 
 
-def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean loss of `task` over the present targets of the batch; 0 when none is present."""
-    target = _checked_target(task, logits, target)
-    logits = logits.float()
-    present = present_targets(task, target)
-    if task.type == "classification":
-        summed = F.cross_entropy(logits, target, ignore_index=MISSING_CLASS, reduction="sum")
-    elif task.type == "multilabel":
-        per_entry = F.binary_cross_entropy_with_logits(
-            logits, torch.where(present, target, torch.zeros_like(target)), reduction="none"
-        )
-        summed = (per_entry * present).sum()
-    else:
-        summed = ((logits - torch.nan_to_num(target, nan=0.0)).square() * present).sum()
-    # Dividing by at least 1 keeps the graph (and DDP's view of the head's parameters) intact
-    # when every target is missing, where a masked mean would give NaN.
-    return summed / present.sum().clamp(min=1)
-
-
-def present_targets(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
-    """Where `target` holds a value: not `MISSING_CLASS` (classification, multilabel) or not NaN (regression)."""
-    if task.type == "regression":
-        return ~torch.isnan(target)
-    return target != MISSING_CLASS
-
-
-def check_target_values(task: TaskSpec, target: torch.Tensor) -> None:
-    """Raises on a class id out of range, a multilabel entry outside [0, 1] or an infinite regression target.
-
-    Reading values costs a device -> host sync, so `forward` checks only targets on the CPU; the
-    trainer's collator checks every batch on the host before it reaches the accelerator.
-    """
-    if task.type == "classification":
-        bad = (target != MISSING_CLASS) & ((target < 0) | (target >= task.num_outputs))
-        if bad.any():
-            value = target[bad][0].item()
-            raise ValueError(
-                f"task {task.name!r}: label {value} out of range ({task.num_outputs} labels: "
-                f"0..{task.num_outputs - 1}, or {MISSING_CLASS} for missing)"
-            )
-    elif task.type == "multilabel":
-        bad = (target != MISSING_CLASS) & ((target < 0) | (target > 1) | torch.isnan(target))
-        if bad.any():
-            value = target[bad][0].item()
-            raise ValueError(
-                f"task {task.name!r}: multilabel target {value} is not in [0, 1] "
-                f"(use 1/0 per label, or {MISSING_CLASS} for missing)"
-            )
-    elif torch.isinf(target).any():
-        raise ValueError(f"task {task.name!r}: regression target is infinite; use NaN for missing values")
-
-
-def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    where = f"labels[{task.name!r}]"
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"{where} must be a torch.Tensor, got {type(target).__name__}")
-    batch_size = logits.shape[0]
-    if target.ndim == 0 or target.shape[0] != batch_size:
-        raise ValueError(f"{where} has shape {tuple(target.shape)} but the batch has {batch_size} images")
-
-    if task.type == "classification":
-        if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
-            raise TypeError(
-                f"{where}: classification targets are class ids, an integer tensor (torch.long), "
-                f"got {target.dtype}; mark missing targets with {MISSING_CLASS}"
-            )
-        if target.ndim != 1:
-            raise ValueError(f"{where} must have shape (batch_size,), got {tuple(target.shape)}")
-        target = target.long()
-    else:
-        expected = (batch_size, task.num_outputs)
-        if task.type == "regression" and task.num_outputs == 1 and target.ndim == 1:
-            target = target.unsqueeze(1)
-        if tuple(target.shape) != expected:
-            raise ValueError(f"{where} must have shape {expected}, got {tuple(target.shape)}")
-        target = target.float()
-    if target.device.type == "cpu":
-        check_target_values(task, target)
-    return target.to(logits.device)
-
-
 def _has_class_token(backbone: nn.Module) -> bool:
     # ViT, DeiT, DINOv2, BEiT keep a learned `cls_token` in their embeddings, CLIP a `class_embedding`;
     # Swin, ConvNeXt and the like have none.
@@ -419,18 +328,13 @@ def _pool(tokens: torch.Tensor, mode: str) -> torch.Tensor:
 def _backbone_from_config(backbone_config) -> PreTrainedModel:
     # The backbone's own pooler would be an unused parameter (the heads pool the tokens
     # themselves), which costs memory and breaks DDP without find_unused_parameters.
-    model_class = AutoModel._model_mapping.get(type(backbone_config), None)
-    if model_class is not None and getattr(model_class, "main_input_name", "pixel_values") != "pixel_values":
-        raise ValueError(
-            f"backbone model_type {backbone_config.model_type!r} is not a vision model (its input is "
-            f"{model_class.main_input_name!r}, not images): use a vision backbone such as vit, deit or dinov2"
-        )
     kwargs = {"add_pooling_layer": False} if _takes_pooling_flag(type(backbone_config)) else {}
     return AutoModel.from_config(backbone_config, **kwargs)
 
 
 def _takes_pooling_flag(config_class) -> bool:
-    model_class = AutoModel._model_mapping.get(config_class, None)
+    # MODEL_MAPPING: transformers' public config class -> AutoModel class map (AutoModel's own).
+    model_class = MODEL_MAPPING.get(config_class, None)
     return model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
@@ -438,11 +342,9 @@ def _takes_pooling_flag(config_class) -> bool:
 MultiTaskViTModel.register_for_auto_class("AutoModel")
 
 __all__ = [
+    "MultiTaskHead",
+    "MultiTaskOutput",
     "MultiTaskViTModel",
     "MultiTaskViTPreTrainedModel",
-    "MultiTaskOutput",
-    "MultiTaskHead",
-    "check_target_values",
-    "present_targets",
-    "task_loss",
+    "refuse_pickled_weights",
 ]

@@ -1,0 +1,123 @@
+"""The comparison as a Markdown table (a row per method, a column per task, then delta_m and cost) and as a
+plot of delta_m against training time."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ...errors import missing_extra
+from .plan import SINGLE_TASK
+
+
+def markdown_table(comparison: Mapping[str, Any]) -> str:
+    """The comparison as a Markdown table: a row per method, a column per task, then delta_m and cost."""
+    settings, summary = comparison["settings"], comparison["summary"]
+    tasks = settings["tasks"]
+    num_seeds = len(settings["seeds"])
+    header = [
+        "method",
+        *(f"{task} {metric}" for task, metric in tasks.items()),
+        "delta_m % (lower is better)",
+        "train s",
+        "samples/s",
+        "peak MB",
+        "time vs single-task",
+    ]
+    memory = {
+        "cpu-rss": "the process's peak resident memory (sampled)",
+        "cuda-allocated": "peak CUDA memory allocated",
+    }.get((comparison.get("runs") or [{}])[0].get("memory_kind"), "peak memory")
+    lines = [
+        f"Budget: {settings['budget_rule']}. Seeds: {num_seeds} ({', '.join(map(str, settings['seeds']))}); "
+        "scores are mean +- std over seeds; delta_m is paired by seed against the single-task models; "
+        f"train s: one model's training time (the single-task row: its models together); peak MB: {memory}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    deltas = [row["delta_m"]["mean"] for name, row in summary.items() if name != SINGLE_TASK]
+    best = min((delta for delta in deltas if not math.isnan(delta)), default=None)
+    for name, row in summary.items():
+        label = f"single-task ({len(tasks)} models)" if name == SINGLE_TASK else name
+        delta = "0 (reference)" if name == SINGLE_TASK else _pm(row["delta_m"], 2, signed=True)
+        if name != SINGLE_TASK and row["delta_m"]["mean"] == best:
+            delta = f"**{delta}**"
+        cells = [
+            label,
+            *(_pm(row["scores"][task], 3) for task in tasks),
+            delta,
+            _pm(row["train_seconds"], 1),
+            f"{row['train_samples_per_second']:.0f}",
+            f"{row['peak_memory_mb']:.0f}",
+            f"{row['time_vs_single_task']:.2f}x",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pm(value: Mapping[str, float], digits: int, signed: bool = False) -> str:
+    if math.isnan(value["mean"]):
+        return "n/a (a single-task score is 0)"
+    sign = "+" if signed else ""
+    return f"{value['mean']:{sign}.{digits}f} +- {value['std']:.{digits}f}"
+
+
+def plot_comparison(comparison: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """delta_m (mean and std over seeds) against training time, one point per method."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise missing_extra("the comparison plot", "plots", "matplotlib") from None
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = comparison["summary"]
+    figure, axis = plt.subplots(figsize=(8, 5.5))
+    colours = plt.get_cmap("tab20").colors  # 17 methods: tab10 would repeat colours
+    methods = [name for name in summary if name != SINGLE_TASK]
+    for index, name in enumerate(methods):
+        seconds, delta = summary[name]["train_seconds"], summary[name]["delta_m"]
+        colour = colours[index % len(colours)]
+        axis.errorbar(
+            seconds["mean"], delta["mean"], xerr=seconds["std"], yerr=delta["std"], fmt="o", capsize=3, color=colour
+        )
+        # Labels alternate above, level and below: methods with equal results (equal, static) sit on one point.
+        axis.annotate(
+            name,
+            (seconds["mean"], delta["mean"]),
+            textcoords="offset points",
+            xytext=(5, 8 - 8 * (index % 3)),
+            fontsize=8,
+        )
+    single = summary[SINGLE_TASK]["train_seconds"]["mean"]
+    axis.axvline(
+        single,
+        color="grey",
+        linestyle="--",
+        label=f"{len(comparison['settings']['tasks'])} single-task models together ({single:.0f} s)",
+    )
+    axis.axhline(0.0, color="grey", linewidth=0.8, label="single-task score (delta_m = 0)")
+    axis.set_xlabel("training time per model (s)")
+    axis.set_ylabel("delta_m vs single-task (%), lower is better")
+    settings = comparison["settings"]
+    axis.set_title(
+        f"{len(settings['tasks'])} tasks, {len(settings['seeds'])} seed(s), budget {settings['budget']}", fontsize=10
+    )
+    axis.legend(fontsize=8, loc="best")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+__all__ = ["markdown_table", "plot_comparison"]

@@ -1,0 +1,118 @@
+"""delta_m (Maninis et al., 2019) and the summary over seeds: each method's scores, delta_m against the
+single-task models of the same seed, time and memory."""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...errors import UserError
+from .plan import SINGLE_TASK
+
+logger = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
+"""Metric names where a smaller value is better; delta_m flips their sign."""
+
+
+# -- the plan --------------------------------------------------------------------------------------
+
+
+def delta_m(scores: Mapping[str, float], baseline: Mapping[str, float], metrics: Mapping[str, str]) -> float:
+    """Maninis et al. (2019)'s delta_m in percent: lower is better, negative beats the baseline.
+
+    `mean_k (-1)^{h_k} (scores_k - baseline_k) / |baseline_k| * 100`, with h_k = 1 where the task's
+    metric (`metrics[task]`) is higher-is-better, so that an improvement always counts negative.
+    """
+    if set(scores) != set(baseline) or set(scores) != set(metrics):
+        raise UserError(
+            f"delta_m needs the same tasks in scores {sorted(scores)}, baseline {sorted(baseline)} "
+            f"and metrics {sorted(metrics)}"
+        )
+    changes = []
+    for task, score in scores.items():
+        reference = baseline[task]
+        if reference == 0:
+            raise UserError(f"delta_m: task {task!r} has a baseline score of 0, so its relative change is undefined")
+        sign = 1.0 if metrics[task] in LOWER_IS_BETTER else -1.0
+        changes.append(sign * (score - reference) / abs(reference) * 100.0)
+    return sum(changes) / len(changes)
+
+
+# -- running one model -------------------------------------------------------------------------
+
+
+def summarise(results: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Mapping[str, str]) -> dict:
+    """Per method (and the single-task baselines): each task's score, delta_m, time and memory over seeds.
+
+    delta_m is paired by seed (each multi-task run against the baselines of its own seed), so its
+    spread includes the baselines' own seed-to-seed variation.
+    """
+    seeds = sorted({result["seed"] for result in results})
+    baseline = {seed: {} for seed in seeds}  # seed -> task -> the single-task run's result
+    for result in results:
+        if result["method"] == SINGLE_TASK:
+            baseline[result["seed"]][result["tasks"][0]] = result
+    single_seconds = {seed: sum(run["train_seconds"] for run in runs.values()) for seed, runs in baseline.items()}
+
+    summary = {
+        SINGLE_TASK: _aggregate(
+            scores=[{task: run["scores"][task] for task, run in baseline[seed].items()} for seed in seeds],
+            seconds=list(single_seconds.values()),
+            samples_per_second=[run["train_samples_per_second"] for seed in seeds for run in baseline[seed].values()],
+            memory=[run["peak_memory_mb"] for seed in seeds for run in baseline[seed].values()],
+            deltas=[0.0 for _ in seeds],
+            ratios=[1.0 for _ in seeds],
+        )
+    }
+    for method in methods:
+        runs = [result for result in results if result["method"] == method]
+        summary[method] = _aggregate(
+            scores=[run["scores"] for run in runs],
+            seconds=[run["train_seconds"] for run in runs],
+            samples_per_second=[run["train_samples_per_second"] for run in runs],
+            memory=[run["peak_memory_mb"] for run in runs],
+            deltas=[
+                _delta_m_or_nan(
+                    run["scores"], {task: baseline[run["seed"]][task]["scores"][task] for task in metrics}, metrics
+                )
+                for run in runs
+            ],
+            ratios=[run["train_seconds"] / single_seconds[run["seed"]] for run in runs],
+        )
+    return summary
+
+
+def _delta_m_or_nan(scores, baseline, metrics) -> float:
+    # A baseline score of exactly 0 (a task the single-task model did not learn at all) has no
+    # relative change: the table shows n/a for that method rather than ending the comparison.
+    zero = [task for task, value in baseline.items() if value == 0]
+    if zero:
+        logger.warning("delta_m is undefined: the single-task score of %s is 0", zero)
+        return math.nan
+    return delta_m(scores, baseline, metrics)
+
+
+def _aggregate(*, scores, seconds, samples_per_second, memory, deltas, ratios) -> dict[str, Any]:
+    tasks = scores[0].keys()
+    return {
+        "scores": {task: _mean_std([score[task] for score in scores]) for task in tasks},
+        "delta_m": _mean_std(deltas),
+        "train_seconds": _mean_std(seconds),
+        "train_samples_per_second": statistics.fmean(samples_per_second),
+        "peak_memory_mb": max(memory),
+        "time_vs_single_task": statistics.fmean(ratios),
+    }
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+
+
+__all__ = ["LOWER_IS_BETTER", "delta_m", "summarise"]

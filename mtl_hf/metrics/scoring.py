@@ -1,0 +1,54 @@
+"""Scores from logits: one task's metrics as evaluation reports them, and the chance score of each task (a
+constant answer that ignores the image), so that a reader can tell learning from guessing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from . import PRIMARY_METRIC, load_task_metric
+
+
+def task_metrics(spec: TaskSpec, logits: np.ndarray, targets: np.ndarray, multilabel_threshold: float = 0.5):
+    """One task's metrics (its metric module's keys) from its logits and targets; missing targets are skipped."""
+    metric = load_task_metric(spec.type)
+    if spec.type == "classification":
+        return metric.compute(predictions=logits.argmax(-1), references=targets, num_labels=spec.num_outputs)
+    if spec.type == "multilabel":
+        probabilities = 1.0 / (1.0 + np.exp(-logits))
+        return metric.compute(predictions=probabilities, references=targets, threshold=multilabel_threshold)
+    return metric.compute(predictions=logits, references=targets)
+
+
+def chance_scores(
+    task_specs: Mapping[str, TaskSpec],
+    targets: Mapping[str, np.ndarray],
+    multilabel_threshold: float = 0.5,
+    prefix: str = "eval",
+) -> dict[str, float]:
+    """Each task's main score (`{prefix}_{task}_{metric}`) for a constant answer that ignores the image.
+
+    Classification: the evaluation data's most frequent class; multilabel: every label "yes";
+    regression: the evaluation targets' mean (R^2 = 0). The first two are read off the evaluation
+    labels themselves, so they are, if anything, generous to the baseline.
+    """
+    scores = {}
+    for name, target in targets.items():
+        spec = task_specs[name]
+        if spec.type == "classification":
+            present = target[target >= 0].astype(int)
+            majority = np.bincount(present, minlength=spec.num_outputs).argmax() if present.size else 0
+            logits = np.zeros((len(target), spec.num_outputs))
+            logits[:, majority] = 1.0
+        elif spec.type == "multilabel":
+            logits = np.full(target.shape, 10.0)
+        else:
+            logits = np.broadcast_to(np.nanmean(target, axis=0), target.shape).copy()
+        metric = PRIMARY_METRIC[spec.type]
+        scores[f"{prefix}_{name}_{metric}"] = task_metrics(spec, logits, target, multilabel_threshold)[metric]
+    return scores
+
+
+__all__ = ["chance_scores", "task_metrics"]

@@ -1,0 +1,106 @@
+"""Targets and losses of the multi-task model, per task type; part of the remote code that travels with every
+saved model (it imports only the configuration file).
+
+| task type        | target                                  | missing value | loss                   |
+|------------------|-----------------------------------------|---------------|------------------------|
+| `classification` | class ids, int, shape `(B,)`            | `-100`        | cross-entropy          |
+| `multilabel`     | multi-hot in [0, 1], shape `(B, L)`     | `-100`        | binary cross-entropy   |
+| `regression`     | real values, shape `(B, K)` (or `(B,)`) | `NaN`         | mean squared error     |
+
+Each task's loss is the mean over its present targets in the batch; a task whose targets are all
+missing contributes 0 (never NaN) and sends zero gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .configuration_mtl_vit import TaskSpec
+
+MISSING_CLASS = -100
+"""Target value that marks a missing class id (classification) or entry (multilabel)."""
+
+
+def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean loss of `task` over the present targets of the batch; 0 when none is present."""
+    target = _checked_target(task, logits, target)
+    logits = logits.float()
+    present = present_targets(task, target)
+    if task.type == "classification":
+        summed = F.cross_entropy(logits, target, ignore_index=MISSING_CLASS, reduction="sum")
+    elif task.type == "multilabel":
+        per_entry = F.binary_cross_entropy_with_logits(
+            logits, torch.where(present, target, torch.zeros_like(target)), reduction="none"
+        )
+        summed = (per_entry * present).sum()
+    else:
+        summed = ((logits - torch.nan_to_num(target, nan=0.0)).square() * present).sum()
+    # Dividing by at least 1 keeps the graph (and DDP's view of the head's parameters) intact
+    # when every target is missing, where a masked mean would give NaN.
+    return summed / present.sum().clamp(min=1)
+
+
+def present_targets(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+    """Where `target` holds a value: not `MISSING_CLASS` (classification, multilabel) or not NaN (regression)."""
+    if task.type == "regression":
+        return ~torch.isnan(target)
+    return target != MISSING_CLASS
+
+
+def check_target_values(task: TaskSpec, target: torch.Tensor) -> None:
+    """Raises on a class id out of range, a multilabel entry outside [0, 1] or an infinite regression target.
+
+    Reading values costs a device -> host sync, so `forward` checks only targets on the CPU; the
+    trainer's collator checks every batch on the host before it reaches the accelerator.
+    """
+    if task.type == "classification":
+        bad = (target != MISSING_CLASS) & ((target < 0) | (target >= task.num_outputs))
+        if bad.any():
+            value = target[bad][0].item()
+            raise ValueError(
+                f"task {task.name!r}: label {value} out of range ({task.num_outputs} labels: "
+                f"0..{task.num_outputs - 1}, or {MISSING_CLASS} for missing)"
+            )
+    elif task.type == "multilabel":
+        bad = (target != MISSING_CLASS) & ((target < 0) | (target > 1) | torch.isnan(target))
+        if bad.any():
+            value = target[bad][0].item()
+            raise ValueError(
+                f"task {task.name!r}: multilabel target {value} is not in [0, 1] "
+                f"(use 1/0 per label, or {MISSING_CLASS} for missing)"
+            )
+    elif torch.isinf(target).any():
+        raise ValueError(f"task {task.name!r}: regression target is infinite; use NaN for missing values")
+
+
+def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    where = f"labels[{task.name!r}]"
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"{where} must be a torch.Tensor, got {type(target).__name__}")
+    batch_size = logits.shape[0]
+    if target.ndim == 0 or target.shape[0] != batch_size:
+        raise ValueError(f"{where} has shape {tuple(target.shape)} but the batch has {batch_size} images")
+
+    if task.type == "classification":
+        if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
+            raise TypeError(
+                f"{where}: classification targets are class ids, an integer tensor (torch.long), "
+                f"got {target.dtype}; mark missing targets with {MISSING_CLASS}"
+            )
+        if target.ndim != 1:
+            raise ValueError(f"{where} must have shape (batch_size,), got {tuple(target.shape)}")
+        target = target.long()
+    else:
+        expected = (batch_size, task.num_outputs)
+        if task.type == "regression" and task.num_outputs == 1 and target.ndim == 1:
+            target = target.unsqueeze(1)
+        if tuple(target.shape) != expected:
+            raise ValueError(f"{where} must have shape {expected}, got {tuple(target.shape)}")
+        target = target.float()
+    if target.device.type == "cpu":
+        check_target_values(task, target)
+    return target.to(logits.device)
+
+
+__all__ = ["MISSING_CLASS", "check_target_values", "present_targets", "task_loss"]

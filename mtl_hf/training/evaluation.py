@@ -1,0 +1,174 @@
+"""Evaluation: every task scored on its own evaluation rows, as `MultiTaskTrainer.evaluate` / `predict` report it.
+
+Each source is read in order (every row once, each rank its own share), collated for the tasks it labels,
+and run through the model without gradient; the ranks' logits, targets and loss sums are gathered, and each
+task gets `{prefix}_{task}_{metric}` and `{prefix}_{task}_loss`, plus `{prefix}_loss` and
+`{prefix}_average_score` over the tasks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers.trainer_utils import PredictionOutput, speed_metrics
+
+from ..data.collator import MultiTaskCollator
+from ..data.mixture import MixtureBatch
+from ..data.sources import RawExample, TaskSource
+from ..errors import UserError
+from ..metrics import PRIMARY_METRIC
+from ..metrics.scoring import task_metrics
+from ..utils.distributed import is_distributed, world_size
+from .tallies import BadImageTally
+
+if TYPE_CHECKING:
+    from .trainer import MultiTaskTrainer
+
+
+def named_sources(data: Any) -> dict[str, TaskSource]:
+    """Evaluation data as `{name: source}`: one source, a list of them, or a mapping."""
+    if data is None:
+        return {}
+    if isinstance(data, TaskSource):
+        return {data.name: data}
+    if isinstance(data, Mapping):
+        return dict(data)
+    if isinstance(data, Sequence) and all(isinstance(s, TaskSource) for s in data):
+        return {source.name: source for source in data}
+    raise UserError(f"evaluation data must be TaskSource(s) or a dict of them, got {type(data).__name__}")
+
+
+class _Outputs:
+    """This rank's per-task logits, targets and summed losses over the batches seen."""
+
+    def __init__(self):
+        self.logits, self.labels = defaultdict(list), defaultdict(list)
+        self.loss_sums, self.counts = defaultdict(float), defaultdict(int)
+        self.rows = 0
+
+    def add(self, tasks: Sequence[str], outputs, labels: Mapping[str, torch.Tensor], kept: int) -> None:
+        self.rows += kept
+        for name in tasks:
+            self.logits[name].append(outputs.logits[name].float().cpu().numpy())
+            self.labels[name].append(labels[name].cpu().numpy())
+            self.loss_sums[name] += float(outputs.task_losses[name]) * kept
+            self.counts[name] += kept
+
+    def gathered(self):
+        """(logits, targets, loss sums, counts, rows) over every rank."""
+        rows = int(sum(_gather_sums({"rows": self.rows}).values()))
+        return (
+            _gather(self.logits),
+            _gather(self.labels),
+            _gather_sums(self.loss_sums),
+            _gather_sums(self.counts),
+            rows,
+        )
+
+
+@torch.no_grad()
+def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource], prefix: str) -> PredictionOutput:
+    """Per-task logits and targets (dicts task -> array) of every source, and the metrics of every task."""
+    if not sources:
+        raise UserError("nothing to evaluate: pass eval_dataset (task sources) to the trainer or to evaluate()")
+    started = time.time()
+    model = trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model
+    model.eval()
+    collator = MultiTaskCollator(list(trainer.task_specs.values()), trainer.image_transforms.eval())
+    skipping = [source.name for source in sources.values() if source.bad_image_policy == "skip"]
+    bad_images = BadImageTally(skipping, max_fraction=1.0, device=trainer.args.device) if skipping else None
+    outputs = _Outputs()
+    for source in sources.values():
+        unknown = [name for name in source.task_names if name not in trainer.task_specs]
+        if unknown:
+            raise UserError(f"eval source {source.name!r} has task(s) {unknown} that the model lacks")
+        batch_size = trainer.args.per_device_eval_batch_size
+        total = None if source.num_rows is None else math.ceil(source.num_rows / trainer.args.world_size / batch_size)
+        progress = tqdm(
+            total=total,
+            desc=f"{prefix}: {source.name}",
+            unit="batch",
+            leave=False,
+            disable=trainer.args.disable_tqdm or not trainer.is_local_process_zero(),
+        )
+        for batch in _eval_batches(source, batch_size, trainer.args.process_index, trainer.args.world_size):
+            progress.update()
+            # A batch of one source: targets and heads for its tasks only.
+            inputs = trainer._prepare_inputs(collator(MixtureBatch(batch, tuple(source.task_names))))
+            image_counts = inputs.pop("image_counts", None)  # rows left out (bad_image_policy: skip)
+            if bad_images is not None:
+                bad_images.add(image_counts)
+            with trainer.compute_loss_context_manager():
+                model_outputs = model(**inputs)
+            outputs.add(source.task_names, model_outputs, inputs["labels"], inputs["pixel_values"].shape[0])
+        progress.close()
+    logits, labels, loss_sums, counts, rows = outputs.gathered()
+    metrics = task_scores(trainer, logits, labels, loss_sums, counts, prefix)
+    if bad_images is not None:  # counted, not limited: evaluation reports what the data holds
+        metrics.update({f"{prefix}_{key}": count for key, count in bad_images.check().items()})
+    metrics.update(speed_metrics(prefix, started, num_samples=rows))
+    return PredictionOutput(predictions=dict(logits), label_ids=dict(labels), metrics=metrics)
+
+
+def task_scores(trainer: MultiTaskTrainer, logits, labels, loss_sums, counts, prefix: str) -> dict[str, float]:
+    """Every evaluated task's metrics and mean loss, the mean loss over tasks and the average main score."""
+    metrics, primaries = {}, []
+    for name, values in logits.items():
+        spec = trainer.task_specs[name]
+        scores = task_metrics(spec, values, labels[name], trainer.args.multilabel_threshold)
+        metrics.update({f"{prefix}_{name}_{key}": value for key, value in scores.items() if key != "count"})
+        metrics[f"{prefix}_{name}_loss"] = loss_sums[name] / max(counts[name], 1)
+        primaries.append(scores[PRIMARY_METRIC[spec.type]])
+    metrics[f"{prefix}_loss"] = float(np.mean([metrics[f"{prefix}_{n}_loss"] for n in logits]))
+    metrics[f"{prefix}_average_score"] = float(np.nanmean(primaries))
+    return metrics
+
+
+def _eval_batches(source: TaskSource, batch_size: int, rank: int, world: int) -> Iterator[list[RawExample]]:
+    """This rank's rows of `source`, in order, every row once, in batches (the last may be short)."""
+    if source.is_streaming:
+        rows = source.stream(seed=0, rank=rank, world_size=world, shuffle=False, buffer_size=1)
+        batch = []
+        for index, row in enumerate(rows):
+            batch.append(source.example(row, index))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    indices = list(range(rank, source.num_rows, world))
+    for start in range(0, len(indices), batch_size):
+        yield source.rows(indices[start : start + batch_size])
+
+
+def _gather(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    local = {name: np.concatenate(values) for name, values in parts.items()}
+    if not is_distributed():
+        return local
+    everyone = [None] * world_size()
+    torch.distributed.all_gather_object(everyone, local)
+    names = sorted({name for part in everyone for name in part})
+    return {name: np.concatenate([part[name] for part in everyone if name in part]) for name in names}
+
+
+def _gather_sums(values: dict[str, float]) -> dict[str, float]:
+    if not is_distributed():
+        return dict(values)
+    everyone = [None] * world_size()
+    torch.distributed.all_gather_object(everyone, dict(values))
+    totals: dict[str, float] = defaultdict(float)
+    for part in everyone:
+        for name, value in part.items():
+            totals[name] += value
+    return dict(totals)
+
+
+__all__ = ["named_sources", "predict_sources", "task_scores"]

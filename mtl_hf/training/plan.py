@@ -1,0 +1,113 @@
+"""What a trainer's arguments describe, checked against the model: the task mixture for this rank, the optimizer
+steps `Trainer.train` will take on it, and the balancing method."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+from ..balancing import WeightingMethod, build_weighting
+from ..data.mixture import TaskMixture
+from ..data.sources import TaskSource
+from ..errors import UserError
+from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from ..tasks import check_agreement
+from .arguments import MultiTaskTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+def build_task_mixture(sources: TaskSource | Sequence[TaskSource], args: MultiTaskTrainingArguments) -> TaskMixture:
+    """The training mixture the sampling arguments describe, for this process's rank."""
+    return TaskMixture(
+        sources,
+        batch_size=args.per_device_train_batch_size,
+        strategy=args.sampling_strategy,
+        temperature=args.sampling_temperature,
+        weights=args.sampling_weights,
+        batch_mode=args.batch_mode,
+        when_exhausted=args.when_exhausted,
+        steps_per_epoch=args.steps_per_epoch,
+        shuffle_buffer_size=args.shuffle_buffer_size,
+        seed=args.seed,
+        rank=args.process_index,
+        world_size=args.world_size,
+    )
+
+
+def planned_optimizer_steps(mixture: TaskMixture, args: MultiTaskTrainingArguments) -> int:
+    """The optimizer steps `Trainer.train` will take on `mixture`: `max_steps`, or the epochs' worth of batches."""
+    if args.max_steps > 0:
+        return args.max_steps
+    steps_per_epoch = max(len(mixture) // args.gradient_accumulation_steps, 1)
+    return math.ceil(args.num_train_epochs * steps_per_epoch)
+
+
+def training_mixture(data, args: MultiTaskTrainingArguments, model_specs: Mapping[str, TaskSpec]) -> TaskMixture:
+    """The mixture of `data` (sources, or a ready `TaskMixture` for this rank), whose tasks the model must have."""
+    if isinstance(data, TaskMixture):
+        mixture = data
+        if (mixture.rank, mixture.world_size) != (args.process_index, args.world_size):
+            raise UserError(
+                f"the TaskMixture was built for rank {mixture.rank} of {mixture.world_size}, but this process "
+                f"is rank {args.process_index} of {args.world_size}: pass the sources instead and let the "
+                "trainer build it"
+            )
+    else:
+        mixture = build_task_mixture(data, args)
+    unknown = [name for name in mixture.task_names if name not in model_specs]
+    if unknown:
+        raise UserError(
+            f"the training data has task(s) {unknown} that the model lacks; model tasks: {list(model_specs)}"
+        )
+    for spec in mixture.task_specs:
+        check_agreement(
+            spec,
+            "the data",
+            model_specs[spec.name],
+            "the model",
+            fix="give the task the model's labels, or give the model a new head for it (remove_task / add_task)",
+        )
+    return mixture
+
+
+def training_weighting(
+    weighting: WeightingMethod | None,
+    args: MultiTaskTrainingArguments,
+    model_specs: Mapping[str, TaskSpec],
+    mixture: TaskMixture | None,
+    *,
+    sharded: bool,
+) -> WeightingMethod:
+    """The balancing method (`weighting`, or the arguments' own) on the model's tasks and device, each task's
+    `loss_weight` as its prior; a gradient method is refused where it cannot run (fp16, `sharded` models)."""
+    weighting = weighting or build_weighting(args.weighting, list(model_specs), args.weighting_options)
+    weighting = weighting.to(args.device)
+    weighting.set_priors([spec.loss_weight for spec in model_specs.values()])
+    if list(weighting.task_names) != list(model_specs):
+        raise UserError(f"the weighting's tasks {weighting.task_names} differ from the model's {list(model_specs)}")
+    if not weighting.uses_gradients:
+        return weighting
+    where = f"weighting {weighting.name!r}"
+    if args.fp16:
+        raise UserError(
+            f"{where} combines raw per-task gradients and cannot work under fp16 loss scaling; use bf16 or fp32"
+        )
+    if sharded:
+        raise UserError(
+            f"{where} has not been run under DeepSpeed or FSDP by this project; use DDP, or a loss-based method"
+        )
+    if mixture is not None and args.batch_mode == "homogeneous":
+        single = [s.name for s in mixture.sources if len(s.task_names) == 1]
+        if single:
+            logger.warning(
+                "%s acts only where a batch holds several tasks, and homogeneous batches from sources "
+                "%s hold one: use batch_mode='mixed' for gradient surgery across them",
+                where,
+                single,
+            )
+    return weighting
+
+
+__all__ = ["build_task_mixture", "planned_optimizer_steps", "training_mixture", "training_weighting"]
