@@ -29,7 +29,8 @@ demo: install
 	$(BIN)/accelerate launch --config_file recipes/accelerate_configs/cpu.yaml \
 		recipes/train.py recipes/configs/demo.yaml $(DEMO_ARGS)
 
-test: install
+# Lint first (seconds), then the fast suite: what CI runs.
+test: lint
 	$(BIN)/python -m pytest
 
 test-slow: install
