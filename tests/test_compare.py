@@ -52,6 +52,15 @@ def _result(method, tasks, seed, scores, seconds):
     }
 
 
+def test_a_baseline_scoring_zero_on_several_seeds_gives_an_undefined_delta_m_not_a_crash():
+    metrics = {"a": "accuracy"}
+    results = [_result(SINGLE_TASK, ["a"], seed, {"a": 0.0}, 2.0) for seed in (0, 1)]
+    results += [_result("equal", ["a"], seed, {"a": 0.3}, 1.0) for seed in (0, 1)]
+    summary = summarise(results, ["equal"], metrics)
+    assert math.isnan(summary["equal"]["delta_m"]["mean"]) and math.isnan(summary["equal"]["delta_m"]["std"])
+    assert summary["equal"]["scores"]["a"] == {"mean": pytest.approx(0.3), "std": 0.0}
+
+
 def test_summary_pairs_each_run_with_the_baselines_of_its_seed():
     metrics = {"a": "accuracy", "b": "mse"}
     results = [
@@ -104,7 +113,7 @@ def test_plan_has_the_baselines_then_one_run_per_method_for_every_seed():
 def tiny_recipe(tmp_path):
     values = yaml.safe_load((REPO / "recipes" / "configs" / "digits.yaml").read_text())
     values.update(
-        num_train_epochs=2, max_train_rows=192, max_eval_rows=128, output_dir=str(tmp_path / "digits"), logging_steps=5
+        num_train_epochs=1, max_train_rows=128, max_eval_rows=64, output_dir=str(tmp_path / "digits"), logging_steps=5
     )
     path = tmp_path / "digits.yaml"
     path.write_text(yaml.safe_dump(values))

@@ -109,6 +109,8 @@ def _aggregate(*, scores, seconds, samples_per_second, memory, deltas, ratios) -
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    if any(math.isnan(value) for value in values):  # an undefined delta_m (statistics.stdev fails on NaN)
+        return {"mean": math.nan, "std": math.nan}
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
