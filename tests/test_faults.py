@@ -53,7 +53,9 @@ def wait_for(paths: list[Path], process: subprocess.Popen, timeout: float = 240)
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+# Two processes: 40 s, the same checkpoint code as one process plus the multi-rank launch that the other
+# two-rank fault tests below exercise; run by `make test-slow`.
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_while_saving_then_resume_gives_the_uninterrupted_parameters(tmp_path, processes):
     straight = run(processes, str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-3000:]
