@@ -65,7 +65,7 @@ def settings(quick: bool) -> dict[str, dict]:
     chosen = {"digits": digits, "shop": shop, "shop-16px": shop_16, "shop+digits": mixed}
     if quick:
         for values in chosen.values():
-            values.update(num_train_epochs=1, max_train_rows=256, max_eval_rows=128)
+            values.update(num_train_epochs=1, max_train_rows=128, max_eval_rows=64)
     return chosen
 
 

@@ -317,7 +317,7 @@ def test_mtl_hf_train_and_accelerate_launch_give_identical_weights_at_the_same_t
         ("accelerate", ["-m", "accelerate.commands.launch", "recipes/train.py"]),
     ]:
         output = tmp_path / name
-        command = [sys.executable, *launcher, str(tiny_digits), "--output_dir", str(output)]
+        command = [sys.executable, *launcher, str(tiny_digits), "--output_dir", str(output), "--max_eval_rows", "16"]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert result.returncode == 0, result.stderr[-2000:]
         assert "2 CPU threads" in result.stderr  # the recipe says how many threads it computes with

@@ -170,6 +170,8 @@ def parse_and_run(argv):
     return run(*parse_args(argv))  # errors as exceptions (main() turns user errors into exit code 2)
 
 
+# 15 s; the other multi-process tests (test_multi_node, test_distributed) stay in the default suite.
+@pytest.mark.slow
 def test_two_process_launch_trains_with_world_size_two(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
