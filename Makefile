@@ -29,9 +29,12 @@ demo: install
 	$(BIN)/accelerate launch --config_file recipes/accelerate_configs/cpu.yaml \
 		recipes/train.py recipes/configs/demo.yaml $(DEMO_ARGS)
 
-# Lint first (seconds), then the fast suite: what CI runs.
+# Lint first (seconds), then the fast suite: what CI runs. Test files run in TEST_WORKERS processes
+# (pytest-xdist; a file's tests stay in one process), each computing on one thread, so that two workers
+# share the machine's cores instead of oversubscribing them.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow

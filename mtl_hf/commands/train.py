@@ -67,7 +67,7 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
     # The thread count changes the order of float sums, so runs with different counts differ in
     # the last digits (`accelerate launch` without a config sets OMP_NUM_THREADS=1).
     logger.info(
-        "training on %s; evaluating on %s; %d CPU threads per process (OMP_NUM_THREADS=%s)",
+        "training on %s; evaluating on %s; CPU threads per process: %d (OMP_NUM_THREADS=%s)",
         train_sources,
         eval_sources or "nothing",
         torch.get_num_threads(),
