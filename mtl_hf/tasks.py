@@ -4,20 +4,24 @@ the commands.
 - `TARGET_FIELDS` (type, labels, number of outputs) say what a target means: class 3 of `colour` is the
   same colour only where the labels are the same, in the same order. They must agree wherever a task
   meets another description of itself: two sources that label it, or the data and a model's head.
-- `HEAD_FIELDS` (loss weight, pooling, dropout, hidden layer) say how a head is built and weighed. Two
+- `HEAD_FIELDS` (loss weight, pooling, dropout, hidden layer, target scaling) say how a head is built
+  and weighed. Two
   sources that describe one head of a new model must not disagree on them (the model would silently take
   one); data given to an existing model need not repeat them (the model's own head stands).
+- A regression task's target statistics are pooled where sources share it (each source computed its
+  own over its rows); a model's own statistics stand against the data's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 from .errors import UserError
 from .models.mtl_vit.configuration_mtl_vit import TASK_TYPES, TaskSpec
 
 TARGET_FIELDS = ("type", "labels", "num_outputs")
-HEAD_FIELDS = ("loss_weight", "pooling", "dropout", "hidden_size")
+HEAD_FIELDS = ("loss_weight", "pooling", "dropout", "hidden_size", "target_scaling")
 
 
 def differences(first: TaskSpec, second: TaskSpec, *, heads: bool = False) -> list[str]:
@@ -68,9 +72,33 @@ def merge_task_specs(described: Iterable[tuple[str, Sequence[TaskSpec]]]) -> lis
                     fix="sources that share a task must describe it alike; give the task the same "
                     "labels and options in each",
                 )
+                first.target_statistics = pooled_statistics(first.target_statistics, spec.target_statistics)
             else:
-                merged[spec.name] = (spec, origin)
+                merged[spec.name] = (dataclasses.replace(spec), origin)  # a copy: statistics get pooled in it
     return [spec for spec, _ in merged.values()]
 
 
-__all__ = ["HEAD_FIELDS", "TARGET_FIELDS", "TASK_TYPES", "check_agreement", "differences", "merge_task_specs"]
+def pooled_statistics(first: dict | None, second: dict | None) -> dict | None:
+    """The mean, std and count of two sets of rows' regression targets, from each set's own."""
+    if first is None or second is None:
+        return first or second
+    n1, n2 = first["count"], second["count"]
+    count = n1 + n2
+    mean = [(n1 * m1 + n2 * m2) / count for m1, m2 in zip(first["mean"], second["mean"], strict=True)]
+    second_moments = [
+        (n1 * (s1**2 + m1**2) + n2 * (s2**2 + m2**2)) / count
+        for m1, s1, m2, s2 in zip(first["mean"], first["std"], second["mean"], second["std"], strict=True)
+    ]
+    std = [max(moment - m**2, 0.0) ** 0.5 or 1.0 for moment, m in zip(second_moments, mean, strict=True)]
+    return {"mean": mean, "std": std, "count": count}
+
+
+__all__ = [
+    "HEAD_FIELDS",
+    "TARGET_FIELDS",
+    "TASK_TYPES",
+    "check_agreement",
+    "differences",
+    "merge_task_specs",
+    "pooled_statistics",
+]

@@ -36,6 +36,8 @@ def test_task_spec_objects_are_accepted_and_stored_as_dicts():
             "pooling": None,
             "dropout": 0.0,
             "hidden_size": None,
+            "target_scaling": "standard",
+            "target_statistics": None,
         }
     ]
 

@@ -47,7 +47,7 @@ def test_yaml_values_and_command_line_overrides(tmp_path):
     assert args.output_dir == str(tmp_path) and args.weighting == "dwa"
     assert args.num_train_epochs == 20 and args.report_to == ["tensorboard"]  # from the YAML
     assert data_args.dataset == "builtin:shop" and data_args.dataset_options == {"num_rows": 100}
-    assert data_args.tasks["size"] == {"column": "size", "loss_weight": 10.0}
+    assert data_args.tasks["size"] == "size"
     assert model_args.backbone_config["patch_size"] == 4
 
 
@@ -100,7 +100,10 @@ def test_short_demo_trains_every_task_and_leaves_a_complete_output_folder(tmp_pa
     assert isinstance(model, MultiTaskViTModel)
     assert model.config.task_names == ["category", "colour", "pattern", "tags", "size"]
     assert model.config.get_task("colour").labels[:3] == ["red", "green", "blue"]  # ClassLabel names from the data
-    assert model.config.get_task("size").loss_weight == 10.0
+    size = model.config.get_task("size")  # standardised with the training rows' statistics, no hand-set weight
+    assert (
+        size.loss_weight == 1.0 and size.target_scaling == "standard" and 700 < size.target_statistics["count"] < 1024
+    )
     assert AutoImageProcessor.from_pretrained(out).size == {"height": 32, "width": 32}
 
     with Image.open(out / "training_curves.png") as curves:

@@ -43,6 +43,10 @@ def test_the_old_model_loads_with_the_package_and_gives_its_logits():
         torch.testing.assert_close(logits[task], value, rtol=1e-5, atol=1e-6)
     processor = AutoImageProcessor.from_pretrained(FIXTURES / "model")
     assert processor.size == {"height": 16, "width": 16}
+    # 0.1.0 trained its regression heads on raw targets; they keep doing so.
+    size = model.config.get_task("size")
+    assert (size.target_scaling, size.target_statistics) == ("none", None)
+    assert model.config.tasks_format == 2
 
 
 def test_the_old_model_loads_without_the_package(tmp_path):

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 from datasets import ClassLabel, Dataset, IterableDataset, List, Value
 from datasets.features import Image as ImageFeature
 from datasets.features import LargeList
@@ -151,6 +152,9 @@ class TaskEncoder:
                 spec_fields["labels"] = _distinct_names(dataset, column, spec_fields["type"] == "multilabel")
         if "type" not in spec_fields:
             raise UserError(f"{where}: task {task!r} needs a type (classification, multilabel or regression)")
+        if spec_fields["type"] == "regression" and spec_fields.get("target_scaling") != "none":
+            if spec_fields.get("target_statistics") is None and dataset is not None and feature is not None:
+                spec_fields["target_statistics"] = regression_statistics(dataset, column)
         try:
             spec = TaskSpec(name=task, **spec_fields)
         except (TypeError, ValueError) as error:  # the spec's own checks of what the user gave
@@ -200,6 +204,40 @@ class TaskEncoder:
             raise UserError(f"task {self.spec.name!r}: regression target {value!r} is not numeric") from None
 
 
+STATISTICS_STREAM_ROWS = 10_000
+"""A streaming source's regression statistics come from its first rows (a map-style one's from every row)."""
+
+
+def regression_statistics(dataset: Dataset | IterableDataset, column: str) -> dict[str, Any] | None:
+    """`{"mean", "std", "count"}` of a regression column's present values, per output; None without any.
+
+    A constant output gets std 1 (nothing to scale).
+    """
+    if isinstance(dataset, IterableDataset):
+        cells = [row[column] for row in dataset.select_columns([column]).take(STATISTICS_STREAM_ROWS)]
+    else:
+        cells = dataset[column]
+    rows = [_as_numbers(cell) for cell in cells]
+    width = max((len(row) for row in rows if row is not None), default=0)
+    values = np.array([row if row is not None and len(row) == width else [math.nan] * width for row in rows])
+    present = ~np.isnan(values) if values.size else values.astype(bool)
+    count = int(present.all(axis=1).sum()) if width else 0
+    if count == 0:
+        return None
+    mean = np.nanmean(values, axis=0)
+    std = np.nanstd(values, axis=0)
+    return {"mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(), "count": count}
+
+
+def _as_numbers(cell: Any) -> list[float] | None:
+    if cell is None:
+        return None
+    try:
+        return [math.nan if v is None else float(v) for v in (cell if isinstance(cell, (list, tuple)) else [cell])]
+    except (TypeError, ValueError):  # not numeric: the encoder names the row when it meets it
+        return None
+
+
 def _distinct_names(dataset: Dataset, column: str, nested: bool) -> list[str]:
     values = dataset[column]
     if nested:
@@ -207,4 +245,11 @@ def _distinct_names(dataset: Dataset, column: str, nested: bool) -> list[str]:
     return sorted({str(value) for value in values if value is not None})
 
 
-__all__ = ["SPEC_OPTIONS", "TaskEncoder", "check_image_feature", "normalise_tasks", "task_options"]
+__all__ = [
+    "SPEC_OPTIONS",
+    "TaskEncoder",
+    "check_image_feature",
+    "normalise_tasks",
+    "regression_statistics",
+    "task_options",
+]

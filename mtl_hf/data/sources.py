@@ -163,11 +163,16 @@ class TaskSource:
         """Each row's number in the table it was selected from (see `row_numbers` above)."""
         return self._row_numbers.tolist() if self._row_numbers is not None else list(range(self.num_rows))
 
-    def fixed_tasks(self, task_names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    def fixed_tasks(self, task_names: Sequence[str] | None = None, *, statistics: bool = True) -> dict[str, dict]:
         """This source's tasks (or `task_names` of them) as `tasks=` options, labels included, so that
-        another split or selection encodes labels exactly as this source does."""
+        another split or selection encodes labels exactly as this source does; without the regression
+        targets' `statistics` where the other rows are to compute their own."""
         specs = {spec.name: spec for spec in self.task_specs}
-        return {task: task_options(specs[task], self._columns[task]) for task in (task_names or specs)}
+        options = {task: task_options(specs[task], self._columns[task]) for task in (task_names or specs)}
+        if not statistics:
+            for task_options_ in options.values():
+                task_options_.pop("target_statistics", None)
+        return options
 
     def derived(
         self,
@@ -177,12 +182,15 @@ class TaskSource:
         name: str | None = None,
         num_rows: int | None = None,
         row_numbers: Sequence[int] | None = None,
+        fresh_statistics: bool = False,
     ) -> TaskSource:
         """A source over `dataset` (these rows, or a selection of them) with this source's tasks (or
-        `task_names` of them), labels, image column, description and bad_image_policy."""
+        `task_names` of them), labels, image column, description and bad_image_policy; with
+        `fresh_statistics`, its regression targets' statistics are computed anew from these rows (the
+        rows a model will train on)."""
         return TaskSource(
             dataset,
-            self.fixed_tasks(task_names),
+            self.fixed_tasks(task_names, statistics=not fresh_statistics),
             name=name or self.name,
             image_column=self.image_column,
             num_rows=num_rows,

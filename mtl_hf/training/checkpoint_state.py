@@ -64,6 +64,15 @@ def load_multitask_state(folder: str | os.PathLike) -> dict[str, Any]:
     return _join(document["state"], load_file(tensors_path))
 
 
+def restore_target_scaling(model, folder: str | os.PathLike) -> None:
+    """Gives `model`'s regression tasks the target scaling and statistics of the run saved in `folder`, so that a
+    resumed run standardises its targets as it did before (a checkpoint of mtl_hf 0.1.0: raw targets)."""
+    saved = type(model.config).from_pretrained(folder)
+    for spec in saved.task_specs:
+        if spec.type == "regression" and spec.name in model.task_names:
+            model.set_target_scaling(spec.name, spec.target_scaling, spec.target_statistics)
+
+
 def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds everything a resume reads (Trainer's state last, ours after it)."""
     return os.path.isfile(os.path.join(folder, "trainer_state.json")) and os.path.isfile(
@@ -132,5 +141,6 @@ __all__ = [
     "is_complete_checkpoint",
     "last_complete_checkpoint",
     "load_multitask_state",
+    "restore_target_scaling",
     "save_multitask_state",
 ]

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 NAN_POLICIES = ("stop", "skip_step")
 _ROWS_SHOWN = 6
+SCALE_RATIO = 100.0
+"""At the first step, a task loss more than this many times another's is reported."""
 
 
 class LossGuard:
@@ -32,7 +34,9 @@ class LossGuard:
         self.skipped_steps = 0
         self._finite: list[torch.Tensor] = []
         self._means: list[torch.Tensor] = []
+        self._present: list[torch.Tensor] = []
         self._rows: list[Sequence[str] | None] = []
+        self._scales_checked = False
 
     @staticmethod
     def finite_present(losses: StepLosses) -> torch.Tensor:
@@ -43,6 +47,7 @@ class LossGuard:
         """Records a micro-batch's verdict on the device (no host read)."""
         self._finite.append(torch.isfinite(losses.mean) | ~losses.present)
         self._means.append(losses.mean.detach())
+        self._present.append(losses.present)
         self._rows.append(rows)
 
     def step_may_run(self, step: int) -> bool:
@@ -52,9 +57,18 @@ class LossGuard:
         """
         if not self._finite:
             return True
-        finite = host.to_host(torch.stack(self._finite))  # the step's one read: (micro-batches, K)
+        finite = torch.stack(self._finite)
+        if self._scales_checked:
+            finite = host.to_host(finite)  # the step's one read: (micro-batches, K)
+        else:  # the first step's one read also brings its task losses, to compare their scales
+            k = len(self.task_names)
+            packed = [finite.float(), torch.stack(self._present).float(), torch.stack(self._means).float()]
+            read = host.to_host(torch.cat(packed, dim=1))
+            finite = read[:, :k] > 0
+            self._warn_of_scales(read[:, 2 * k :], read[:, k : 2 * k] > 0)
+            self._scales_checked = True
         means, rows = self._means, self._rows
-        self._finite, self._means, self._rows = [], [], []
+        self._finite, self._means, self._present, self._rows = [], [], [], []
         if bool(finite.all()):
             return True
         message = self._describe(step, finite, means, rows)
@@ -66,6 +80,29 @@ class LossGuard:
         self.skipped_steps += 1
         logger.warning("%s; step skipped (nan_policy: skip_step), %d skipped so far", message, self.skipped_steps)
         return False
+
+    def _warn_of_scales(self, means: torch.Tensor, present: torch.Tensor) -> None:
+        """Warns when the first step's task losses differ by more than `SCALE_RATIO`: a task whose loss is on a
+        larger scale (a price in dollars beside a cross-entropy) drowns the others' gradients."""
+        losses = {}
+        for index, name in enumerate(self.task_names):
+            values = means[present[:, index], index]
+            if len(values) and bool(torch.isfinite(values).all()) and float(values.mean()) > 0:
+                losses[name] = float(values.mean())
+        if len(losses) < 2:
+            return
+        largest, smallest = max(losses, key=losses.get), min(losses, key=losses.get)
+        if losses[largest] > SCALE_RATIO * losses[smallest]:
+            logger.warning(
+                "task %r starts with a loss of %.4g, %.0fx task %r's (%.4g): its gradients will drown the other "
+                "tasks'. Standardise its targets (target_scaling: standard, the default for regression, with "
+                "target_statistics from the data) or lower its loss_weight",
+                largest,
+                losses[largest],
+                losses[largest] / losses[smallest],
+                smallest,
+                losses[smallest],
+            )
 
     def _describe(self, step, finite, means, rows) -> str:
         first = next(index for index in range(finite.shape[0]) if not bool(finite[index].all()))

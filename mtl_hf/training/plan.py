@@ -72,6 +72,19 @@ def training_mixture(data, args: MultiTaskTrainingArguments, model_specs: Mappin
     return mixture
 
 
+def adopt_target_statistics(model, mixture: TaskMixture) -> None:
+    """A model whose regression tasks standardise their targets but know no statistics yet (built from specs
+    without them) takes those of its training data, once, before any step."""
+    for spec in mixture.task_specs:
+        own = model.config.get_task(spec.name)
+        if own.type == "regression" and own.target_scaling == "standard" and own.target_statistics is None:
+            if spec.target_statistics is not None:
+                model.set_target_scaling(spec.name, "standard", spec.target_statistics)
+                logger.info(
+                    "task %r: targets standardised with the training rows' %s", spec.name, spec.target_statistics
+                )
+
+
 def training_weighting(
     weighting: WeightingMethod | None,
     args: MultiTaskTrainingArguments,
@@ -110,4 +123,10 @@ def training_weighting(
     return weighting
 
 
-__all__ = ["build_task_mixture", "planned_optimizer_steps", "training_mixture", "training_weighting"]
+__all__ = [
+    "adopt_target_statistics",
+    "build_task_mixture",
+    "planned_optimizer_steps",
+    "training_mixture",
+    "training_weighting",
+]

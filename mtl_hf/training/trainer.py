@@ -44,11 +44,11 @@ from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 from .arguments import MultiTaskTrainingArguments
 from .callbacks import MultiTaskStateCallback, WeightingCallback
-from .checkpoint_state import last_complete_checkpoint, load_multitask_state
+from .checkpoint_state import last_complete_checkpoint, load_multitask_state, restore_target_scaling
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
-from .plan import planned_optimizer_steps, training_mixture, training_weighting
+from .plan import adopt_target_statistics, planned_optimizer_steps, training_mixture, training_weighting
 from .step_replay import StepReplay
 from .tallies import BadImageTally, TaskLogs
 
@@ -95,6 +95,9 @@ class MultiTaskTrainer(Trainer):
         self.train_mixture = (
             training_mixture(train_dataset, args, self.task_specs) if train_dataset is not None else None
         )
+        if self.train_mixture is not None:
+            adopt_target_statistics(model, self.train_mixture)
+            self.task_specs = {spec.name: spec for spec in model.config.task_specs}
         self.eval_sources = named_sources(eval_dataset)
         if args.ignore_data_skip is False:
             # The mixture restores its own position from the checkpoint; Trainer must not also
@@ -284,6 +287,9 @@ class MultiTaskTrainer(Trainer):
         resume_from_checkpoint = self.resolve_checkpoint(resume_from_checkpoint)
         if resume_from_checkpoint:
             state = load_multitask_state(resume_from_checkpoint)  # first: it says what is wrong with the folder
+            model = self.accelerator.unwrap_model(self.model)
+            restore_target_scaling(model, resume_from_checkpoint)  # the run's own units, whatever the data says now
+            self.task_specs = {spec.name: spec for spec in model.config.task_specs}
             reached, planned = self.completed_steps(resume_from_checkpoint)
             if reached >= planned:
                 return self._restore_complete_run(resume_from_checkpoint)

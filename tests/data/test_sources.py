@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 from datasets import Image as ImageFeature
@@ -43,8 +44,12 @@ def test_task_types_and_labels_come_from_the_features():
     specs = {spec.name: spec for spec in source.task_specs}
     assert specs["category"] == TaskSpec("category", "classification", labels=["shirt", "shoe", "bag"])
     assert specs["tags"] == TaskSpec("tags", "multilabel", labels=["red", "striped", "sale"])
-    assert specs["price"] == TaskSpec("price", "regression", num_outputs=1)
-    assert specs["box"] == TaskSpec("box", "regression", num_outputs=2)
+    # Regression targets come with their present rows' mean, std and count, for standardisation.
+    prices, boxes = np.array([9.5, 3.0, 1.0]), np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    price_stats = {"mean": [prices.mean()], "std": [prices.std()], "count": 3}
+    box_stats = {"mean": boxes.mean(0).tolist(), "std": boxes.std(0).tolist(), "count": 3}
+    assert specs["price"] == TaskSpec("price", "regression", num_outputs=1, target_statistics=price_stats)
+    assert specs["box"] == TaskSpec("box", "regression", num_outputs=2, target_statistics=box_stats)
     # A map-style string column gets its distinct values as labels, sorted.
     assert specs["colour"] == TaskSpec("colour", "classification", labels=["blue", "red"])
 

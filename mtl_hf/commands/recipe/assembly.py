@@ -28,7 +28,7 @@ def load_data(data_args: DataArguments, *, seed: int) -> tuple[list[TaskSource],
     for settings in data_args.source_settings():
         train, evaluation = load_source(settings, seed=seed)
         if data_args.max_train_rows:
-            train = first_rows(train, data_args.max_train_rows)
+            train = first_rows(train, data_args.max_train_rows, fresh_statistics=True)
         if evaluation is not None and data_args.max_eval_rows:
             evaluation = first_rows(evaluation, data_args.max_eval_rows)
         train_sources.append(train)

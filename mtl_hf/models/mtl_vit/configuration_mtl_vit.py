@@ -21,6 +21,10 @@ TASK_TYPES = ("classification", "multilabel", "regression")
 `regression`: one or more real values per image (mean squared error)."""
 
 POOLING_MODES = ("cls", "mean")
+TARGET_SCALINGS = ("standard", "none")
+TASKS_FORMAT = 2
+"""What a saved config's task entries mean: 2, every regression task records its `target_scaling`; a config
+without `tasks_format` (mtl_hf 0.1.0) trained its regression heads on raw targets."""
 
 # Task names become module names (`heads.<name>`), metric keys (`eval_<name>_accuracy`) and
 # keyword-friendly identifiers, so they keep to letters, digits and underscores.
@@ -60,6 +64,15 @@ class TaskSpec:
         hidden_size (`int`, *optional*):
             Size of an optional hidden layer (Linear + GELU) between the pooled vector and the
             output layer. `None` gives a linear head.
+        target_scaling (`str`, *optional*):
+            Regression only: `"standard"` (the default) trains the head on targets standardised with
+            `target_statistics` (mean 0, standard deviation 1), so that a price in dollars weighs in the
+            loss as much as a share in [0, 1], and maps its outputs back, so that the model's `logits`,
+            metrics and pipeline answers are in the targets' own units; `"none"` uses the raw values.
+        target_statistics (`dict`, *optional*):
+            Regression only: `{"mean": [...], "std": [...], "count": n}`, one mean and standard deviation
+            per output, computed from the `count` training rows that have a target (the data sources do
+            it). Without them, `"standard"` scaling is the identity.
     """
 
     name: str
@@ -70,6 +83,8 @@ class TaskSpec:
     pooling: str | None = None
     dropout: float = 0.0
     hidden_size: int | None = None
+    target_scaling: str | None = None
+    target_statistics: dict[str, Any] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _TASK_NAME_PATTERN.match(self.name):
@@ -103,6 +118,40 @@ class TaskSpec:
             not isinstance(self.hidden_size, int) or isinstance(self.hidden_size, bool) or self.hidden_size < 1
         ):
             raise ValueError(f"{where}: hidden_size must be a positive integer or None, got {self.hidden_size!r}")
+        self._check_target_scaling(where)
+
+    def _check_target_scaling(self, where: str) -> None:
+        if self.type != "regression":
+            if self.target_scaling is not None or self.target_statistics is not None:
+                raise ValueError(f"{where}: target_scaling and target_statistics apply to regression tasks only")
+            return
+        if self.target_scaling is None:
+            self.target_scaling = "standard"
+        if self.target_scaling not in TARGET_SCALINGS:
+            raise ValueError(
+                f"{where}: unknown target_scaling {self.target_scaling!r}; use one of {', '.join(TARGET_SCALINGS)}"
+            )
+        stats = self.target_statistics
+        if stats is None:
+            return
+        if not isinstance(stats, dict) or set(stats) != {"mean", "std", "count"}:
+            raise ValueError(f"{where}: target_statistics must be {{'mean': [...], 'std': [...], 'count': n}}")
+        if len(stats["mean"]) != self.num_outputs or len(stats["std"]) != self.num_outputs:
+            raise ValueError(f"{where}: target_statistics needs one mean and one std per output ({self.num_outputs})")
+        if not all(_is_real_number(v) and math.isfinite(v) for v in [*stats["mean"], *stats["std"]]) or not all(
+            v > 0 for v in stats["std"]
+        ):
+            raise ValueError(f"{where}: target_statistics must be finite, with every std > 0, got {stats}")
+        self.target_statistics = {
+            "mean": [float(v) for v in stats["mean"]],
+            "std": [float(v) for v in stats["std"]],
+            "count": int(stats["count"]),
+        }
+
+    @property
+    def scaled_targets(self) -> bool:
+        """Whether the head learns standardised targets (regression, `"standard"` scaling, statistics known)."""
+        return self.target_scaling == "standard" and self.target_statistics is not None
 
     def _resolve_labels(self, where: str) -> None:
         if self.labels is None:
@@ -194,6 +243,9 @@ class MultiTaskViTConfig(PreTrainedConfig):
             `hidden_size`). Stored as plain dicts so that `config.json` stays readable.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the truncated normal initialiser of the heads' linear layers.
+        tasks_format (`int`, *optional*):
+            Set by the config itself (`TASKS_FORMAT`); a saved config without it was written by mtl_hf
+            0.1.0, whose regression tasks then keep raw targets (`target_scaling="none"`).
 
     Example:
 
@@ -220,6 +272,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
     backbone_config: dict | PreTrainedConfig | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
     initializer_range: float = 0.02
+    tasks_format: int | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.backbone_config, dict):
@@ -232,7 +285,11 @@ class MultiTaskViTConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         backbone_hidden_size(self.backbone_config)
         _check_vision_backbone(self.backbone_config)
+        if self.tasks_format is None and getattr(self, "transformers_version", None) is not None:
+            # Saved by mtl_hf 0.1.0, whose regression heads learned raw targets: they keep doing so.
+            self.tasks = [_raw_regression(task) for task in (self.tasks or [])]
         self.tasks = [spec.to_dict() for spec in _validate_tasks(self.tasks)]
+        self.tasks_format = TASKS_FORMAT
         if not _is_real_number(self.initializer_range) or not self.initializer_range > 0:
             raise ValueError(f"initializer_range must be a positive number, got {self.initializer_range!r}")
 
@@ -262,6 +319,12 @@ def _backbone_config_from_dict(config_dict: dict[str, Any]) -> PreTrainedConfig:
             f"backbone_config: unknown model_type {model_type!r}; use a vision model type known to "
             "AutoConfig, such as 'vit', 'deit' or 'dinov2'"
         ) from error
+
+
+def _raw_regression(task: Any) -> Any:
+    if isinstance(task, dict) and task.get("type") == "regression" and "target_scaling" not in task:
+        return {**task, "target_scaling": "none"}
+    return task
 
 
 def _check_vision_backbone(backbone_config: PreTrainedConfig) -> None:
@@ -297,4 +360,4 @@ def _validate_tasks(tasks: Any) -> list[TaskSpec]:
 # mtl_hf is not installed (save_pretrained copies the file beside config.json).
 MultiTaskViTConfig.register_for_auto_class()
 
-__all__ = ["MultiTaskViTConfig", "TaskSpec", "TASK_TYPES", "POOLING_MODES", "backbone_hidden_size"]
+__all__ = ["MultiTaskViTConfig", "TaskSpec", "TASK_TYPES", "POOLING_MODES", "TARGET_SCALINGS", "backbone_hidden_size"]

@@ -8,7 +8,8 @@ saved model (it imports only the configuration file).
 | `regression`     | real values, shape `(B, K)` (or `(B,)`) | `NaN`         | mean squared error     |
 
 Each task's loss is the mean over its present targets in the batch; a task whose targets are all
-missing contributes 0 (never NaN) and sends zero gradient.
+missing contributes 0 (never NaN) and sends zero gradient. A regression head with `"standard"` target
+scaling is trained on standardised targets, so its loss is in units of the targets' spread.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ MISSING_CLASS = -100
 """Target value that marks a missing class id (classification) or entry (multilabel)."""
 
 
-def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean loss of `task` over the present targets of the batch; 0 when none is present."""
+def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor, standardize=None) -> torch.Tensor:
+    """Mean loss of `task` over the present targets of the batch; 0 when none is present.
+
+    `standardize` (regression): maps the checked targets into the units `logits` are in, the head's
+    standardised units (see `TaskSpec.target_scaling`).
+    """
     target = _checked_target(task, logits, target)
+    if standardize is not None:
+        target = standardize(target)
     logits = logits.float()
     present = present_targets(task, target)
     if task.type == "classification":

@@ -55,10 +55,15 @@ class MultiTaskOutput(ModelOutput):
 
 
 class MultiTaskHead(nn.Module):
-    """Maps the pooled backbone vector to one task's outputs: dropout, optional hidden layer, linear."""
+    """Maps the pooled backbone vector to one task's outputs: dropout, optional hidden layer, linear.
+
+    A regression head with standardised targets (`TaskSpec.scaled_targets`) outputs standardised values;
+    `in_target_units` maps them to the targets' units and `standardized` maps targets to the head's.
+    """
 
     def __init__(self, config: MultiTaskViTConfig, task: TaskSpec):
         super().__init__()
+        self.set_target_statistics(task.target_statistics if task.scaled_targets else None)
         in_features = backbone_hidden_size(config.backbone_config)
         self.dropout = nn.Dropout(task.dropout) if task.dropout > 0 else nn.Identity()
         if task.hidden_size is not None:
@@ -74,6 +79,30 @@ class MultiTaskHead(nn.Module):
         if self.dense is not None:
             hidden = self.dropout(self.activation(self.dense(hidden)))
         return self.out_proj(hidden)
+
+    def set_target_statistics(self, statistics: dict | None) -> None:
+        """The mean and std the head's outputs are standardised with (None: raw units)."""
+        self.target_statistics = statistics
+        self._affine: dict = {}  # (device, dtype) -> (mean, std): made once per device, not per step
+
+    def _mean_std(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._affine:
+            stats = self.target_statistics
+            self._affine[key] = tuple(
+                torch.tensor(stats[k], device=like.device, dtype=like.dtype) for k in ("mean", "std")
+            )
+        return self._affine[key]
+
+    def in_target_units(self, outputs: torch.Tensor) -> torch.Tensor:
+        if self.target_statistics is None:
+            return outputs
+        mean, std = self._mean_std(outputs)
+        return outputs * std + mean
+
+    def standardized(self, target: torch.Tensor) -> torch.Tensor:
+        mean, std = self._mean_std(target)
+        return (target - mean) / std
 
 
 class MultiTaskViTPreTrainedModel(PreTrainedModel):
@@ -181,16 +210,17 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         tokens = _as_token_sequence(backbone_output.last_hidden_state)
 
         pooled: dict[str, torch.Tensor] = {}
-        logits = {}
+        outputs, logits = {}, {}  # the heads' own outputs; the same in the targets' units
         for name in run:
             mode = self._tasks[name].pooling
             if mode not in pooled:
                 pooled[mode] = _pool(tokens, mode)
-            logits[name] = self.heads[name](pooled[mode])
+            outputs[name] = self.heads[name](pooled[mode])
+            logits[name] = self.heads[name].in_target_units(outputs[name])
 
         loss = task_losses = None
         if labels is not None:
-            task_losses = {name: task_loss(self._tasks[name], logits[name], target) for name, target in labels.items()}
+            task_losses = {name: self._task_loss(name, outputs[name], target) for name, target in labels.items()}
             loss = sum(self._tasks[name].loss_weight * value for name, value in task_losses.items())
 
         return MultiTaskOutput(
@@ -200,6 +230,20 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             hidden_states=getattr(backbone_output, "hidden_states", None),
             attentions=getattr(backbone_output, "attentions", None),
         )
+
+    def _task_loss(self, name: str, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        head = self.heads[name]
+        standardize = head.standardized if head.target_statistics is not None else None
+        return task_loss(self._tasks[name], outputs, target, standardize=standardize)
+
+    def set_target_scaling(self, name: str, scaling: str, statistics: dict | None) -> None:
+        """Sets task `name`'s `target_scaling` and `target_statistics` in the config and in its head."""
+        spec = TaskSpec.from_dict(
+            {**self._tasks[name].to_dict(), "target_scaling": scaling, "target_statistics": statistics}
+        )
+        self._tasks[name] = spec
+        self.config.tasks = [spec.to_dict() if task["name"] == name else task for task in self.config.tasks]
+        self.heads[name].set_target_statistics(spec.target_statistics if spec.scaled_targets else None)
 
     def _tasks_to_run(self, tasks, labels) -> list[str]:
         if tasks is None:
