@@ -19,7 +19,7 @@ from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
 from mtl_hf.balancing import WEIGHTING_METHODS, build_weighting
 from mtl_hf.balancing.step_losses import step_losses
 from mtl_hf.data import TaskMixture, TaskSource
-from mtl_hf.models.mtl_vit.losses_mtl_vit import MISSING_CLASS, check_target_values
+from mtl_hf.models.mtl_vit.heads_mtl_vit import MISSING_CLASS, check_target_values
 from tests.conftest import tiny_vit_config
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import BadImageError, UserError
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
-from ..models.mtl_vit.losses_mtl_vit import MISSING_CLASS, check_target_values
+from ..models.mtl_vit.heads_mtl_vit import MISSING_CLASS, check_target_values
 from .images import DECODE_ERRORS
 from .mixture import MixtureBatch
 from .sources import RawExample

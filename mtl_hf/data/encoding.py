@@ -17,7 +17,7 @@ from datasets.features import Sequence as SequenceFeature
 
 from ..errors import UserError
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
-from ..models.mtl_vit.losses_mtl_vit import MISSING_CLASS
+from ..models.mtl_vit.heads_mtl_vit import MISSING_CLASS
 
 SPEC_OPTIONS = {f.name for f in fields(TaskSpec)} - {"name"}
 _FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}

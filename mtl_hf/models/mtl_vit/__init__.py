@@ -2,7 +2,7 @@
 every saved model as remote code (they import only each other)."""
 
 from .configuration_mtl_vit import POOLING_MODES, TASK_TYPES, MultiTaskViTConfig, TaskSpec
-from .losses_mtl_vit import MISSING_CLASS
+from .heads_mtl_vit import MISSING_CLASS
 from .modeling_mtl_vit import MultiTaskOutput, MultiTaskViTModel, MultiTaskViTPreTrainedModel
 
 __all__ = [

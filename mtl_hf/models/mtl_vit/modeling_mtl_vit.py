@@ -2,7 +2,7 @@
 
 One backbone pass serves every head, so K tasks cost about one model. Targets arrive as a dict
 `{task_name: tensor}`; any task may be absent, and any target inside a task may be missing (the
-conventions and losses per task type are in `losses_mtl_vit.py`). Like the configuration file, this
+heads, their targets' conventions and losses per task type are in `heads_mtl_vit.py`). Like the configuration file, this
 file imports nothing from `mtl_hf` but its two siblings, so it can travel with a saved model as remote
 code.
 """
@@ -20,8 +20,8 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, backbone_hidden_size
-from .losses_mtl_vit import task_loss
+from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
+from .heads_mtl_vit import MultiTaskHead, task_loss
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
 
@@ -52,57 +52,6 @@ class MultiTaskOutput(ModelOutput):
     logits: dict[str, torch.FloatTensor] | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-class MultiTaskHead(nn.Module):
-    """Maps the pooled backbone vector to one task's outputs: dropout, optional hidden layer, linear.
-
-    A regression head with standardised targets (`TaskSpec.scaled_targets`) outputs standardised values;
-    `in_target_units` maps them to the targets' units and `standardized` maps targets to the head's.
-    """
-
-    def __init__(self, config: MultiTaskViTConfig, task: TaskSpec):
-        super().__init__()
-        self.set_target_statistics(task.target_statistics if task.scaled_targets else None)
-        in_features = backbone_hidden_size(config.backbone_config)
-        self.dropout = nn.Dropout(task.dropout) if task.dropout > 0 else nn.Identity()
-        if task.hidden_size is not None:
-            self.dense = nn.Linear(in_features, task.hidden_size)
-            self.activation = nn.GELU()
-            in_features = task.hidden_size
-        else:
-            self.dense = None
-        self.out_proj = nn.Linear(in_features, task.num_outputs)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        hidden = self.dropout(pooled)
-        if self.dense is not None:
-            hidden = self.dropout(self.activation(self.dense(hidden)))
-        return self.out_proj(hidden)
-
-    def set_target_statistics(self, statistics: dict | None) -> None:
-        """The mean and std the head's outputs are standardised with (None: raw units)."""
-        self.target_statistics = statistics
-        self._affine: dict = {}  # (device, dtype) -> (mean, std): made once per device, not per step
-
-    def _mean_std(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (like.device, like.dtype)
-        if key not in self._affine:
-            stats = self.target_statistics
-            self._affine[key] = tuple(
-                torch.tensor(stats[k], device=like.device, dtype=like.dtype) for k in ("mean", "std")
-            )
-        return self._affine[key]
-
-    def in_target_units(self, outputs: torch.Tensor) -> torch.Tensor:
-        if self.target_statistics is None:
-            return outputs
-        mean, std = self._mean_std(outputs)
-        return outputs * std + mean
-
-    def standardized(self, target: torch.Tensor) -> torch.Tensor:
-        mean, std = self._mean_std(target)
-        return (target - mean) / std
 
 
 class MultiTaskViTPreTrainedModel(PreTrainedModel):

@@ -1,5 +1,5 @@
-"""Targets and losses of the multi-task model, per task type; part of the remote code that travels with every
-saved model (it imports only the configuration file).
+"""A task's head, its targets and its loss, per task type; part of the remote code that travels with every
+saved model (it imports only its siblings).
 
 | task type        | target                                  | missing value | loss                   |
 |------------------|-----------------------------------------|---------------|------------------------|
@@ -16,8 +16,62 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .configuration_mtl_vit import TaskSpec
+from .configuration_mtl_vit import MultiTaskViTConfig, backbone_hidden_size
+from .tasks_mtl_vit import TaskSpec
+
+
+class MultiTaskHead(nn.Module):
+    """Maps the pooled backbone vector to one task's outputs: dropout, optional hidden layer, linear.
+
+    A regression head with standardised targets (`TaskSpec.scaled_targets`) outputs standardised values;
+    `in_target_units` maps them to the targets' units and `standardized` maps targets to the head's.
+    """
+
+    def __init__(self, config: MultiTaskViTConfig, task: TaskSpec):
+        super().__init__()
+        self.set_target_statistics(task.target_statistics if task.scaled_targets else None)
+        in_features = backbone_hidden_size(config.backbone_config)
+        self.dropout = nn.Dropout(task.dropout) if task.dropout > 0 else nn.Identity()
+        if task.hidden_size is not None:
+            self.dense = nn.Linear(in_features, task.hidden_size)
+            self.activation = nn.GELU()
+            in_features = task.hidden_size
+        else:
+            self.dense = None
+        self.out_proj = nn.Linear(in_features, task.num_outputs)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        hidden = self.dropout(pooled)
+        if self.dense is not None:
+            hidden = self.dropout(self.activation(self.dense(hidden)))
+        return self.out_proj(hidden)
+
+    def set_target_statistics(self, statistics: dict | None) -> None:
+        """The mean and std the head's outputs are standardised with (None: raw units)."""
+        self.target_statistics = statistics
+        self._affine: dict = {}  # (device, dtype) -> (mean, std): made once per device, not per step
+
+    def _mean_std(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._affine:
+            stats = self.target_statistics
+            self._affine[key] = tuple(
+                torch.tensor(stats[k], device=like.device, dtype=like.dtype) for k in ("mean", "std")
+            )
+        return self._affine[key]
+
+    def in_target_units(self, outputs: torch.Tensor) -> torch.Tensor:
+        if self.target_statistics is None:
+            return outputs
+        mean, std = self._mean_std(outputs)
+        return outputs * std + mean
+
+    def standardized(self, target: torch.Tensor) -> torch.Tensor:
+        mean, std = self._mean_std(target)
+        return (target - mean) / std
+
 
 MISSING_CLASS = -100
 """Target value that marks a missing class id (classification) or entry (multilabel)."""
@@ -110,4 +164,4 @@ def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) 
     return target.to(logits.device)
 
 
-__all__ = ["MISSING_CLASS", "check_target_values", "present_targets", "task_loss"]
+__all__ = ["MISSING_CLASS", "MultiTaskHead", "check_target_values", "present_targets", "task_loss"]
