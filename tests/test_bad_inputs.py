@@ -318,8 +318,8 @@ CASES = [
     (
         wrong_label_dtype,
         ValueError,
-        r"task 'price' gives type='regression' but column 'price' has type "
-        r"'classification'; drop 'type' from the task .* or cast the column",
+        r"task 'price' gives type='regression' but column 'price' holds "
+        r"classification labels; drop 'type' from the task .* or cast the column",
         None,
     ),
     (

@@ -109,7 +109,7 @@ def test_a_map_style_s3_source_serves_every_row_exactly_once_per_pass(s3, every_
 def test_object_storage_errors_name_the_url(s3):
     with pytest.raises(FileNotFoundError, match=f"no Parquet files at s3://{BUCKET}/nothing-here"):
         TaskSource(f"s3://{BUCKET}/nothing-here", TASKS, streaming=True, storage_options=s3["options"])
-    with pytest.raises(ValueError, match="form one split, 'train'; got split='validation'"):
+    with pytest.raises(ValueError, match=r"shards: no split 'validation'; its splits are \['train'\]"):
         TaskSource(s3["url"], TASKS, split="validation", streaming=True, storage_options=s3["options"])
 
 

@@ -1,34 +1,39 @@
-"""From a label column to a task: its spec (type and labels read from the column's features where they can
-be) and the encoder that turns each cell into the model's target conventions (a class id or -100, a
-multi-hot vector or -100, floats or NaN)."""
+"""From a label column to a task: its spec (type and labels read from the column where they can be) and the
+encoder that turns each cell into the model's target conventions (a class id or -100, a multi-hot vector or
+-100, floats or NaN).
+
+Labels are matched by name: data whose labels are a subset of the task's (a week without purple products)
+encodes with the task's ids. A label the task does not know is an error when training; when evaluating, the
+row is left out of that task's scores and counted (`unknown_labels`), never dropped silently.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
-from datasets import ClassLabel, Dataset, IterableDataset, List, Value
-from datasets.features import Image as ImageFeature
-from datasets.features import LargeList
-from datasets.features import Sequence as SequenceFeature
+from datasets import IterableDataset
 
 from ..errors import UserError
-from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ..models.mtl_vit.heads_mtl_vit import MISSING_CLASS
+from ..models.mtl_vit.tasks_mtl_vit import TaskSpec
+from ..utils.validation import check_choice, closest
+from .columns import as_name, cell_names, distinct_names, read_feature, regression_statistics
 
 SPEC_OPTIONS = {f.name for f in fields(TaskSpec)} - {"name"}
-_FLOAT_DTYPES = {"float16", "float32", "float64", "bfloat16"}
-_INT_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
-_TEXT_DTYPES = {"string", "large_string"}
-_IMAGE_VALUE_DTYPES = {"string", "large_string", "binary", "large_binary"}
+CELL_OPTIONS = {"column", "empty"}
+EMPTY_MEANINGS = ("none", "missing")
+"""What an empty multilabel cell of a catalogue table means: none of the labels (a product without badges), or
+an unknown value. A null in a format that tells null from empty (JSON, Parquet lists) stays missing."""
+UNKNOWN_LABELS = ("error", "count")
 
 
 def normalise_tasks(tasks: Any) -> dict[str, dict[str, Any]]:
     """`tasks` as given to a source (a column, a list of columns, or a mapping task -> column or -> options)
-    as `{task: {"column": ..., **TaskSpec fields}}`."""
+    as `{task: {"column": ..., **TaskSpec fields, "empty": ...}}`."""
     if isinstance(tasks, str):
         tasks = [tasks]
     if isinstance(tasks, Mapping):
@@ -43,12 +48,15 @@ def normalise_tasks(tasks: Any) -> dict[str, dict[str, Any]]:
             f"tasks must be a list of label columns or a mapping task -> column, got {type(tasks).__name__}"
         )
     normalised = {}
+    known = sorted(SPEC_OPTIONS | CELL_OPTIONS)
     for task, options in items:
         options = {"column": options} if isinstance(options, str) else dict(options)
         options.setdefault("column", task)
-        unknown = sorted(set(options) - SPEC_OPTIONS - {"column"})
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise UserError(f"task {task!r}: unknown options {unknown}; use 'column' and TaskSpec fields")
+            hints = [f"{key} (did you mean {close}?)" for key in unknown if (close := closest(key, known))]
+            raise UserError(f"task {task!r}: unknown options {unknown}{' - ' + ', '.join(hints) if hints else ''}; "
+                            f"its options are {known}")  # fmt: skip
         normalised[task] = options
     if not normalised:
         raise UserError("a source needs at least one task (a label column)")
@@ -63,57 +71,14 @@ def task_options(spec: TaskSpec, column: str) -> dict[str, Any]:
     return {"column": column, **options}
 
 
-def check_image_feature(feature: Any, column: str, where: str) -> None:
-    """Refuses an image column whose feature cannot hold images (an Image, paths, bytes or pixel arrays)."""
-    if isinstance(feature, ImageFeature):
-        return
-    if isinstance(feature, Value) and feature.dtype in _IMAGE_VALUE_DTYPES:
-        return  # file paths or encoded bytes
-    if isinstance(feature, (List, LargeList, SequenceFeature)) or type(feature).__name__.startswith("Array"):
-        return  # pixel arrays
-    raise UserError(
-        f"{where}: image column {column!r} holds {_describe(feature)}, not images; set image_column to the "
-        "column with the images (an Image feature, file paths, bytes or pixel arrays)"
-    )
+@dataclass(frozen=True)
+class CellRules:
+    """How a source's cells read: a multilabel text cell's `separator`, and whether an empty cell is read as a
+    null (CSV), so that a null multilabel cell is an empty one."""
 
-
-def _describe(feature: Any) -> str:
-    if isinstance(feature, Value):
-        return f"{feature.dtype} values"
-    return type(feature).__name__
-
-
-def _read_feature(feature: Any, task: str, column: str, given_type: str | None, where: str):
-    """What a column's feature says of its task: (inferred TaskSpec fields, whether cells are class ids)."""
-    inner = getattr(feature, "feature", None)
-    if isinstance(feature, ClassLabel):
-        return {"type": "classification", "labels": list(feature.names)}, True
-    if isinstance(inner, ClassLabel):
-        return {"type": "multilabel", "labels": list(inner.names)}, True
-    if isinstance(feature, Value) and feature.dtype in _FLOAT_DTYPES:
-        return {"type": "regression", "num_outputs": 1}, False
-    if isinstance(inner, Value) and inner.dtype in _FLOAT_DTYPES and getattr(feature, "length", -1) > 0:
-        return {"type": "regression", "num_outputs": feature.length}, False
-    if isinstance(feature, Value) and feature.dtype in _INT_DTYPES:
-        if given_type in (None, "multilabel"):
-            raise UserError(
-                f"{where}: column {column!r} holds {feature.dtype} values with no class names: give its type and "
-                f"labels (e.g. tasks={{{task!r}: {{'type': 'classification', 'labels': [...]}}}}), or cast the "
-                "column to ClassLabel"
-            )
-        return {}, True
-    if isinstance(inner, Value) and inner.dtype in _INT_DTYPES:
-        return {"type": "multilabel"}, True
-    if isinstance(feature, Value) and feature.dtype in _TEXT_DTYPES:
-        return {"type": "classification"}, False
-    if isinstance(inner, Value) and inner.dtype in _TEXT_DTYPES:
-        return {"type": "multilabel"}, False
-    if feature is not None:
-        raise UserError(
-            f"{where}: column {column!r} holds {_describe(feature)}, which is not a label column "
-            "(ClassLabel, a list of ClassLabel, strings, numbers)"
-        )
-    return {}, False
+    separator: str | None = None
+    nulls_are_empty: bool = False
+    unknown_labels: str = "error"
 
 
 @dataclass
@@ -121,35 +86,30 @@ class TaskEncoder:
     """Turns one column's values into the model's target conventions for one task."""
 
     spec: TaskSpec
-    ids_are_given: bool  # column values are class ids (ClassLabel / int) rather than names
+    cells_are_ids: bool = False
+    id_names: list[str] | None = None  # the names the cells' ids stand for, where not the spec's labels
+    empty: str = "none"
+    rules: CellRules = field(default_factory=CellRules)
+    unknown: Counter = field(default_factory=Counter)  # label name -> cells left out (rules.unknown_labels "count")
 
     @classmethod
-    def build(cls, task: str, options: dict, features, dataset, where: str) -> TaskEncoder:
+    def build(cls, task: str, options: dict, features, dataset, where: str, rules: CellRules, table: bool):
         """The encoder of `task` as `options` describe it, its type and labels completed from the column."""
         column = options["column"]
-        given = {key: value for key, value in options.items() if key != "column"}
+        given = {key: value for key, value in options.items() if key not in CELL_OPTIONS}
+        empty = check_choice(f"task {task!r}: empty", options.get("empty", "none"), EMPTY_MEANINGS)
         feature = features[column] if features is not None else None
-        inferred, ids_are_given = _read_feature(feature, task, column, given.get("type"), where)
-        for key in ("type", "labels"):
-            if given.get(key) is not None and inferred.get(key) is not None and given[key] != inferred[key]:
-                raise UserError(
-                    f"{where}: task {task!r} gives {key}={given[key]!r} but column {column!r} has {key} "
-                    f"{inferred[key]!r}; drop {key!r} from the task (it comes from the data) or cast the column"
-                )
-        spec_fields = {**inferred, **given}
-        if spec_fields.get("type") in ("classification", "multilabel") and spec_fields.get("labels") is None:
-            if "num_outputs" not in spec_fields:
-                if ids_are_given:
-                    raise UserError(
-                        f"{where}: task {task!r}: column {column!r} holds class ids with no class names; "
-                        "give the task's labels (or num_outputs), or cast the column to ClassLabel"
-                    )
-                if isinstance(dataset, IterableDataset) or feature is None:
-                    raise UserError(
-                        f"{where}: task {task!r} needs its labels (class names): column {column!r} "
-                        "carries no ClassLabel names and a streaming source cannot be scanned for them"
-                    )
-                spec_fields["labels"] = _distinct_names(dataset, column, spec_fields["type"] == "multilabel")
+        reading = read_feature(feature, task, column, given.get("type"), table=table, where=where)
+        if given.get("type") is not None and not reading.allows(given["type"]):
+            raise UserError(
+                f"{where}: task {task!r} gives type={given['type']!r} but column {column!r} holds "
+                f"{reading.inferred['type']} labels; drop 'type' from the task (it comes from the data) or cast "
+                "the column"
+            )
+        spec_fields = {**reading.inferred, **given}
+        if given.get("labels") is None and spec_fields.get("type") in ("classification", "multilabel"):
+            if spec_fields.get("labels") is None and "num_outputs" not in spec_fields:
+                spec_fields["labels"] = _labels_from_values(task, column, spec_fields, reading, dataset, rules, where)
         if "type" not in spec_fields:
             raise UserError(f"{where}: task {task!r} needs a type (classification, multilabel or regression)")
         if spec_fields["type"] == "regression" and spec_fields.get("target_scaling") != "none":
@@ -159,37 +119,69 @@ class TaskEncoder:
             spec = TaskSpec(name=task, **spec_fields)
         except (TypeError, ValueError) as error:  # the spec's own checks of what the user gave
             raise UserError(f"{where}: {error}") from None
-        return cls(spec=spec, ids_are_given=ids_are_given)
+        id_names = reading.id_names if reading.id_names != spec.labels else None
+        encoder = cls(spec, reading.cells_are_ids, id_names, empty, rules)
+        encoder.check_known_names(column, where)
+        return encoder
+
+    def check_known_names(self, column: str, where: str) -> None:
+        """Refuses (when training) a column whose class names include labels the task does not know."""
+        if self.id_names is None or self.rules.unknown_labels != "error":
+            return
+        unknown = [name for name in self.id_names if name not in self.spec.label2id]
+        if unknown:
+            raise UserError(
+                f"{where}: column {column!r} has labels {unknown} that task {self.spec.name!r} does not know (its "
+                f"labels: {self.spec.labels}); a model learns new labels with a new head (backbone: MODEL, or "
+                "remove_task / add_task), or leave those rows out"
+            )
 
     def encode(self, value: Any) -> Any:
         spec = self.spec
         if spec.type == "regression":
             return self._encode_regression(value)
         if spec.type == "classification":
-            return MISSING_CLASS if value is None else self._class_id(value)
-        if value is None:
-            return [float(MISSING_CLASS)] * spec.num_outputs
-        if isinstance(value, (str, int)):
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return MISSING_CLASS
+            return self._class_id(value)
+        return self._multi_hot(value)
+
+    def _multi_hot(self, value: Any) -> list[float]:
+        missing = [float(MISSING_CLASS)] * self.spec.num_outputs
+        if value is None and not self.rules.nulls_are_empty:
+            return missing
+        if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
-        multi_hot = [0.0] * spec.num_outputs
-        for item in value:
-            multi_hot[self._class_id(item)] = 1.0
+        names = [] if value is None else value if self.cells_are_ids else cell_names(value, self.rules.separator)
+        if not names and self.empty == "missing":
+            return missing
+        multi_hot = [0.0] * self.spec.num_outputs
+        for item in names:
+            class_id = self._class_id(item)
+            if class_id != MISSING_CLASS:
+                multi_hot[class_id] = 1.0
         return multi_hot
 
     def _class_id(self, value: Any) -> int:
         spec = self.spec
-        if isinstance(value, str):
-            class_id = spec.label2id.get(value)
-            if class_id is None:
-                raise UserError(f"task {spec.name!r}: label {value!r} is not among its labels {spec.labels}")
-            return class_id
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"task {spec.name!r}: expected a class id or name, got {value!r}")
-        if value == MISSING_CLASS:
-            return value
-        if not 0 <= value < spec.num_outputs:
-            raise UserError(f"task {spec.name!r}: label {value} out of range ({spec.num_outputs} labels)")
-        return value
+        if self.cells_are_ids:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"task {spec.name!r}: expected a class id, got {value!r}")
+            if value == MISSING_CLASS:
+                return value
+            if self.id_names is None:
+                if not 0 <= value < spec.num_outputs:
+                    raise UserError(f"task {spec.name!r}: label {value} out of range ({spec.num_outputs} labels)")
+                return value
+            value = self.id_names[value]
+        name = as_name(value)
+        class_id = spec.label2id.get(name)
+        if class_id is None:
+            if self.rules.unknown_labels == "count":
+                self.unknown[name] += 1
+                return MISSING_CLASS
+            raise UserError(f"task {spec.name!r}: label {name!r} is not among its labels {spec.labels}")
+        return class_id
 
     def _encode_regression(self, value: Any) -> list[float]:
         size = self.spec.num_outputs
@@ -204,52 +196,28 @@ class TaskEncoder:
             raise UserError(f"task {self.spec.name!r}: regression target {value!r} is not numeric") from None
 
 
-STATISTICS_STREAM_ROWS = 10_000
-"""A streaming source's regression statistics come from its first rows (a map-style one's from every row)."""
-
-
-def regression_statistics(dataset: Dataset | IterableDataset, column: str) -> dict[str, Any] | None:
-    """`{"mean", "std", "count"}` of a regression column's present values, per output; None without any.
-
-    A constant output gets std 1 (nothing to scale).
-    """
-    if isinstance(dataset, IterableDataset):
-        cells = [row[column] for row in dataset.select_columns([column]).take(STATISTICS_STREAM_ROWS)]
-    else:
-        cells = dataset[column]
-    rows = [_as_numbers(cell) for cell in cells]
-    width = max((len(row) for row in rows if row is not None), default=0)
-    values = np.array([row if row is not None and len(row) == width else [math.nan] * width for row in rows])
-    present = ~np.isnan(values) if values.size else values.astype(bool)
-    count = int(present.all(axis=1).sum()) if width else 0
-    if count == 0:
-        return None
-    mean = np.nanmean(values, axis=0)
-    std = np.nanstd(values, axis=0)
-    return {"mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(), "count": count}
-
-
-def _as_numbers(cell: Any) -> list[float] | None:
-    if cell is None:
-        return None
-    try:
-        return [math.nan if v is None else float(v) for v in (cell if isinstance(cell, (list, tuple)) else [cell])]
-    except (TypeError, ValueError):  # not numeric: the encoder names the row when it meets it
-        return None
-
-
-def _distinct_names(dataset: Dataset, column: str, nested: bool) -> list[str]:
-    values = dataset[column]
-    if nested:
-        values = [item for value in values if value is not None for item in value]
-    return sorted({str(value) for value in values if value is not None})
+def _labels_from_values(task, column, spec_fields, reading, dataset, rules, where) -> list[str]:
+    if reading.cells_are_ids:
+        raise UserError(
+            f"{where}: task {task!r}: column {column!r} holds class ids with no class names; give the task's "
+            "labels (or num_outputs), or cast the column to ClassLabel"
+        )
+    if isinstance(dataset, IterableDataset) or dataset is None:
+        raise UserError(
+            f"{where}: task {task!r} needs its labels (class names): column {column!r} carries no ClassLabel "
+            "names and a streaming source cannot be scanned for them"
+        )
+    multilabel = spec_fields["type"] == "multilabel"
+    return distinct_names(dataset, column, multilabel=multilabel, separator=rules.separator)
 
 
 __all__ = [
+    "CELL_OPTIONS",
+    "EMPTY_MEANINGS",
     "SPEC_OPTIONS",
+    "UNKNOWN_LABELS",
+    "CellRules",
     "TaskEncoder",
-    "check_image_feature",
     "normalise_tasks",
-    "regression_statistics",
     "task_options",
 ]

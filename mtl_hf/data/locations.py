@@ -1,12 +1,15 @@
-"""Where a task source's rows come from: a datasets object, a local folder or Parquet file, an image folder, an
-object-storage URL (`s3://`, `gs://`, ...) or a Hub dataset id; and how many rows a stream of Parquet shards holds."""
+"""Where a task source's rows come from: a datasets object, a local folder or Parquet file, a catalogue table
+(CSV, JSON lines), an image folder, an object-storage URL (`s3://`, `gs://`, ...) or a Hub dataset id; which of
+their splits is asked for; and how many rows a stream of Parquet shards holds."""
 
 from __future__ import annotations
 
 import copy
 import os
+import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,40 @@ import datasets
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from ..errors import MissingPathError, UnreachableError, UserError
+from .tables import DEFAULT_SPLITS, is_table, read_table, select_split
+
+# The split a Parquet file belongs to, from its name or folder (`train-00000-of-00004.parquet`,
+# `validation/part-0.parquet`), as `mtl-hf prepare` and the Hub write them.
+_SPLIT_IN_PATH = re.compile(r"(?:^|/)(train|validation|test)(?:[-_./]|$)")
 
 
-def load_split(data: Any, *, split: str = "train", streaming: bool = False) -> Dataset | IterableDataset:
-    """One split of a dataset given as a local path (dataset folder, Parquet, image folder) or a Hub id."""
-    return load_rows(data, split=split, streaming=streaming)[0]
+@dataclass(frozen=True)
+class LoadedRows:
+    """A source's rows, and what else their location says about them."""
+
+    dataset: Dataset | IterableDataset
+    parquet_files: Sequence[str] = ()
+    """The Parquet files they come from (a stream counts its rows from their footers)."""
+    base_folder: str | None = None
+    """A catalogue table's folder, from which relative photo paths are taken."""
+    origin: dict[str, str] | None = None
+    """`{"data": ..., "split": ...}`: the location and split of the rows, where they have one."""
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How a catalogue table's rows fall into splits (see `data/tables.py`)."""
+
+    key_column: str = "image"
+    fractions: Mapping[str, float] = None  # DEFAULT_SPLITS
+
+    def fractions_or_default(self) -> Mapping[str, float]:
+        return self.fractions or DEFAULT_SPLITS
+
+
+def load_split(data: Any, *, split: str = "train", streaming: bool = False, table: TableOptions | None = None):
+    """One split of a dataset given as a local path (dataset folder, Parquet, table, image folder) or a Hub id."""
+    return load_rows(data, split=split, streaming=streaming, table=table).dataset
 
 
 def is_url(data: Any) -> bool:
@@ -30,8 +62,79 @@ def is_url(data: Any) -> bool:
     )
 
 
-def _load_url(url: str, *, split: str, streaming: bool, storage_options: dict[str, Any]):
-    """The Parquet file, or every Parquet file under the folder, at an object-storage URL."""
+def load_rows(
+    data: Any,
+    *,
+    split: str,
+    streaming: bool,
+    storage_options: dict[str, Any] | None = None,
+    table: TableOptions | None = None,
+) -> LoadedRows:
+    """The rows of split `split` of `data`: a dataset, a dict of splits, a local path (a `save_to_disk` folder,
+    Parquet files, a catalogue table, an image folder), an object-storage URL or a Hub id."""
+    if isinstance(data, (DatasetDict, IterableDatasetDict)):
+        if split not in data:
+            raise UserError(f"no split {split!r} in the dataset; its splits are {list(data)}")
+        return LoadedRows(data[split])
+    if isinstance(data, (Dataset, IterableDataset)):
+        return LoadedRows(data)
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(
+            f"a task source must be a datasets Dataset / IterableDataset / DatasetDict, a local path or a "
+            f"Hub id; got {type(data).__name__}"
+        )
+    if is_url(data):
+        return _load_url(str(data), split=split, streaming=streaming, storage_options=storage_options or {})
+    path = Path(data)
+    origin = {"data": str(path.resolve()), "split": split}
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, DatasetDict):
+            loaded = load_rows(loaded, split=split, streaming=False).dataset
+        return LoadedRows(loaded.to_iterable_dataset() if streaming else loaded, origin=origin)
+    if is_table(path):
+        table = table or TableOptions()
+        rows = select_split(read_table(path), split, key_column=table.key_column,
+                            fractions=table.fractions_or_default(), where=str(path))  # fmt: skip
+        base = str(path.resolve().parent)
+        return LoadedRows(rows.to_iterable_dataset() if streaming else rows, base_folder=base, origin=origin)
+    parquet_files = sorted(str(p) for p in path.rglob("*.parquet")) if path.is_dir() else []
+    if path.suffix == ".parquet" and path.is_file():
+        parquet_files = [str(path)]
+    if parquet_files:
+        parquet_files = split_files(parquet_files, split, root=str(path) if path.is_dir() else "", where=str(data))
+        loaded = datasets.load_dataset("parquet", data_files=parquet_files, split="train", streaming=streaming)
+        base = str(path.resolve() if path.is_dir() else path.resolve().parent)
+        return LoadedRows(loaded, parquet_files, base_folder=base, origin=origin)
+    if path.is_dir():
+        loaded = datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming)
+        return LoadedRows(loaded, origin=origin)
+    if path.exists():
+        raise UserError(f"{path}: not a dataset folder, a Parquet file, a catalogue table (.csv, .jsonl) or an image "
+                        "folder")  # fmt: skip
+    require_path_or_hub_id(str(data), "data")
+    return LoadedRows(
+        datasets.load_dataset(str(data), split=split, streaming=streaming), origin={"data": str(data), "split": split}
+    )
+
+
+def split_files(files: Sequence[str], split: str, *, root: str, where: str) -> list[str]:
+    """The files of `split` among Parquet `files` (under `root`): by the split their names or folders name, as
+    `prepare` writes them; files that name none belong to "train", which is all there is where none does."""
+    by_split: dict[str, list[str]] = {}
+    for file in files:
+        relative = (
+            posixpath.relpath(file, root) if root and file.startswith(root.rstrip("/") + "/") else Path(file).name
+        )
+        match = _SPLIT_IN_PATH.search(relative)
+        by_split.setdefault(match.group(1) if match else "train", []).append(file)
+    if split not in by_split:
+        raise UserError(f"{where}: no split {split!r}; its splits are {sorted(by_split)}")
+    return by_split[split]
+
+
+def _load_url(url: str, *, split: str, streaming: bool, storage_options: dict[str, Any]) -> LoadedRows:
+    """The Parquet files of `split` at an object-storage URL (a file, or every Parquet file under a folder)."""
     import fsspec
     from huggingface_hub.errors import OfflineModeIsEnabled
 
@@ -42,11 +145,7 @@ def _load_url(url: str, *, split: str, streaming: bool, storage_options: dict[st
         paths = sorted(fs.glob(f"{root.rstrip('/')}/**/*.parquet"))
     if not paths:
         raise MissingPathError(f"no Parquet files at {url} (a URL source is a Parquet file or a folder of them)")
-    if split != "train":
-        raise UserError(
-            f"{url}: Parquet files in object storage form one split, 'train'; got split={split!r} "
-            "(give the evaluation shards as their own source, or hold out eval_fraction)"
-        )
+    paths = split_files(paths, split, root=root, where=url)
     files = [fs.unstrip_protocol(path) for path in paths]
     try:
         # A copy: datasets adds its own entries (an "hf" key) to the options it is given.
@@ -62,45 +161,7 @@ def _load_url(url: str, *, split: str, streaming: bool, storage_options: dict[st
             f"{url}: datasets' offline mode (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) refuses to copy object storage "
             "into its cache: stream the source (streaming: true) or unset it"
         ) from None
-    return loaded, files
-
-
-def load_rows(
-    data: Any, *, split: str, streaming: bool, storage_options: dict[str, Any] | None = None
-) -> tuple[Dataset | IterableDataset, list[str]]:
-    """The rows of `data` (a dataset, a dict of splits, a path, an object-storage URL or a Hub id) and the
-    Parquet files they come from, if any (streaming sources count their rows from the files' footers)."""
-    if isinstance(data, (DatasetDict, IterableDatasetDict)):
-        if split not in data:
-            raise UserError(f"no split {split!r} in the dataset; its splits are {list(data)}")
-        return data[split], []
-    if isinstance(data, (Dataset, IterableDataset)):
-        return data, []
-    if not isinstance(data, (str, os.PathLike)):
-        raise TypeError(
-            f"a task source must be a datasets Dataset / IterableDataset / DatasetDict, a local path or a "
-            f"Hub id; got {type(data).__name__}"
-        )
-    if is_url(data):
-        return _load_url(str(data), split=split, streaming=streaming, storage_options=storage_options or {})
-    path = Path(data)
-    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, DatasetDict):
-            loaded = load_rows(loaded, split=split, streaming=False)[0]
-        return (loaded.to_iterable_dataset() if streaming else loaded), []
-    parquet_files = sorted(str(p) for p in path.rglob("*.parquet")) if path.is_dir() else []
-    if path.suffix == ".parquet" and path.is_file():
-        parquet_files = [str(path)]
-    if parquet_files:
-        loaded = datasets.load_dataset("parquet", data_files=parquet_files, split="train", streaming=streaming)
-        return loaded, parquet_files
-    if path.is_dir():
-        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming), []
-    if path.exists():
-        raise UserError(f"{path}: not a dataset folder, a Parquet file or an image folder")
-    require_path_or_hub_id(str(data), "data")
-    return datasets.load_dataset(str(data), split=split, streaming=streaming), []
+    return LoadedRows(loaded, files, origin={"data": url, "split": split})
 
 
 def require_path_or_hub_id(name: str, kind: str, *, where: str = "") -> None:
@@ -124,4 +185,13 @@ def parquet_row_count(files: Sequence[str], storage_options: dict[str, Any] | No
     return sum(footer_rows(path) for path in files)
 
 
-__all__ = ["is_url", "load_rows", "load_split", "parquet_row_count", "require_path_or_hub_id"]
+__all__ = [
+    "LoadedRows",
+    "TableOptions",
+    "is_url",
+    "load_rows",
+    "load_split",
+    "parquet_row_count",
+    "require_path_or_hub_id",
+    "split_files",
+]

@@ -11,6 +11,8 @@ decodes them.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +24,24 @@ from datasets.features import Image as ImageFeature
 
 from ..errors import UserError
 from ..utils.validation import check_choice
-from .encoding import TaskEncoder, check_image_feature, normalise_tasks, task_options
-from .locations import is_url, load_rows, parquet_row_count
+from .columns import check_image_feature
+from .encoding import UNKNOWN_LABELS, CellRules, TaskEncoder, normalise_tasks, task_options
+from .locations import TableOptions, is_url, load_rows, parquet_row_count
 from .streaming import stream_rows
+from .tables import is_csv
 
 BAD_IMAGE_POLICIES = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a source's location says about its rows, kept by every source derived from it (a held-out share,
+    the first rows): where relative photo paths start, where the rows come from, how their cells read."""
+
+    base_folder: str | None = None
+    origin: dict[str, Any] | None = None
+    rules: CellRules = CellRules()
+    table: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,16 +62,21 @@ class TaskSource:
     Args:
         data (`Dataset`, `IterableDataset`, `DatasetDict`, `IterableDatasetDict`, `str` or `Path`):
             The rows. A dict of splits gives `split`. A string or path is a `save_to_disk` folder, a
-            Parquet file or folder of Parquet files, an image folder (one sub-folder per class), an
-            fsspec URL of a Parquet file or folder in object storage (`s3://shop/shards`, `gs://...`;
-            see `storage_options`), or else a Hub dataset id, read with `datasets.load_dataset`.
+            Parquet file or folder of Parquet files (split by their names, as `mtl-hf prepare` writes
+            them), a catalogue table (`.csv`, `.tsv`, `.jsonl`: one row per product, photo paths relative
+            to the table; see `data/tables.py`), an image folder (one sub-folder per class), an fsspec URL
+            of a Parquet file or folder in object storage (`s3://shop/shards`, `gs://...`; see
+            `storage_options`), or else a Hub dataset id, read with `datasets.load_dataset`.
         tasks (`list[str]` or `dict[str, str | dict]`):
             The tasks. A list names label columns that become tasks of the same name. A dict maps a
             task name to its label column, or to a dict with `column` and any [`TaskSpec`] field
-            (`type`, `labels`, `num_outputs`, `loss_weight`, `pooling`, `dropout`, `hidden_size`).
-            The type and labels come from the column's features where they can: `ClassLabel` gives a
-            classification task with its names, a list of `ClassLabel` a multilabel task, a float
-            column a regression task; string columns need `labels` unless the data is map-style.
+            (`type`, `labels`, `num_outputs`, `loss_weight`, `pooling`, `dropout`, `hidden_size`,
+            `target_scaling`), and `empty` for a multilabel task of a catalogue table (`"none"`, the default:
+            an empty cell means none of the labels; `"missing"`: unknown). The type and labels come from the
+            column where they can: `ClassLabel` gives a classification task with its names, a list of
+            `ClassLabel` a multilabel task, a float column a regression task; text columns (and, in a
+            catalogue table, whole numbers and booleans) give a classification task over their distinct
+            values, which a streaming source needs given as `labels`.
         name (`str`, *optional*):
             The source's name in logs and errors. Defaults to its task's name when it has one task.
         image_column (`str`, *optional*, defaults to `"image"`):
@@ -84,6 +104,16 @@ class TaskSource:
             When `data` is a selection of a larger map-style table (a held-out share), each row's
             number in that table, so that errors name the row the user can find. Defaults to the
             row's position in `data`.
+        id_column (`str`, *optional*):
+            A catalogue table's row id, whose hash assigns each row its split. Defaults to the image column.
+        split_fractions (`dict[str, float]`, *optional*):
+            A catalogue table's splits and their shares, defaults to `{"train": 0.8, "validation": 0.1,
+            "test": 0.1}`; a `split` column in the table decides instead.
+        separator (`str`, *optional*, defaults to `"|"`):
+            What separates the labels of a multilabel text cell in a catalogue table (`sale|new`).
+        unknown_labels (`str`, *optional*, defaults to `"error"`):
+            A label the task does not know: `"error"` (training), or `"count"` (evaluation: the row is left
+            out of the task's scores and counted in `unknown_labels()`).
     """
 
     def __init__(
@@ -100,50 +130,74 @@ class TaskSource:
         bad_image_policy: str = "raise",
         row_numbers: Sequence[int] | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        id_column: str | None = None,
+        split_fractions: Mapping[str, float] | None = None,
+        separator: str = "|",
+        unknown_labels: str = "error",
+        context: SourceContext | None = None,
     ):
         self.description = description
         self.bad_image_policy = check_choice("bad_image_policy", bad_image_policy, BAD_IMAGE_POLICIES)
         self.storage_options = dict(storage_options or {})
-        self.dataset, parquet_files = load_rows(
-            data, split=split, streaming=streaming, storage_options=self.storage_options
+        table = TableOptions(key_column=id_column or image_column, fractions=split_fractions)
+        loaded = load_rows(data, split=split, streaming=streaming, storage_options=self.storage_options, table=table)
+        self.dataset = loaded.dataset
+        # Local tables and Parquet files are read as `prepare` reads a catalogue (the rules of `data/tables.py`).
+        catalogue = loaded.base_folder is not None
+        self.context = context or SourceContext(
+            base_folder=loaded.base_folder,
+            origin=loaded.origin,
+            rules=CellRules(separator if catalogue else None, nulls_are_empty=is_csv(data)),
+            table=catalogue,
         )
+        self.context = dataclasses.replace(
+            self.context, rules=dataclasses.replace(self.context.rules, unknown_labels=unknown_labels)
+        )
+        check_choice("unknown_labels", unknown_labels, UNKNOWN_LABELS)
         # A Hub dataset id, for model cards; local data and object storage have none.
         self.hub_id = str(data) if isinstance(data, str) and not (Path(data).exists() or is_url(data)) else None
         self.image_column = image_column
         task_columns = normalise_tasks(tasks)
         self.name = name or (next(iter(task_columns)) if len(task_columns) == 1 else "+".join(task_columns))
-        where = f"source {self.name!r}"
-
-        features = self.dataset.features
-        if features is not None:
-            columns = list(features)
-            missing = [c for c in [image_column, *(t["column"] for t in task_columns.values())] if c not in columns]
-            if missing:
-                raise UserError(f"{where}: no column {missing[0]!r}; the columns are {columns}")
-            check_image_feature(features[image_column], image_column, where)
-
+        self._encoders = self._task_encoders(task_columns)
         self._columns = {task: options["column"] for task, options in task_columns.items()}
-        self._encoders = {
-            task: TaskEncoder.build(task, options, features, self.dataset, where)
-            for task, options in task_columns.items()
-        }
         self.task_specs = [encoder.spec for encoder in self._encoders.values()]
 
-        keep = [image_column, *dict.fromkeys(self._columns.values())]
+        features = self.dataset.features
+        self.id_column = id_column if features is not None and id_column in features else None
+        keep = list(
+            dict.fromkeys([image_column, *([self.id_column] if self.id_column else []), *self._columns.values()])
+        )
         self.dataset = self.dataset.select_columns(keep)
         if features is not None and isinstance(features[image_column], ImageFeature):
             # Rows travel as bytes; the collator decodes them in the DataLoader workers.
             self.dataset = self.dataset.cast_column(image_column, ImageFeature(decode=False))
-
-        self.num_rows = self._count_rows(num_rows, parquet_files, split)
+        self.num_rows = self._count_rows(num_rows, loaded.parquet_files, split)
         if self.num_rows == 0:
-            raise UserError(f"{where} is empty: it has no rows to train on")
+            raise UserError(f"source {self.name!r} is empty: it has no rows to train on")
         if row_numbers is not None and (self.is_streaming or len(row_numbers) != self.num_rows):
             raise UserError(
-                f"{where}: row_numbers needs one number per row of a map-style dataset "
+                f"source {self.name!r}: row_numbers needs one number per row of a map-style dataset "
                 f"({self.num_rows} rows), got {len(row_numbers)}"
             )
         self._row_numbers = None if row_numbers is None else np.asarray(row_numbers, dtype=np.int64)
+
+    def _task_encoders(self, task_columns: dict[str, dict]) -> dict[str, TaskEncoder]:
+        where = f"source {self.name!r}"
+        features = self.dataset.features
+        if features is not None:
+            columns = list(features)
+            wanted = [self.image_column, *(t["column"] for t in task_columns.values())]
+            missing = [c for c in wanted if c not in columns]
+            if missing:
+                raise UserError(f"{where}: no column {missing[0]!r}; the columns are {columns}")
+            check_image_feature(features[self.image_column], self.image_column, where)
+        return {
+            task: TaskEncoder.build(
+                task, options, features, self.dataset, where, self.context.rules, self.context.table
+            )
+            for task, options in task_columns.items()
+        }
 
     @property
     def is_streaming(self) -> bool:
@@ -197,6 +251,9 @@ class TaskSource:
             description=self.description,
             bad_image_policy=self.bad_image_policy,
             row_numbers=row_numbers,
+            id_column=self.id_column,
+            unknown_labels=self.context.rules.unknown_labels,
+            context=self.context,
         )
 
     def with_tasks(self, task_names: Sequence[str], *, name: str | None = None) -> TaskSource:
@@ -232,12 +289,23 @@ class TaskSource:
             except UserError as error:
                 raise UserError(f"source {self.name!r}, row {index}: {error}") from None
         return RawExample(
-            image=row[self.image_column],
+            image=self._located(row[self.image_column]),
             labels=labels,
             source=self.name,
             row=index,
             skip_if_undecodable=self.bad_image_policy == "skip",
         )
+
+    def unknown_labels(self) -> dict[str, dict[str, int]]:
+        """Per task, the labels it does not know and the cells that held them (`unknown_labels="count"`)."""
+        return {task: dict(encoder.unknown) for task, encoder in self._encoders.items() if encoder.unknown}
+
+    def _located(self, image: Any) -> Any:
+        """A photo path relative to its catalogue table, as a path from here; other values as they are."""
+        base = self.context.base_folder
+        if base and isinstance(image, str) and image and "://" not in image and not os.path.isabs(image):
+            return os.path.join(base, image)
+        return image
 
     def _count_rows(self, num_rows: int | None, parquet_files: list[str], split: str) -> int | None:
         if not self.is_streaming:

@@ -3,6 +3,7 @@ or as JSON text. Each raises `UserError` naming the setting, what it got and wha
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,12 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> Any:
     if value not in choices:
         raise UserError(f"unknown {name} {value!r}; use one of {', '.join(map(str, choices))}")
     return value
+
+
+def closest(name: str, known: Sequence[str]) -> str | None:
+    """The known name closest to a mistyped one, if one is close: `loss_wieght` -> `loss_weight`."""
+    matches = difflib.get_close_matches(name, list(known), n=1)
+    return matches[0] if matches else None
 
 
 def check_positive(name: str, value: Any) -> float:
@@ -45,4 +52,4 @@ def structured_option(name: str, value: Any, kinds: tuple[type, ...] = (dict,)) 
     return value
 
 
-__all__ = ["check_choice", "check_positive", "structured_option"]
+__all__ = ["check_choice", "check_positive", "closest", "structured_option"]

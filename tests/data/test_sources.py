@@ -137,13 +137,13 @@ def test_streaming_string_column_without_labels_is_refused():
             {"category": {"column": "category", "labels": ["a", "b", "c"]}},
             {},
             ValueError,
-            "task 'category' gives labels=.* but column 'category' has labels",
+            r"column 'category' has labels \['shirt', 'shoe', 'bag'\] that task 'category' does not know .*a new head",
         ),
         (
             {"category": {"column": "category", "type": "regression"}},
             {},
             ValueError,
-            "gives type='regression' but column 'category' has type 'classification'",
+            "gives type='regression' but column 'category' holds classification labels",
         ),
         ({"category": {"kolumn": "category"}}, {}, ValueError, r"unknown options \['kolumn'\]"),
         ([], {}, ValueError, "a source needs at least one task"),
@@ -152,6 +152,22 @@ def test_streaming_string_column_without_labels_is_refused():
 def test_bad_sources_are_refused_with_a_clear_error(tasks, options, error, message):
     with pytest.raises(error, match=message):
         TaskSource(attributes_dataset(), tasks, **{"image_column": "photo", **options})
+
+
+def test_labels_are_matched_by_name_and_unknown_ones_are_counted_when_evaluating():
+    # The model knows more labels, in another order: the data's class ids map to the model's by name.
+    model_labels = ["bag", "hat", "shirt", "shoe"]
+    source = TaskSource(attributes_dataset(), {"category": {"labels": model_labels}}, image_column="photo")
+    assert [row.labels["category"] for row in source.rows(range(4))] == [2, 0, MISSING_CLASS, 3]
+
+    # Data with a label the task lacks: refused for training, counted and left out for evaluation.
+    with pytest.raises(ValueError, match=r"has labels \['shoe'\] that task 'category' does not know"):
+        TaskSource(attributes_dataset(), {"category": {"labels": ["bag", "shirt"]}}, image_column="photo")
+    scored = TaskSource(
+        attributes_dataset(), {"category": {"labels": ["bag", "shirt"]}}, image_column="photo", unknown_labels="count"
+    )
+    assert [row.labels["category"] for row in scored.rows(range(4))] == [1, 0, MISSING_CLASS, MISSING_CLASS]
+    assert scored.unknown_labels() == {"category": {"shoe": 1}}
 
 
 def test_a_label_outside_the_task_labels_names_the_row():
@@ -172,5 +188,5 @@ def test_an_unknown_kind_of_data_is_refused(tmp_path):
     with pytest.raises(TypeError, match="a task source must be a datasets Dataset"):
         TaskSource(42, ["kind"])
     (tmp_path / "notes.txt").write_text("not a dataset")
-    with pytest.raises(ValueError, match="not a dataset folder, a Parquet file or an image folder"):
+    with pytest.raises(ValueError, match="not a dataset folder, a Parquet file, a catalogue table"):
         TaskSource(tmp_path / "notes.txt", ["kind"])
