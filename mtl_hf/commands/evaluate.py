@@ -1,5 +1,6 @@
 """`mtl-hf eval MODEL DATA`: every task of a saved model scored on labelled data, each task reading its column
-with the model's own labels (so names map to the ids it was trained with)."""
+with the model's own labels (so names map to the ids it was trained with). Rows the model was trained on are
+refused, or scored and labelled as such; labels the model does not know are left out and counted."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a saved model folder or Hub id")
     parser.add_argument(
         "data",
-        help="a dataset folder, Parquet file(s), image folder, Hub id, or builtin:shop / "
-        "builtin:digits (their evaluation rows)",
+        help="a catalogue table (.csv, .tsv, .jsonl), a prepared or dataset folder, Parquet file(s), an image "
+        "folder, a Hub id, or builtin:shop / builtin:digits (their evaluation rows)",
     )
     parser.add_argument("--split", default="validation", help="the split to score (default: validation)")
     parser.add_argument(
@@ -29,8 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: each task reads the column of its name)",
     )
     parser.add_argument("--image_column", default="image", help="the column with the images (default: image)")
+    parser.add_argument(
+        "--id_column",
+        help="a catalogue table's row id, whose hash gives each row its split (default: the one the model was "
+        "trained with on this table, else the image column)",
+    )
     parser.add_argument("--batch_size", type=int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--max_rows", type=int, help="score the first N rows only")
+    parser.add_argument(
+        "--allow_training_rows",
+        action="store_true",
+        help="score rows the model was trained on (refused without it); the scores are labelled training-set",
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_pickled_weights_flag(parser)
 
@@ -40,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.builtin import is_builtin
     from ..data.locations import require_path_or_hub_id
+    from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
     from ..training.arguments import MultiTaskTrainingArguments
     from ..training.trainer import MultiTaskTrainer
@@ -47,11 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if not is_builtin(args.data):
         require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
     with loading_model(args.model):
-        model = MultiTaskViTModel.from_pretrained(
-            existing_model(args.model), allow_pickled_weights=args.allow_pickled_weights
-        )
+        config = MultiTaskViTConfig.from_pretrained(existing_model(args.model))
+    source, unscored = _scored_source(args, config)
+    training_rows = _training_rows(args, config, source)  # before the weights load: a refusal comes at once
+    with loading_model(args.model):
+        model = MultiTaskViTModel.from_pretrained(args.model, allow_pickled_weights=args.allow_pickled_weights)
         processor = AutoImageProcessor.from_pretrained(args.model)
-    source, unscored = _scored_source(args, model.config)
     with tempfile.TemporaryDirectory() as scratch:
         training_args = MultiTaskTrainingArguments(
             output_dir=scratch,
@@ -62,53 +75,114 @@ def run(args: argparse.Namespace) -> int:
         )
         trainer = MultiTaskTrainer(model, training_args, processing_class=processor)
         metrics = trainer.predict(source, metric_key_prefix="eval").metrics
+    unknown = source.unknown_labels()
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        extra = {"rows": source.num_rows, "training_rows": training_rows, "unknown_labels": unknown}
+        print(json.dumps({**metrics, **extra}, indent=2))
         return 0
+    _print_scores(model.config, metrics, source, unknown, training_rows, unscored)
+    return 0
+
+
+def _print_scores(config, metrics, source, unknown, training_rows: bool, unscored) -> None:
+    if training_rows:
+        print("\nTRAINING-SET SCORES: the model was trained on these rows (--allow_training_rows); they say how")
+        print("well it fits them, not how it does on photos it has not seen.")
     print(f"\n{'task':<16} {'metric':<10} {'score':>9}")
-    for spec in model.config.task_specs:
+    for spec in config.task_specs:
         for key, value in metrics.items():
-            if key.startswith(f"eval_{spec.name}_") and not key.endswith("_loss"):
-                print(f"{spec.name:<16} {key.removeprefix(f'eval_{spec.name}_'):<10} {value:>9.4f}")
+            metric = key.removeprefix(f"eval_{spec.name}_")
+            if key.startswith(f"eval_{spec.name}_") and metric not in ("loss", "unknown_labels"):
+                print(f"{spec.name:<16} {metric:<10} {value:>9.4f}")
     print(f"\n{source.num_rows} rows; average of the tasks' main scores {metrics['eval_average_score']:.4f}")
+    for task, labels in unknown.items():
+        rows = metrics.get(f"eval_{task}_unknown_labels", 0)
+        print(f"task {task!r}: {rows} row(s) left out of its scores, with labels the model does not know: {labels}")
     if unscored:
         print(f"not scored: task(s) {unscored}, which have no column in the data (map them with --tasks)")
-    return 0
+
+
+def _training_rows(args: argparse.Namespace, config, source) -> bool:
+    """Whether `source` holds rows the model was trained on: refused unless --allow_training_rows."""
+    origin = source.context.origin
+    if origin is None or not config.trained_on(origin["data"], origin["split"]):
+        return False
+    if not args.allow_training_rows:
+        raise UserError(
+            f"{args.model} was trained on split {origin['split']!r} of {args.data}: its scores there measure how "
+            "well it fits them, not new photos; score a held-out split (--split validation or --split test), or "
+            "pass --allow_training_rows to see them labelled as training-set scores"
+        )
+    return True
 
 
 def _scored_source(args: argparse.Namespace, config):
     """(the source of the rows to score, the model's tasks the data has no column for)."""
     from ..data.builtin import is_builtin, load_builtin
     from ..data.encoding import task_options
-    from ..data.locations import load_split
+    from ..data.locations import TableOptions, load_rows
+    from ..data.selection import first_rows
     from ..data.sources import TaskSource
+    from ..data.tables import is_table
 
     columns = structured_option("--tasks", args.tasks) or {}
     unknown = sorted(set(columns) - set(config.task_names))
     if unknown:
         raise UserError(f"--tasks names {unknown}, which the model lacks; its tasks are {config.task_names}")
-    rows = load_builtin(args.data, seed=0)[1] if is_builtin(args.data) else load_split(args.data, split=args.split)
-    absent = {task: column for task, column in columns.items() if column not in rows.column_names}
+    if is_builtin(args.data):
+        data, table = load_builtin(args.data, seed=0)[1], TableOptions()
+    else:
+        data, table = args.data, _table_options(args, config)
+    column_names = load_rows(data, split=args.split, streaming=False, table=table).dataset.column_names
+    absent = {task: column for task, column in columns.items() if column not in column_names}
     if absent:
         raise UserError(
             f"--tasks maps {absent}, but the data has no column(s) {sorted(set(absent.values()))}; "
-            f"its columns are {rows.column_names}"
+            f"its columns are {column_names}"
         )
     column_of = {name: columns.get(name, name) for name in config.task_names}
     tasks = {
         spec.name: task_options(spec, column_of[spec.name])
         for spec in config.task_specs
-        if column_of[spec.name] in rows.column_names
+        if column_of[spec.name] in column_names
     }
     if not tasks:
         raise UserError(
             f"the data has none of the model's label columns {list(column_of.values())} (its columns: "
-            f'{rows.column_names}); map them with --tasks \'{{"task": "column"}}\''
+            f'{column_names}); map them with --tasks \'{{"task": "column"}}\''
         )
+    source = TaskSource(
+        data,
+        tasks,
+        name=Path(args.data).name or args.data,
+        image_column=args.image_column,
+        split=args.split,
+        id_column=table.key_column if table.key_column in column_names else None,
+        split_fractions=table.fractions if is_table(data) else None,
+        unknown_labels="count",
+    )
     if args.max_rows:
-        rows = rows.select(range(min(args.max_rows, len(rows))))
+        source = first_rows(source, args.max_rows)
     unscored = [name for name in config.task_names if name not in tasks]
-    return TaskSource(rows, tasks, name=Path(args.data).name or args.data, image_column=args.image_column), unscored
+    return source, unscored
+
+
+def _table_options(args: argparse.Namespace, config):
+    """How a catalogue table falls into splits: as the model's training recorded it for this table, else by
+    --id_column (or the image column) and the default shares."""
+    from ..data.locations import TableOptions
+
+    resolved = str(Path(args.data).resolve())
+    for entry in config.training_data or ():
+        if entry.get("data") == resolved and entry.get("split_by"):
+            options = TableOptions.from_rule(entry["split_by"])
+            if args.id_column and args.id_column != options.key_column:
+                raise UserError(
+                    f"--id_column {args.id_column} differs from {options.key_column!r}, by which {args.model} was "
+                    f"trained on {args.data}: its splits would mix training rows in; leave --id_column out"
+                )
+            return options
+    return TableOptions(key_column=args.id_column or args.image_column)
 
 
 __all__ = ["SUMMARY", "add_arguments", "run"]

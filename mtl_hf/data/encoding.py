@@ -55,8 +55,8 @@ def normalise_tasks(tasks: Any) -> dict[str, dict[str, Any]]:
         unknown = sorted(set(options) - set(known))
         if unknown:
             hints = [f"{key} (did you mean {close}?)" for key in unknown if (close := closest(key, known))]
-            raise UserError(f"task {task!r}: unknown options {unknown}{' - ' + ', '.join(hints) if hints else ''}; "
-                            f"its options are {known}")  # fmt: skip
+            hint = f" - {', '.join(hints)}" if hints else ""
+            raise UserError(f"task {task!r}: unknown options {unknown}{hint}; its options are {known}")
         normalised[task] = options
     if not normalised:
         raise UserError("a source needs at least one task (a label column)")
@@ -91,6 +91,7 @@ class TaskEncoder:
     empty: str = "none"
     rules: CellRules = field(default_factory=CellRules)
     unknown: Counter = field(default_factory=Counter)  # label name -> cells left out (rules.unknown_labels "count")
+    rows_left_out: int = 0  # rows whose cell held a label the task does not know
 
     @classmethod
     def build(cls, task: str, options: dict, features, dataset, where: str, rules: CellRules, table: bool):
@@ -140,11 +141,17 @@ class TaskEncoder:
         spec = self.spec
         if spec.type == "regression":
             return self._encode_regression(value)
+        unknown_before = sum(self.unknown.values())
         if spec.type == "classification":
             if value is None or (isinstance(value, str) and not value.strip()):
                 return MISSING_CLASS
-            return self._class_id(value)
-        return self._multi_hot(value)
+            encoded = self._class_id(value)
+        else:
+            encoded = self._multi_hot(value)
+        if sum(self.unknown.values()) > unknown_before:  # a label the task does not know: left out, counted
+            self.rows_left_out += 1
+            return MISSING_CLASS if spec.type == "classification" else [float(MISSING_CLASS)] * spec.num_outputs
+        return encoded
 
     def _multi_hot(self, value: Any) -> list[float]:
         missing = [float(MISSING_CLASS)] * self.spec.num_outputs

@@ -5,6 +5,7 @@ their splits is asked for; and how many rows a stream of Parquet shards holds.""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import posixpath
 import re
@@ -17,7 +18,7 @@ import datasets
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from ..errors import MissingPathError, UnreachableError, UserError
-from .tables import DEFAULT_SPLITS, is_table, read_table, select_split
+from .tables import DEFAULT_SPLITS, SPLIT_COLUMN, is_table, read_table, select_split
 
 # The split a Parquet file belongs to, from its name or folder (`train-00000-of-00004.parquet`,
 # `validation/part-0.parquet`), as `mtl-hf prepare` and the Hub write them.
@@ -46,6 +47,17 @@ class TableOptions:
 
     def fractions_or_default(self) -> Mapping[str, float]:
         return self.fractions or DEFAULT_SPLITS
+
+    def rule(self, columns: Sequence[str]) -> dict[str, Any]:
+        """How a table with `columns` is split, as a model records it (`config.training_data`)."""
+        if SPLIT_COLUMN in columns:
+            return {"column": SPLIT_COLUMN}
+        return {"id_column": self.key_column, "fractions": dict(self.fractions_or_default())}
+
+    @classmethod
+    def from_rule(cls, rule: Mapping[str, Any]) -> TableOptions:
+        """The options a recorded `rule` describes (a table with a split column needs none)."""
+        return cls(key_column=rule.get("id_column", "image"), fractions=rule.get("fractions"))
 
 
 def load_split(data: Any, *, split: str = "train", streaming: bool = False, table: TableOptions | None = None):
@@ -94,8 +106,11 @@ def load_rows(
         return LoadedRows(loaded.to_iterable_dataset() if streaming else loaded, origin=origin)
     if is_table(path):
         table = table or TableOptions()
-        rows = select_split(read_table(path), split, key_column=table.key_column,
-                            fractions=table.fractions_or_default(), where=str(path))  # fmt: skip
+        all_rows = read_table(path)
+        rows = select_split(
+            all_rows, split, key_column=table.key_column, fractions=table.fractions_or_default(), where=str(path)
+        )
+        origin["split_by"] = table.rule(all_rows.column_names)
         base = str(path.resolve().parent)
         return LoadedRows(rows.to_iterable_dataset() if streaming else rows, base_folder=base, origin=origin)
     parquet_files = sorted(str(p) for p in path.rglob("*.parquet")) if path.is_dir() else []
@@ -110,12 +125,39 @@ def load_rows(
         loaded = datasets.load_dataset("imagefolder", data_dir=str(path), split=split, streaming=streaming)
         return LoadedRows(loaded, origin=origin)
     if path.exists():
-        raise UserError(f"{path}: not a dataset folder, a Parquet file, a catalogue table (.csv, .jsonl) or an image "
-                        "folder")  # fmt: skip
+        raise UserError(
+            f"{path}: not a dataset folder, a Parquet file, a catalogue table (.csv, .jsonl) or an image folder"
+        )
     require_path_or_hub_id(str(data), "data")
     return LoadedRows(
         datasets.load_dataset(str(data), split=split, streaming=streaming), origin={"data": str(data), "split": split}
     )
+
+
+def local_splits(data: Any, table: TableOptions | None = None) -> list[str]:
+    """The splits of a local dataset folder, Parquet folder or catalogue table; [] for anything else (a Hub id,
+    object storage, an image folder), whose splits are not known without reading it."""
+    if not isinstance(data, (str, os.PathLike)) or is_url(data):
+        return []
+    path = Path(data)
+    if (path / "dataset_dict.json").is_file():
+        return list(json.loads((path / "dataset_dict.json").read_text())["splits"])
+    if is_table(path) and path.is_file():
+        table = table or TableOptions()
+        rows = read_table(path)
+        if SPLIT_COLUMN in rows.column_names:
+            return sorted({str(value) for value in rows[SPLIT_COLUMN] if value})
+        return sorted(name for name, share in table.fractions_or_default().items() if share > 0)
+    if path.is_dir() and not (path / "dataset_info.json").exists():
+        files = sorted(str(p) for p in path.rglob("*.parquet"))
+        return sorted({_split_in_path(file, str(path)) for file in files})
+    return []
+
+
+def _split_in_path(file: str, root: str) -> str:
+    relative = posixpath.relpath(file, root) if root and file.startswith(root.rstrip("/") + "/") else Path(file).name
+    match = _SPLIT_IN_PATH.search(relative)
+    return match.group(1) if match else "train"
 
 
 def split_files(files: Sequence[str], split: str, *, root: str, where: str) -> list[str]:
@@ -123,11 +165,7 @@ def split_files(files: Sequence[str], split: str, *, root: str, where: str) -> l
     `prepare` writes them; files that name none belong to "train", which is all there is where none does."""
     by_split: dict[str, list[str]] = {}
     for file in files:
-        relative = (
-            posixpath.relpath(file, root) if root and file.startswith(root.rstrip("/") + "/") else Path(file).name
-        )
-        match = _SPLIT_IN_PATH.search(relative)
-        by_split.setdefault(match.group(1) if match else "train", []).append(file)
+        by_split.setdefault(_split_in_path(file, root), []).append(file)
     if split not in by_split:
         raise UserError(f"{where}: no split {split!r}; its splits are {sorted(by_split)}")
     return by_split[split]
@@ -191,6 +229,7 @@ __all__ = [
     "is_url",
     "load_rows",
     "load_split",
+    "local_splits",
     "parquet_row_count",
     "require_path_or_hub_id",
     "split_files",

@@ -28,7 +28,7 @@ from .columns import check_image_feature
 from .encoding import UNKNOWN_LABELS, CellRules, TaskEncoder, normalise_tasks, task_options
 from .locations import TableOptions, is_url, load_rows, parquet_row_count
 from .streaming import stream_rows
-from .tables import is_csv
+from .tables import is_csv, is_table
 
 BAD_IMAGE_POLICIES = ("raise", "skip")
 
@@ -139,6 +139,11 @@ class TaskSource:
         self.description = description
         self.bad_image_policy = check_choice("bad_image_policy", bad_image_policy, BAD_IMAGE_POLICIES)
         self.storage_options = dict(storage_options or {})
+        if split_fractions is not None and not is_table(data):
+            raise UserError(
+                f"split_fractions split a catalogue table (.csv, .tsv, .jsonl) by its rows' ids, not {data!r}, "
+                "whose splits are its own"
+            )
         table = TableOptions(key_column=id_column or image_column, fractions=split_fractions)
         loaded = load_rows(data, split=split, streaming=streaming, storage_options=self.storage_options, table=table)
         self.dataset = loaded.dataset
@@ -297,8 +302,19 @@ class TaskSource:
         )
 
     def unknown_labels(self) -> dict[str, dict[str, int]]:
-        """Per task, the labels it does not know and the cells that held them (`unknown_labels="count"`)."""
+        """Per task, the labels it does not know and the cells that held them (`unknown_labels="count"`), since
+        the source was made or last reset."""
         return {task: dict(encoder.unknown) for task, encoder in self._encoders.items() if encoder.unknown}
+
+    def rows_with_unknown_labels(self) -> dict[str, int]:
+        """Per task, the rows left out of its scores for a label it does not know (see `unknown_labels`)."""
+        return {task: encoder.rows_left_out for task, encoder in self._encoders.items() if encoder.rows_left_out}
+
+    def reset_unknown_labels(self) -> None:
+        """Starts the counts of `unknown_labels` afresh (each evaluation counts its own rows)."""
+        for encoder in self._encoders.values():
+            encoder.unknown.clear()
+            encoder.rows_left_out = 0
 
     def _located(self, image: Any) -> Any:
         """A photo path relative to its catalogue table, as a path from here; other values as they are."""

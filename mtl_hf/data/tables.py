@@ -72,28 +72,38 @@ def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
 
 
 def split_of(key: str, fractions: Mapping[str, float]) -> str:
-    """The split a row with id `key` belongs to: the same on every run, whatever other rows the table holds."""
+    """The split a row with id `key` belongs to: the same on every run, whatever other rows the table holds, and
+    whatever order `fractions` names the splits in (a config file sorts them)."""
     position = int.from_bytes(hashlib.sha256(str(key).encode()).digest()[:8], "big") / 2**64
+    ordered = sorted(fractions.items())
     cumulative = 0.0
-    for name, share in fractions.items():
+    for name, share in ordered:
         cumulative += share
         if position < cumulative:
             return name
-    return next(reversed(fractions))  # float rounding at the very end
+    return ordered[-1][0]  # float rounding at the very end
+
+
+def split_assignment(
+    rows: Dataset, *, key_column: str, fractions: Mapping[str, float], where: str
+) -> tuple[list[str | None], list[str]]:
+    """Each row's split, and the splits there are: by the table's `split` column where it has one, else by the
+    hash of `key_column`."""
+    if SPLIT_COLUMN in rows.column_names:
+        assigned = [str(value) if value is not None else None for value in rows[SPLIT_COLUMN]]
+        return assigned, sorted({value for value in assigned if value})
+    if key_column not in rows.column_names:
+        raise UserError(
+            f"{where}: no column {key_column!r} to assign rows to splits by; the columns are {rows.column_names}"
+        )
+    fractions = check_fractions(fractions)
+    assigned = [split_of(value, fractions) for value in rows[key_column]]
+    return assigned, sorted(name for name, share in fractions.items() if share > 0)
 
 
 def select_split(rows: Dataset, split: str, *, key_column: str, fractions: Mapping[str, float], where: str):
-    """The rows of `split`: by the table's `split` column where it has one, else by the hash of `key_column`."""
-    if SPLIT_COLUMN in rows.column_names:
-        assigned = [str(value) if value is not None else None for value in rows[SPLIT_COLUMN]]
-        known = sorted({value for value in assigned if value})
-    else:
-        if key_column not in rows.column_names:
-            raise UserError(f"{where}: no column {key_column!r} to assign rows to splits by; the columns are "
-                            f"{rows.column_names}")  # fmt: skip
-        fractions = check_fractions(fractions)
-        assigned = [split_of(value, fractions) for value in rows[key_column]]
-        known = [name for name, share in fractions.items() if share > 0]
+    """The rows of `split` (see `split_assignment`)."""
+    assigned, known = split_assignment(rows, key_column=key_column, fractions=fractions, where=where)
     if split not in known:
         raise UserError(f"{where}: no split {split!r}; its splits are {known}")
     return rows.select([index for index, value in enumerate(assigned) if value == split])
@@ -108,5 +118,6 @@ __all__ = [
     "is_table",
     "read_table",
     "select_split",
+    "split_assignment",
     "split_of",
 ]

@@ -85,7 +85,9 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
     skipping = [source.name for source in sources.values() if source.bad_image_policy == "skip"]
     bad_images = BadImageTally(skipping, max_fraction=1.0, device=trainer.args.device) if skipping else None
     outputs = _Outputs()
+    unknown_rows: dict[str, float] = defaultdict(float)
     for source in sources.values():
+        source.reset_unknown_labels()
         unknown = [name for name in source.task_names if name not in trainer.task_specs]
         if unknown:
             raise UserError(f"eval source {source.name!r} has task(s) {unknown} that the model lacks")
@@ -109,8 +111,13 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
                 model_outputs = model(**inputs)
             outputs.add(source.task_names, model_outputs, inputs["labels"], inputs["pixel_values"].shape[0])
         progress.close()
+        for task, count in source.rows_with_unknown_labels().items():
+            unknown_rows[task] += count
     logits, labels, loss_sums, counts, rows = outputs.gathered()
     metrics = task_scores(trainer, logits, labels, loss_sums, counts, prefix)
+    # Rows whose label the model does not know are left out of their task's scores: how many is part of the score.
+    unknown_rows = _gather_sums(unknown_rows)
+    metrics.update({f"{prefix}_{task}_unknown_labels": int(count) for task, count in unknown_rows.items() if count})
     if bad_images is not None:  # counted, not limited: evaluation reports what the data holds
         metrics.update({f"{prefix}_{key}": count for key, count in bad_images.check().items()})
     metrics.update(speed_metrics(prefix, started, num_samples=rows))

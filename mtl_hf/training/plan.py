@@ -85,6 +85,18 @@ def adopt_target_statistics(model, mixture: TaskMixture) -> None:
                 )
 
 
+def record_training_data(model, mixture: TaskMixture) -> None:
+    """Adds the training sources' locations and splits to `config.training_data` (kept from earlier training),
+    so that `mtl-hf eval` can refuse to score them as if they were held out."""
+    entries = list(model.config.training_data or [])
+    for source in mixture.sources:
+        origin = source.context.origin
+        if origin is None or model.config.trained_on(origin["data"], origin["split"]):
+            continue
+        entries.append({**origin, "rows": source.num_rows})
+    model.config.training_data = entries or None
+
+
 def training_weighting(
     weighting: WeightingMethod | None,
     args: MultiTaskTrainingArguments,
@@ -127,6 +139,7 @@ __all__ = [
     "adopt_target_statistics",
     "build_task_mixture",
     "planned_optimizer_steps",
+    "record_training_data",
     "training_mixture",
     "training_weighting",
 ]

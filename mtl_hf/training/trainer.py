@@ -48,7 +48,13 @@ from .checkpoint_state import last_complete_checkpoint, load_multitask_state, re
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
-from .plan import adopt_target_statistics, planned_optimizer_steps, training_mixture, training_weighting
+from .plan import (
+    adopt_target_statistics,
+    planned_optimizer_steps,
+    record_training_data,
+    training_mixture,
+    training_weighting,
+)
 from .step_replay import StepReplay
 from .tallies import BadImageTally, TaskLogs
 
@@ -301,6 +307,8 @@ class MultiTaskTrainer(Trainer):
                 )
             self.weighting.load_state_dict(state["weighting"])
             self._pending_mixture_state = state["mixture"]
+        if self.train_mixture is not None:
+            record_training_data(self.accelerator.unwrap_model(self.model), self.train_mixture)
         output = super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource
+from mtl_hf.data.tables import split_of
 from mtl_hf.errors import BadImageError, UserError
 from mtl_hf.models.mtl_vit.heads_mtl_vit import MISSING_CLASS
 from tests.own_catalogue import write_catalogue
@@ -88,8 +89,9 @@ def test_photo_paths_are_read_from_the_tables_folder_and_a_broken_photo_is_named
     assert good["pixel_values"].shape == (3, 3, 32, 32)
     with pytest.raises(BadImageError, match=r"row 3 \(file .*/shop/photos/p0003\.jpg\): cannot decode the image"):
         collator(source.rows([3]))
-    skipping = TaskSource(table, ["category"], image_column="image_path", split_fractions={"train": 1.0},
-                          bad_image_policy="skip")  # fmt: skip
+    skipping = TaskSource(
+        table, ["category"], image_column="image_path", split_fractions={"train": 1.0}, bad_image_policy="skip"
+    )
     batch = MultiTaskCollator(skipping.task_specs, ImageTransforms(size=(32, 32)))(skipping.rows(range(30)))
     assert batch["image_counts"]["skipped"] == {"category": 4}  # two missing, a truncated JPEG, an HTML page
 
@@ -106,8 +108,17 @@ def test_rows_fall_into_splits_by_their_id_and_keep_them_as_the_catalogue_grows(
     assert sum(len(rows) for rows in splits.values()) == 100
     assert splits["train"].isdisjoint(splits["validation"]) and splits["train"].isdisjoint(splits["test"])
     assert 65 <= len(splits["train"]) <= 95  # 80% of 100, give or take the hash
-    with pytest.raises(UserError, match=r"no split 'valid'; its splits are \['train', 'validation', 'test'\]"):
+    with pytest.raises(UserError, match=r"no split 'valid'; its splits are \['test', 'train', 'validation'\]"):
         TaskSource(small, ["category"], image_column="image_path", split="valid")
+
+
+def test_the_split_of_a_row_does_not_depend_on_the_order_the_splits_are_named_in():
+    # A model's config.json stores the shares with sorted keys; the rows must fall as they did in training.
+    named = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    reordered = {"test": 0.1, "train": 0.8, "validation": 0.1}
+    keys = [f"SKU-{i}" for i in range(500)]
+    assert [split_of(key, named) for key in keys] == [split_of(key, reordered) for key in keys]
+    assert {split_of(key, named) for key in keys} == set(named)
 
 
 def test_a_split_column_decides_the_split(tmp_path, catalogue):

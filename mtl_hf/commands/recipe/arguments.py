@@ -86,7 +86,10 @@ class DataArguments:
     train_split: str = field(default="train", metadata={"help": "The split to train on."})
     eval_split: str | None = field(
         default=None,
-        metadata={"help": "The split to evaluate on. Without one, eval_fraction of the training split is held out."},
+        metadata={
+            "help": "The split to evaluate on. Default: 'validation' where local data has one (a catalogue table, "
+            "a prepared folder), else eval_fraction of the training split is held out."
+        },
     )
     eval_fraction: float = field(
         default=0.1,
@@ -94,6 +97,24 @@ class DataArguments:
             "help": "Share of the training rows held out for evaluation when there is no eval_split "
             "(map-style data only; 0 evaluates nothing)."
         },
+    )
+    id_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "A catalogue table's row id (e.g. sku): its hash puts each row in train / validation / test, "
+            "the same on every run. Default: the image column."
+        },
+    )
+    split_fractions: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "A catalogue table's splits and their shares, default {train: 0.8, validation: 0.1, test: 0.1}; "
+            "a 'split' column in the table decides instead."
+        },
+    )
+    separator: str = field(
+        default="|",
+        metadata={"help": "What separates the labels of a multilabel cell in a catalogue table (sale|new)."},
     )
     streaming: bool = field(
         default=False, metadata={"help": "Stream the rows (data larger than memory); needs eval_split for evaluation."}
@@ -131,6 +152,7 @@ class DataArguments:
         self.tasks = structured_option("tasks", self.tasks, (dict, list))
         self.dataset_options = structured_option("dataset_options", self.dataset_options) or {}
         self.storage_options = structured_option("storage_options", self.storage_options) or {}
+        self.split_fractions = structured_option("split_fractions", self.split_fractions)
         self.sources = structured_option("sources", self.sources, (list,))
         if self.sources is None and (self.dataset is None or self.tasks is None):
             raise UserError("name the data: dataset and tasks, or a list of sources (each with dataset and tasks)")
@@ -153,6 +175,9 @@ class DataArguments:
             "name": None,
             "bad_image_policy": self.bad_image_policy,
             "storage_options": self.storage_options,
+            "id_column": self.id_column,
+            "split_fractions": self.split_fractions,
+            "separator": self.separator,
         }
         entries = self.sources if self.sources is not None else [{"dataset": self.dataset, "tasks": self.tasks}]
         settings = []

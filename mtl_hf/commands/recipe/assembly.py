@@ -4,13 +4,14 @@ folders, Parquet, object storage or the Hub; held-out shares; row caps), then th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from transformers import AutoConfig, AutoImageProcessor
 
 from ...data.builtin import BUILTIN_PREFIX, builtin_description, builtin_names, is_builtin, load_builtin
-from ...data.locations import is_url, require_path_or_hub_id
+from ...data.locations import TableOptions, is_url, local_splits, require_path_or_hub_id
 from ...data.selection import first_rows, hold_out
 from ...data.sources import TaskSource
 from ...data.transforms import ImageTransforms
@@ -20,6 +21,8 @@ from ...models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 from ...tasks import check_agreement, merge_task_specs
 from ..model_loading import loading_model
 from .arguments import DataArguments, ModelArguments
+
+logger = logging.getLogger(__name__)
 
 
 def load_data(data_args: DataArguments, *, seed: int) -> tuple[list[TaskSource], list[TaskSource]]:
@@ -53,6 +56,7 @@ def load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, Tas
     if settings["dataset_options"]:
         raise UserError(f"dataset_options apply to built-in datasets ({builtin_names()}), not to {dataset!r}")
     common["storage_options"] = settings["storage_options"]
+    common.update({key: settings[key] for key in ("id_column", "split_fractions", "separator")})
     train = TaskSource(
         dataset,
         tasks,
@@ -62,17 +66,30 @@ def load_source(settings: dict[str, Any], *, seed: int) -> tuple[TaskSource, Tas
         num_rows=settings["num_rows"],
         **common,
     )
-    if settings["eval_split"]:
+    eval_split = settings["eval_split"] or _validation_split(dataset, settings)
+    if eval_split:
         evaluation = TaskSource(
             dataset,
             train.fixed_tasks(),
-            name=f"{train.name}_{settings['eval_split']}",
-            split=settings["eval_split"],
+            name=f"{train.name}_{eval_split}",
+            split=eval_split,
             streaming=settings["streaming"],
             **common,
         )
         return train, evaluation
     return hold_out(train, settings["eval_fraction"], seed)
+
+
+def _validation_split(dataset: str, settings: dict[str, Any]) -> str | None:
+    """'validation', where local data has such a split beside the training one and no eval_split is named."""
+    table = TableOptions(
+        key_column=settings["id_column"] or settings["image_column"], fractions=settings["split_fractions"]
+    )
+    splits = local_splits(dataset, table)
+    if "validation" in splits and settings["train_split"] != "validation":
+        logger.info("%s: evaluating on its 'validation' split (name another with eval_split)", dataset)
+        return "validation"
+    return None
 
 
 def _load_builtin_source(settings: dict[str, Any], common: dict[str, Any], seed: int):

@@ -53,6 +53,10 @@ class MultiTaskViTConfig(PreTrainedConfig):
         tasks_format (`int`, *optional*):
             Set by the config itself (`TASKS_FORMAT`); a saved config without it was written by mtl_hf
             0.1.0, whose regression tasks then keep raw targets (`target_scaling="none"`).
+        training_data (`list[dict]`, *optional*):
+            What the model was trained on, set by the trainer: one entry per training source with a location,
+            `{"data": path, URL or Hub id, "split": ..., "rows": ...}` (a local path made absolute), so that
+            scoring those rows again can be refused (`mtl-hf eval`). A model trained further adds its new data.
 
     Example:
 
@@ -80,6 +84,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
     tasks: list[dict[str, Any]] = field(default_factory=list)
     initializer_range: float = 0.02
     tasks_format: int | None = None
+    training_data: list[dict[str, Any]] | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.backbone_config, dict):
@@ -114,6 +119,10 @@ class MultiTaskViTConfig(PreTrainedConfig):
             if spec["name"] == name:
                 return TaskSpec.from_dict(spec)
         raise KeyError(f"unknown task {name!r}; this model's tasks are {self.task_names}")
+
+    def trained_on(self, data: str, split: str) -> bool:
+        """Whether `split` of `data` (as a source's origin names it) is recorded in `training_data`."""
+        return any(entry.get("data") == data and entry.get("split") == split for entry in self.training_data or ())
 
 
 def _backbone_config_from_dict(config_dict: dict[str, Any]) -> PreTrainedConfig:

@@ -1,0 +1,153 @@
+"""Scores a user can trust: a saved model records the data and split it was trained on, and `mtl-hf eval` refuses
+to score those rows (or labels them); a catalogue table is split the way training split it; labels the model does
+not know are left out of the scores and counted, never dropped silently."""
+
+import csv
+import json
+
+import pytest
+
+from mtl_hf import MultiTaskTrainer, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.commands.main import main as cli
+from mtl_hf.commands.recipe import DataArguments
+from mtl_hf.commands.recipe.assembly import load_data
+from mtl_hf.data import ImageTransforms, TaskSource
+from mtl_hf.data.encoding import task_options
+from mtl_hf.errors import UserError
+from tests.conftest import tiny_vit_config
+from tests.own_catalogue import FIELDS, write_catalogue
+from tests.training_helpers import arguments
+
+TASKS = {"category": "category", "colour": "colour", "tags": {"type": "multilabel"}, "price": "price"}
+TABLE = ["--image_column", "image_path"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained two steps on the train split of a catalogue table (rows split by their sku)."""
+    folder = tmp_path_factory.mktemp("own")
+    table = write_catalogue(folder, 80, broken=False)
+    source = TaskSource(table, TASKS, image_column="image_path", id_column="sku")
+    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=tiny_vit_config(), tasks=source.task_specs))
+    trainer = MultiTaskTrainer(
+        model,
+        arguments(folder / "run", max_steps=2, per_device_train_batch_size=8),
+        train_dataset=source,
+        image_transforms=ImageTransforms(size=(32, 32), train=True),
+    )
+    trainer.train()
+    trainer.save_model(str(folder / "model"))
+    return folder / "model", table, source
+
+
+def test_the_model_records_what_it_was_trained_on(trained):
+    model_folder, table, source = trained
+    config = MultiTaskViTConfig.from_pretrained(model_folder)
+    assert config.training_data == [
+        {
+            "data": str(table.resolve()),
+            "split": "train",
+            "split_by": {"id_column": "sku", "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}},
+            "rows": source.num_rows,
+        }
+    ]
+    assert config.trained_on(str(table.resolve()), "train") and not config.trained_on(str(table.resolve()), "test")
+
+
+def test_eval_refuses_the_training_rows_or_labels_them(trained, capsys):
+    model_folder, table, source = trained
+    assert cli(["eval", str(model_folder), str(table), "--split", "train", *TABLE]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "was trained on split 'train'" in error and "--allow_training_rows" in error
+
+    assert cli(["eval", str(model_folder), str(table), "--split", "train", "--allow_training_rows", *TABLE]) == 0
+    assert "TRAINING-SET SCORES" in capsys.readouterr().out
+    assert (
+        cli(["eval", str(model_folder), str(table), "--split", "train", "--allow_training_rows", "--json", *TABLE]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["training_rows"] is True and report["rows"] == source.num_rows
+
+
+def test_eval_splits_the_table_as_training_did(trained, capsys):
+    model_folder, table, _ = trained
+    validation = TaskSource(table, TASKS, image_column="image_path", id_column="sku", split="validation")
+    by_path = TaskSource(table, TASKS, image_column="image_path", split="validation")
+    assert {r["sku"] for r in validation.dataset} != {r["image_path"] for r in by_path.dataset}  # not the same rule
+
+    assert cli(["eval", str(model_folder), str(table), "--json", *TABLE]) == 0  # default split: validation
+    report = json.loads(capsys.readouterr().out)
+    assert report["training_rows"] is False and report["rows"] == validation.num_rows
+
+    assert cli(["eval", str(model_folder), str(table), "--id_column", "image_path", *TABLE]) == 2
+    assert "leave --id_column out" in capsys.readouterr().err
+
+    assert cli(["eval", str(model_folder), str(table), "--split", "holdout", *TABLE]) == 2
+    assert "no split 'holdout'; its splits are ['test', 'train', 'validation']" in capsys.readouterr().err
+
+
+def test_labels_the_model_does_not_know_are_counted_and_left_out(trained, tmp_path, capsys):
+    model_folder, table, _ = trained
+    rows = list(csv.DictReader(open(table)))[:24]
+    for row in rows[:5]:
+        row["category"] = "hat"  # a new category in this week's export
+    for row in rows:
+        row["image_path"] = str(table.parent / row["image_path"])
+        if row["colour"] == "red":
+            row["colour"] = "blue"  # and no red product: a subset of the colours
+    week = _write(tmp_path / "week.csv", rows)
+
+    assert cli(["eval", str(model_folder), str(week), "--split", "test", "--json", *TABLE]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["eval_category_unknown_labels"] == 5 and report["unknown_labels"] == {"category": {"hat": 5}}
+    assert "eval_colour_unknown_labels" not in report
+
+    # The known rows score as they would alone: the five hats are left out of category, kept for the other tasks.
+    config = MultiTaskViTConfig.from_pretrained(model_folder)
+    model_tasks = {spec.name: task_options(spec, spec.name) for spec in config.task_specs}
+    trainer = MultiTaskTrainer(
+        MultiTaskViTModel.from_pretrained(model_folder),
+        arguments(tmp_path / "t"),
+        image_transforms=ImageTransforms(size=(32, 32)),
+    )
+    with pytest.raises(UserError, match="'hat' is not among its labels"):  # training's rule: an error
+        trainer.predict(TaskSource(week, model_tasks, image_column="image_path", split="test"))
+    without_hats = _write(tmp_path / "known.csv", rows[5:])
+    known = trainer.predict(TaskSource(without_hats, model_tasks, image_column="image_path", split="test")).metrics
+    assert report["eval_category_accuracy"] == pytest.approx(known["test_category_accuracy"])
+
+    assert cli(["eval", str(model_folder), str(week), "--split", "test", *TABLE]) == 0
+    assert "task 'category': 5 row(s) left out of its scores, with labels the model does not know: {'hat': 5}" in (
+        capsys.readouterr().out
+    )
+
+
+def _write(path, rows):
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=[*FIELDS, "split"])
+        writer.writeheader()
+        writer.writerows({**row, "split": "test"} for row in rows)
+    return path
+
+
+def test_a_recipe_on_a_table_evaluates_on_its_validation_split(trained):
+    _, table, _ = trained
+    data = DataArguments(dataset=str(table), tasks=TASKS, image_column="image_path", id_column="sku")
+    (train,), (evaluation,) = load_data(data, seed=0)
+    assert (train.context.origin["split"], evaluation.context.origin["split"]) == ("train", "validation")
+    expected = TaskSource(table, TASKS, image_column="image_path", id_column="sku", split="validation")
+    assert evaluation.dataset["sku"] == expected.dataset["sku"]
+    assert set(train.dataset["sku"]).isdisjoint(evaluation.dataset["sku"])
+
+    shares = DataArguments(
+        dataset=str(table), tasks=TASKS, image_column="image_path", split_fractions='{"train": 0.9, "test": 0.1}'
+    )
+    (train,), (evaluation,) = load_data(shares, seed=0)  # no validation split: a share of train is held out
+    assert evaluation.context.origin["split"] == "train"
+    assert (
+        train.num_rows + evaluation.num_rows
+        == TaskSource(table, TASKS, image_column="image_path", split_fractions={"train": 0.9, "test": 0.1}).num_rows
+    )
+    with pytest.raises(UserError, match="split_fractions split a catalogue table"):
+        TaskSource(str(table.parent / "model"), TASKS, split_fractions={"train": 1.0})
