@@ -79,6 +79,13 @@ def test_eval_splits_the_table_as_training_did(trained, capsys):
     assert cli(["eval", str(model_folder), str(table), "--json", *TABLE]) == 0  # default split: validation
     report = json.loads(capsys.readouterr().out)
     assert report["training_rows"] is False and report["rows"] == validation.num_rows
+    categories = [row["category"] for row in validation.dataset if row["category"]]
+    majority = max(categories.count(name) for name in set(categories)) / len(categories)
+    assert report["chance"]["eval_category_accuracy"] == pytest.approx(majority)
+    assert report["chance"]["eval_price_r2"] == pytest.approx(0.0, abs=1e-9)
+    assert set(report["chance"]) == {
+        f"eval_{t}" for t in ("category_accuracy", "colour_accuracy", "tags_micro_f1", "price_r2")
+    }
 
     assert cli(["eval", str(model_folder), str(table), "--id_column", "image_path", *TABLE]) == 2
     assert "leave --id_column out" in capsys.readouterr().err

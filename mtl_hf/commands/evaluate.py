@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.builtin import is_builtin
     from ..data.locations import require_path_or_hub_id
+    from ..metrics.scoring import chance_scores
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
     from ..training.arguments import MultiTaskTrainingArguments
@@ -74,26 +75,30 @@ def run(args: argparse.Namespace) -> int:
             disable_tqdm=args.json,
         )
         trainer = MultiTaskTrainer(model, training_args, processing_class=processor)
-        metrics = trainer.predict(source, metric_key_prefix="eval").metrics
+        prediction = trainer.predict(source, metric_key_prefix="eval")
+        chance = chance_scores(trainer.task_specs, prediction.label_ids, training_args.multilabel_threshold)
+    metrics = prediction.metrics
     unknown = source.unknown_labels()
     if args.json:
-        extra = {"rows": source.num_rows, "training_rows": training_rows, "unknown_labels": unknown}
+        extra = {"rows": source.num_rows, "training_rows": training_rows, "unknown_labels": unknown, "chance": chance}
         print(json.dumps({**metrics, **extra}, indent=2))
         return 0
-    _print_scores(model.config, metrics, source, unknown, training_rows, unscored)
+    _print_scores(model.config, metrics, chance, source, unknown, training_rows, unscored)
     return 0
 
 
-def _print_scores(config, metrics, source, unknown, training_rows: bool, unscored) -> None:
+def _print_scores(config, metrics, chance, source, unknown, training_rows: bool, unscored) -> None:
     if training_rows:
         print("\nTRAINING-SET SCORES: the model was trained on these rows (--allow_training_rows); they say how")
         print("well it fits them, not how it does on photos it has not seen.")
-    print(f"\n{'task':<16} {'metric':<10} {'score':>9}")
+    print(f"\n{'task':<16} {'metric':<10} {'score':>9} {'chance':>9}")
     for spec in config.task_specs:
         for key, value in metrics.items():
             metric = key.removeprefix(f"eval_{spec.name}_")
             if key.startswith(f"eval_{spec.name}_") and metric not in ("loss", "unknown_labels"):
-                print(f"{spec.name:<16} {metric:<10} {value:>9.4f}")
+                baseline = f"{round(chance[key], 4) + 0.0:>9.4f}" if key in chance else ""  # no -0.0000
+                print(f"{spec.name:<16} {metric:<10} {value:>9.4f} {baseline}".rstrip())
+    print("(chance, for each task's main metric: the most frequent class; every label 'yes'; the mean value)")
     print(f"\n{source.num_rows} rows; average of the tasks' main scores {metrics['eval_average_score']:.4f}")
     for task, labels in unknown.items():
         rows = metrics.get(f"eval_{task}_unknown_labels", 0)

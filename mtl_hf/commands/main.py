@@ -1,5 +1,6 @@
-"""`mtl-hf`: train from a recipe, compare, prepare a catalogue, evaluate, predict and push from the command line.
+"""`mtl-hf`: a first recipe for a catalogue; train, compare, prepare, evaluate, predict and push from the command line.
 
+    mtl-hf init CATALOGUE --image_column path --tasks category,colour,... [--output recipe.yaml]
     mtl-hf train CONFIG.yaml [--key value ...]
     mtl-hf compare CONFIG.yaml [--methods equal,famo,...] [--seeds 3] [--budget per-task|total]
     mtl-hf prepare CATALOGUE OUTPUT --image_column path --tasks category,colour,... [--size 256] [--master local[*]]
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError, one_line
-from . import evaluate, predict, push
+from . import evaluate, init, predict, push
 from .parsing import CommandParser
 
 # Commands whose own parser takes everything after their name: (module, summary, description, what follows).
@@ -46,7 +47,7 @@ DELEGATED = {
         "CATALOGUE OUTPUT --image_column ... --tasks ...",
     ),
 }
-COMMANDS = {"eval": evaluate, "predict": predict, "push": push}
+COMMANDS = {"init": init, "eval": evaluate, "predict": predict, "push": push}
 
 
 class MtlHfParser(CommandParser):

@@ -146,7 +146,7 @@ def results_table(task_specs: Sequence[TaskSpec], metrics: dict[str, float], cha
         if key in metrics:
             rows.append(
                 f"{spec.name:<14} {spec.type:<15} {PRIMARY_METRIC[spec.type]:<9} "
-                f"{metrics[key]:>7.3f} {chance[key]:>7.3f}"
+                f"{metrics[key]:>7.3f} {round(chance[key], 3) + 0.0:>7.3f}"  # no -0.000
             )
     rows.append("(chance: the most frequent class; every label 'yes'; the mean value)")
     return "\n".join(rows)

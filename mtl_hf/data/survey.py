@@ -1,0 +1,194 @@
+"""A first look at a shop's catalogue table, as `mtl-hf init` writes a recipe from it: each task's type and labels
+read as training will read them, how often each label occurs, the blank cells, and the photos that are not there.
+
+A text column whose cells hold the multilabel separator (`sale|new`) is taken for a multilabel task; a column of
+whole numbers is a classification task (the table rule of `data/tables.py`), flagged when it has so many values
+that it looks like a quantity.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Value
+
+from ..errors import MissingPathError, UserError
+from ..models.mtl_vit.tasks_mtl_vit import TASK_TYPES, TaskSpec
+from .columns import cell_names
+from .encoding import CellRules
+from .images import DECODE_ERRORS, decode_image
+from .sources import SourceContext, TaskSource
+from .tables import DEFAULT_SPLITS, SPLIT_COLUMN, is_csv, is_table, read_table, split_assignment
+
+MANY_WHOLE_NUMBER_LABELS = 20
+"""A whole-number column with more distinct values than this is flagged: a quantity read as classes?"""
+RARE_LABEL_ROWS = 5
+"""A label on fewer rows than this is flagged: too few examples to learn it, or to score it."""
+
+
+@dataclass
+class TaskSurvey:
+    """One task of the catalogue: its spec as training reads it, and what its cells hold."""
+
+    spec: TaskSpec
+    column: str
+    blank: int
+    label_counts: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CatalogueSurvey:
+    """The table's rows, its tasks, and the photo paths that lead nowhere."""
+
+    path: Path
+    rows: int
+    tasks: list[TaskSurvey]
+    missing_photos: list[str]
+    """Resolved paths of photos that do not exist (all of them; the first few are shown)."""
+    photos_decoded: int
+    """How many of the photos that exist were decoded (the first `decode_limit`)."""
+    unreadable_photos: list[str]
+    """Those of them that did not decode: truncated files, error pages saved as .jpg ..."""
+    split_rows: dict[str, int]
+    """Rows per split, as training will split them: by the table's `split` column, else by the hash of the id."""
+    split_rule: str
+
+
+def parse_task_list(text: str) -> dict[str, str | None]:
+    """`category,colour,tags:multilabel,price` -> {task: type or None (inferred)}."""
+    tasks: dict[str, str | None] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, task_type = item.partition(":")
+        if task_type and task_type not in TASK_TYPES:
+            raise UserError(f"--tasks {item}: unknown type {task_type!r}; the types are {list(TASK_TYPES)}")
+        tasks[name.strip()] = task_type or None
+    if not tasks:
+        raise UserError("--tasks names no column: give the label columns, e.g. --tasks category,colour,tags,price")
+    return tasks
+
+
+def survey_catalogue(
+    path: str | Path,
+    tasks: dict[str, str | None],
+    *,
+    image_column: str,
+    id_column: str | None = None,
+    separator: str = "|",
+    decode_limit: int = 500,
+) -> CatalogueSurvey:
+    """Every row of the table at `path`, read for `tasks` (column -> type, None to infer); rows are split by the
+    hash of `id_column` (default: the photo path) unless the table has a `split` column. The first `decode_limit`
+    photos that exist are decoded, to estimate how many are broken."""
+    path = Path(path)
+    if is_table(path):
+        rows = read_table(path)
+    elif path.suffix == ".parquet" and path.is_file():
+        rows = Dataset.from_parquet(str(path))
+    elif path.suffix == ".parquet":
+        raise MissingPathError(f"no catalogue table at {path}")
+    else:
+        raise UserError(f"{path}: init reads a catalogue table (.csv, .tsv, .jsonl) or a Parquet file")
+    columns = rows.column_names
+    missing = [
+        column for column in [image_column, *tasks, *([id_column] if id_column else [])] if column not in columns
+    ]
+    if missing:
+        raise UserError(f"{path}: no column {missing[0]!r}; the columns are {columns}")
+    options = {}
+    for task, task_type in tasks.items():
+        task_type = task_type or _guess_multilabel(rows, task, separator)
+        options[task] = {"column": task, **({"type": task_type} if task_type else {})}
+    base_folder = str(path.resolve().parent)
+    rules = CellRules(separator, nulls_are_empty=is_csv(path))
+    source = TaskSource(rows, options, image_column=image_column, context=SourceContext(base_folder, None, rules, True))
+    surveys = [_task_survey(rows, spec, separator) for spec in source.task_specs]
+    missing, present = _photo_paths(rows[image_column], base_folder)
+    key_column = id_column or image_column
+    assigned, _ = split_assignment(rows, key_column=key_column, fractions=DEFAULT_SPLITS, where=str(path))
+    if SPLIT_COLUMN in columns:
+        rule = f"by the table's {SPLIT_COLUMN!r} column"
+    else:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in DEFAULT_SPLITS.items())
+        rule = f"by a hash of each row's {key_column!r} ({shares})"
+    return CatalogueSurvey(
+        path=path,
+        rows=len(rows),
+        tasks=surveys,
+        missing_photos=missing,
+        photos_decoded=len(present[:decode_limit]),
+        unreadable_photos=[path for path in present[:decode_limit] if not _decodes(path)],
+        split_rows=_in_split_order(Counter(value for value in assigned if value)),
+        split_rule=rule,
+    )
+
+
+def _guess_multilabel(rows: Dataset, column: str, separator: str) -> str | None:
+    """'multilabel' for a text column some of whose cells hold the separator; None to let the data decide."""
+    feature = rows.features[column]
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        if any(value is not None and separator in value for value in rows[column]):
+            return "multilabel"
+    return None
+
+
+def _task_survey(rows: Dataset, spec: TaskSpec, separator: str) -> TaskSurvey:
+    values = rows[spec.name]
+    blank = sum(1 for value in values if value is None or (isinstance(value, str) and not value.strip()))
+    survey = TaskSurvey(spec, spec.name, blank)
+    if spec.type == "regression":
+        return survey
+    for value in values:
+        survey.label_counts.update(cell_names(value, separator if spec.type == "multilabel" else None) or [])
+    rare = sorted(label for label in spec.labels if survey.label_counts[label] < RARE_LABEL_ROWS)
+    if rare:
+        survey.notes.append(f"task {spec.name!r}: label(s) {rare} on fewer than {RARE_LABEL_ROWS} rows each")
+    feature = rows.features[spec.name]
+    whole_numbers = isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
+    if whole_numbers and len(spec.labels) > MANY_WHOLE_NUMBER_LABELS:
+        survey.notes.append(
+            f"column {spec.name!r} holds whole numbers, read as {len(spec.labels)} classes; if it is a quantity, "
+            "make the task `type: regression`"
+        )
+    return survey
+
+
+def _in_split_order(counts: Counter) -> dict[str, int]:
+    """train, validation, test first, any other split after them by name."""
+    order = {name: position for position, name in enumerate(DEFAULT_SPLITS)}
+    return {name: counts[name] for name in sorted(counts, key=lambda name: (order.get(name, len(order)), name))}
+
+
+def _photo_paths(paths: list[Any], base_folder: str | None) -> tuple[list[str], list[str]]:
+    """(missing, present): the resolved local photo paths that do not exist, and those that do."""
+    missing, present = [], []
+    for value in paths:
+        if not isinstance(value, str) or not value or "://" in value:
+            continue  # bytes, or a URL: checked when decoded
+        resolved = value if os.path.isabs(value) or base_folder is None else os.path.join(base_folder, value)
+        (present if os.path.exists(resolved) else missing).append(os.path.normpath(resolved))
+    return missing, present
+
+
+def _decodes(path: str) -> bool:
+    try:
+        decode_image(path, draft=lambda width, height: (64, 64))
+    except DECODE_ERRORS:
+        return False
+    return True
+
+
+__all__ = [
+    "CatalogueSurvey",
+    "MANY_WHOLE_NUMBER_LABELS",
+    "RARE_LABEL_ROWS",
+    "TaskSurvey",
+    "parse_task_list",
+    "survey_catalogue",
+]

@@ -1,0 +1,132 @@
+"""`mtl-hf init`: a shop's own table read as training reads it, and a recipe written from it that trains."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from mtl_hf.commands.init import bad_photo_limit, epochs_for
+from mtl_hf.commands.main import main as cli
+from mtl_hf.data.survey import parse_task_list, survey_catalogue
+from mtl_hf.data.tables import DEFAULT_SPLITS, split_of
+from mtl_hf.errors import UserError
+from tests.own_catalogue import FIELDS, write_catalogue
+
+INIT = ["--image_column", "image_path", "--tasks", "category,colour,tags,price", "--id_column", "sku"]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    return write_catalogue(tmp_path_factory.mktemp("shop"), 60)  # rows 3 and 11 missing, 19 truncated, 27 HTML
+
+
+def test_the_recipe_holds_what_the_table_holds(catalogue, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(["init", str(catalogue), *INIT]) == 0
+    out = capsys.readouterr().out
+    recipe = yaml.safe_load((tmp_path / "recipe.yaml").read_text())
+    rows = list(csv.DictReader(open(catalogue)))
+
+    assert (recipe["dataset"], recipe["image_column"], recipe["id_column"]) == (str(catalogue), "image_path", "sku")
+    for task in ("category", "colour"):
+        assert recipe["tasks"][task] == {
+            "column": task,
+            "type": "classification",
+            "labels": sorted({row[task] for row in rows if row[task]}),
+        }
+    assert recipe["tasks"]["tags"] == {
+        "column": "tags",
+        "type": "multilabel",
+        "labels": sorted({tag for row in rows for tag in row["tags"].split("|") if tag}),
+    }
+    assert recipe["tasks"]["price"] == {"column": "price", "type": "regression"}
+
+    splits = [split_of(row["sku"], DEFAULT_SPLITS) for row in rows]
+    counts = {name: splits.count(name) for name in ("train", "validation", "test")}
+    assert f"{len(rows)} rows; splits by a hash of each row's 'sku'" in out
+    assert ", ".join(f"{name} {count}" for name, count in counts.items()) in out
+    blank = sum(1 for row in rows if not row["colour"])
+    assert f"colour: classification, 6 labels, {blank} blank" in out
+    assert "2 photo(s) not found, e.g. " + str(catalogue.parent / "photos" / "p0003.jpg") in out
+    assert "2 of the first 58 photos do not decode" in out and str(catalogue.parent / "photos" / "p0019.jpg") in out
+    # 2 of 60 missing + 2 of 58 broken: 6.8%, so the run may meet up to 14% before it stops.
+    assert recipe["bad_image_policy"] == "skip" and recipe["max_bad_image_fraction"] == 0.14
+    assert recipe["num_train_epochs"] == epochs_for(counts["train"] - 2)
+    assert out.strip().endswith("wrote recipe.yaml; next: mtl-hf train recipe.yaml")
+
+
+def test_the_recipe_trains_and_the_test_split_is_left_for_eval(catalogue, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(["init", str(catalogue), *INIT, "--image_size", "32", "--output", "shop.yaml"]) == 0
+    overrides = ["--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "true"]
+    overrides += ["--backbone_config", json.dumps(_tiny_backbone())]
+    assert cli(["train", "shop.yaml", *overrides]) == 0
+    model = tmp_path / "outputs" / catalogue.stem
+    config = json.loads((model / "config.json").read_text())
+    assert [(record["split"], record["split_by"]) for record in config["training_data"]] == [
+        ("train", {"id_column": "sku", "fractions": DEFAULT_SPLITS})
+    ]
+    capsys.readouterr()
+    assert cli(["eval", str(model), str(catalogue), "--split", "test", "--image_column", "image_path", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["training_rows"] is False
+
+
+def _tiny_backbone():
+    return {
+        "model_type": "vit",
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
+
+
+def test_init_refuses_in_one_line(catalogue, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipe.yaml").write_text("mine\n")
+    assert cli(["init", str(catalogue), *INIT]) == 2
+    assert "--output recipe.yaml exists" in capsys.readouterr().err
+    assert (tmp_path / "recipe.yaml").read_text() == "mine\n"  # nothing lost
+
+    cases = {
+        ("--tasks", "category,style"): f"no column 'style'; the columns are {FIELDS}",
+        ("--tasks", "tags:multi"): "--tasks tags:multi: unknown type 'multi'",
+        ("--image_column", "photo"): "no column 'photo'",
+        ("--image_size", "50"): "--image_size 50: give a multiple of 8",
+    }
+    for (flag, value), message in cases.items():
+        arguments = [*INIT, "--output", "new.yaml", "--image_size", "64"]
+        arguments[arguments.index(flag) + 1] = value
+        assert cli(["init", str(catalogue), *arguments]) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and len(error.splitlines()) == 1, error
+        assert not (tmp_path / "new.yaml").exists()
+
+
+def test_the_survey_reads_types_the_data_cannot_tell_and_flags_quantities(tmp_path):
+    table = tmp_path / "t.csv"
+    with open(table, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["photo", "labels", "stock", "brand"])
+        for index in range(40):
+            writer.writerow([f"p{index}.jpg", "a|b" if index % 3 else "c", index * 7, "acme" if index else "rare"])
+    survey = survey_catalogue(table, parse_task_list("labels,stock,brand"), image_column="photo")
+    by_name = {task.spec.name: task for task in survey.tasks}
+    assert by_name["labels"].spec.type == "multilabel" and by_name["labels"].spec.labels == ["a", "b", "c"]
+    assert by_name["stock"].spec.type == "classification" and len(by_name["stock"].spec.labels) == 40
+    assert any("if it is a quantity, make the task `type: regression`" in note for note in by_name["stock"].notes)
+    assert by_name["brand"].notes == ["task 'brand': label(s) ['rare'] on fewer than 5 rows each"]
+    assert len(survey.missing_photos) == 40 and survey.photos_decoded == 0
+
+    typed = survey_catalogue(table, parse_task_list("stock:regression"), image_column="photo")
+    assert typed.tasks[0].spec.type == "regression" and typed.tasks[0].notes == []
+    with pytest.raises(UserError, match="--tasks names no column"):
+        parse_task_list(" , ")
+
+
+def test_epochs_and_the_bad_photo_limit():
+    assert [epochs_for(rows) for rows in (50, 250, 2_000, 1_000_000)] == [100, 80, 10, 3]
+    assert [bad_photo_limit(share) for share in (0.0, 0.004, 0.0125, 0.2)] == [0.01, 0.01, 0.03, 0.4]
