@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl_hf.commands.compare import SINGLE_TASK, delta_m, markdown_table, plan_runs, summarise
+from mtl_hf.commands.compare import SINGLE_TASK, delta_m, markdown_table, plan_runs, summarise, weak_baselines
 from mtl_hf.commands.main import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,12 +40,13 @@ def test_delta_m_refuses_mismatched_tasks_and_a_zero_baseline():
         delta_m({"a": 1.0}, {"a": 0.0}, {"a": "accuracy"})
 
 
-def _result(method, tasks, seed, scores, seconds):
+def _result(method, tasks, seed, scores, seconds, chance=None):
     return {
         "method": method,
         "tasks": tasks,
         "seed": seed,
         "scores": scores,
+        **({"chance": chance} if chance is not None else {}),
         "train_seconds": seconds,
         "train_samples_per_second": 100.0,
         "peak_memory_mb": 500.0,
@@ -88,6 +89,36 @@ def test_summary_pairs_each_run_with_the_baselines_of_its_seed():
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[4:]]
     assert [row[0] for row in rows] == ["single-task (2 models)", "equal"]
     assert rows[1][3] == "**-5.00 +- 28.28**" and all(len(row) == len(header) for row in rows)
+
+
+def test_a_baseline_at_chance_is_marked_and_left_out_of_delta_m():
+    # The own-catalogue case: a single-task price model below chance (R^2 -0.444) made delta_m +32 %.
+    metrics = {"category": "accuracy", "price": "r2"}
+    chance = {"category": 0.35, "price": 0.0}
+    results = [
+        _result(SINGLE_TASK, ["category"], 0, {"category": 0.8}, 2.0, chance),
+        _result(SINGLE_TASK, ["price"], 0, {"price": -0.444}, 2.0, chance),
+        _result("equal", ["category", "price"], 0, {"category": 0.88, "price": 0.5}, 2.0, chance),
+    ]
+    weak = weak_baselines(results, metrics)
+    assert weak == {"price": "single-task r2 -0.444 is at or below chance 0.000"}
+    summary = summarise(results, ["equal"], metrics, left_out=list(weak))
+    assert summary["equal"]["delta_m"]["mean"] == pytest.approx(-10.0)  # category alone: -(0.88-0.8)/0.8
+    with_price = (-10.0 - (0.5 + 0.444) / 0.444 * 100) / 2
+    assert summary["equal"]["delta_m_all_tasks"]["mean"] == pytest.approx(with_price)
+
+    settings = {"tasks": metrics, "seeds": [0], "budget_rule": "per-task: ..."}
+    table = markdown_table({"settings": settings, "summary": summary, "weak_baselines": weak})
+    header = [cell.strip() for cell in table.splitlines()[2].strip("|").split("|")]
+    assert header[1:3] == ["category accuracy", "price r2 (at chance, left out of delta_m)"]
+    assert "one seed, so no spread" in table and "+-" not in table
+    assert "- price: single-task r2 -0.444 is at or below chance 0.000" in table
+    assert f"- delta_m % with them: equal {with_price:+.2f}" in table
+
+    # Just above chance (by more than a point) counts; every task at chance leaves no delta_m.
+    assert weak_baselines([{**results[1], "scores": {"price": 0.02}}], {"price": "r2"}) == {}
+    everything = summarise(results, ["equal"], metrics, left_out=["category", "price"])
+    assert math.isnan(everything["equal"]["delta_m"]["mean"])
 
 
 def test_plan_has_the_baselines_then_one_run_per_method_for_every_seed():
@@ -212,12 +243,20 @@ def test_bench_quality_quick_prints_every_setting_and_delta_m_matches_its_runs(t
             for run in comparison["runs"]
             if run["method"] == SINGLE_TASK
         }
+        chance = {
+            run["tasks"][0]: run["chance"][run["tasks"][0]]
+            for run in comparison["runs"]
+            if run["method"] == SINGLE_TASK
+        }
+        weak = sorted(task for task in metrics if baseline[task] <= chance[task] + 0.01)
+        assert sorted(comparison["weak_baselines"]) == weak
+        counted = [task for task in metrics if task not in weak]
         for run in comparison["runs"]:
             if run["method"] == SINGLE_TASK:
                 continue
-            if 0.0 in baseline.values():
+            if not counted or 0.0 in [baseline[task] for task in counted]:
                 assert math.isnan(comparison["summary"][run["method"]]["delta_m"]["mean"])
                 continue
-            by_hand = sum(-(run["scores"][task] - baseline[task]) / abs(baseline[task]) * 100 for task in metrics)
-            assert comparison["summary"][run["method"]]["delta_m"]["mean"] == pytest.approx(by_hand / len(metrics))
+            by_hand = sum(-(run["scores"][task] - baseline[task]) / abs(baseline[task]) * 100 for task in counted)
+            assert comparison["summary"][run["method"]]["delta_m"]["mean"] == pytest.approx(by_hand / len(counted))
     print(f"bench/quality.py --quick took {time.monotonic() - started:.0f} s")

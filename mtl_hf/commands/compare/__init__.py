@@ -6,7 +6,7 @@ from .command import main
 from .plan import BUDGETS, SINGLE_TASK, PlannedRun, plan_runs
 from .report import markdown_table, plot_comparison
 from .runner import compare
-from .statistics import delta_m, summarise
+from .statistics import delta_m, summarise, weak_baselines
 
 __all__ = [
     "BUDGETS",
@@ -19,4 +19,5 @@ __all__ = [
     "plan_runs",
     "plot_comparison",
     "summarise",
+    "weak_baselines",
 ]

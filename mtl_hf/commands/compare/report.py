@@ -18,9 +18,14 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
     settings, summary = comparison["settings"], comparison["summary"]
     tasks = settings["tasks"]
     num_seeds = len(settings["seeds"])
+    weak = comparison.get("weak_baselines") or {}
+    spread = num_seeds > 1  # one seed has no spread to show
     header = [
         "method",
-        *(f"{task} {metric}" for task, metric in tasks.items()),
+        *(
+            f"{task} {metric}{' (at chance, left out of delta_m)' if task in weak else ''}"
+            for task, metric in tasks.items()
+        ),
         "delta_m % (lower is better)",
         "train s",
         "samples/s",
@@ -33,7 +38,8 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
     }.get((comparison.get("runs") or [{}])[0].get("memory_kind"), "peak memory")
     lines = [
         f"Budget: {settings['budget_rule']}. Seeds: {num_seeds} ({', '.join(map(str, settings['seeds']))}); "
-        "scores are mean +- std over seeds; delta_m is paired by seed against the single-task models; "
+        f"{'scores are mean +- std over seeds' if spread else 'one seed, so no spread: a second seed may differ'}; "
+        "delta_m is paired by seed against the single-task models; "
         f"train s: one model's training time (the single-task row: its models together); peak MB: {memory}.",
         "",
         "| " + " | ".join(header) + " |",
@@ -43,26 +49,37 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
     best = min((delta for delta in deltas if not math.isnan(delta)), default=None)
     for name, row in summary.items():
         label = f"single-task ({len(tasks)} models)" if name == SINGLE_TASK else name
-        delta = "0 (reference)" if name == SINGLE_TASK else _pm(row["delta_m"], 2, signed=True)
+        delta = "0 (reference)" if name == SINGLE_TASK else _pm(row["delta_m"], 2, spread, signed=True)
         if name != SINGLE_TASK and row["delta_m"]["mean"] == best:
             delta = f"**{delta}**"
         cells = [
             label,
-            *(_pm(row["scores"][task], 3) for task in tasks),
+            *(_pm(row["scores"][task], 3, spread) for task in tasks),
             delta,
-            _pm(row["train_seconds"], 1),
+            _pm(row["train_seconds"], 1, spread),
             f"{row['train_samples_per_second']:.0f}",
             f"{row['peak_memory_mb']:.0f}",
             f"{row['time_vs_single_task']:.2f}x",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if weak:
+        lines += ["", "Left out of delta_m, as a relative change against a model that learnt nothing measures nothing:"]
+        lines += [f"- {task}: {reason}" for task, reason in weak.items()]
+        with_them = ", ".join(
+            f"{name} {_pm(row['delta_m_all_tasks'], 2, spread, signed=True)}"
+            for name, row in summary.items()
+            if name != SINGLE_TASK
+        )
+        lines.append(f"- delta_m % with them: {with_them}")
     return "\n".join(lines)
 
 
-def _pm(value: Mapping[str, float], digits: int, signed: bool = False) -> str:
+def _pm(value: Mapping[str, float], digits: int, spread: bool = True, signed: bool = False) -> str:
     if math.isnan(value["mean"]):
-        return "n/a (a single-task score is 0)"
+        return "n/a (a single-task score is 0, or every task is at chance)"
     sign = "+" if signed else ""
+    if not spread:
+        return f"{value['mean']:{sign}.{digits}f}"
     return f"{value['mean']:{sign}.{digits}f} +- {value['std']:.{digits}f}"
 
 

@@ -23,6 +23,7 @@ from ...data.sources import TaskSource
 from ...data.transforms import ImageTransforms
 from ...errors import UserError, missing_extra
 from ...metrics import PRIMARY_METRIC
+from ...metrics.scoring import chance_scores
 from ...training.arguments import MultiTaskTrainingArguments
 from ...training.plan import build_task_mixture, planned_optimizer_steps
 from ...training.trainer import MultiTaskTrainer
@@ -30,7 +31,7 @@ from ...utils.memory import PeakMemory
 from ..recipe import DataArguments, ModelArguments, build_model, load_data, recipe_task_specs
 from .plan import SINGLE_TASK, PlannedRun, budget_rule, plan_runs
 from .report import markdown_table, plot_comparison
-from .statistics import summarise
+from .statistics import summarise, weak_baselines
 
 
 def train_and_score(
@@ -69,7 +70,9 @@ def train_and_score(
     with PeakMemory() as memory:
         train_metrics = trainer.train().metrics
     train_seconds = time.perf_counter() - started
-    metrics = trainer.predict(list(evaluation), metric_key_prefix="eval").metrics
+    prediction = trainer.predict(list(evaluation), metric_key_prefix="eval")
+    metrics = prediction.metrics
+    chance = chance_scores(trainer.task_specs, prediction.label_ids, args.multilabel_threshold)
     scores = {spec.name: metrics[f"eval_{spec.name}_{PRIMARY_METRIC[spec.type]}"] for spec in task_specs}
     return {
         "run": run.name,
@@ -78,6 +81,7 @@ def train_and_score(
         "seed": run.seed,
         "steps": trainer.state.global_step,
         "scores": scores,
+        "chance": {spec.name: chance[f"eval_{spec.name}_{PRIMARY_METRIC[spec.type]}"] for spec in task_specs},
         "metrics": {key: value for key, value in metrics.items() if isinstance(value, (int, float))},
         "train_seconds": train_seconds,
         "train_samples_per_second": train_metrics["train_samples_per_second"],
@@ -155,6 +159,7 @@ def compare(
 
     is_main = training_args.process_index == 0
     results = _run_all(runs, train, output_dir, is_main=is_main, progress=progress)
+    weak = weak_baselines(results, metric_of)
     comparison = {
         "settings": {
             "methods": list(methods),
@@ -167,7 +172,8 @@ def compare(
             "machine": _machine(),
             "date": time.strftime("%Y-%m-%d"),
         },
-        "summary": summarise(results, methods, metric_of),
+        "weak_baselines": weak,
+        "summary": summarise(results, methods, metric_of, left_out=list(weak)),
         "runs": results,
     }
     if is_main:

@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
 """Metric names where a smaller value is better; delta_m flips their sign."""
+CHANCE_MARGIN = 0.01
+"""A single-task baseline within this of its task's chance score (or below it) counts as at chance."""
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -42,15 +44,35 @@ def delta_m(scores: Mapping[str, float], baseline: Mapping[str, float], metrics:
     return sum(changes) / len(changes)
 
 
-# -- running one model -------------------------------------------------------------------------
+def weak_baselines(results: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -> dict[str, str]:
+    """Tasks whose single-task model (mean over seeds) scored at or below chance on the evaluation rows, with
+    why: a relative change against a model that learnt nothing measures nothing, and can swamp delta_m."""
+    weak = {}
+    for task, metric in metrics.items():
+        runs = [run for run in results if run["method"] == SINGLE_TASK and run["tasks"] == [task] and "chance" in run]
+        if not runs:
+            continue  # results written before chance scores were recorded
+        score = statistics.fmean(run["scores"][task] for run in runs)
+        chance = statistics.fmean(run["chance"][task] for run in runs)
+        margin = score - chance if metric not in LOWER_IS_BETTER else chance - score
+        if margin <= CHANCE_MARGIN:
+            weak[task] = f"single-task {metric} {score:.3f} is at or below chance {chance:.3f}"
+    return weak
 
 
-def summarise(results: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Mapping[str, str]) -> dict:
+def summarise(
+    results: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    metrics: Mapping[str, str],
+    left_out: Sequence[str] = (),
+) -> dict:
     """Per method (and the single-task baselines): each task's score, delta_m, time and memory over seeds.
 
     delta_m is paired by seed (each multi-task run against the baselines of its own seed), so its
-    spread includes the baselines' own seed-to-seed variation.
+    spread includes the baselines' own seed-to-seed variation. Tasks in `left_out` (see `weak_baselines`) are
+    not in delta_m; `delta_m_all_tasks` then gives it with them.
     """
+    counted = {task: metric for task, metric in metrics.items() if task not in left_out}
     seeds = sorted({result["seed"] for result in results})
     baseline = {seed: {} for seed in seeds}  # seed -> task -> the single-task run's result
     for result in results:
@@ -75,18 +97,26 @@ def summarise(results: Sequence[Mapping[str, Any]], methods: Sequence[str], metr
             seconds=[run["train_seconds"] for run in runs],
             samples_per_second=[run["train_samples_per_second"] for run in runs],
             memory=[run["peak_memory_mb"] for run in runs],
-            deltas=[
-                _delta_m_or_nan(
-                    run["scores"], {task: baseline[run["seed"]][task]["scores"][task] for task in metrics}, metrics
-                )
-                for run in runs
-            ],
+            deltas=_paired_deltas(runs, baseline, counted),
             ratios=[run["train_seconds"] / single_seconds[run["seed"]] for run in runs],
         )
+        if left_out:
+            summary[method]["delta_m_all_tasks"] = _mean_std(_paired_deltas(runs, baseline, metrics))
     return summary
 
 
-def _delta_m_or_nan(scores, baseline, metrics) -> float:
+def _paired_deltas(runs, baseline, tasks: Mapping[str, str]) -> list[float]:
+    """Each run's delta_m over `tasks` against the single-task models of its seed."""
+    return [
+        _delta_m_or_nan(run, {task: baseline[run["seed"]][task]["scores"][task] for task in tasks}, tasks)
+        for run in runs
+    ]
+
+
+def _delta_m_or_nan(run, baseline, metrics) -> float:
+    if not metrics:
+        return math.nan  # every task's baseline was at chance: nothing to compare against
+    scores = {task: run["scores"][task] for task in metrics}
     # A baseline score of exactly 0 (a task the single-task model did not learn at all) has no
     # relative change: the table shows n/a for that method rather than ending the comparison.
     zero = [task for task, value in baseline.items() if value == 0]
@@ -117,4 +147,4 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
 # -- outputs ---------------------------------------------------------------------------------------
 
 
-__all__ = ["LOWER_IS_BETTER", "delta_m", "summarise"]
+__all__ = ["CHANCE_MARGIN", "LOWER_IS_BETTER", "delta_m", "summarise", "weak_baselines"]
