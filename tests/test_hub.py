@@ -129,13 +129,13 @@ def test_local_validator_rejects_broken_metadata():
     ]
 
 
-def test_card_without_scores_says_so_and_base_model_follows_the_backbone(tmp_path):
+def test_card_without_scores_says_so(tmp_path):
     from transformers import ViTModel
 
     ViTModel(tiny_model().config.backbone_config).save_pretrained(tmp_path / "vit")
     model = MultiTaskViTModel.from_backbone(str(tmp_path / "vit"), tiny_model().config.task_specs)
     card = build_model_card(model.config, model_name="m")
-    assert card.data.base_model == str(tmp_path / "vit")
+    assert card.data.base_model is None  # a local folder: not linked as a Hub model (tests/test_backbone_processor.py)
     assert card.data.eval_results is None and "No evaluation results" in card.text
     assert task_scores(model.config, {"eval_category_accuracy": float("nan")}) == {}
 
@@ -345,3 +345,130 @@ def test_recipe_pushes_when_asked(tmp_path):
         }
         card = ModelCard.load(arrived / "README.md")
         assert {r.metric_name for r in card.data.eval_results} >= {"category Accuracy", "size R^2"}
+
+
+# -- finding a model by Hub id ------------------------------------------------------------------------
+
+
+def test_a_path_under_a_local_folder_is_never_looked_up_on_the_hub(tmp_path, monkeypatch, capsys):
+    import urllib.request
+
+    from mtl_hf.commands.main import main as cli
+
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("the Hub was asked"))
+    assert cli(["eval", "outputs/dmeo", "builtin:shop"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "mtl-hf eval: error: no model folder at outputs/dmeo: outputs/ is a local folder, so this is a local path, "
+        "not a Hub id, and it has no 'dmeo'; did you mean outputs/demo?"
+    )
+    assert cli(["predict", "outputs/zzz", "photo.png"]) == 2
+    assert "it has no 'zzz'; it holds ['demo']" in capsys.readouterr().err
+
+
+class SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers: a Hub that hangs. Counts the connections."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.connections = []
+        self.endpoint = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.connections.append(self.socket.accept()[0])
+            except OSError:
+                return
+
+    def connection_count(self) -> int:
+        """The connections made, once the accepting thread has caught up with the kernel's queue."""
+        import time
+
+        deadline = time.monotonic() + 5
+        while not self.connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # a second connection, were there one, would be queued by now
+        return len(self.connections)
+
+    def close(self):
+        for connection in self.connections:
+            connection.close()
+        self.socket.close()
+
+
+@pytest.fixture
+def silent_hub(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from mtl_hf.hub import lookup
+
+    server = SilentServer()
+    monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(lookup, "PROBE_TIMEOUT_SECONDS", 0.5)
+    yield server
+    server.close()
+
+
+def test_an_unreachable_hub_is_asked_once_then_one_line(silent_hub, capsys):
+    from mtl_hf.commands.main import main as cli
+
+    assert cli(["eval", "shop/tagger", "builtin:shop"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and silent_hub.connection_count() == 1
+    assert f"no model at shop/tagger: no local folder of that name, and the Hub ({silent_hub.endpoint}) did not " in (
+        error
+    )
+    assert "answer within 0.5 s" in error and "HF_HUB_OFFLINE=1 to use the cache" in error
+
+
+def test_an_unreachable_hub_falls_back_to_the_cached_copy_with_a_notice(silent_hub, saved, tmp_path, capsys):
+    import shutil
+
+    from huggingface_hub import constants
+
+    from mtl_hf.commands.main import main as cli
+
+    folder, _, _ = saved
+    revision = "0" * 40
+    cached = Path(constants.HF_HUB_CACHE) / "models--shop--tagger"
+    (cached / "refs").mkdir(parents=True)
+    (cached / "refs" / "main").write_text(revision)
+    shutil.copytree(folder, cached / "snapshots" / revision)
+    photo = tmp_path / "photo.png"
+    load_shop_dataset(1)[0]["image"].save(photo)
+
+    assert cli(["predict", "shop/tagger", str(photo), "--json"]) == 0
+    captured = capsys.readouterr()
+    answers = json.loads(captured.out)
+    assert set(answers[0]["predictions"]) == set(TASKS) and silent_hub.connection_count() == 1, captured.err
+    assert captured.err.strip().startswith(f"the Hub ({silent_hub.endpoint}) did not answer")
+    assert f"using the cached copy of shop/tagger at {cached / 'snapshots' / revision}" in captured.err
+
+
+def test_a_model_on_a_reachable_hub_loads_by_its_id(saved, tmp_path):
+    import shutil
+
+    folder, _, _ = saved
+    photo = tmp_path / "photo.png"
+    load_shop_dataset(1)[0]["image"].save(photo)
+    with LocalHub(tmp_path / "hub") as hub:
+        shutil.copytree(folder, hub.repo_folder("shop/tagger"))
+        result = subprocess.run(
+            [sys.executable, "-m", "mtl_hf", "predict", "shop/tagger", str(photo), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=hub_env(hub, tmp_path),
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(json.loads(result.stdout)[0]["predictions"]) == set(TASKS)
+    assert hub.requests[0] == {"method": "HEAD", "path": "/shop/tagger/resolve/main/config.json", "authorization": None}

@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_builtin(args.data):
         require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
+    location = existing_model(args.model)
     with loading_model(args.model):
-        config = MultiTaskViTConfig.from_pretrained(existing_model(args.model))
+        config = MultiTaskViTConfig.from_pretrained(location)
     source, unscored = _scored_source(args, config)
     training_rows = _training_rows(args, config, source)  # before the weights load: a refusal comes at once
     with loading_model(args.model):
-        model = MultiTaskViTModel.from_pretrained(args.model, allow_pickled_weights=args.allow_pickled_weights)
-        processor = AutoImageProcessor.from_pretrained(args.model)
+        model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights)
+        processor = AutoImageProcessor.from_pretrained(location)
     with tempfile.TemporaryDirectory() as scratch:
         training_args = MultiTaskTrainingArguments(
             output_dir=scratch,

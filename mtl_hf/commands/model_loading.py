@@ -23,11 +23,16 @@ def add_pickled_weights_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def existing_model(model: str) -> str:
-    """`model`, when it is a saved model folder or has the form of a Hub id."""
-    if Path(model).exists() and not (Path(model) / "config.json").is_file():
-        raise MissingPathError(f"{model} has no config.json: not a saved model folder")
+    """Where to load `model` from: the saved model folder it names, or, for a Hub id, the id when the Hub answers
+    and its cached copy when it does not (see `hub.lookup`)."""
+    if Path(model).exists():
+        if not (Path(model) / "config.json").is_file():
+            raise MissingPathError(f"{model} has no config.json: not a saved model folder")
+        return model
     require_path_or_hub_id(model, "model folder")
-    return model
+    from ..hub.lookup import hub_model_location
+
+    return hub_model_location(model)
 
 
 @contextlib.contextmanager

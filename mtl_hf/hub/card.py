@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..metrics import PRIMARY_METRIC, TASK_METRICS
 from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
+from .lookup import is_hub_id
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 CURVES_FILE = "training_curves.png"
@@ -87,7 +88,9 @@ def build_model_card(
     """
     metrics = metrics or {}
     scores = task_scores(config, metrics, metrics_prefix)
-    base_model = getattr(config.backbone_config, "_name_or_path", "") or None
+    backbone_source = getattr(config.backbone_config, "_name_or_path", "") or None
+    base_model = backbone_source if backbone_source and is_hub_id(backbone_source) else None
+    local_backbone = backbone_source if backbone_source and not base_model else None
     evaluated_on = [source["name"] for source in (training or {}).get("evaluation", [])]
     eval_name = ", ".join(evaluated_on or datasets or []) or "evaluation data"
 
@@ -111,6 +114,7 @@ def build_model_card(
         model_name=model_name,
         model_id=model_id or model_name,
         base_model=base_model,
+        local_backbone=local_backbone,
         backbone_type=type(config.backbone_config).__name__.removesuffix("Config"),
         tasks=tasks,
         show_chance=bool(chance),

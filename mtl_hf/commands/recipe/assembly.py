@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig, AutoImageProcessor
 
+from ...data.backbone_processor import backbone_image_processor
 from ...data.builtin import BUILTIN_PREFIX, builtin_description, builtin_names, is_builtin, load_builtin
 from ...data.locations import TableOptions, is_url, local_splits, require_path_or_hub_id
 from ...data.selection import first_rows, hold_out
 from ...data.sources import TaskSource
 from ...data.transforms import ImageTransforms
 from ...errors import UserError
+from ...hub.lookup import hub_model_location
 from ...models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from ...models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 from ...tasks import check_agreement, merge_task_specs
@@ -120,14 +123,16 @@ def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
         with loading_model(model_args.model_name_or_path):
             return _continued_model(model_args, task_specs)
     if model_args.backbone:
+        location = _model_location(model_args.backbone)
         with loading_model(model_args.backbone):
             model = MultiTaskViTModel.from_backbone(
-                model_args.backbone,
+                location,
                 task_specs,
                 cache_dir=model_args.cache_dir,
                 allow_pickled_weights=model_args.allow_pickled_weights,
             )
-            processor = AutoImageProcessor.from_pretrained(model_args.backbone, cache_dir=model_args.cache_dir)
+            model.config.backbone_config._name_or_path = model_args.backbone  # the id, not a cache folder
+            processor = backbone_image_processor(location, model.config.backbone_config, cache_dir=model_args.cache_dir)
         return model, processor
     options = dict(model_args.backbone_config)
     try:
@@ -139,9 +144,15 @@ def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
     return MultiTaskViTModel(config), ImageTransforms(size=tuple(size)).image_processor()
 
 
+def _model_location(name: str) -> str:
+    """A local folder as it is; a Hub id after one short request (see `hub.lookup`), or its cached copy."""
+    return name if Path(name).exists() else hub_model_location(name)
+
+
 def _continued_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
+    location = _model_location(model_args.model_name_or_path)
     model = MultiTaskViTModel.from_pretrained(
-        model_args.model_name_or_path,
+        location,
         cache_dir=model_args.cache_dir,
         allow_pickled_weights=model_args.allow_pickled_weights,
     )
@@ -161,7 +172,7 @@ def _continued_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
             "the data",
             fix="use backbone: to start new heads from its weights",
         )
-    processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+    processor = AutoImageProcessor.from_pretrained(location, cache_dir=model_args.cache_dir)
     return model, processor
 
 

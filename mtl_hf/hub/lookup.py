@@ -1,0 +1,61 @@
+"""Is the Hub there? One request with a short timeout before a command loads a model by Hub id.
+
+Without it, an unreachable Hub costs tens of seconds of retries (five, with back-off) before the one-line error,
+and a cached model loads only after them. With it, an unreachable Hub is one line in a few seconds, or the cached
+copy with a one-line notice.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+from ..errors import MissingPathError
+
+HUB_ID = re.compile(r"[\w-][\w.-]*/[\w-][\w.-]*")
+"""`owner/name`: the only form of model id mtl_hf looks up on the Hub."""
+PROBE_TIMEOUT_SECONDS = 5.0
+PROBED_FILE = "config.json"
+
+
+def is_hub_id(name: str) -> bool:
+    """`owner/name`, with no local path of that name: a model to look up (or link) on the Hub."""
+    return HUB_ID.fullmatch(name) is not None and not Path(name).exists()
+
+
+def hub_model_location(repo_id: str, *, revision: str | None = None) -> str:
+    """`repo_id` when the Hub answers (whatever it answers: a 404 or 401 is left to the loader to report), else
+    the folder of its cached copy, else a one-line error saying the Hub could not be reached."""
+    from huggingface_hub import constants, get_token, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        return repo_id  # the loaders read the cache alone, without a request
+    # The URL from the endpoint in force now (huggingface_hub's URL template fixes it at import).
+    url = f"{constants.ENDPOINT}/{repo_id}/resolve/{quote(revision or 'main', safe='')}/{PROBED_FILE}"
+    token = get_token()  # (build_hf_headers would make a request of its own)
+    request = urllib.request.Request(url, method="HEAD", headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_SECONDS):
+            return repo_id
+    except urllib.error.HTTPError:
+        return repo_id  # the Hub answered
+    except OSError as error:  # URLError, a timeout, a refused connection
+        reason = getattr(error, "reason", error)
+        cached = try_to_load_from_cache(repo_id, PROBED_FILE, revision=revision)
+        if isinstance(cached, str):
+            folder = str(Path(cached).parent)
+            notice = f"the Hub ({constants.ENDPOINT}) did not answer ({reason}); using the cached copy of {repo_id}"
+            print(f"{notice} at {folder}", file=sys.stderr)
+            return folder
+        raise MissingPathError(
+            f"no model at {repo_id}: no local folder of that name, and the Hub ({constants.ENDPOINT}) did not "
+            f"answer within {PROBE_TIMEOUT_SECONDS:g} s ({reason}); check the path, or the network "
+            "(HF_ENDPOINT, a proxy), or set HF_HUB_OFFLINE=1 to use the cache"
+        ) from None
+
+
+__all__ = ["HUB_ID", "PROBE_TIMEOUT_SECONDS", "hub_model_location", "is_hub_id"]
