@@ -24,9 +24,10 @@ $(VENV)/.installed: pyproject.toml
 
 # The demo recipe through accelerate, as any recipe runs: 5 tasks on the built-in shop photos.
 # A second `make demo` stops rather than replace outputs/demo: `make demo DEMO_ARGS="--overwrite_output_dir true"`.
+# --quiet: that refusal is one line, without accelerate's traceback of the launched process's exit status.
 DEMO_ARGS ?=
 demo: install
-	$(BIN)/accelerate launch --config_file recipes/accelerate_configs/cpu.yaml \
+	$(BIN)/accelerate launch --quiet --config_file recipes/accelerate_configs/cpu.yaml \
 		recipes/train.py recipes/configs/demo.yaml $(DEMO_ARGS)
 
 # Lint first (seconds), then the fast suite: what CI runs. Test files run in TEST_WORKERS processes

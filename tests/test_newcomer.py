@@ -365,3 +365,24 @@ def test_trainer_resuming_a_finished_run_trains_nothing_and_restores_its_weights
     assert output.global_step == 4 and again.state.global_step == 4
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()} == before
     assert_same_parameters(again.model, finished.model, rtol=0, atol=0)  # the checkpoint's weights, not seed 1's
+
+
+def test_a_second_make_demo_is_one_line_without_a_traceback(tmp_path):
+    printed = subprocess.run(
+        ["make", "-s", "-n", "demo", f"BIN={Path(sys.executable).parent}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    launch = printed[printed.index(str(Path(sys.executable).parent / "accelerate")) :].replace("\\\n", " ")
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    (tmp_path / "outputs" / "demo" / "config.json").write_text("{}")  # the first run's model
+    result = subprocess.run(["bash", "-c", launch], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert (
+        "recipes/train.py: error: output_dir outputs/demo holds a previous run's saved model: choose another "
+        "--output_dir, or pass --overwrite_output_dir true to replace it"
+    ) in result.stderr.splitlines()

@@ -79,10 +79,14 @@ def claim_output_dir(output_dir: str | os.PathLike, *, overwrite: bool, is_main_
     if not (checkpoints or saved_model):
         return
     if not overwrite:
-        found = f"checkpoints ({', '.join(path.name for path in checkpoints)})" if checkpoints else "a saved model"
+        if checkpoints:
+            found = f"checkpoints ({', '.join(path.name for path in checkpoints)})"
+            fixes = "resume it with --resume_from_checkpoint true, choose another --output_dir,"
+        else:
+            found, fixes = "saved model", "choose another --output_dir,"
         raise UserError(
-            f"output_dir {folder} holds a previous run's {found}: resume it with --resume_from_checkpoint true, "
-            "choose another --output_dir, or pass --overwrite_output_dir true to replace it"
+            f"output_dir {folder} holds a previous run's {found}: {fixes} or pass --overwrite_output_dir true to "
+            "replace it"
         )
     if is_main_process:
         for checkpoint in checkpoints:
