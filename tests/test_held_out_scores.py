@@ -158,3 +158,24 @@ def test_a_recipe_on_a_table_evaluates_on_its_validation_split(trained):
     )
     with pytest.raises(UserError, match="split_fractions split a catalogue table"):
         TaskSource(str(table.parent / "model"), TASKS, split_fractions={"train": 1.0})
+
+
+def test_a_main_score_at_or_below_chance_is_marked_in_the_results_table():
+    from mtl_hf.commands.train import results_table
+    from mtl_hf.models.mtl_vit.tasks_mtl_vit import TaskSpec
+
+    specs = [
+        TaskSpec(name="tags", type="multilabel", labels=["eco", "new", "sale"]),
+        TaskSpec(name="colour", type="classification", labels=["red", "blue"]),
+        TaskSpec(name="category", type="classification", labels=["cap", "mug"]),
+        TaskSpec(name="pattern", type="classification", labels=["plain", "dotted"]),
+    ]
+    scores = {"tags_micro_f1": (0.337, 0.597), "colour_accuracy": (1.0, 0.155)}
+    scores |= {"category_accuracy": (0.289, 0.25), "pattern_accuracy": (0.255, 0.25)}  # within 0.01: at chance
+    table = results_table(
+        specs,
+        {f"eval_{k}": score for k, (score, _) in scores.items()},
+        {f"eval_{k}": c for k, (_, c) in scores.items()},
+    )
+    marked = {line.split()[0] for line in table.splitlines() if line.endswith("  at or below chance")}
+    assert marked == {"tags", "pattern"}

@@ -152,6 +152,7 @@ def test_prepare_reads_photos_from_s3_and_writes_its_shards_there(s3, tmp_path):
         size=32,
         shard_rows=10,
         master="local[2]",
+        split_fractions={"train": 1.0},  # one split: three shards of ten rows
         storage_options=s3["options"],
     )
     assert summary["rows_in"] == summary["rows_out"] == 30 and summary["dropped"] == {}

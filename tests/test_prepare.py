@@ -17,6 +17,7 @@ from mtl_hf.commands.main import main as cli
 from mtl_hf.commands.prepare import DROPPED_FILE, SUMMARY_FILE, prepare_catalogue
 from mtl_hf.commands.prepare.catalogue import spark_session
 from mtl_hf.data import TaskSource, write_shop_catalogue
+from mtl_hf.data.tables import DEFAULT_SPLITS, split_of
 from tests.training_helpers import write_shop_recipe
 
 pytest.importorskip("pyspark", reason="mtl-hf prepare needs the spark extra")
@@ -88,7 +89,14 @@ def test_rows_drops_and_summary_match_the_catalogue(prepared):
     assert len(dropped_rows) == sum(drops.values())
     shards = sorted(output.glob("*.parquet"))
     assert [shard.name for shard in shards] == [shard["file"] for shard in summary["shards"]]
-    assert len(shards) == 4 and sum(shard["rows"] for shard in summary["shards"]) == summary["rows_out"]
+    # 4 partitions of 500 rows, each written as one file per split (by a hash of the photo path).
+    assert sorted({shard.name.split("-")[0] for shard in shards}) == ["test", "train", "validation"]
+    assert len(shards) == 12 and sum(shard["rows"] for shard in summary["shards"]) == summary["rows_out"]
+    kept = [row["path"] for row in rows if expected_drop(catalogue, row["path"]) is None]
+    assert summary["splits"] == {
+        name: sum(1 for path in kept if split_of(path, DEFAULT_SPLITS) == name)
+        for name in ("test", "train", "validation")
+    }
     assert all(shard["bytes"] == (output / shard["file"]).stat().st_size for shard in summary["shards"])
 
 
@@ -136,7 +144,7 @@ def test_task_source_reads_the_shards_map_style_and_streaming(prepared):
     summary = json.loads((output / SUMMARY_FILE).read_text())
     for streaming in (False, True):
         source = TaskSource(output, LABEL_COLUMNS, streaming=streaming)
-        assert source.num_rows == summary["rows_out"]
+        assert source.num_rows == summary["splits"]["train"]
         specs = {spec.name: spec for spec in source.task_specs}
         assert (
             specs["category"].type == "classification"
@@ -187,6 +195,9 @@ def test_bad_inputs_fail_in_one_line_and_touch_nothing(prepared, tmp_path, capsy
 def test_columns_and_values_are_checked_on_spark(tmp_path):
     catalogue = tmp_path / "catalogue.csv"
     catalogue.write_text("path,category,price\nphotos/a.jpg,shoe,12.5\nphotos/b.jpg,bag,n/a\n")
+    (tmp_path / "photos").mkdir()
+    for name in ("a", "b"):
+        Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "photos" / f"{name}.jpg")
     spark = spark_session("local[1]")
     try:
         with pytest.raises(
@@ -202,9 +213,6 @@ def test_columns_and_values_are_checked_on_spark(tmp_path):
                 str(catalogue), str(tmp_path / "o2"), image_column="path", tasks="price:regression", spark=spark
             )
         # A class name holding the multilabel separator is one label: only multilabel cells are split.
-        (tmp_path / "photos").mkdir()
-        for name in ("a", "b"):
-            Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "photos" / f"{name}.jpg")
         piped = tmp_path / "piped.csv"
         piped.write_text("path,category,tags\nphotos/a.jpg,tops|tees,sale|new\nphotos/b.jpg,shoe,new\n")
         summary = prepare_catalogue(
@@ -227,6 +235,8 @@ def test_columns_and_values_are_checked_on_spark(tmp_path):
 def test_without_pyspark_the_command_names_the_install_line(tmp_path, monkeypatch, capsys):
     catalogue = tmp_path / "catalogue.csv"
     catalogue.write_text("path,category\nphotos/a.jpg,shoe\n")
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "photos" / "a.jpg")
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)  # what an environment without pyspark imports
     assert cli(["prepare", str(catalogue), str(tmp_path / "o"), "--image_column", "path", "--tasks", "category"]) == 2
     assert "pip install 'mtl_hf[spark]'" in capsys.readouterr().err

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_scores(config, metrics, chance, source, unknown, training_rows: bool, unscored) -> None:
+    from ..metrics.scoring import at_or_below_chance
+
     if training_rows:
         print("\nTRAINING-SET SCORES: the model was trained on these rows (--allow_training_rows); they say how")
         print("well it fits them, not how it does on photos it has not seen.")
@@ -98,6 +100,8 @@ def _print_scores(config, metrics, chance, source, unknown, training_rows: bool,
             metric = key.removeprefix(f"eval_{spec.name}_")
             if key.startswith(f"eval_{spec.name}_") and metric not in ("loss", "unknown_labels"):
                 baseline = f"{round(chance[key], 4) + 0.0:>9.4f}" if key in chance else ""  # no -0.0000
+                if key in chance and at_or_below_chance(value, chance[key]):
+                    baseline += "  at or below chance"
                 print(f"{spec.name:<16} {metric:<10} {value:>9.4f} {baseline}".rstrip())
     print("(chance, for each task's main metric: the most frequent class; every label 'yes'; the mean value)")
     print(f"\n{source.num_rows} rows; average of the tasks' main scores {metrics['eval_average_score']:.4f}")

@@ -23,7 +23,7 @@ from transformers import set_seed
 from ..data.transforms import ImageTransforms
 from ..errors import MissingPathError
 from ..metrics import PRIMARY_METRIC
-from ..metrics.scoring import chance_scores
+from ..metrics.scoring import at_or_below_chance, chance_scores
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ..training.arguments import MultiTaskTrainingArguments
 from ..training.trainer import MultiTaskTrainer
@@ -144,9 +144,10 @@ def results_table(task_specs: Sequence[TaskSpec], metrics: dict[str, float], cha
     for spec in task_specs:
         key = f"eval_{spec.name}_{PRIMARY_METRIC[spec.type]}"
         if key in metrics:
+            flag = "  at or below chance" if at_or_below_chance(metrics[key], chance[key]) else ""
             rows.append(
                 f"{spec.name:<14} {spec.type:<15} {PRIMARY_METRIC[spec.type]:<9} "
-                f"{metrics[key]:>7.3f} {round(chance[key], 3) + 0.0:>7.3f}"  # no -0.000
+                f"{metrics[key]:>7.3f} {round(chance[key], 3) + 0.0:>7.3f}{flag}"  # no -0.000
             )
     rows.append("(chance: the most frequent class; every label 'yes'; the mean value)")
     return "\n".join(rows)

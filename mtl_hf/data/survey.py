@@ -22,7 +22,7 @@ from .columns import cell_names
 from .encoding import CellRules
 from .images import DECODE_ERRORS, decode_image
 from .sources import SourceContext, TaskSource
-from .tables import DEFAULT_SPLITS, SPLIT_COLUMN, is_csv, is_table, read_table, split_assignment
+from .tables import DEFAULT_SPLITS, SPLIT_COLUMN, in_split_order, is_csv, is_table, read_table, split_assignment
 
 MANY_WHOLE_NUMBER_LABELS = 20
 """A whole-number column with more distinct values than this is flagged: a quantity read as classes?"""
@@ -124,7 +124,7 @@ def survey_catalogue(
         missing_photos=missing,
         photos_decoded=len(present[:decode_limit]),
         unreadable_photos=[path for path in present[:decode_limit] if not _decodes(path)],
-        split_rows=_in_split_order(Counter(value for value in assigned if value)),
+        split_rows=in_split_order(Counter(value for value in assigned if value)),
         split_rule=rule,
     )
 
@@ -157,12 +157,6 @@ def _task_survey(rows: Dataset, spec: TaskSpec, separator: str) -> TaskSurvey:
             "make the task `type: regression`"
         )
     return survey
-
-
-def _in_split_order(counts: Counter) -> dict[str, int]:
-    """train, validation, test first, any other split after them by name."""
-    order = {name: position for position, name in enumerate(DEFAULT_SPLITS)}
-    return {name: counts[name] for name in sorted(counts, key=lambda name: (order.get(name, len(order)), name))}
 
 
 def _photo_paths(paths: list[Any], base_folder: str | None) -> tuple[list[str], list[str]]:

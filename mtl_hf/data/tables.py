@@ -84,6 +84,12 @@ def split_of(key: str, fractions: Mapping[str, float]) -> str:
     return ordered[-1][0]  # float rounding at the very end
 
 
+def in_split_order(counts: Mapping[str, int]) -> dict[str, int]:
+    """`counts` keyed train, validation, test first, any other split after them by name."""
+    order = {name: position for position, name in enumerate(DEFAULT_SPLITS)}
+    return {name: counts[name] for name in sorted(counts, key=lambda name: (order.get(name, len(order)), name))}
+
+
 def split_assignment(
     rows: Dataset, *, key_column: str, fractions: Mapping[str, float], where: str
 ) -> tuple[list[str | None], list[str]]:
@@ -114,6 +120,7 @@ __all__ = [
     "SPLIT_COLUMN",
     "TABLE_SUFFIXES",
     "check_fractions",
+    "in_split_order",
     "is_csv",
     "is_table",
     "read_table",

@@ -22,6 +22,15 @@ def task_metrics(spec: TaskSpec, logits: np.ndarray, targets: np.ndarray, multil
     return metric.compute(predictions=logits, references=targets)
 
 
+CHANCE_MARGIN = 0.01
+"""A main score within this of its chance score (or below it) is at chance: the model learnt nothing there."""
+
+
+def at_or_below_chance(score: float, chance: float) -> bool:
+    """Whether a main score (accuracy, micro-F1, R^2: higher is better) is no better than its chance score."""
+    return score <= chance + CHANCE_MARGIN
+
+
 def chance_scores(
     task_specs: Mapping[str, TaskSpec],
     targets: Mapping[str, np.ndarray],
@@ -51,4 +60,4 @@ def chance_scores(
     return scores
 
 
-__all__ = ["chance_scores", "task_metrics"]
+__all__ = ["CHANCE_MARGIN", "at_or_below_chance", "chance_scores", "task_metrics"]

@@ -10,14 +10,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import UserError
+from ...metrics.scoring import CHANCE_MARGIN
 from .plan import SINGLE_TASK
 
 logger = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
 """Metric names where a smaller value is better; delta_m flips their sign."""
-CHANCE_MARGIN = 0.01
-"""A single-task baseline within this of its task's chance score (or below it) counts as at chance."""
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -147,4 +146,4 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
 # -- outputs ---------------------------------------------------------------------------------------
 
 
-__all__ = ["CHANCE_MARGIN", "LOWER_IS_BETTER", "delta_m", "summarise", "weak_baselines"]
+__all__ = ["LOWER_IS_BETTER", "delta_m", "summarise", "weak_baselines"]

@@ -88,8 +88,12 @@ def check_columns(table, image_column: str, task_names: list[str], catalogue: st
         )
 
 
-def vocabulary(table, name: str, kind: str | None, separator: str) -> CatalogueTask:
-    """The task's type (given or from the column's Spark type), its sorted labels and its missing count."""
+def vocabulary(
+    table, name: str, kind: str | None, separator: str, *, empty: str = "none", fixed: list[str] | None = None
+) -> CatalogueTask:
+    """The task's type (given or from the column's Spark type), its sorted labels (or the `fixed` ones, with the
+    rows of each label outside them) and its missing count. An empty multilabel text cell is none of the labels,
+    or missing (`empty`)."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -101,6 +105,8 @@ def vocabulary(table, name: str, kind: str | None, separator: str) -> CatalogueT
             kind = "regression"
         else:
             kind = "classification"
+    if empty == "missing" and kind != "multilabel":
+        raise UserError(f"--empty_missing {name}: only a multilabel task's empty cells can mean none or missing")
     column = F.col(name)
     if kind == "regression":
         if isinstance(data_type, (T.ArrayType, T.MapType, T.StructType)):
@@ -121,13 +127,29 @@ def vocabulary(table, name: str, kind: str | None, separator: str) -> CatalogueT
             )
         return CatalogueTask(name=name, type=kind, missing=int(counts["missing"] or 0))
     items = label_items(column, data_type, kind, separator)
-    labels = sorted(row[0] for row in table.select(F.explode(items).alias("label")).distinct().collect())
-    # An array column says "none of the labels" with [] and "unknown" with null; a text cell has only "".
-    missing = table.where(column.isNull() if isinstance(data_type, T.ArrayType) else F.size(items) == 0).count()
+    counted = table.select(F.explode(F.array_distinct(items)).alias("label")).groupBy("label").count().collect()
+    rows_of = {row["label"]: row["count"] for row in counted}
+    labels = sorted(rows_of) if fixed is None else list(fixed)
+    unknown = tuple(sorted((label, count) for label, count in rows_of.items() if label not in labels))
+    from_array = isinstance(data_type, T.ArrayType)
+    # An array column says "none of the labels" with [] and "unknown" with null; a text cell has only "", and
+    # `empty` says which it means (a classification cell that is empty is missing).
+    if from_array:
+        missing = table.where(column.isNull()).count()
+    elif kind == "multilabel" and empty == "none":
+        missing = 0
+    else:
+        missing = table.where(F.size(items) == 0).count()
     if not labels:
         raise UserError(f"--tasks: column {name!r} has no labels at all (every row is empty)")
     return CatalogueTask(
-        name=name, type=kind, labels=tuple(labels), missing=missing, from_array=isinstance(data_type, T.ArrayType)
+        name=name,
+        type=kind,
+        labels=tuple(labels),
+        missing=missing,
+        from_array=from_array,
+        empty=empty if kind == "multilabel" else "none",
+        unknown_labels=unknown,
     )
 
 

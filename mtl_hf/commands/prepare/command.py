@@ -25,11 +25,16 @@ what came in, what went out, what was dropped and why, and each task's labels.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from ...data.tables import DEFAULT_SPLITS, SPLIT_COLUMN, check_fractions
+from ...errors import MissingPathError, UserError
 from ...utils.validation import structured_option
 from ..parsing import CommandParser, user_errors_in_one_line
 from .catalogue import (
@@ -41,11 +46,13 @@ from .catalogue import (
     spark_session,
     vocabulary,
 )
+from .precheck import check_before_spark
 from .shards import ShardWriter
 from .storage import check_output
 from .summary import format_summary, summarise
 
 _ROW = "_mtl_hf_row"
+logger = logging.getLogger(__name__)
 
 
 def prepare_catalogue(
@@ -59,6 +66,10 @@ def prepare_catalogue(
     shard_rows: int = 5000,
     master: str = "local[*]",
     separator: str = "|",
+    id_columns: Sequence[str] | None = None,
+    split_fractions: dict[str, float] | None = None,
+    empty_missing: Sequence[str] = (),
+    vocabulary_from: str | None = None,
     storage_options: dict[str, Any] | None = None,
     spark=None,
 ) -> dict[str, Any]:
@@ -77,30 +88,65 @@ def prepare_catalogue(
         shard_rows (`int`, defaults to 5000): catalogue rows per shard (fewer come out where rows drop).
         master (`str`, defaults to `"local[*]"`): the Spark master (`local[2]`, `spark://host:7077`, ...).
         separator (`str`, defaults to `"|"`): what separates a multilabel cell's labels in a text column.
+        id_columns (`list[str]`, *optional*): columns kept, as text, in the shards and in `dropped_rows.jsonl`;
+            the first gives each row its split. Default: every column that is neither a task nor the image,
+            the rows then split by their image location.
+        split_fractions (`dict`, *optional*): split -> share of the rows, by a stable hash of the row's id
+            (default `{"train": 0.8, "validation": 0.1, "test": 0.1}`); a `split` column decides instead.
+        empty_missing (`list[str]`, *optional*): multilabel tasks whose empty text cells mean "unknown"
+            (missing) rather than "none of the labels" (the default, what a shop export means).
+        vocabulary_from (`str`, *optional*): a saved model folder, or a JSON file `{task: [labels]}`, whose
+            labels (and the model's task types) fix the vocabularies; a label outside them is counted per
+            task and its cell left missing.
         storage_options (`dict`, *optional*): fsspec options for image URLs and an `output` URL
             (e.g. `{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}`).
         spark (`SparkSession`, *optional*): a session to use instead of starting one on `master`.
     """
     _check_settings(size=size, quality=quality, shard_rows=shard_rows)
     task_types = parse_tasks(tasks)
+    task_names = [name for name, _ in task_types]
+    fixed = fixed_vocabularies(vocabulary_from, task_names) if vocabulary_from else {}
+    task_types = [(name, fixed[name][0] if name in fixed else kind) for name, kind in task_types]
+    _check_empty_missing(empty_missing, task_types)
+    fractions = check_fractions(split_fractions or DEFAULT_SPLITS)
     storage_options = dict(storage_options or {})
     table_format = catalogue_format(catalogue)
+    named = [(image_column, "--image_column"), *((name, "--tasks") for name in task_names)]
+    named += [(column, "--id_column") for column in id_columns or []]
     check_output(output, storage_options)
+    check_before_spark(catalogue, table_format, image_column=image_column, columns_needed=named)
     own_session = spark is None
     spark = spark or spark_session(master)
     try:
         from pyspark.sql import functions as F
 
         table = read_catalogue(spark, catalogue, table_format)
-        task_names = [name for name, _ in task_types]
         check_columns(table, image_column, task_names, catalogue)
+        ids = list(id_columns) if id_columns is not None else _other_columns(table, image_column, task_names)
+        has_split_column = SPLIT_COLUMN in table.columns
+        kept = [column for column in [*ids, *([SPLIT_COLUMN] if has_split_column else [])] if column not in task_names]
         # Cached: the count, two small jobs per task and the photo job all read these columns, and the
         # catalogue file is then parsed once rather than once per job.
-        table = table.select(F.monotonically_increasing_id().alias(_ROW), image_column, *task_names).cache()
+        table = table.select(
+            F.monotonically_increasing_id().alias(_ROW),
+            image_column,
+            *task_names,
+            *(F.col(column).cast("string").alias(column) for column in dict.fromkeys(kept) if column != image_column),
+        ).cache()
         rows_in = table.count()
         if rows_in == 0:
             raise UserError(f"catalogue {catalogue} has no rows")
-        catalogue_tasks = [vocabulary(table, name, kind, separator) for name, kind in task_types]
+        catalogue_tasks = [
+            vocabulary(
+                table,
+                name,
+                kind,
+                separator,
+                empty="missing" if name in empty_missing else "none",
+                fixed=fixed[name][1] if name in fixed else None,
+            )
+            for name, kind in task_types
+        ]
 
         shards = max(1, math.ceil(rows_in / shard_rows))
         ordered = table.repartitionByRange(shards, _ROW).sortWithinPartitions(_ROW)
@@ -114,13 +160,81 @@ def prepare_catalogue(
             separator=separator,
             shards=shards,
             storage_options=storage_options,
+            id_columns=tuple(column for column in ids if column not in (image_column, *task_names)),
+            split_key=None if has_split_column else (ids[0] if id_columns else image_column),
+            split_fractions=fractions,
         )
         reports = ordered.rdd.mapPartitionsWithIndex(writer.write_partition).collect()
         table.unpersist()
     finally:
         if own_session:
             spark.stop()
-    return summarise(catalogue, output, rows_in, catalogue_tasks, reports, size, quality, storage_options)
+    split_rule = (
+        f"by the catalogue's {SPLIT_COLUMN!r} column"
+        if has_split_column
+        else f"by a hash of {writer.split_key!r}, {json.dumps(fractions)}"
+    )
+    summary = summarise(
+        catalogue, output, rows_in, catalogue_tasks, reports, size, quality, storage_options, split_rule
+    )
+    if summary["rows_out"] == 0:
+        raise UserError(every_row_dropped(summary, base_folder(catalogue)))
+    return summary
+
+
+def fixed_vocabularies(source: str, task_names: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """task -> (type, labels) from a saved model's config.json or a JSON file `{task: [labels]}`."""
+    path = Path(source)
+    config_file = path / "config.json" if path.is_dir() else path
+    if not config_file.is_file():
+        raise MissingPathError(f"--vocabulary_from {source}: no model folder (with config.json) or JSON file there")
+    try:
+        values = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"--vocabulary_from {config_file} is not JSON: {error}") from None
+    if path.is_dir():
+        vocabularies = {
+            task["name"]: (task["type"], list(task["labels"])) for task in values.get("tasks", []) if task.get("labels")
+        }
+    elif isinstance(values, dict) and all(isinstance(v, list) for v in values.values()):
+        vocabularies = {name: (None, [str(label) for label in labels]) for name, labels in values.items()}
+    else:
+        raise UserError(f"--vocabulary_from {source}: give a JSON object task -> list of labels")
+    unknown = sorted(set(vocabularies) - set(task_names))
+    known = {name: value for name, value in vocabularies.items() if name in task_names}
+    if not known:
+        raise UserError(
+            f"--vocabulary_from {source} has labels for {sorted(vocabularies)}, none of --tasks {task_names}"
+        )
+    if unknown:
+        logger.info("--vocabulary_from: %s not among --tasks; ignored", unknown)
+    return known
+
+
+def every_row_dropped(summary: dict[str, Any], base: str) -> str:
+    reasons = ", ".join(f"{count} {reason}" for reason, count in summary["dropped"].items())
+    first = summary.get("first_dropped") or {}
+    example = first.get("image")
+    if example and "://" not in example and not os.path.isabs(example) and base:
+        example = os.path.join(base, example)
+    where = f"; e.g. {example}" if example else ""
+    return (
+        f"every one of the {summary['rows_in']} rows was dropped ({reasons}){where}: relative photo paths are read "
+        f"from the catalogue's folder {base or '(a URL)'}; see {summary['output']}/dropped_rows.jsonl"
+    )
+
+
+def _other_columns(table, image_column: str, task_names: list[str]) -> list[str]:
+    return [column for column in table.columns if column not in (image_column, *task_names, SPLIT_COLUMN)]
+
+
+def _check_empty_missing(empty_missing: Sequence[str], task_types) -> None:
+    types = dict(task_types)
+    for name in empty_missing:
+        if name not in types:
+            raise UserError(f"--empty_missing names {name!r}, which is not among --tasks {list(types)}")
+        if types[name] not in (None, "multilabel"):
+            raise UserError(f"--empty_missing {name}: only a multilabel task's empty cells can mean none or missing")
 
 
 def _check_settings(*, size: int, quality: int, shard_rows: int) -> None:
@@ -149,6 +263,28 @@ def build_parser(prog: str = "mtl-hf prepare") -> CommandParser:
     parser.add_argument("--master", default="local[*]", help="the Spark master (default: local[*], all local cores)")
     parser.add_argument("--separator", default="|", help="separates the labels of a multilabel text cell (default: |)")
     parser.add_argument(
+        "--id_column",
+        action="append",
+        dest="id_columns",
+        help="a column kept in the shards and in dropped_rows.jsonl (repeat for more); the first gives each row "
+        "its split (default: every column that is neither a task nor the image, rows split by image path)",
+    )
+    parser.add_argument(
+        "--split_fractions",
+        help='JSON split -> share of the rows, by a stable hash of the row id (default: {"train": 0.8, '
+        '"validation": 0.1, "test": 0.1}); a split column in the catalogue decides instead',
+    )
+    parser.add_argument(
+        "--empty_missing",
+        default="",
+        help="comma-separated multilabel tasks whose empty cells mean unknown (default: none of the labels)",
+    )
+    parser.add_argument(
+        "--vocabulary_from",
+        help="a saved model folder or a JSON file {task: [labels]} that fixes the tasks' labels (a label outside "
+        "them is counted and left missing): new data encoded with the ids a model was trained with",
+    )
+    parser.add_argument(
         "--storage_options",
         default=None,
         help="JSON fsspec options for image URLs and an output URL, e.g. "
@@ -170,6 +306,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "mtl-hf prepare") -> dic
             shard_rows=args.shard_rows,
             master=args.master,
             separator=args.separator,
+            id_columns=args.id_columns,
+            split_fractions=structured_option("--split_fractions", args.split_fractions),
+            empty_missing=[name.strip() for name in args.empty_missing.split(",") if name.strip()],
+            vocabulary_from=args.vocabulary_from,
             storage_options=structured_option("--storage_options", args.storage_options),
         )
     print(format_summary(summary))

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from ...data.tables import in_split_order
 from .shards import DROP_REASONS
 from .storage import open_in
 
@@ -14,19 +15,24 @@ SUMMARY_FILE = "prepare_summary.json"
 DROPPED_FILE = "dropped_rows.jsonl"
 
 
-def summarise(catalogue, output, rows_in, tasks, reports, size, quality, storage_options) -> dict[str, Any]:
+def summarise(catalogue, output, rows_in, tasks, reports, size, quality, storage_options, split_rule) -> dict[str, Any]:
     reports = sorted(reports, key=lambda report: report["partition"])
     dropped_rows = [row for report in reports for row in report["dropped"]]
+    shards = sorted((file for report in reports for file in report["files"]), key=lambda file: file["file"])
+    splits = Counter()
+    for shard in shards:
+        splits[shard["split"]] += shard["rows"]
     summary = {
         "catalogue": str(catalogue),
         "output": str(output),
         "rows_in": rows_in,
-        "rows_out": sum(report["rows_out"] for report in reports),
+        "rows_out": sum(shard["rows"] for shard in shards),
         "dropped": dict(sorted(Counter(row["reason"] for row in dropped_rows).items())),
-        "tasks": {
-            task.name: {"type": task.type, "labels": list(task.labels), "missing": task.missing} for task in tasks
-        },
-        "shards": [{"file": r["file"], "rows": r["rows_out"], "bytes": r["bytes"]} for r in reports if "file" in r],
+        "first_dropped": dropped_rows[0] if dropped_rows else None,
+        "splits": in_split_order(splits),
+        "split_rule": split_rule,
+        "tasks": {task.name: _task_summary(task) for task in tasks},
+        "shards": shards,
         "image_shortest_edge": size,
         "jpeg_quality": quality,
     }
@@ -34,6 +40,15 @@ def summarise(catalogue, output, rows_in, tasks, reports, size, quality, storage
         json.dump(summary, file, indent=2)
     with open_in(output, DROPPED_FILE, "w", storage_options) as file:
         file.writelines(json.dumps(row) + "\n" for row in dropped_rows)
+    return summary
+
+
+def _task_summary(task) -> dict[str, Any]:
+    summary = {"type": task.type, "labels": list(task.labels), "missing": task.missing}
+    if task.type == "multilabel":
+        summary["empty"] = "none" if task.from_array else task.empty
+    if task.unknown_labels:
+        summary["unknown_labels"] = dict(task.unknown_labels)
     return summary
 
 
@@ -45,11 +60,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     for reason, count in summary["dropped"].items():
         lines.append(f"  dropped {count:>6}  {reason}: {DROP_REASONS[reason]}")
+    splits = ", ".join(f"{name} {count}" for name, count in summary["splits"].items())
+    lines.append(f"splits ({summary['split_rule']}): {splits}")
     for name, task in summary["tasks"].items():
         labels = f"{len(task['labels'])} labels {task['labels'][:8]}{' ...' if len(task['labels']) > 8 else ''}"
+        empty = {"none": ", an empty cell is none of the labels", "missing": ", an empty cell is missing"}
         lines.append(
             f"task {name} ({task['type']}): {labels if task['labels'] else 'numbers'}, {task['missing']} rows missing"
+            + empty.get(task.get("empty"), "")
         )
+        if task.get("unknown_labels"):
+            rows = sum(task["unknown_labels"].values())
+            lines.append(f"  {rows} row(s) with labels outside the vocabulary, left missing: {task['unknown_labels']}")
     if shard_bytes:
         mib = [count / 2**20 for count in shard_bytes]
         lines.append(
