@@ -184,6 +184,17 @@ def test_columns_and_paths_are_checked_before_spark_starts(shop, tmp_path, monke
     assert "no column 'id' (from --id_column)" in error(
         table, tmp_path / "o", "--image_column", "image_path", "--tasks", "category", "--id_column", "id"
     )
+    priced = next(row for row in rows if row["price"])
+    dollars = tmp_path / "dollars.csv"  # one price as a shop's front end shows it
+    with open(dollars, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "price": f"${row['price']}" if row is priced else row["price"]} for row in rows)
+    message = error(dollars, tmp_path / "o", "--image_column", "image_path", "--tasks", "price:regression")
+    assert (
+        f"regression column 'price' has 1 values that are not numbers in the first 120 rows, e.g. '${priced['price']}'"
+        in message
+    )
     moved = tmp_path / "elsewhere" / "products.csv"  # the photos' paths are relative to the table's own folder
     moved.parent.mkdir()
     moved.write_text(table.read_text())

@@ -114,7 +114,13 @@ def prepare_catalogue(
     named = [(image_column, "--image_column"), *((name, "--tasks") for name in task_names)]
     named += [(column, "--id_column") for column in id_columns or []]
     check_output(output, storage_options)
-    check_before_spark(catalogue, table_format, image_column=image_column, columns_needed=named)
+    check_before_spark(
+        catalogue,
+        table_format,
+        image_column=image_column,
+        columns_needed=named,
+        regression_tasks=[name for name, kind in task_types if kind == "regression"],
+    )
     own_session = spark is None
     spark = spark or spark_session(master)
     try:

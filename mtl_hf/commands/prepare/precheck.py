@@ -49,16 +49,28 @@ def catalogue_sample(catalogue: str, table_format: str, rows: int = SAMPLE_ROWS)
 
 
 def check_before_spark(
-    catalogue: str, table_format: str, *, image_column: str, columns_needed: list[tuple[str, str]]
+    catalogue: str,
+    table_format: str,
+    *,
+    image_column: str,
+    columns_needed: list[tuple[str, str]],
+    regression_tasks: list[str] = (),
 ) -> None:
-    """The named columns exist (`columns_needed`: (column, the flag that named it)), and not every photo path of
-    the first rows leads nowhere."""
+    """The named columns exist (`columns_needed`: (column, the flag that named it)), the tasks typed regression
+    hold numbers in the first rows, and not every photo path of those rows leads nowhere."""
     if "://" in catalogue:
         return
     columns, sample = catalogue_sample(catalogue, table_format)
     for column, flag in columns_needed:
         if column not in columns:
             raise UserError(f"catalogue {catalogue} has no column {column!r} (from {flag}); its columns are {columns}")
+    for task in regression_tasks:
+        bad = [row[task] for row in sample if row.get(task) not in (None, "") and not _is_number(row[task])]
+        if bad:
+            raise UserError(
+                f"--tasks: regression column {task!r} has {len(bad)} values that are not numbers in the first "
+                f"{len(sample)} rows, e.g. {str(bad[0])!r}; clean them or give the task another type"
+            )
     base = str(Path(catalogue).resolve().parent)
     local = [str(row[image_column]).strip() for row in sample if _is_local_path(row.get(image_column))]
     resolved = [path if os.path.isabs(path) else os.path.join(base, path) for path in local]
@@ -68,6 +80,16 @@ def check_before_spark(
             f"none of the first {len(resolved)} photo paths of {catalogue} exist, e.g. {example}: "
             f"relative paths are read from the catalogue's folder {base}; write them relative to it, or absolute"
         )
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _is_local_path(value: Any) -> bool:
