@@ -19,6 +19,17 @@ SHOP_TASKS = [
 ]
 
 
+SMALLEST_VIT = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+"""The smallest ViT the tests train: a recipe's `backbone_config` (model_type vit)."""
+
+
 def tiny_vit_config(**overrides) -> ViTConfig:
     values = dict(
         image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128

@@ -11,6 +11,7 @@ from mtl_hf.commands.main import main as cli
 from mtl_hf.data.survey import parse_task_list, survey_catalogue
 from mtl_hf.data.tables import DEFAULT_SPLITS, split_of
 from mtl_hf.errors import UserError
+from tests.conftest import SMALLEST_VIT
 from tests.own_catalogue import FIELDS, write_catalogue
 
 INIT = ["--image_column", "image_path", "--tasks", "category,colour,tags,price", "--id_column", "sku"]
@@ -60,7 +61,7 @@ def test_the_recipe_trains_and_the_test_split_is_left_for_eval(catalogue, tmp_pa
     monkeypatch.chdir(tmp_path)
     assert cli(["init", str(catalogue), *INIT, "--image_size", "32", "--output", "shop.yaml"]) == 0
     overrides = ["--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--use_cpu", "true"]
-    overrides += ["--backbone_config", json.dumps(_tiny_backbone())]
+    overrides += ["--backbone_config", json.dumps({"model_type": "vit", **SMALLEST_VIT})]
     assert cli(["train", "shop.yaml", *overrides]) == 0
     model = tmp_path / "outputs" / catalogue.stem
     config = json.loads((model / "config.json").read_text())
@@ -70,18 +71,6 @@ def test_the_recipe_trains_and_the_test_split_is_left_for_eval(catalogue, tmp_pa
     capsys.readouterr()
     assert cli(["eval", str(model), str(catalogue), "--split", "test", "--image_column", "image_path", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["training_rows"] is False
-
-
-def _tiny_backbone():
-    return {
-        "model_type": "vit",
-        "image_size": 32,
-        "patch_size": 8,
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    }
 
 
 def test_init_refuses_in_one_line(catalogue, tmp_path, monkeypatch, capsys):

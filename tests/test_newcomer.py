@@ -22,6 +22,7 @@ from mtl_hf.commands.recipe import parse_recipe as parse_args
 from mtl_hf.commands.train import main as train_main
 from mtl_hf.data import ImageTransforms, MultiTaskCollator, TaskSource, load_shop_dataset
 from mtl_hf.utils.output_dir import LOCK_FILE
+from tests.conftest import SMALLEST_VIT
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
@@ -175,14 +176,7 @@ def test_an_evaluation_failure_keeps_the_trained_model_and_names_the_file(tmp_pa
                 "dataset": str(tmp_path / "photos"),
                 "tasks": {"category": "label"},
                 "eval_split": "validation",
-                "backbone_config": {
-                    "image_size": 32,
-                    "patch_size": 8,
-                    "hidden_size": 32,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "intermediate_size": 64,
-                },
+                "backbone_config": SMALLEST_VIT,
                 "output_dir": str(tmp_path / "out"),
                 "max_steps": 2,
                 "per_device_train_batch_size": 8,
