@@ -433,3 +433,19 @@ def test_the_cli_line_for_a_missing_column_names_the_columns(tmp_path, capsys):
         cli_eval_a_missing_column(tmp_path)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("mtl-hf eval: error:") and "no column(s) ['categry']; its columns are [" in line
+
+
+def test_a_misspelt_task_option_names_the_closest_one(tmp_path, capsys):
+    """A typo one level down in a recipe (a task's option) gets its 'did you mean' like a top-level one."""
+    from mtl_hf.commands.main import main as cli
+
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(
+        "dataset: builtin:shop\ndataset_options: {num_rows: 16, eval_rows: 8, image_size: 32}\n"
+        "tasks:\n  category: {column: category, loss_wieght: 2}\n"
+        "backbone_config: {image_size: 32, patch_size: 8}\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_steps: 1\nuse_cpu: true\nreport_to: none\n"
+    )
+    assert cli(["train", str(recipe)]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "task 'category': unknown options ['loss_wieght'] - loss_wieght (did you mean loss_weight?)" in line

@@ -78,6 +78,11 @@ def test_wrong_paths_give_a_clear_error_and_exit_code_2(saved_model, images, tmp
     assert "nowhere" in capsys.readouterr().err
     assert cli(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+    assert cli(["predict", str(folder), str(images[0].parent)]) == 2  # a folder of photos: a hint, one line
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"mtl-hf predict: error: {images[0].parent} is a folder: give its image files, e.g. "
+        f"{images[0].parent / '*.jpg'}"
+    ]
     assert cli(["predict", str(folder)]) == 2  # no image: one line, not a page of usage
     assert capsys.readouterr().err.strip().splitlines() == [
         "mtl-hf predict: error: the following arguments are required: IMAGE; see `mtl-hf predict --help`"
