@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..balancing import WeightingMethod, build_weighting
 from ..data.mixture import TaskMixture
@@ -135,11 +136,34 @@ def training_weighting(
     return weighting
 
 
+# Trainer arguments whose job MultiTaskTrainer does its own way: accepted silently, they would change nothing.
+IGNORED_ARGUMENTS = {
+    "compute_metrics": "each task is scored by its type's metrics (eval_<task>_<metric>)",
+    "preprocess_logits_for_metrics": "each task's logits are gathered and scored as they are",
+    "compute_loss_func": "each task's loss follows from its type and the weighting combines them",
+    "model_init": "the trainer needs the model itself, for its tasks",
+}
+
+
+def refuse_ignored_arguments(args: MultiTaskTrainingArguments, kwargs: Mapping[str, Any]) -> None:
+    """A Trainer argument that MultiTaskTrainer would ignore is refused in one line, never dropped silently."""
+    for name, reason in IGNORED_ARGUMENTS.items():
+        if kwargs.get(name) is not None:
+            raise UserError(f"MultiTaskTrainer does not take {name}: {reason}; leave it out")
+    if args.label_smoothing_factor:
+        raise UserError(
+            f"label_smoothing_factor {args.label_smoothing_factor:g} is not supported: MultiTaskTrainer computes "
+            "each task's loss itself, where Trainer's label smoothing does not reach; leave it at 0"
+        )
+
+
 __all__ = [
+    "IGNORED_ARGUMENTS",
     "adopt_target_statistics",
     "build_task_mixture",
     "planned_optimizer_steps",
     "record_training_data",
+    "refuse_ignored_arguments",
     "training_mixture",
     "training_weighting",
 ]

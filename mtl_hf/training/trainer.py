@@ -52,6 +52,7 @@ from .plan import (
     adopt_target_statistics,
     planned_optimizer_steps,
     record_training_data,
+    refuse_ignored_arguments,
     training_mixture,
     training_weighting,
 )
@@ -96,6 +97,7 @@ class MultiTaskTrainer(Trainer):
             raise TypeError(f"model must be a MultiTaskViTModel, got {type(model).__name__}")
         if kwargs.get("data_collator") is not None:
             raise UserError("the collator follows from the tasks and transforms; pass image_transforms instead")
+        refuse_ignored_arguments(args, kwargs)
         self.task_specs = {spec.name: spec for spec in model.config.task_specs}
         self.image_transforms = image_transforms or _default_transforms(model, processing_class)
         self.train_mixture = (
