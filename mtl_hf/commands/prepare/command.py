@@ -124,21 +124,9 @@ def prepare_catalogue(
     own_session = spark is None
     spark = spark or spark_session(master)
     try:
-        from pyspark.sql import functions as F
-
-        table = read_catalogue(spark, catalogue, table_format)
-        check_columns(table, image_column, task_names, catalogue)
-        ids = list(id_columns) if id_columns is not None else _other_columns(table, image_column, task_names)
-        has_split_column = SPLIT_COLUMN in table.columns
-        kept = [column for column in [*ids, *([SPLIT_COLUMN] if has_split_column else [])] if column not in task_names]
-        # Cached: the count, two small jobs per task and the photo job all read these columns, and the
-        # catalogue file is then parsed once rather than once per job.
-        table = table.select(
-            F.monotonically_increasing_id().alias(_ROW),
-            image_column,
-            *task_names,
-            *(F.col(column).cast("string").alias(column) for column in dict.fromkeys(kept) if column != image_column),
-        ).cache()
+        table, ids, has_split_column = _catalogue_table(
+            spark, catalogue, table_format, image_column=image_column, task_names=task_names, id_columns=id_columns
+        )
         rows_in = table.count()
         if rows_in == 0:
             raise UserError(f"catalogue {catalogue} has no rows")
@@ -176,9 +164,9 @@ def prepare_catalogue(
         if own_session:
             spark.stop()
     split_rule = (
-        f"by the catalogue's {SPLIT_COLUMN!r} column"
-        if has_split_column
-        else f"by a hash of {writer.split_key!r}, {json.dumps(fractions)}"
+        f"by a hash of {writer.split_key!r}, {json.dumps(fractions)}"
+        if writer.split_key
+        else f"by the catalogue's {SPLIT_COLUMN!r} column"
     )
     summary = summarise(
         catalogue, output, rows_in, catalogue_tasks, reports, size, quality, storage_options, split_rule
@@ -186,6 +174,27 @@ def prepare_catalogue(
     if summary["rows_out"] == 0:
         raise UserError(every_row_dropped(summary, base_folder(catalogue)))
     return summary
+
+
+def _catalogue_table(spark, catalogue: str, table_format: str, *, image_column, task_names, id_columns):
+    """(the rows Spark reads: a row number, the photo, the tasks, the id and split columns as text; the id
+    columns; whether the catalogue has a split column)."""
+    from pyspark.sql import functions as F
+
+    table = read_catalogue(spark, catalogue, table_format)
+    check_columns(table, image_column, task_names, catalogue)
+    ids = list(id_columns) if id_columns is not None else _other_columns(table, image_column, task_names)
+    has_split_column = SPLIT_COLUMN in table.columns
+    kept = [column for column in [*ids, *([SPLIT_COLUMN] if has_split_column else [])] if column not in task_names]
+    # Cached: the count, two small jobs per task and the photo job all read these columns, and the
+    # catalogue file is then parsed once rather than once per job.
+    table = table.select(
+        F.monotonically_increasing_id().alias(_ROW),
+        image_column,
+        *task_names,
+        *(F.col(column).cast("string").alias(column) for column in dict.fromkeys(kept) if column != image_column),
+    ).cache()
+    return table, ids, has_split_column
 
 
 def fixed_vocabularies(source: str, task_names: list[str]) -> dict[str, tuple[str, list[str]]]:
