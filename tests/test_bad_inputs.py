@@ -473,3 +473,25 @@ def test_trainer_arguments_the_trainer_would_ignore_are_refused(tmp_path, extra,
     keywords = {key: value for key, value in extra.items() if key != "label_smoothing_factor"}
     with pytest.raises(UserError, match=message):
         MultiTaskTrainer(new_model(source), arguments(tmp_path, **settings), train_dataset=source, **keywords)
+
+
+@pytest.mark.parametrize(
+    ("metric", "greater"),
+    [
+        ("size_mse", False),
+        ("eval_size_mae", False),
+        ("loss", False),
+        ("category_accuracy", True),
+        ("average_score", True),
+    ],
+)
+def test_the_best_checkpoint_follows_the_direction_of_its_metric(tmp_path, metric, greater):
+    """A lower-is-better task metric named for load_best_model_at_end keeps the lowest, not the highest."""
+    from mtl_hf import MultiTaskTrainingArguments
+
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), metric_for_best_model=metric, use_cpu=True)
+    assert args.greater_is_better is greater
+    chosen = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), metric_for_best_model=metric, greater_is_better=not greater, use_cpu=True
+    )
+    assert chosen.greater_is_better is (not greater)  # the user's choice stands

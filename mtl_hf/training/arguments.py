@@ -113,6 +113,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.greater_is_better is None and self.metric_for_best_model is not None:
+            # Trainer takes every metric but a loss as higher-is-better, which would keep the checkpoint with the
+            # worst `size_mse`; the task metrics that fall as they improve are named here.
+            metric = self.metric_for_best_model.removeprefix("eval_")
+            self.greater_is_better = not metric.endswith(("loss", "_mse", "_mae", "_rmse"))
         super().__post_init__()
         if self.dataloader_num_workers == -1:
             self.dataloader_num_workers = default_num_workers(use_cpu=self.use_cpu)
