@@ -202,3 +202,16 @@ def test_gradient_surgery_runs_with_accumulation_and_bf16(tmp_path):
     after = parameters(trainer.model)
     assert all(torch.isfinite(p).all() for p in after.values())
     assert not torch.equal(after["backbone.embeddings.cls_token"], before["backbone.embeddings.cls_token"])
+
+
+def test_a_task_without_targets_in_the_evaluation_rows_is_named_not_silently_averaged(tmp_path, caplog):
+    source = shop_source(rows=32)
+    rows = load_shop_dataset(24, start=200, missing_rate=0.2, seed=0).map(lambda row: {"size": None})
+    held_out = TaskSource(rows, {spec.name: spec.name for spec in source.task_specs}, name="held_out")
+    trainer = MultiTaskTrainer(new_model(source), arguments(tmp_path), train_dataset=source, eval_dataset=held_out)
+    with caplog.at_level("WARNING", logger="mtl_hf.training.evaluation"):
+        metrics = trainer.evaluate()
+    assert math.isnan(metrics["eval_size_r2"]) and metrics["eval_unscored_tasks"] == 1
+    others = ["eval_category_accuracy", "eval_colour_accuracy", "eval_pattern_accuracy", "eval_tags_micro_f1"]
+    assert metrics["eval_average_score"] == pytest.approx(np.mean([metrics[key] for key in others]))
+    assert any("task(s) ['size'] have no targets in these rows" in r.getMessage() for r in caplog.records)

@@ -8,6 +8,7 @@ task gets `{prefix}_{task}_{metric}` and `{prefix}_{task}_loss`, plus `{prefix}_
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import defaultdict
@@ -27,6 +28,8 @@ from ..metrics import PRIMARY_METRIC
 from ..metrics.scoring import task_metrics
 from ..utils.distributed import is_distributed, world_size
 from .tallies import BadImageTally
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .trainer import MultiTaskTrainer
@@ -134,7 +137,16 @@ def task_scores(trainer: MultiTaskTrainer, logits, labels, loss_sums, counts, pr
         metrics[f"{prefix}_{name}_loss"] = loss_sums[name] / max(counts[name], 1)
         primaries.append(scores[PRIMARY_METRIC[spec.type]])
     metrics[f"{prefix}_loss"] = float(np.mean([metrics[f"{prefix}_{n}_loss"] for n in logits]))
-    metrics[f"{prefix}_average_score"] = float(np.nanmean(primaries))
+    unscored = [name for name, score in zip(logits, primaries, strict=True) if math.isnan(score)]
+    if unscored:
+        # A task without a single target in these rows has no score: the average leaves it out, and says so.
+        metrics[f"{prefix}_unscored_tasks"] = len(unscored)
+        logger.warning(
+            f"{prefix}: task(s) {unscored} have no targets in these rows and no score; "
+            f"{prefix}_average_score is the mean over the other {len(primaries) - len(unscored)} task(s)"
+        )
+    scored = [score for score in primaries if not math.isnan(score)]
+    metrics[f"{prefix}_average_score"] = float(np.mean(scored)) if scored else math.nan
     return metrics
 
 
