@@ -12,7 +12,6 @@ decodes them.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from .columns import check_image_feature
 from .encoding import UNKNOWN_LABELS, CellRules, TaskEncoder, normalise_tasks, task_options
 from .locations import TableOptions, is_url, load_rows, parquet_row_count
 from .streaming import stream_rows
-from .tables import is_csv, is_table
+from .tables import is_csv, is_table, photo_location
 
 BAD_IMAGE_POLICIES = ("raise", "skip")
 
@@ -318,10 +317,7 @@ class TaskSource:
 
     def _located(self, image: Any) -> Any:
         """A photo path relative to its catalogue table, as a path from here; other values as they are."""
-        base = self.context.base_folder
-        if base and isinstance(image, str) and image and "://" not in image and not os.path.isabs(image):
-            return os.path.join(base, image)
-        return image
+        return photo_location(image, self.context.base_folder)
 
     def _count_rows(self, num_rows: int | None, parquet_files: list[str], split: str) -> int | None:
         if not self.is_streaming:

@@ -22,7 +22,16 @@ from .columns import cell_names
 from .encoding import CellRules
 from .images import DECODE_ERRORS, decode_image
 from .sources import SourceContext, TaskSource
-from .tables import DEFAULT_SPLITS, SPLIT_COLUMN, in_split_order, is_csv, is_table, read_table, split_assignment
+from .tables import (
+    DEFAULT_SPLITS,
+    SPLIT_COLUMN,
+    in_split_order,
+    is_csv,
+    is_table,
+    photo_location,
+    read_table,
+    split_assignment,
+)
 
 MANY_WHOLE_NUMBER_LABELS = 20
 """A whole-number column with more distinct values than this is flagged: a quantity read as classes?"""
@@ -165,7 +174,7 @@ def _photo_paths(paths: list[Any], base_folder: str | None) -> tuple[list[str], 
     for value in paths:
         if not isinstance(value, str) or not value or "://" in value:
             continue  # bytes, or a URL: checked when decoded
-        resolved = value if os.path.isabs(value) or base_folder is None else os.path.join(base_folder, value)
+        resolved = photo_location(value, base_folder)
         (present if os.path.exists(resolved) else missing).append(os.path.normpath(resolved))
     return missing, present
 

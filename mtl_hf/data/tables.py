@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,14 @@ def read_table(path: str | Path) -> Dataset:
     if table.num_rows == 0:
         raise UserError(f"{path} holds no rows")
     return Dataset(table)
+
+
+def photo_location(value: Any, base_folder: str | None) -> Any:
+    """A photo path relative to its catalogue table, as a path from here; an absolute path, a URL or any other
+    value as it is."""
+    if base_folder and isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+        return os.path.join(base_folder, value)
+    return value
 
 
 def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
@@ -123,6 +132,7 @@ __all__ = [
     "in_split_order",
     "is_csv",
     "is_table",
+    "photo_location",
     "read_table",
     "select_split",
     "split_assignment",

@@ -28,12 +28,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...data.tables import DEFAULT_SPLITS, SPLIT_COLUMN, check_fractions
+from ...data.tables import DEFAULT_SPLITS, SPLIT_COLUMN, check_fractions, photo_location
 from ...errors import MissingPathError, UserError
 from ...utils.validation import structured_option
 from ..parsing import CommandParser, user_errors_in_one_line
@@ -229,9 +228,7 @@ def fixed_vocabularies(source: str, task_names: list[str]) -> dict[str, tuple[st
 def every_row_dropped(summary: dict[str, Any], base: str) -> str:
     reasons = ", ".join(f"{count} {reason}" for reason, count in summary["dropped"].items())
     first = summary.get("first_dropped") or {}
-    example = first.get("image")
-    if example and "://" not in example and not os.path.isabs(example) and base:
-        example = os.path.join(base, example)
+    example = photo_location(first.get("image"), base)
     where = f"; e.g. {example}" if example else ""
     return (
         f"every one of the {summary['rows_in']} rows was dropped ({reasons}){where}: relative photo paths are read "

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...data.tables import photo_location
 from ...errors import UserError
 
 SAMPLE_ROWS = 200
@@ -73,7 +74,7 @@ def check_before_spark(
             )
     base = str(Path(catalogue).resolve().parent)
     local = [str(row[image_column]).strip() for row in sample if _is_local_path(row.get(image_column))]
-    resolved = [path if os.path.isabs(path) else os.path.join(base, path) for path in local]
+    resolved = [photo_location(path, base) for path in local]
     if resolved and not any(os.path.exists(path) for path in resolved):
         example = os.path.normpath(resolved[0])
         raise UserError(

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ...data.images import to_rgb
-from ...data.tables import SPLIT_COLUMN, split_of
+from ...data.tables import SPLIT_COLUMN, photo_location, split_of
 from .storage import filesystem, open_in
 
 # Why a row is dropped; each reason is counted in the summary.
@@ -119,9 +118,7 @@ class ShardWriter:
 
         if location is None or not str(location).strip():
             return None, "no_image_path"
-        location = str(location).strip()
-        if "://" not in location and not os.path.isabs(location) and self.base:
-            location = os.path.join(self.base, location)
+        location = photo_location(str(location).strip(), self.base)
         try:
             fs, path = filesystem(location, self.storage_options)
             with fs.open(path, "rb") as file:
