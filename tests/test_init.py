@@ -8,7 +8,8 @@ import yaml
 
 from mtl_hf.commands.init import bad_photo_limit, epochs_for
 from mtl_hf.commands.main import main as cli
-from mtl_hf.data.survey import parse_task_list, survey_catalogue
+from mtl_hf.commands.prepare.catalogue import parse_tasks
+from mtl_hf.data.survey import survey_catalogue
 from mtl_hf.data.tables import DEFAULT_SPLITS, split_of
 from mtl_hf.errors import UserError
 from tests.conftest import SMALLEST_VIT
@@ -82,7 +83,7 @@ def test_init_refuses_in_one_line(catalogue, tmp_path, monkeypatch, capsys):
 
     cases = {
         ("--tasks", "category,style"): f"no column 'style'; the columns are {FIELDS}",
-        ("--tasks", "tags:multi"): "--tasks tags:multi: unknown type 'multi'",
+        ("--tasks", "tags:multi"): "--tasks: task 'tags' has type 'multi'; use one of classification, multilabel",
         ("--image_column", "photo"): "no column 'photo'",
         ("--image_size", "50"): "--image_size 50: give a multiple of 8",
     }
@@ -102,7 +103,7 @@ def test_the_survey_reads_types_the_data_cannot_tell_and_flags_quantities(tmp_pa
         writer.writerow(["photo", "labels", "stock", "brand"])
         for index in range(40):
             writer.writerow([f"p{index}.jpg", "a|b" if index % 3 else "c", index * 7, "acme" if index else "rare"])
-    survey = survey_catalogue(table, parse_task_list("labels,stock,brand"), image_column="photo")
+    survey = survey_catalogue(table, dict(parse_tasks("labels,stock,brand")), image_column="photo")
     by_name = {task.spec.name: task for task in survey.tasks}
     assert by_name["labels"].spec.type == "multilabel" and by_name["labels"].spec.labels == ["a", "b", "c"]
     assert by_name["stock"].spec.type == "classification" and len(by_name["stock"].spec.labels) == 40
@@ -110,10 +111,12 @@ def test_the_survey_reads_types_the_data_cannot_tell_and_flags_quantities(tmp_pa
     assert by_name["brand"].notes == ["task 'brand': label(s) ['rare'] on fewer than 5 rows each"]
     assert len(survey.missing_photos) == 40 and survey.photos_decoded == 0
 
-    typed = survey_catalogue(table, parse_task_list("stock:regression"), image_column="photo")
+    typed = survey_catalogue(table, dict(parse_tasks("stock:regression")), image_column="photo")
     assert typed.tasks[0].spec.type == "regression" and typed.tasks[0].notes == []
-    with pytest.raises(UserError, match="--tasks names no column"):
-        parse_task_list(" , ")
+    with pytest.raises(UserError, match="--tasks ' , ': an empty task name"):
+        parse_tasks(" , ")
+    with pytest.raises(UserError, match="--tasks names 'stock' twice"):  # two surveys of one column
+        parse_tasks("stock,brand,stock")
 
 
 def test_epochs_and_the_bad_photo_limit():

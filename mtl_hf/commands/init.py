@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.survey import parse_task_list, survey_catalogue
+    from ..data.survey import survey_catalogue
+    from .prepare.catalogue import parse_tasks
 
     output = Path(args.output)
     if output.exists() and not args.force:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--image_size {args.image_size}: give a multiple of 8 (the patch side), e.g. 64")
     survey = survey_catalogue(
         args.catalogue,
-        parse_task_list(args.tasks),
+        dict(parse_tasks(args.tasks)),
         image_column=args.image_column,
         id_column=args.id_column,
         separator=args.separator,

@@ -17,7 +17,7 @@ from typing import Any
 from datasets import Dataset, Value
 
 from ..errors import MissingPathError, UserError
-from ..models.mtl_vit.tasks_mtl_vit import TASK_TYPES, TaskSpec
+from ..models.mtl_vit.tasks_mtl_vit import TaskSpec
 from .columns import cell_names
 from .encoding import CellRules
 from .images import DECODE_ERRORS, decode_image
@@ -66,21 +66,6 @@ class CatalogueSurvey:
     split_rows: dict[str, int]
     """Rows per split, as training will split them: by the table's `split` column, else by the hash of the id."""
     split_rule: str
-
-
-def parse_task_list(text: str) -> dict[str, str | None]:
-    """`category,colour,tags:multilabel,price` -> {task: type or None (inferred)}."""
-    tasks: dict[str, str | None] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, _, task_type = item.partition(":")
-        if task_type and task_type not in TASK_TYPES:
-            raise UserError(f"--tasks {item}: unknown type {task_type!r}; the types are {list(TASK_TYPES)}")
-        tasks[name.strip()] = task_type or None
-    if not tasks:
-        raise UserError("--tasks names no column: give the label columns, e.g. --tasks category,colour,tags,price")
-    return tasks
 
 
 def survey_catalogue(
@@ -192,6 +177,5 @@ __all__ = [
     "MANY_WHOLE_NUMBER_LABELS",
     "RARE_LABEL_ROWS",
     "TaskSurvey",
-    "parse_task_list",
     "survey_catalogue",
 ]
