@@ -79,15 +79,6 @@ def read_catalogue(spark, catalogue: str, table_format: str):
     return spark.read.parquet(catalogue) if table_format == "parquet" else spark.read.json(catalogue)
 
 
-def check_columns(table, image_column: str, task_names: list[str], catalogue: str) -> None:
-    missing = [column for column in [image_column, *task_names] if column not in table.columns]
-    if missing:
-        flag = "--image_column" if missing[0] == image_column else "--tasks"
-        raise UserError(
-            f"catalogue {catalogue} has no column {missing[0]!r} (from {flag}); its columns are {table.columns}"
-        )
-
-
 def vocabulary(
     table, name: str, kind: str | None, separator: str, *, empty: str = "none", fixed: list[str] | None = None
 ) -> CatalogueTask:
@@ -177,7 +168,6 @@ __all__ = [
     "INSTALL_HINT",
     "base_folder",
     "catalogue_format",
-    "check_columns",
     "parse_tasks",
     "read_catalogue",
     "spark_session",

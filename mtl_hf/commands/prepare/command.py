@@ -39,13 +39,12 @@ from ..parsing import CommandParser, user_errors_in_one_line
 from .catalogue import (
     base_folder,
     catalogue_format,
-    check_columns,
     parse_tasks,
     read_catalogue,
     spark_session,
     vocabulary,
 )
-from .precheck import check_before_spark
+from .precheck import check_before_spark, require_columns
 from .shards import ShardWriter
 from .storage import check_output
 from .summary import format_summary, summarise
@@ -124,7 +123,13 @@ def prepare_catalogue(
     spark = spark or spark_session(master)
     try:
         table, ids, has_split_column = _catalogue_table(
-            spark, catalogue, table_format, image_column=image_column, task_names=task_names, id_columns=id_columns
+            spark,
+            catalogue,
+            table_format,
+            named,
+            image_column=image_column,
+            task_names=task_names,
+            id_columns=id_columns,
         )
         rows_in = table.count()
         if rows_in == 0:
@@ -175,13 +180,14 @@ def prepare_catalogue(
     return summary
 
 
-def _catalogue_table(spark, catalogue: str, table_format: str, *, image_column, task_names, id_columns):
+def _catalogue_table(spark, catalogue: str, table_format: str, named, *, image_column, task_names, id_columns):
     """(the rows Spark reads: a row number, the photo, the tasks, the id and split columns as text; the id
-    columns; whether the catalogue has a split column)."""
+    columns; whether the catalogue has a split column). `named`: the columns the flags name, checked here too,
+    since a catalogue in object storage is not read before Spark."""
     from pyspark.sql import functions as F
 
     table = read_catalogue(spark, catalogue, table_format)
-    check_columns(table, image_column, task_names, catalogue)
+    require_columns(catalogue, table.columns, named)
     ids = list(id_columns) if id_columns is not None else _other_columns(table, image_column, task_names)
     has_split_column = SPLIT_COLUMN in table.columns
     kept = [column for column in [*ids, *([SPLIT_COLUMN] if has_split_column else [])] if column not in task_names]

@@ -62,9 +62,7 @@ def check_before_spark(
     if "://" in catalogue:
         return
     columns, sample = catalogue_sample(catalogue, table_format)
-    for column, flag in columns_needed:
-        if column not in columns:
-            raise UserError(f"catalogue {catalogue} has no column {column!r} (from {flag}); its columns are {columns}")
+    require_columns(catalogue, columns, columns_needed)
     for task in regression_tasks:
         bad = [row[task] for row in sample if row.get(task) not in (None, "") and not _is_number(row[task])]
         if bad:
@@ -83,6 +81,13 @@ def check_before_spark(
         )
 
 
+def require_columns(catalogue: str, columns: list[str], columns_needed: list[tuple[str, str]]) -> None:
+    """Each of `columns_needed` ((column, the flag that named it)) among the catalogue's `columns`."""
+    for column, flag in columns_needed:
+        if column not in columns:
+            raise UserError(f"catalogue {catalogue} has no column {column!r} (from {flag}); its columns are {columns}")
+
+
 def _is_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -97,4 +102,4 @@ def _is_local_path(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip()) and "://" not in value
 
 
-__all__ = ["SAMPLE_ROWS", "catalogue_sample", "check_before_spark"]
+__all__ = ["SAMPLE_ROWS", "catalogue_sample", "check_before_spark", "require_columns"]
