@@ -26,9 +26,11 @@ CHANCE_MARGIN = 0.01
 """A main score within this of its chance score (or below it) is at chance: the model learnt nothing there."""
 
 
-def at_or_below_chance(score: float, chance: float) -> bool:
-    """Whether a main score (accuracy, micro-F1, R^2: higher is better) is no better than its chance score."""
-    return score <= chance + CHANCE_MARGIN
+def at_or_below_chance(score: float, chance: float, *, lower_is_better: bool = False) -> bool:
+    """Whether a score is no better than its chance score, by more than `CHANCE_MARGIN` (the main scores,
+    accuracy, micro-F1 and R^2, are higher-is-better; an error such as MSE is `lower_is_better`)."""
+    gain = chance - score if lower_is_better else score - chance
+    return gain <= CHANCE_MARGIN
 
 
 def chance_scores(

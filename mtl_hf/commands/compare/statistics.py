@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import UserError
-from ...metrics.scoring import CHANCE_MARGIN
+from ...metrics.scoring import at_or_below_chance
 from .plan import SINGLE_TASK
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def weak_baselines(results: Sequence[Mapping[str, Any]], metrics: Mapping[str, s
             continue  # results written before chance scores were recorded
         score = statistics.fmean(run["scores"][task] for run in runs)
         chance = statistics.fmean(run["chance"][task] for run in runs)
-        margin = score - chance if metric not in LOWER_IS_BETTER else chance - score
-        if margin <= CHANCE_MARGIN:
+        if at_or_below_chance(score, chance, lower_is_better=metric in LOWER_IS_BETTER):
             weak[task] = f"single-task {metric} {score:.3f} is at or below chance {chance:.3f}"
     return weak
 
