@@ -4,8 +4,8 @@ the commands.
 - `TARGET_FIELDS` (type, labels, number of outputs) say what a target means: class 3 of `colour` is the
   same colour only where the labels are the same, in the same order. They must agree wherever a task
   meets another description of itself: two sources that label it, or the data and a model's head.
-- `HEAD_FIELDS` (loss weight, pooling, dropout, hidden layer, target scaling) say how a head is built
-  and weighed. Two
+- `HEAD_FIELDS` (loss weight, pooling, dropout, hidden layer, target scaling, loss options) say how a head
+  is built, weighed and trained. Two
   sources that describe one head of a new model must not disagree on them (the model would silently take
   one); data given to an existing model need not repeat them (the model's own head stands).
 - A regression task's target statistics are pooled where sources share it (each source computed its
@@ -21,7 +21,18 @@ from .errors import UserError
 from .models.mtl_vit.configuration_mtl_vit import TASK_TYPES, TaskSpec
 
 TARGET_FIELDS = ("type", "labels", "num_outputs")
-HEAD_FIELDS = ("loss_weight", "pooling", "dropout", "hidden_size", "target_scaling")
+HEAD_FIELDS = (
+    "loss_weight",
+    "pooling",
+    "dropout",
+    "hidden_size",
+    "target_scaling",
+    "label_smoothing",
+    "class_weights",
+    "pos_weight",
+    "loss",
+    "huber_delta",
+)
 
 
 def differences(first: TaskSpec, second: TaskSpec, *, heads: bool = False) -> list[str]:

@@ -38,6 +38,12 @@ def test_task_spec_objects_are_accepted_and_stored_as_dicts():
             "hidden_size": None,
             "target_scaling": "standard",
             "target_statistics": None,
+            "label_smoothing": None,
+            "class_weights": None,
+            "pos_weight": None,
+            "label_counts": None,
+            "loss": "mse",
+            "huber_delta": None,
         }
     ]
 

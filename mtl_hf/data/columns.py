@@ -20,7 +20,15 @@ _INT_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "
 _TEXT_DTYPES = {"string", "large_string"}
 _IMAGE_VALUE_DTYPES = {"string", "large_string", "binary", "large_binary"}
 STATISTICS_STREAM_ROWS = 10_000
-"""A streaming source's regression statistics come from its first rows (a map-style one's from every row)."""
+"""A streaming source's regression statistics and label counts come from its first rows (a map-style one's from
+every row)."""
+
+
+def column_cells(dataset: Dataset | IterableDataset, column: str) -> list[Any]:
+    """The cells of `column` that statistics are computed from: every row, or a stream's first rows."""
+    if isinstance(dataset, IterableDataset):
+        return [row[column] for row in dataset.select_columns([column]).take(STATISTICS_STREAM_ROWS)]
+    return dataset[column]
 
 
 def check_image_feature(feature: Any, column: str, where: str) -> None:
@@ -131,11 +139,7 @@ def regression_statistics(dataset: Dataset | IterableDataset, column: str) -> di
 
     A constant output gets std 1 (nothing to scale).
     """
-    if isinstance(dataset, IterableDataset):
-        cells = [row[column] for row in dataset.select_columns([column]).take(STATISTICS_STREAM_ROWS)]
-    else:
-        cells = dataset[column]
-    rows = [_as_numbers(cell) for cell in cells]
+    rows = [_as_numbers(cell) for cell in column_cells(dataset, column)]
     width = max((len(row) for row in rows if row is not None), default=0)
     if width == 0:
         return None
@@ -158,6 +162,7 @@ def _as_numbers(cell: Any) -> list[float] | None:
 
 __all__ = [
     "STATISTICS_STREAM_ROWS",
+    "column_cells",
     "ColumnReading",
     "as_name",
     "cell_names",

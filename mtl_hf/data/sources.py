@@ -22,8 +22,9 @@ from datasets import IterableDataset
 from datasets.features import Image as ImageFeature
 
 from ..errors import UserError
+from ..models.mtl_vit.heads_mtl_vit import MISSING_CLASS
 from ..utils.validation import check_choice
-from .columns import check_image_feature
+from .columns import check_image_feature, column_cells
 from .encoding import UNKNOWN_LABELS, CellRules, TaskEncoder, normalise_tasks, task_options
 from .locations import TableOptions, is_url, load_rows, parquet_row_count
 from .streaming import stream_rows
@@ -299,6 +300,29 @@ class TaskSource:
             row=index,
             skip_if_undecodable=self.bad_image_policy == "skip",
         )
+
+    def label_counts(self, task: str) -> dict[str, Any]:
+        """`{"counts": [...], "rows": n}`: how many of the `n` rows that label classification or multilabel
+        `task` carry each of its labels (a streaming source: among its first `STATISTICS_STREAM_ROWS` rows)."""
+        encoder = self._encoders[task]
+        spec = encoder.spec
+        if spec.type == "regression":
+            raise ValueError(f"task {task!r} is a regression task: it has no labels to count")
+        counts, rows = [0] * spec.num_outputs, 0
+        for cell in column_cells(self.dataset, self._columns[task]):
+            try:
+                encoded = encoder.encode(cell)
+            except UserError as error:
+                raise UserError(f"source {self.name!r}: {error}") from None
+            if spec.type == "classification":
+                if encoded != MISSING_CLASS:
+                    counts[encoded] += 1
+                    rows += 1
+            elif encoded[0] != MISSING_CLASS:
+                rows += 1
+                for label, value in enumerate(encoded):
+                    counts[label] += value >= 0.5
+        return {"counts": counts, "rows": rows}
 
     def unknown_labels(self) -> dict[str, dict[str, int]]:
         """Per task, the labels it does not know and the cells that held them (`unknown_labels="count"`), since

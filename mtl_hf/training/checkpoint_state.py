@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import MissingPathError, UserError
+from ..models.mtl_vit.tasks_mtl_vit import LOSS_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +65,19 @@ def load_multitask_state(folder: str | os.PathLike) -> dict[str, Any]:
     return _join(document["state"], load_file(tensors_path))
 
 
-def restore_target_scaling(model, folder: str | os.PathLike) -> None:
-    """Gives `model`'s regression tasks the target scaling and statistics of the run saved in `folder`, so that a
-    resumed run standardises its targets as it did before (a checkpoint of mtl_hf 0.1.0: raw targets)."""
+def restore_task_losses(model, folder: str | os.PathLike) -> None:
+    """Gives `model`'s tasks the loss settings of the run saved in `folder`: regression target scaling and
+    statistics, label smoothing, class and positive weights with their label counts, the regression loss. A
+    resumed run computes its losses as it did before (a checkpoint of mtl_hf 0.1.0: raw targets, plain losses)."""
     saved = type(model.config).from_pretrained(folder)
     for spec in saved.task_specs:
-        if spec.type == "regression" and spec.name in model.task_names:
-            model.set_target_scaling(spec.name, spec.target_scaling, spec.target_statistics)
+        if spec.name in model.task_names and spec.type == model.config.get_task(spec.name).type:
+            model.update_task(
+                spec.name,
+                target_scaling=spec.target_scaling,
+                target_statistics=spec.target_statistics,
+                **{field: getattr(spec, field) for field in LOSS_FIELDS},
+            )
 
 
 def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
@@ -141,6 +148,6 @@ __all__ = [
     "is_complete_checkpoint",
     "last_complete_checkpoint",
     "load_multitask_state",
-    "restore_target_scaling",
+    "restore_task_losses",
     "save_multitask_state",
 ]

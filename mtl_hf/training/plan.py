@@ -9,10 +9,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..balancing import WeightingMethod, build_weighting
+from ..data.columns import STATISTICS_STREAM_ROWS
 from ..data.mixture import TaskMixture
 from ..data.sources import TaskSource
 from ..errors import UserError
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from ..models.mtl_vit.tasks_mtl_vit import BALANCED
 from ..tasks import check_agreement
 from .arguments import MultiTaskTrainingArguments
 
@@ -86,6 +88,54 @@ def adopt_target_statistics(model, mixture: TaskMixture) -> None:
                 )
 
 
+def adopt_label_counts(model, mixture: TaskMixture) -> None:
+    """A model task with `"balanced"` class or positive weights and no `label_counts` yet takes those of its
+    training rows (summed over the sources that label it), once, before any step."""
+    for spec in model.config.task_specs:
+        if spec.label_counts is not None or BALANCED not in (spec.class_weights, spec.pos_weight):
+            continue
+        sources = [source for source in mixture.sources if spec.name in source.task_names]
+        if not sources:
+            continue
+        tallies = [source.label_counts(spec.name) for source in sources]
+        counts = {
+            "counts": [sum(column) for column in zip(*(tally["counts"] for tally in tallies), strict=True)],
+            "rows": sum(tally["rows"] for tally in tallies),
+        }
+        streaming = [source.name for source in sources if source.is_streaming]
+        try:
+            model.update_task(spec.name, label_counts=counts)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        logger.info(
+            "task %r: balanced weights from the label counts of %d training rows%s: %s",
+            spec.name,
+            counts["rows"],
+            f" (the first {STATISTICS_STREAM_ROWS} rows of streaming source(s) {streaming})" if streaming else "",
+            counts["counts"],
+        )
+
+
+def apply_label_smoothing_factor(model, factor: float) -> None:
+    """Trainer's `label_smoothing_factor` becomes the `label_smoothing` of every classification task that sets
+    none of its own (recorded in the config); refused where the model has no classification task."""
+    if not factor:
+        return
+    classification = [spec for spec in model.config.task_specs if spec.type == "classification"]
+    if not classification:
+        raise UserError(
+            f"label_smoothing_factor {factor:g} smooths classification targets, and this model has no "
+            "classification task; leave it at 0"
+        )
+    for spec in classification:
+        if spec.label_smoothing is None:
+            model.update_task(spec.name, label_smoothing=factor)
+    logger.info(
+        "label smoothing per task: %s",
+        {spec.name: spec.label_smoothing for spec in model.config.task_specs if spec.type == "classification"},
+    )
+
+
 def record_training_data(model, mixture: TaskMixture) -> None:
     """Adds the training sources' locations and splits to `config.training_data` (kept from earlier training),
     so that `mtl-hf eval` can refuse to score them as if they were held out."""
@@ -138,8 +188,10 @@ def training_weighting(
 
 # Trainer arguments whose job MultiTaskTrainer does its own way: accepted silently, they would change nothing.
 IGNORED_ARGUMENTS = {
-    "compute_metrics": "each task is scored by its type's metrics (eval_<task>_<metric>)",
-    "preprocess_logits_for_metrics": "each task's logits are gathered and scored as they are",
+    "compute_metrics": "each task is scored by its type's metrics (eval_<task>_<metric>); for metrics of your "
+    "own per task, pass compute_task_metrics=fn(task, logits, targets) -> dict",
+    "preprocess_logits_for_metrics": "each task's logits are gathered and scored as they are (compute_task_metrics "
+    "receives them per task)",
     "compute_loss_func": "each task's loss follows from its type and the weighting combines them",
     "model_init": "the trainer needs the model itself, for its tasks",
 }
@@ -150,16 +202,13 @@ def refuse_ignored_arguments(args: MultiTaskTrainingArguments, kwargs: Mapping[s
     for name, reason in IGNORED_ARGUMENTS.items():
         if kwargs.get(name) is not None:
             raise UserError(f"MultiTaskTrainer does not take {name}: {reason}; leave it out")
-    if args.label_smoothing_factor:
-        raise UserError(
-            f"label_smoothing_factor {args.label_smoothing_factor:g} is not supported: MultiTaskTrainer computes "
-            "each task's loss itself, where Trainer's label smoothing does not reach; leave it at 0"
-        )
 
 
 __all__ = [
     "IGNORED_ARGUMENTS",
+    "adopt_label_counts",
     "adopt_target_statistics",
+    "apply_label_smoothing_factor",
     "build_task_mixture",
     "planned_optimizer_steps",
     "record_training_data",

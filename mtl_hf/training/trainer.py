@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,17 +39,17 @@ from ..data.mixture import TaskMixture
 from ..data.sources import TaskSource
 from ..data.transforms import ImageTransforms
 from ..errors import UserError
-from ..metrics.scoring import task_metrics
-from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 from .arguments import MultiTaskTrainingArguments
 from .callbacks import MultiTaskStateCallback, WeightingCallback
-from .checkpoint_state import last_complete_checkpoint, load_multitask_state, restore_target_scaling
+from .checkpoint_state import last_complete_checkpoint, load_multitask_state, restore_task_losses
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
 from .plan import (
+    adopt_label_counts,
     adopt_target_statistics,
+    apply_label_smoothing_factor,
     planned_optimizer_steps,
     record_training_data,
     refuse_ignored_arguments,
@@ -77,6 +77,10 @@ class MultiTaskTrainer(Trainer):
             is used for evaluation). Defaults to one built from `processing_class`.
         weighting (`WeightingMethod`, *optional*): a ready balancing method; defaults to
             `args.weighting` with `args.weighting_options`.
+        compute_task_metrics (`Callable[[str, np.ndarray, np.ndarray], dict[str, float]]`, *optional*): metrics
+            of your own, per task, beside each task type's: called with the task's name, its logits and its
+            targets (the evaluated rows that have one); each returned `name: value` is reported as
+            `eval_<task>_<name>` and can be `metric_for_best_model`.
         Other keyword arguments go to `Trainer`.
     """
 
@@ -89,6 +93,7 @@ class MultiTaskTrainer(Trainer):
         processing_class: Any = None,
         image_transforms: ImageTransforms | None = None,
         weighting: WeightingMethod | None = None,
+        compute_task_metrics: Callable[[str, np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
         **kwargs,
     ):
         if not isinstance(args, MultiTaskTrainingArguments):
@@ -98,14 +103,21 @@ class MultiTaskTrainer(Trainer):
         if kwargs.get("data_collator") is not None:
             raise UserError("the collator follows from the tasks and transforms; pass image_transforms instead")
         refuse_ignored_arguments(args, kwargs)
+        if compute_task_metrics is not None and not callable(compute_task_metrics):
+            raise UserError(
+                f"compute_task_metrics must be a function (task, logits, targets) -> dict, got {compute_task_metrics!r}"
+            )
+        self.compute_task_metrics = compute_task_metrics
         self.task_specs = {spec.name: spec for spec in model.config.task_specs}
         self.image_transforms = image_transforms or _default_transforms(model, processing_class)
         self.train_mixture = (
             training_mixture(train_dataset, args, self.task_specs) if train_dataset is not None else None
         )
+        apply_label_smoothing_factor(model, args.label_smoothing_factor)
         if self.train_mixture is not None:
             adopt_target_statistics(model, self.train_mixture)
-            self.task_specs = {spec.name: spec for spec in model.config.task_specs}
+            adopt_label_counts(model, self.train_mixture)
+        self.task_specs = {spec.name: spec for spec in model.config.task_specs}
         self.eval_sources = named_sources(eval_dataset)
         if args.ignore_data_skip is False:
             # The mixture restores its own position from the checkpoint; Trainer must not also
@@ -296,7 +308,9 @@ class MultiTaskTrainer(Trainer):
         if resume_from_checkpoint:
             state = load_multitask_state(resume_from_checkpoint)  # first: it says what is wrong with the folder
             model = self.accelerator.unwrap_model(self.model)
-            restore_target_scaling(model, resume_from_checkpoint)  # the run's own units, whatever the data says now
+            restore_task_losses(
+                model, resume_from_checkpoint
+            )  # the run's own units and weights, whatever the data says now
             self.task_specs = {spec.name: spec for spec in model.config.task_specs}
             reached, planned = self.completed_steps(resume_from_checkpoint)
             if reached >= planned:
@@ -348,10 +362,6 @@ class MultiTaskTrainer(Trainer):
         output = predict_sources(self, named_sources(test_dataset), metric_key_prefix)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
         return output
-
-    def task_metrics(self, spec: TaskSpec, logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-        """One task's metrics from its logits and targets (missing targets skipped), as evaluate() reports them."""
-        return task_metrics(spec, logits, targets, self.args.multilabel_threshold)
 
 
 def _default_transforms(model: MultiTaskViTModel, processing_class: Any) -> ImageTransforms:

@@ -5,11 +5,13 @@ saved model (it imports only its siblings).
 |------------------|-----------------------------------------|---------------|------------------------|
 | `classification` | class ids, int, shape `(B,)`            | `-100`        | cross-entropy          |
 | `multilabel`     | multi-hot in [0, 1], shape `(B, L)`     | `-100`        | binary cross-entropy   |
-| `regression`     | real values, shape `(B, K)` (or `(B,)`) | `NaN`         | mean squared error     |
+| `regression`     | real values, shape `(B, K)` (or `(B,)`) | `NaN`         | squared, absolute or Huber error |
 
-Each task's loss is the mean over its present targets in the batch; a task whose targets are all
-missing contributes 0 (never NaN) and sends zero gradient. A regression head with `"standard"` target
-scaling is trained on standardised targets, so its loss is in units of the targets' spread.
+Each task's loss is the mean over its present targets in the batch (with `class_weights`, the weighted mean
+over them, as `cross_entropy(weight=...)` takes it); a task whose targets are all missing contributes 0
+(never NaN) and sends zero gradient. The task's `TaskSpec` chooses the options: `label_smoothing`,
+`class_weights`, `pos_weight`, the regression `loss` and its `huber_delta`. A regression head with
+`"standard"` target scaling is trained on standardised targets, so its loss is in units of the targets' spread.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_mtl_vit import MultiTaskViTConfig, backbone_hidden_size
-from .tasks_mtl_vit import TaskSpec
+from .tasks_mtl_vit import BALANCED, TaskSpec, balanced_weights
 
 
 class MultiTaskHead(nn.Module):
@@ -32,6 +34,7 @@ class MultiTaskHead(nn.Module):
     def __init__(self, config: MultiTaskViTConfig, task: TaskSpec):
         super().__init__()
         self.set_target_statistics(task.target_statistics if task.scaled_targets else None)
+        self.set_loss_weights(balanced_weights(task))
         in_features = backbone_hidden_size(config.backbone_config)
         self.dropout = nn.Dropout(task.dropout) if task.dropout > 0 else nn.Identity()
         if task.hidden_size is not None:
@@ -52,6 +55,19 @@ class MultiTaskHead(nn.Module):
         """The mean and std the head's outputs are standardised with (None: raw units)."""
         self.target_statistics = statistics
         self._affine: dict = {}  # (device, dtype) -> (mean, std): made once per device, not per step
+
+    def set_loss_weights(self, weights: list[float] | None) -> None:
+        """The task's class weights (classification) or positive weights (multilabel); None: unweighted."""
+        self.loss_weights = weights
+        self._weights: dict = {}  # device -> tensor, made once per device, not per step
+
+    def loss_weight_tensor(self, device: torch.device) -> torch.Tensor | None:
+        """The loss weights on `device`, in float32 as the loss is computed."""
+        if self.loss_weights is None:
+            return None
+        if device not in self._weights:
+            self._weights[device] = torch.tensor(self.loss_weights, device=device, dtype=torch.float32)
+        return self._weights[device]
 
     def _mean_std(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (like.device, like.dtype)
@@ -77,29 +93,59 @@ MISSING_CLASS = -100
 """Target value that marks a missing class id (classification) or entry (multilabel)."""
 
 
-def task_loss(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor, standardize=None) -> torch.Tensor:
+def task_loss(
+    task: TaskSpec,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    standardize=None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean loss of `task` over the present targets of the batch; 0 when none is present.
 
     `standardize` (regression): maps the checked targets into the units `logits` are in, the head's
-    standardised units (see `TaskSpec.target_scaling`).
+    standardised units (see `TaskSpec.target_scaling`). `weights`: the class weights (classification) or
+    positive weights (multilabel) that the task's spec gives, on the logits' device (see `MultiTaskHead`).
     """
     target = _checked_target(task, logits, target)
     if standardize is not None:
         target = standardize(target)
     logits = logits.float()
     present = present_targets(task, target)
+    if weights is None and BALANCED in (task.class_weights, task.pos_weight):
+        raise ValueError(
+            f"task {task.name!r}: 'balanced' weights need the training data's label counts (TaskSpec.label_counts), "
+            "which MultiTaskTrainer records before the first step; train with it, or give the weights as a list"
+        )
     if task.type == "classification":
-        summed = F.cross_entropy(logits, target, ignore_index=MISSING_CLASS, reduction="sum")
+        summed = F.cross_entropy(
+            logits,
+            target,
+            weight=weights,
+            ignore_index=MISSING_CLASS,
+            reduction="sum",
+            label_smoothing=task.label_smoothing or 0.0,
+        )
+        if weights is not None:
+            # The weighted mean: each labelled row counts as much as its class's weight.
+            return summed / torch.where(present, weights[target.clamp(min=0)], 0.0).sum().clamp(min=1e-12)
     elif task.type == "multilabel":
         per_entry = F.binary_cross_entropy_with_logits(
-            logits, torch.where(present, target, torch.zeros_like(target)), reduction="none"
+            logits, torch.where(present, target, torch.zeros_like(target)), reduction="none", pos_weight=weights
         )
         summed = (per_entry * present).sum()
     else:
-        summed = ((logits - torch.nan_to_num(target, nan=0.0)).square() * present).sum()
+        summed = (_regression_error(task, logits, torch.nan_to_num(target, nan=0.0)) * present).sum()
     # Dividing by at least 1 keeps the graph (and DDP's view of the head's parameters) intact
     # when every target is missing, where a masked mean would give NaN.
     return summed / present.sum().clamp(min=1)
+
+
+def _regression_error(task: TaskSpec, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if task.loss == "l1":
+        return (outputs - target).abs()
+    if task.loss == "huber":
+        return F.huber_loss(outputs, target, reduction="none", delta=task.huber_delta)
+    return (outputs - target).square()
 
 
 def present_targets(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
 from .heads_mtl_vit import MultiTaskHead, task_loss
+from .tasks_mtl_vit import balanced_weights
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
 
@@ -183,16 +184,26 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
     def _task_loss(self, name: str, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         head = self.heads[name]
         standardize = head.standardized if head.target_statistics is not None else None
-        return task_loss(self._tasks[name], outputs, target, standardize=standardize)
+        weights = head.loss_weight_tensor(outputs.device)
+        return task_loss(self._tasks[name], outputs, target, standardize=standardize, weights=weights)
 
     def set_target_scaling(self, name: str, scaling: str, statistics: dict | None) -> None:
         """Sets task `name`'s `target_scaling` and `target_statistics` in the config and in its head."""
-        spec = TaskSpec.from_dict(
-            {**self._tasks[name].to_dict(), "target_scaling": scaling, "target_statistics": statistics}
-        )
+        self.update_task(name, target_scaling=scaling, target_statistics=statistics)
+
+    def update_task(self, name: str, **fields) -> None:
+        """Changes fields of task `name`'s spec that leave its head's shape as it is (target scaling, loss
+        options), in the config and in the head."""
+        if name not in self._tasks:
+            raise KeyError(f"unknown task {name!r}; this model's tasks are {self.task_names}")
+        shaping = [field for field in _HEAD_SHAPE_FIELDS if field in fields]
+        if shaping:
+            raise ValueError(f"task {name!r}: {shaping} make a new head; use remove_task and add_task")
+        spec = TaskSpec.from_dict({**self._tasks[name].to_dict(), **fields})
         self._tasks[name] = spec
         self.config.tasks = [spec.to_dict() if task["name"] == name else task for task in self.config.tasks]
         self.heads[name].set_target_statistics(spec.target_statistics if spec.scaled_targets else None)
+        self.heads[name].set_loss_weights(balanced_weights(spec))
 
     def _tasks_to_run(self, tasks, labels) -> list[str]:
         if tasks is None:
@@ -274,6 +285,8 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         model.config.name_or_path = str(pretrained_model_name_or_path)
         return model
 
+
+_HEAD_SHAPE_FIELDS = ("name", "type", "labels", "num_outputs", "pooling", "dropout", "hidden_size")
 
 PICKLED_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 

@@ -12,10 +12,14 @@ from typing import Any
 TASK_TYPES = ("classification", "multilabel", "regression")
 """`classification`: one label per image (softmax, cross-entropy).
 `multilabel`: any number of labels per image (sigmoid, binary cross-entropy).
-`regression`: one or more real values per image (mean squared error)."""
+`regression`: one or more real values per image (mean squared error, or the task's `loss`)."""
 
 POOLING_MODES = ("cls", "mean")
 TARGET_SCALINGS = ("standard", "none")
+REGRESSION_LOSSES = ("mse", "l1", "huber")
+BALANCED = "balanced"
+LOSS_FIELDS = ("label_smoothing", "class_weights", "pos_weight", "label_counts", "loss", "huber_delta")
+"""The fields that shape a task's loss (not its head): a resumed run takes them from its checkpoint."""
 # Task names become module names (`heads.<name>`), metric keys (`eval_<name>_accuracy`) and
 # keyword-friendly identifiers, so they keep to letters, digits and underscores.
 _TASK_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -63,6 +67,29 @@ class TaskSpec:
             Regression only: `{"mean": [...], "std": [...], "count": n}`, one mean and standard deviation
             per output, computed from the `count` training rows that have a target (the data sources do
             it). Without them, `"standard"` scaling is the identity.
+        label_smoothing (`float`, *optional*):
+            Classification only: the share of each target's probability spread evenly over all classes, in
+            [0, 1) (`torch.nn.functional.cross_entropy`'s `label_smoothing`). Unset, the trainer's
+            `label_smoothing_factor` applies (and is recorded here); 0 turns smoothing off for this task.
+        class_weights (`list[float]` or `"balanced"`, *optional*):
+            Classification only: one weight per class, multiplying the loss of the rows of that class; the loss
+            is then the weighted mean over the batch's labelled rows (as `cross_entropy(weight=...)`).
+            `"balanced"` gives class c the weight `rows / (num_classes * count_c)` from `label_counts`, which
+            the trainer counts in the training data before the first step.
+        pos_weight (`float`, `list[float]` or `"balanced"`, *optional*):
+            Multilabel only: a weight on the positive term of each label's binary cross-entropy (one number for
+            every label, or one per label; `binary_cross_entropy_with_logits`'s `pos_weight`). `"balanced"`
+            gives label l `(rows - count_l) / count_l` (its negatives per positive) from `label_counts`.
+        label_counts (`dict`, *optional*):
+            Classification and multilabel: `{"counts": [...], "rows": n}`, how many of the `n` labelled training
+            rows carry each label, recorded by the trainer where `"balanced"` weights need them.
+        loss (`str`, *optional*):
+            Regression only: `"mse"` (the default), `"l1"` (mean absolute error) or `"huber"` (quadratic within
+            `huber_delta` of the target, linear beyond: robust to outliers). Computed in the head's units,
+            that is on standardised targets under `"standard"` target scaling.
+        huber_delta (`float`, *optional*):
+            Regression with `loss="huber"` only: where the loss turns linear, in the head's units (defaults to
+            1.0: one standard deviation of the targets under `"standard"` scaling).
     """
 
     name: str
@@ -75,6 +102,12 @@ class TaskSpec:
     hidden_size: int | None = None
     target_scaling: str | None = None
     target_statistics: dict[str, Any] | None = None
+    label_smoothing: float | None = None
+    class_weights: list[float] | str | None = None
+    pos_weight: float | list[float] | str | None = None
+    label_counts: dict[str, Any] | None = None
+    loss: str | None = None
+    huber_delta: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _TASK_NAME_PATTERN.match(self.name):
@@ -109,6 +142,82 @@ class TaskSpec:
         ):
             raise ValueError(f"{where}: hidden_size must be a positive integer or None, got {self.hidden_size!r}")
         self._check_target_scaling(where)
+        self._check_loss_options(where)
+
+    def _check_loss_options(self, where: str) -> None:
+        allowed = _LOSS_FIELDS_OF[self.type]
+        for name in LOSS_FIELDS:
+            if getattr(self, name) is not None and name not in allowed:
+                owners = [kind for kind in TASK_TYPES if name in _LOSS_FIELDS_OF[kind]]
+                raise ValueError(
+                    f"{where}: {name} applies to {' and '.join(owners)} tasks only, not to a {self.type} task; drop it"
+                )
+        if self.label_smoothing is not None:
+            if not _is_real_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
+                raise ValueError(f"{where}: label_smoothing must be a number in [0, 1), got {self.label_smoothing!r}")
+            self.label_smoothing = float(self.label_smoothing)
+        if self.label_counts is not None:
+            self._check_label_counts(where)
+        if self.class_weights is not None:
+            self.class_weights = self._checked_weights("class_weights", self.class_weights, where, scalar=False)
+        if self.pos_weight is not None:
+            self.pos_weight = self._checked_weights("pos_weight", self.pos_weight, where, scalar=True)
+        if self.type == "regression":
+            self._check_regression_loss(where)
+        balanced_weights(self)  # a class that never occurs fails here, not at the first step
+
+    def _checked_weights(self, name: str, weights: Any, where: str, *, scalar: bool) -> Any:
+        if weights == BALANCED:
+            return weights
+        if scalar and _is_real_number(weights):
+            weights = [weights] * self.num_outputs
+        shape = "a number, a list" if scalar else "a list"
+        if isinstance(weights, str) or not isinstance(weights, (list, tuple)):
+            raise ValueError(
+                f"{where}: {name} must be {shape} of {self.num_outputs} numbers or 'balanced', got {weights!r}"
+            )
+        if len(weights) != self.num_outputs:
+            raise ValueError(
+                f"{where}: {name} has {len(weights)} values but the task has {self.num_outputs} labels "
+                f"({self.labels}); give one per label, in that order"
+            )
+        if not all(_is_real_number(v) and math.isfinite(v) and v >= 0 for v in weights) or not any(weights):
+            raise ValueError(f"{where}: {name} must be finite numbers >= 0, not all 0, got {list(weights)}")
+        return [float(v) for v in weights]
+
+    def _check_label_counts(self, where: str) -> None:
+        counts = self.label_counts
+        if (
+            not isinstance(counts, dict)
+            or set(counts) != {"counts", "rows"}
+            or not isinstance(counts["counts"], (list, tuple))
+            or len(counts["counts"]) != self.num_outputs
+            or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in [*counts["counts"], counts["rows"]]
+            )
+        ):
+            raise ValueError(
+                f"{where}: label_counts must be {{'counts': [one count per label ({self.num_outputs})], 'rows': n}} "
+                f"with whole numbers >= 0, got {counts!r}"
+            )
+        self.label_counts = {"counts": list(counts["counts"]), "rows": counts["rows"]}
+
+    def _check_regression_loss(self, where: str) -> None:
+        if self.loss is None:
+            self.loss = "mse"
+        if self.loss not in REGRESSION_LOSSES:
+            raise ValueError(f"{where}: unknown loss {self.loss!r}; use one of {', '.join(REGRESSION_LOSSES)}")
+        if self.loss != "huber":
+            if self.huber_delta is not None:
+                raise ValueError(
+                    f"{where}: huber_delta applies to loss 'huber' only, this task's loss is {self.loss!r}"
+                )
+            return
+        if self.huber_delta is None:
+            self.huber_delta = 1.0
+        if not _is_real_number(self.huber_delta) or not math.isfinite(self.huber_delta) or self.huber_delta <= 0:
+            raise ValueError(f"{where}: huber_delta must be a finite number > 0, got {self.huber_delta!r}")
+        self.huber_delta = float(self.huber_delta)
 
     def _check_target_scaling(self, where: str) -> None:
         if self.type != "regression":
@@ -200,8 +309,53 @@ class TaskSpec:
         return cls(**spec)
 
 
+def balanced_weights(spec: TaskSpec) -> list[float] | None:
+    """The loss weights per label that `spec`'s `class_weights` or `pos_weight` give (None: unweighted).
+
+    `"balanced"` reads `label_counts`; until the trainer has counted them it gives None, and the loss
+    (`heads_mtl_vit.task_loss`) refuses to run unweighted in its place.
+    """
+    weights = spec.class_weights if spec.type == "classification" else spec.pos_weight
+    if weights != BALANCED:
+        return weights
+    if spec.label_counts is None:
+        return None
+    counts, rows = spec.label_counts["counts"], spec.label_counts["rows"]
+    where = f"task {spec.name!r}"
+    never = [label for label, count in zip(spec.labels, counts, strict=True) if count == 0]
+    if never:
+        raise ValueError(
+            f"{where}: label(s) {never} never occur in the {rows} labelled training rows, so 'balanced' weights "
+            "would be infinite; give the weights as a list, or leave those labels out of the task"
+        )
+    if spec.type == "classification":
+        return [rows / (len(counts) * count) for count in counts]
+    always = [label for label, count in zip(spec.labels, counts, strict=True) if count >= rows]
+    if always:
+        raise ValueError(
+            f"{where}: label(s) {always} are on in every one of the {rows} labelled training rows, so 'balanced' "
+            "pos_weight would be 0; give pos_weight as a number or a list"
+        )
+    return [(rows - count) / count for count in counts]
+
+
 def _is_real_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["POOLING_MODES", "TARGET_SCALINGS", "TASK_TYPES", "TaskSpec"]
+_LOSS_FIELDS_OF = {
+    "classification": ("label_smoothing", "class_weights", "label_counts"),
+    "multilabel": ("pos_weight", "label_counts"),
+    "regression": ("loss", "huber_delta"),
+}
+
+__all__ = [
+    "BALANCED",
+    "LOSS_FIELDS",
+    "POOLING_MODES",
+    "REGRESSION_LOSSES",
+    "TARGET_SCALINGS",
+    "TASK_TYPES",
+    "TaskSpec",
+    "balanced_weights",
+]
