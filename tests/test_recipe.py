@@ -292,7 +292,7 @@ def test_fashion_config_maps_the_fashion_columns_to_tasks(tmp_path):
         "usage": "usage",
         "gender": "gender",
     }
-    assert args.weighting == "uncertainty" and args.metric_for_best_model == "average_score"
+    assert args.weighting == "uncertainty" and args.metric_for_best_model == "relative_score"
 
     data = fashion_lookalike(tmp_path / "fashion")
     backbone = tiny_pretrained_backbone(tmp_path / "vit")

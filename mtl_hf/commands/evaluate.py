@@ -98,13 +98,16 @@ def _print_scores(config, metrics, chance, source, unknown, training_rows: bool,
     for spec in config.task_specs:
         for key, value in metrics.items():
             metric = key.removeprefix(f"eval_{spec.name}_")
-            if key.startswith(f"eval_{spec.name}_") and metric not in ("loss", "unknown_labels"):
+            if key.startswith(f"eval_{spec.name}_") and metric not in ("loss", "unknown_labels", "relative_score"):
                 baseline = f"{round(chance[key], 4) + 0.0:>9.4f}" if key in chance else ""  # no -0.0000
                 if key in chance and at_or_below_chance(value, chance[key]):
                     baseline += "  at or below chance"
                 print(f"{spec.name:<16} {metric:<10} {value:>9.4f} {baseline}".rstrip())
     print("(chance, for each task's main metric: the most frequent class; every label 'yes'; the mean value)")
-    print(f"\n{source.num_rows} rows; average of the tasks' main scores {metrics['eval_average_score']:.4f}")
+    print(
+        f"\n{source.num_rows} rows; average of the tasks' main scores {metrics['eval_average_score']:.4f}; "
+        f"relative score {metrics['eval_relative_score']:.4f} (0: chance, 1: perfect, averaged over tasks)"
+    )
     for task, labels in unknown.items():
         rows = metrics.get(f"eval_{task}_unknown_labels", 0)
         print(f"task {task!r}: {rows} row(s) left out of its scores, with labels the model does not know: {labels}")

@@ -3,6 +3,7 @@ constant answer that ignores the image), so that a reader can tell learning from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -62,4 +63,24 @@ def chance_scores(
     return scores
 
 
-__all__ = ["CHANCE_MARGIN", "at_or_below_chance", "chance_scores", "task_metrics"]
+RELATIVE_SCORE_FLOOR = -1.0
+"""The lowest relative score a task can pull the mean down to: as far below chance as perfect is above it."""
+
+
+def relative_score(score: float, chance: float) -> float:
+    """A main score on a scale shared by every task type: 0 for the chance answer (`chance_scores`), 1 for a
+    perfect one, floored at `RELATIVE_SCORE_FLOOR` (R^2 is unbounded below); NaN where the task has no score or
+    the chance answer is already perfect (every evaluated row has the same label)."""
+    if math.isnan(score) or math.isnan(chance) or chance >= 1.0:
+        return math.nan
+    return max((score - chance) / (1.0 - chance), RELATIVE_SCORE_FLOOR)
+
+
+__all__ = [
+    "CHANCE_MARGIN",
+    "RELATIVE_SCORE_FLOOR",
+    "at_or_below_chance",
+    "chance_scores",
+    "relative_score",
+    "task_metrics",
+]

@@ -2,8 +2,9 @@
 
 Each source is read in order (every row once, each rank its own share), collated for the tasks it labels,
 and run through the model without gradient; the ranks' logits, targets and loss sums are gathered, and each
-task gets `{prefix}_{task}_{metric}` and `{prefix}_{task}_loss`, plus `{prefix}_loss` and
-`{prefix}_average_score` over the tasks.
+task gets `{prefix}_{task}_{metric}` (its type's metrics and the user's `compute_task_metrics`),
+`{prefix}_{task}_loss` and `{prefix}_{task}_relative_score`, plus `{prefix}_loss`, `{prefix}_average_score` and
+`{prefix}_relative_score` over the tasks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..data.mixture import MixtureBatch
 from ..data.sources import RawExample, TaskSource
 from ..errors import UserError
 from ..metrics import PRIMARY_METRIC
-from ..metrics.scoring import task_metrics
+from ..metrics.scoring import chance_scores, relative_score, task_metrics
 from ..utils.distributed import is_distributed, world_size
 from .tallies import BadImageTally
 
@@ -128,26 +129,57 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
 
 
 def task_scores(trainer: MultiTaskTrainer, logits, labels, loss_sums, counts, prefix: str) -> dict[str, float]:
-    """Every evaluated task's metrics and mean loss, the mean loss over tasks and the average main score."""
-    metrics, primaries = {}, []
+    """Every evaluated task's metrics (its type's and the user's `compute_task_metrics`), its mean loss and its
+    relative score; the mean loss over tasks, the average main score and the mean relative score."""
+    metrics, primaries, relatives = {}, {}, {}
     for name, values in logits.items():
         spec = trainer.task_specs[name]
         scores = task_metrics(spec, values, labels[name], trainer.args.multilabel_threshold)
+        if trainer.compute_task_metrics is not None:
+            scores.update(user_task_metrics(trainer.compute_task_metrics, spec, values, labels[name], scores))
         metrics.update({f"{prefix}_{name}_{key}": value for key, value in scores.items() if key != "count"})
         metrics[f"{prefix}_{name}_loss"] = loss_sums[name] / max(counts[name], 1)
-        primaries.append(scores[PRIMARY_METRIC[spec.type]])
+        metric = PRIMARY_METRIC[spec.type]
+        primaries[name] = scores[metric]
+        chance = chance_scores({name: spec}, {name: labels[name]}, trainer.args.multilabel_threshold, prefix)
+        relatives[name] = relative_score(scores[metric], chance[f"{prefix}_{name}_{metric}"])
+        metrics[f"{prefix}_{name}_relative_score"] = relatives[name]
     metrics[f"{prefix}_loss"] = float(np.mean([metrics[f"{prefix}_{n}_loss"] for n in logits]))
-    unscored = [name for name, score in zip(logits, primaries, strict=True) if math.isnan(score)]
+    unscored = [name for name, score in relatives.items() if math.isnan(score)]
     if unscored:
-        # A task without a single target in these rows has no score: the average leaves it out, and says so.
+        # A task without a single target in these rows, or whose rows all share one label, has no score: the
+        # averages leave it out, and say so.
         metrics[f"{prefix}_unscored_tasks"] = len(unscored)
         logger.warning(
-            f"{prefix}: task(s) {unscored} have no targets in these rows and no score; "
-            f"{prefix}_average_score is the mean over the other {len(primaries) - len(unscored)} task(s)"
+            f"{prefix}: task(s) {unscored} have no targets in these rows (or only one label, which the chance "
+            f"answer gets right) and no score; {prefix}_average_score and {prefix}_relative_score are the means "
+            f"over the other {len(relatives) - len(unscored)} task(s)"
         )
-    scored = [score for score in primaries if not math.isnan(score)]
+    scored = [score for score in primaries.values() if not math.isnan(score)]
     metrics[f"{prefix}_average_score"] = float(np.mean(scored)) if scored else math.nan
+    scored = [score for score in relatives.values() if not math.isnan(score)]
+    metrics[f"{prefix}_relative_score"] = float(np.mean(scored)) if scored else math.nan
     return metrics
+
+
+def user_task_metrics(function, spec, logits: np.ndarray, targets: np.ndarray, built_in: Mapping) -> dict[str, float]:
+    """The user's metrics of one task, from the rows that have a target: checked to be a dict of numbers whose
+    names are new."""
+    present = targets >= 0 if spec.type != "regression" else ~np.isnan(targets)
+    if present.ndim > 1:
+        present = present.all(axis=1)
+    scores = function(spec.name, logits[present], targets[present])
+    where = f"compute_task_metrics for task {spec.name!r}"
+    if not isinstance(scores, Mapping):
+        raise UserError(f"{where} returned {type(scores).__name__}; return a dict of metric name -> number")
+    for key, value in scores.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise UserError(f"{where}: metric name {key!r} must be letters, digits and underscores")
+        if key in built_in or key in ("loss", "relative_score"):
+            raise UserError(f"{where}: metric {key!r} is one of the task's own metrics; give yours another name")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise UserError(f"{where}: metric {key!r} is {value!r}; metrics must be numbers")
+    return {key: float(value) for key, value in scores.items()}
 
 
 def _eval_batches(source: TaskSource, batch_size: int, rank: int, world: int) -> Iterator[list[RawExample]]:
