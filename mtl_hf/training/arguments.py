@@ -15,6 +15,7 @@ from ..data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
 from ..errors import UserError, missing_extra
 from ..utils.validation import check_choice, structured_option
 from .loss_guard import NAN_POLICIES
+from .parameter_groups import FineTuning
 
 
 @dataclass
@@ -86,6 +87,31 @@ class MultiTaskTrainingArguments(TrainingArguments):
         },
     )
 
+    # -- fine-tuning: what trains, at what rate --------------------------------------------------
+    freeze_backbone: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the heads alone on a frozen backbone (linear probing); see unfreeze_backbone_at_step."
+        },
+    )
+    unfreeze_backbone_at_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "With freeze_backbone: the optimizer steps that train the heads alone, after which the backbone "
+            "trains too (LP-FT: linear probing, then fine-tuning)."
+        },
+    )
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "The heads' learning rate (default: learning_rate, as the backbone's)."}
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay in (0, 1]: backbone block i of L (from 0) trains at learning_rate "
+            "* layer_decay ** (L - i), the embeddings at layer_decay ** (L + 1) (e.g. 0.65-0.75 for ViT-Base)."
+        },
+    )
+
     # -- evaluation ------------------------------------------------------------------------------
     multilabel_threshold: float = field(
         default=0.5, metadata={"help": "Probability above which a multilabel label counts as predicted."}
@@ -143,8 +169,30 @@ class MultiTaskTrainingArguments(TrainingArguments):
             importlib.util.find_spec(module) for module in ("tensorboard", "tensorboardX")
         ):
             raise missing_extra("report_to: tensorboard", "tensorboard", "tensorboard")
+        self._check_fine_tuning()
         if not 0.0 < self.multilabel_threshold < 1.0:
             raise UserError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
+
+    def _check_fine_tuning(self) -> None:
+        step = self.unfreeze_backbone_at_step
+        if step is not None:
+            if not self.freeze_backbone:
+                raise UserError(
+                    f"unfreeze_backbone_at_step {step} needs freeze_backbone: set it too (LP-FT), or drop the step"
+                )
+            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+                raise UserError(f"unfreeze_backbone_at_step must be a whole number of steps >= 1, got {step!r}")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise UserError(f"head_learning_rate must be > 0, got {self.head_learning_rate}")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise UserError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.layer_decay is not None and self.freeze_backbone and step is None:
+            raise UserError("layer_decay sets the rates of a backbone that freeze_backbone never trains; drop one")
+
+    @property
+    def fine_tuning(self) -> FineTuning:
+        """The learning-rate settings that shape the optimizer's parameter groups."""
+        return FineTuning(self.learning_rate, self.weight_decay, self.head_learning_rate, self.layer_decay)
 
 
 __all__ = ["MultiTaskTrainingArguments"]

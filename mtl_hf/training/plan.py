@@ -166,6 +166,12 @@ def training_weighting(
     if not weighting.uses_gradients:
         return weighting
     where = f"weighting {weighting.name!r}"
+    if args.freeze_backbone and args.unfreeze_backbone_at_step is None:
+        raise UserError(
+            f"{where} combines the tasks' gradients on the shared backbone, which freeze_backbone keeps frozen for "
+            "the whole run; use a loss-based method (e.g. equal, uncertainty, famo), or set "
+            "unfreeze_backbone_at_step (the heads train on their own losses until then)"
+        )
     if args.fp16:
         raise UserError(
             f"{where} combines raw per-task gradients and cannot work under fp16 loss scaling; use bf16 or fp32"

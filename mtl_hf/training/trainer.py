@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Trainer, TrainerState
+from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.trainer_utils import PredictionOutput, TrainOutput
 
 from ..balancing import WeightingMethod
@@ -46,6 +47,7 @@ from .checkpoint_state import last_complete_checkpoint, load_multitask_state, re
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
+from .parameter_groups import BackboneFreezing, check_unfreeze_step, parameter_groups
 from .plan import (
     adopt_label_counts,
     adopt_target_statistics,
@@ -143,6 +145,11 @@ class MultiTaskTrainer(Trainer):
         self.step_replay = StepReplay()
         self.add_callback(WeightingCallback(self.weighting, self.loss_guard, self.step_replay, self._replayed_losses))
         self.add_callback(MultiTaskStateCallback(self.multitask_state))
+        self.freezing = (
+            BackboneFreezing(model.backbone, args.unfreeze_backbone_at_step) if args.freeze_backbone else None
+        )
+        if self.freezing is not None:
+            self.add_callback(self.freezing)
         train_sources = self.train_mixture.sources if self.train_mixture is not None else []
         skipping = [source.name for source in train_sources if source.bad_image_policy == "skip"]
         self.bad_images = BadImageTally(skipping, args.max_bad_image_fraction, device=args.device) if skipping else None
@@ -189,9 +196,9 @@ class MultiTaskTrainer(Trainer):
         losses = step_losses(self.task_specs, outputs, inputs["labels"])
         if training:
             self.loss_guard.watch(losses, rows)
-        if self._features is not None and training:
+        if self._features is not None and training and self._backbone_trains:
             loss, weights = representation_loss(self.weighting, losses, self._features.take())
-        elif self.weighting.uses_gradients:  # outside training: the prior-weighted sum
+        elif self.weighting.uses_gradients:  # outside training, or a frozen backbone: the prior-weighted sum
             weights = self.weighting.prior_weights(losses.present)
             loss = (weights * losses.local).sum()
         else:
@@ -215,8 +222,14 @@ class MultiTaskTrainer(Trainer):
         self.task_logs.add(means, weights, usable)
         self.weighting.observe(means, usable)
 
+    @property
+    def _backbone_trains(self) -> bool:
+        """Whether the backbone takes gradients at this step: a gradient method has shared parameters to act on."""
+        return self.freezing is None or not self.freezing.frozen
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not (self.weighting.uses_gradients and self.args.gradient_space == "parameters"):
+        gradient_path = self.weighting.uses_gradients and self.args.gradient_space == "parameters"
+        if not (gradient_path and self._backbone_trains):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
@@ -245,11 +258,33 @@ class MultiTaskTrainer(Trainer):
         return step_losses(self.task_specs, outputs, inputs["labels"])
 
     def create_optimizer(self, model=None):
+        if self.optimizer is None and (self.args.fine_tuning.shapes_groups or self.args.unfreeze_backbone_at_step):
+            self.optimizer = self._grouped_optimizer(self.model if model is None else model)
         optimizer = super().create_optimizer(model)
         learned = [p for p in self.weighting.parameters() if p.requires_grad]
         if learned:
             optimizer.add_param_group({"params": learned, "weight_decay": 0.0})
         return optimizer
+
+    def _grouped_optimizer(self, model) -> torch.optim.Optimizer:
+        """The optimizer over `parameter_groups` (head and layer-wise rates; frozen parameters included for a later
+        unfreeze), of the class and settings Trainer would use."""
+        optimizer_cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, model)
+        builds_own = [key for key in ("params", "model", "optimizer_dict") if key in kwargs]
+        if builds_own or is_optimizer_factory(optimizer_cls):
+            raise UserError(
+                f"optim {self.args.optim!r} builds its own parameter groups, which head_learning_rate, layer_decay "
+                "and unfreeze_backbone_at_step need to set; use a standard optimizer such as adamw_torch"
+            )
+        groups = parameter_groups(model, self.args.fine_tuning, self.get_decay_parameter_names(model))
+        for group in groups:
+            logger.info(
+                "learning rate %.3g, weight decay %g: %d tensors",
+                group["lr"],
+                group["weight_decay"],
+                len(group["params"]),
+            )
+        return optimizer_cls(groups, **kwargs)
 
     # -- logs and saving ---------------------------------------------------------------------------
 
@@ -325,6 +360,9 @@ class MultiTaskTrainer(Trainer):
             self._pending_mixture_state = state["mixture"]
         if self.train_mixture is not None:
             record_training_data(self.accelerator.unwrap_model(self.model), self.train_mixture)
+            check_unfreeze_step(
+                self.args.unfreeze_backbone_at_step, planned_optimizer_steps(self.train_mixture, self.args)
+            )
         output = super().train(
             resume_from_checkpoint=resume_from_checkpoint,
             trial=trial,

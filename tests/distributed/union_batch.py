@@ -30,6 +30,22 @@ CONFIGURATIONS = [
     {"weighting": "mgda", "batch_mode": "mixed", "gradient_space": "representation"},
     {"weighting": "pcgrad", "batch_mode": "mixed", "gradient_space": "parameters"},
     {"weighting": "pcgrad", "batch_mode": "homogeneous", "gradient_space": "parameters"},
+    {"weighting": "equal", "batch_mode": "homogeneous", "freeze_backbone": True},
+    {
+        "weighting": "equal",
+        "batch_mode": "mixed",
+        "freeze_backbone": True,
+        "unfreeze_backbone_at_step": 3,
+        "layer_decay": 0.5,
+        "head_learning_rate": 0.05,
+    },
+    {
+        "weighting": "pcgrad",
+        "batch_mode": "mixed",
+        "gradient_space": "parameters",
+        "freeze_backbone": True,
+        "unfreeze_backbone_at_step": 3,
+    },
 ]
 
 
@@ -88,6 +104,7 @@ def main(out_dir: str) -> None:
         model = MultiTaskViTModel(
             MultiTaskViTConfig(backbone_config=backbone, tasks=shop.task_specs + digits.task_specs)
         )
+        initial_backbone = torch.cat([p.detach().flatten() for p in model.backbone.parameters()])
         args = MultiTaskTrainingArguments(
             output_dir=os.path.join(out_dir, f"run{index}"),
             max_steps=STEPS,
@@ -111,9 +128,12 @@ def main(out_dir: str) -> None:
             mine = rows if world == 1 else rows[rank * HALF : (rank + 1) * HALF]
             trainer.batches.append(collator(MixtureBatch(mine, tasks)))
         trainer.train()
-        name = "-".join(configuration.values())
+        name = "-".join(str(value) for value in configuration.values())
         results[name] = {
             "parameters": torch.cat([p.detach().flatten() for p in trainer.model.parameters()]),
+            "backbone_moved": not torch.equal(
+                initial_backbone, torch.cat([p.detach().flatten() for p in trainer.model.backbone.parameters()])
+            ),
             "logs": [e for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e],
             "world_size": world,
         }
