@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel, ConvNextConfig, DeiTConfig, Dinov2Config, SwinConfig, ViTModel
+from transformers import AutoModel, DeiTConfig, Dinov2Config, SwinConfig, ViTModel
 
 from mtl_hf import MISSING_CLASS, MultiTaskViTConfig, MultiTaskViTModel
 from tests.conftest import SHOP_TASKS, tiny_vit_config
@@ -216,12 +216,12 @@ def test_head_options_mean_pooling_and_hidden_layer(pixel_values):
         (tiny_vit_config(), "cls"),
         (Dinov2Config(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=1, num_attention_heads=4), "cls"),
         (SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4), "mean"),
-        (ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, image_size=32), "mean"),
     ],
-    ids=["vit", "dinov2", "swin", "convnext"],
+    ids=["vit", "dinov2", "swin"],
 )
 def test_default_pooling_follows_the_backbone(tmp_path, backbone_config, expected, pixel_values):
-    # A class token where the backbone has one; the mean of the tokens (or of a conv map's positions) otherwise.
+    # A class token where the backbone has one; the mean of the tokens otherwise (backbones with a pooled
+    # output of their own, which they pool with: tests/test_backbones.py).
     tasks = [{"name": "a", "type": "classification", "labels": ["x", "y"]}, {"name": "b", "type": "regression"}]
     model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone_config, tasks=tasks)).eval()
     assert [spec.pooling for spec in model.config.task_specs] == [expected, expected]

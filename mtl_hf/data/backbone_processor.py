@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 PROCESSOR_FILE = "preprocessor_config.json"
 _HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 FAMILY_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "vit": _HALF,
     "beit": _HALF,
@@ -31,6 +32,9 @@ FAMILY_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "swinv2": _IMAGENET,
     "convnext": _IMAGENET,
     "convnextv2": _IMAGENET,
+    "clip_vision_model": _CLIP,
+    "siglip_vision_model": _HALF,
+    "siglip2_vision_model": _HALF,
 }
 """model_type -> (mean, std) of the processors published with that family's checkpoints."""
 

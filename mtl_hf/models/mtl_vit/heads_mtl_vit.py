@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration_mtl_vit import MultiTaskViTConfig, backbone_hidden_size
 from .tasks_mtl_vit import BALANCED, TaskSpec, balanced_weights
 
 
@@ -31,11 +30,10 @@ class MultiTaskHead(nn.Module):
     `in_target_units` maps them to the targets' units and `standardized` maps targets to the head's.
     """
 
-    def __init__(self, config: MultiTaskViTConfig, task: TaskSpec):
+    def __init__(self, in_features: int, task: TaskSpec):
         super().__init__()
         self.set_target_statistics(task.target_statistics if task.scaled_targets else None)
         self.set_loss_weights(balanced_weights(task))
-        in_features = backbone_hidden_size(config.backbone_config)
         self.dropout = nn.Dropout(task.dropout) if task.dropout > 0 else nn.Identity()
         if task.hidden_size is not None:
             self.dense = nn.Linear(in_features, task.hidden_size)

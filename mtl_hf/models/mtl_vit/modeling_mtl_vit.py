@@ -20,7 +20,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec
+from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, backbone_hidden_size
 from .heads_mtl_vit import MultiTaskHead, task_loss
 from .tasks_mtl_vit import balanced_weights
 
@@ -117,9 +117,12 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         super().__init__(config)
         self.backbone = _backbone_from_config(config.backbone_config)
         # A task without its own pooling pools as the backbone does; the config records the choice.
-        self.default_pooling = "cls" if _has_class_token(self.backbone) else "mean"
+        self.default_pooling = _default_pooling(self.backbone)
         config.tasks = [_with_pooling(spec, self.default_pooling) for spec in config.tasks]
-        self.heads = nn.ModuleDict({task.name: MultiTaskHead(config, task) for task in config.task_specs})
+        self.feature_size = _feature_size(config.backbone_config, self.backbone)
+        for spec in config.task_specs:
+            _check_pooling(spec, self.backbone)
+        self.heads = nn.ModuleDict({task.name: MultiTaskHead(self.feature_size, task) for task in config.task_specs})
         self._tasks = {task.name: task for task in config.task_specs}
         self.post_init()
 
@@ -164,7 +167,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         for name in run:
             mode = self._tasks[name].pooling
             if mode not in pooled:
-                pooled[mode] = _pool(tokens, mode)
+                pooled[mode] = _pool(tokens, mode, backbone_output)
             outputs[name] = self.heads[name](pooled[mode])
             logits[name] = self.heads[name].in_target_units(outputs[name])
 
@@ -238,7 +241,8 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         if spec.name in self._tasks:
             raise ValueError(f"task {spec.name!r} exists already; remove_task({spec.name!r}) first to replace it")
         reference = next(self.backbone.parameters())
-        head = MultiTaskHead(self.config, spec).to(device=reference.device, dtype=reference.dtype)
+        _check_pooling(spec, self.backbone)
+        head = MultiTaskHead(self.feature_size, spec).to(device=reference.device, dtype=reference.dtype)
         head.apply(self._init_weights)
         self.heads[spec.name] = head
         self._tasks[spec.name] = spec
@@ -307,6 +311,37 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
         )
 
 
+# Backbones whose pooled output is part of what they were pretrained with, beyond their tokens: CLIP's
+# post-layernorm of the class token, SigLIP's attention-pooling head, ConvNeXt's final layernorm of the mean, a
+# timm model's own head. Pooling their tokens instead would leave those layers untrained and unused.
+POOLER_BACKBONES = ("clip_vision_model", "siglip_vision_model", "siglip2_vision_model", "convnext", "timm_wrapper")
+
+
+def _default_pooling(backbone: nn.Module) -> str:
+    if backbone.config.model_type in POOLER_BACKBONES:
+        return "pooler"
+    return "cls" if _has_class_token(backbone) else "mean"
+
+
+def _check_pooling(spec: TaskSpec, backbone: nn.Module) -> None:
+    if spec.pooling == "pooler" and backbone.config.model_type not in POOLER_BACKBONES:
+        raise ValueError(
+            f"task {spec.name!r}: pooling 'pooler' takes a pooled output that {type(backbone).__name__} does not "
+            f"compute (backbones with one: {', '.join(POOLER_BACKBONES)}); use 'cls' or 'mean'"
+        )
+
+
+def _feature_size(backbone_config, backbone: nn.Module) -> int:
+    """Width of the vectors the heads read: the config's, or else the built backbone's (a timm model's)."""
+    try:
+        return backbone_hidden_size(backbone_config)
+    except ValueError:
+        width = getattr(backbone, "num_features", None)
+        if isinstance(width, int):
+            return width
+        raise
+
+
 def _has_class_token(backbone: nn.Module) -> bool:
     # ViT, DeiT, DINOv2, BEiT keep a learned `cls_token` in their embeddings, CLIP a `class_embedding`;
     # Swin, ConvNeXt and the like have none.
@@ -325,9 +360,11 @@ def _as_token_sequence(last_hidden_state: torch.Tensor) -> torch.Tensor:
     return last_hidden_state
 
 
-def _pool(tokens: torch.Tensor, mode: str) -> torch.Tensor:
+def _pool(tokens: torch.Tensor, mode: str, backbone_output) -> torch.Tensor:
     if mode == "cls":
         return tokens[:, 0]
+    if mode == "pooler":
+        return backbone_output.pooler_output.flatten(1)
     return tokens.mean(dim=1)
 
 

@@ -14,7 +14,7 @@ TASK_TYPES = ("classification", "multilabel", "regression")
 `multilabel`: any number of labels per image (sigmoid, binary cross-entropy).
 `regression`: one or more real values per image (mean squared error, or the task's `loss`)."""
 
-POOLING_MODES = ("cls", "mean")
+POOLING_MODES = ("cls", "mean", "pooler")
 TARGET_SCALINGS = ("standard", "none")
 REGRESSION_LOSSES = ("mse", "l1", "huber")
 BALANCED = "balanced"
@@ -49,10 +49,13 @@ class TaskSpec:
             task at every step (with equal weights, the weight itself: the model's own `loss` is
             `sum(loss_weight * task_loss)`). Must be finite and >= 0.
         pooling (`str`, *optional*):
-            How the backbone's token sequence becomes one vector: `"cls"` takes the class token
-            (the first), `"mean"` averages all tokens (or all positions of a convolutional map).
-            Defaults to the backbone's own way: `"cls"` where it has a class token (ViT, DeiT,
-            DINOv2, ...), `"mean"` otherwise (Swin, ConvNeXt, ...); the model records the choice.
+            How the backbone's output becomes one vector: `"cls"` takes the class token (the first),
+            `"mean"` averages all tokens (or all positions of a convolutional map), `"pooler"` takes the
+            pooled output that the backbone itself computes and was pretrained with (CLIP's normed class
+            token, SigLIP's attention-pooling head, ConvNeXt's normed mean, a timm model's head).
+            Defaults to the backbone's own way: `"pooler"` where it defines one (CLIP and SigLIP vision
+            towers, ConvNeXt, timm models), else `"cls"` where it has a class token (ViT, DeiT, DINOv2,
+            ...), `"mean"` otherwise (Swin, ...); the model records the choice.
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout probability applied to the pooled vector (and after the hidden layer, if any).
         hidden_size (`int`, *optional*):
