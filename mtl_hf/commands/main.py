@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError, one_line
-from . import evaluate, init, predict, push
+from . import evaluate, init, merge, predict, push
 from .parsing import CommandParser
 
 # Commands whose own parser takes everything after their name: (module, summary, description, what follows).
@@ -47,7 +47,7 @@ DELEGATED = {
         "CATALOGUE OUTPUT --image_column ... --tasks ...",
     ),
 }
-COMMANDS = {"init": init, "eval": evaluate, "predict": predict, "push": push}
+COMMANDS = {"init": init, "eval": evaluate, "predict": predict, "merge": merge, "push": push}
 
 
 class MtlHfParser(CommandParser):

@@ -6,10 +6,11 @@ as it was. Checkpoints and private scratch files (`_*`) stay local.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from ..errors import MissingPathError, UnreachableError, one_line
+from ..errors import MissingPathError, UnreachableError, UserError, one_line
 from .card import card_from_folder
 
 
@@ -28,6 +29,12 @@ def push_folder(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise MissingPathError(f"{folder} is not a saved model folder (no config.json); save the model first")
+    lora = json.loads((folder / "config.json").read_text()).get("lora")
+    if lora:
+        raise UserError(
+            f"{folder} holds LoRA adapters, which load only where peft and mtl_hf are installed; push a merged copy: "
+            f"mtl-hf merge {folder} MERGED, then mtl-hf push MERGED {repo_id}"
+        )
     card = card_from_folder(folder, model_id=repo_id)
     card.text = with_model_id(card.text, repo_id)
     files = [path for path in sorted(folder.rglob("*")) if path.is_file() and _is_pushed(path.relative_to(folder))]

@@ -112,6 +112,29 @@ class MultiTaskTrainingArguments(TrainingArguments):
         },
     )
 
+    lora_rank: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train LoRA adapters of this rank in the backbone (its own weights frozen) and the heads in full; "
+            "needs peft (pip install 'mtl_hf[peft]')."
+        },
+    )
+    lora_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA scaling numerator: the adapters' output is scaled by alpha / rank (default: alpha = rank)."
+        },
+    )
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "The backbone's linear layers that get adapters, by name (a list, or comma-separated); default: "
+            "the attention's query and value projections (q_proj, v_proj; query, value; timm's qkv), or ConvNeXt's "
+            "pwconv1, pwconv2."
+        },
+    )
+
     # -- evaluation ------------------------------------------------------------------------------
     multilabel_threshold: float = field(
         default=0.5, metadata={"help": "Probability above which a multilabel label counts as predicted."}
@@ -186,6 +209,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise UserError(f"head_learning_rate must be > 0, got {self.head_learning_rate}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise UserError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
+        if self.lora_rank is not None:
+            if self.freeze_backbone:
+                raise UserError(
+                    "freeze_backbone with lora_rank: LoRA already keeps the backbone's own weights frozen and trains "
+                    "only its adapters; drop freeze_backbone (or lora_rank, to train the heads alone)"
+                )
+            if importlib.util.find_spec("peft") is None:
+                raise missing_extra("lora_rank", "peft", "peft")
         if self.layer_decay is not None and self.freeze_backbone and step is None:
             raise UserError("layer_decay sets the rates of a backbone that freeze_backbone never trains; drop one")
 

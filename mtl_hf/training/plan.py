@@ -3,6 +3,7 @@ steps `Trainer.train` will take on it, and the balancing method."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ from ..data.columns import STATISTICS_STREAM_ROWS
 from ..data.mixture import TaskMixture
 from ..data.sources import TaskSource
 from ..errors import UserError
-from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from ..models.mtl_vit.configuration_mtl_vit import TaskSpec, checked_lora
 from ..models.mtl_vit.tasks_mtl_vit import BALANCED
 from ..tasks import check_agreement
 from .arguments import MultiTaskTrainingArguments
@@ -116,6 +117,37 @@ def adopt_label_counts(model, mixture: TaskMixture) -> None:
         )
 
 
+def add_lora_adapters(model, args: MultiTaskTrainingArguments) -> None:
+    """The LoRA adapters `args.lora_*` ask for, added to the model's backbone; a model that has them already (a
+    saved LoRA model trained further, or resumed) must have the same ones."""
+    if args.lora_rank is None:
+        return
+    try:
+        if model.config.lora is None:
+            model.add_lora(args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
+            logger.info(
+                "LoRA adapters %s; trainable backbone parameters: %d",
+                model.config.lora,
+                sum(p.numel() for p in model.backbone.parameters() if p.requires_grad),
+            )
+            return
+        wanted = checked_lora(
+            {
+                "rank": args.lora_rank,
+                "alpha": args.lora_alpha,
+                "dropout": args.lora_dropout,
+                "target_modules": args.lora_target_modules or model.config.lora["target_modules"],
+            }
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if wanted != model.config.lora:
+        raise UserError(
+            f"the model has LoRA adapters {model.config.lora} and the arguments ask for {wanted}; give the same "
+            "settings, or merge the model's first (mtl-hf merge)"
+        )
+
+
 def apply_label_smoothing_factor(model, factor: float) -> None:
     """Trainer's `label_smoothing_factor` becomes the `label_smoothing` of every classification task that sets
     none of its own (recorded in the config); refused where the model has no classification task."""
@@ -202,16 +234,60 @@ IGNORED_ARGUMENTS = {
     "model_init": "the trainer needs the model itself, for its tasks",
 }
 
+REFUSED_TRAINING_ARGUMENTS = {
+    "dataloader_drop_last": "the task mixture makes the batches (steps_per_epoch, when_exhausted)",
+    "train_sampling_strategy": "sampling_strategy and batch_mode choose how batches are drawn",
+    "data_seed": "the mixture's order follows seed",
+    "auto_find_batch_size": "the mixture is built for per_device_train_batch_size; lower it yourself",
+    "eval_accumulation_steps": "evaluation keeps each task's logits per task on the host already",
+    "eval_do_concat_batches": "evaluation concatenates each task's batches to score them",
+    "batch_eval_metrics": "each task is scored once, on all its evaluated rows",
+    "include_for_metrics": "compute_task_metrics receives each task's logits and targets",
+    "prediction_loss_only": "evaluation reports every task's metrics with its loss",
+    "label_names": "the targets are the labels dict, one entry per task",
+    "remove_unused_columns": "the task sources keep only the image and label columns",
+    "neftune_noise_alpha": "it adds noise to a language model's token embeddings",
+    "include_num_input_tokens_seen": "images have no input tokens to count",
+}
+"""`TrainingArguments` fields that MultiTaskTrainer's own data path, loss or evaluation replace, and why; set to
+anything but their default, they are refused. The fields it replaces and honours are in `HONOURED_ARGUMENTS`."""
+
+HONOURED_ARGUMENTS = {
+    "label_smoothing_factor": "the label_smoothing of every classification task without its own",
+    "ignore_data_skip": "always on: the mixture restores its own position on resume",
+    "dataloader_num_workers": "the training DataLoader's workers",
+    "dataloader_pin_memory": "the training DataLoader's pinned memory, on CUDA",
+    "dataloader_persistent_workers": "the training DataLoader's workers kept between epochs",
+    "dataloader_prefetch_factor": "the training DataLoader's batches ahead per worker",
+    "per_device_train_batch_size": "the mixture's batch size",
+    "per_device_eval_batch_size": "the evaluation batches",
+    "seed": "the mixture's order, and each rank's share",
+}
+
 
 def refuse_ignored_arguments(args: MultiTaskTrainingArguments, kwargs: Mapping[str, Any]) -> None:
     """A Trainer argument that MultiTaskTrainer would ignore is refused in one line, never dropped silently."""
     for name, reason in IGNORED_ARGUMENTS.items():
         if kwargs.get(name) is not None:
             raise UserError(f"MultiTaskTrainer does not take {name}: {reason}; leave it out")
+    defaults = {
+        field.name: field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        for field in dataclasses.fields(MultiTaskTrainingArguments)
+        if field.name in REFUSED_TRAINING_ARGUMENTS
+    }
+    for name, reason in REFUSED_TRAINING_ARGUMENTS.items():
+        value = getattr(args, name)
+        if value != defaults[name]:
+            raise UserError(
+                f"{name}={value!r} has no effect in MultiTaskTrainer ({reason}); leave it at {defaults[name]!r}"
+            )
 
 
 __all__ = [
+    "HONOURED_ARGUMENTS",
     "IGNORED_ARGUMENTS",
+    "REFUSED_TRAINING_ARGUMENTS",
+    "add_lora_adapters",
     "adopt_label_counts",
     "adopt_target_statistics",
     "apply_label_smoothing_factor",

@@ -49,6 +49,7 @@ from .loss_guard import LossGuard
 from .model_card import write_model_card
 from .parameter_groups import BackboneFreezing, check_unfreeze_step, parameter_groups
 from .plan import (
+    add_lora_adapters,
     adopt_label_counts,
     adopt_target_statistics,
     apply_label_smoothing_factor,
@@ -101,10 +102,14 @@ class MultiTaskTrainer(Trainer):
         if not isinstance(args, MultiTaskTrainingArguments):
             raise TypeError(f"args must be MultiTaskTrainingArguments, got {type(args).__name__}")
         if not isinstance(model, MultiTaskViTModel):
-            raise TypeError(f"model must be a MultiTaskViTModel, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a MultiTaskViTModel, got {type(model).__name__}; for LoRA, set lora_rank (or call "
+                "model.add_lora) rather than wrapping the model with peft"
+            )
         if kwargs.get("data_collator") is not None:
             raise UserError("the collator follows from the tasks and transforms; pass image_transforms instead")
         refuse_ignored_arguments(args, kwargs)
+        add_lora_adapters(model, args)
         if compute_task_metrics is not None and not callable(compute_task_metrics):
             raise UserError(
                 f"compute_task_metrics must be a function (task, logits, targets) -> dict, got {compute_task_metrics!r}"
@@ -406,8 +411,7 @@ def _default_transforms(model: MultiTaskViTModel, processing_class: Any) -> Imag
     """The training transform of the image processor, or else of the backbone's image size."""
     if processing_class is not None:
         return ImageTransforms.from_image_processor(processing_class, train=True)
-    size = model.config.backbone_config.image_size
-    return ImageTransforms(size=tuple(size) if isinstance(size, (list, tuple)) else (size, size), train=True)
+    return ImageTransforms(size=model.image_size, train=True)
 
 
 __all__ = ["MultiTaskTrainer"]

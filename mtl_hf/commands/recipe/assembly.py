@@ -140,8 +140,8 @@ def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
         config = MultiTaskViTConfig(backbone_config=backbone, tasks=task_specs)
     except (TypeError, ValueError) as error:  # the configs' own checks of what the recipe gave
         raise UserError(f"backbone_config: {error}") from None
-    size = backbone.image_size if isinstance(backbone.image_size, (list, tuple)) else (backbone.image_size,) * 2
-    return MultiTaskViTModel(config), ImageTransforms(size=tuple(size)).image_processor()
+    model = MultiTaskViTModel(config)
+    return model, ImageTransforms(size=model.image_size).image_processor()
 
 
 def _model_location(name: str) -> str:

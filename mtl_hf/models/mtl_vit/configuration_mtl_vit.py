@@ -57,6 +57,10 @@ class MultiTaskViTConfig(PreTrainedConfig):
             What the model was trained on, set by the trainer: one entry per training source with a location,
             `{"data": path, URL or Hub id, "split": ..., "rows": ...}` (a local path made absolute), so that
             scoring those rows again can be refused (`mtl-hf eval`). A model trained further adds its new data.
+        lora (`dict`, *optional*):
+            LoRA adapters in the backbone: `{"rank": r, "alpha": a, "dropout": p, "target_modules": [...]}`. The
+            model builds them (with `peft`) so that its weights, which hold the frozen base weights and the
+            adapters, load back; `merge_lora()` folds them into the base weights and clears this field.
 
     Example:
 
@@ -85,6 +89,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tasks_format: int | None = None
     training_data: list[dict[str, Any]] | None = None
+    lora: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.backbone_config, dict):
@@ -95,7 +100,8 @@ class MultiTaskViTConfig(PreTrainedConfig):
                 f"'model_type' key, or None; got {type(self.backbone_config).__name__}"
             )
         super().__post_init__(**kwargs)
-        backbone_hidden_size(self.backbone_config)
+        if self.backbone_config.model_type != "timm_wrapper":  # a timm model's width is known once it is built
+            backbone_hidden_size(self.backbone_config)
         _check_vision_backbone(self.backbone_config)
         if self.tasks_format is None and getattr(self, "transformers_version", None) is not None:
             # Saved by mtl_hf 0.1.0, whose regression heads learned raw targets: they keep doing so.
@@ -104,6 +110,8 @@ class MultiTaskViTConfig(PreTrainedConfig):
         self.tasks_format = TASKS_FORMAT
         if not _is_real_number(self.initializer_range) or not self.initializer_range > 0:
             raise ValueError(f"initializer_range must be a positive number, got {self.initializer_range!r}")
+        if self.lora is not None:
+            self.lora = checked_lora(self.lora)
 
     @property
     def task_specs(self) -> list[TaskSpec]:
@@ -123,6 +131,27 @@ class MultiTaskViTConfig(PreTrainedConfig):
     def trained_on(self, data: str, split: str) -> bool:
         """Whether `split` of `data` (as a source's origin names it) is recorded in `training_data`."""
         return any(entry.get("data") == data and entry.get("split") == split for entry in self.training_data or ())
+
+
+def checked_lora(lora: Any) -> dict[str, Any]:
+    """A `lora` entry with its four fields checked (rank and target modules required)."""
+    if not isinstance(lora, dict) or not {"rank", "target_modules"} <= set(lora):
+        raise ValueError(f"lora must be {{'rank': r, 'alpha': a, 'dropout': p, 'target_modules': [...]}}, got {lora!r}")
+    unknown = sorted(set(lora) - {"rank", "alpha", "dropout", "target_modules"})
+    if unknown:
+        raise ValueError(f"lora: unknown fields {unknown}; its fields are rank, alpha, dropout, target_modules")
+    rank, alpha, dropout = lora["rank"], lora.get("alpha"), lora.get("dropout", 0.0)
+    alpha = rank if alpha is None else alpha
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"lora rank must be a positive integer, got {rank!r}")
+    if not _is_real_number(alpha) or not alpha > 0:
+        raise ValueError(f"lora alpha must be a number > 0, got {alpha!r}")
+    if not _is_real_number(dropout) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"lora dropout must be in [0, 1), got {dropout!r}")
+    targets = lora["target_modules"]
+    if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(f"lora target_modules must be a list of module names, got {targets!r}")
+    return {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "target_modules": list(targets)}
 
 
 def _backbone_config_from_dict(config_dict: dict[str, Any]) -> PreTrainedConfig:
@@ -176,4 +205,12 @@ def _validate_tasks(tasks: Any) -> list[TaskSpec]:
 # mtl_hf is not installed (save_pretrained copies the file beside config.json).
 MultiTaskViTConfig.register_for_auto_class()
 
-__all__ = ["MultiTaskViTConfig", "TaskSpec", "TASK_TYPES", "POOLING_MODES", "TARGET_SCALINGS", "backbone_hidden_size"]
+__all__ = [
+    "MultiTaskViTConfig",
+    "TaskSpec",
+    "TASK_TYPES",
+    "POOLING_MODES",
+    "TARGET_SCALINGS",
+    "backbone_hidden_size",
+    "checked_lora",
+]

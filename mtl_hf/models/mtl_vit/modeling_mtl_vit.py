@@ -20,7 +20,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, backbone_hidden_size
+from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, backbone_hidden_size, checked_lora
 from .heads_mtl_vit import MultiTaskHead, task_loss
 from .tasks_mtl_vit import balanced_weights
 
@@ -116,6 +116,8 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
     def __init__(self, config: MultiTaskViTConfig):
         super().__init__(config)
         self.backbone = _backbone_from_config(config.backbone_config)
+        if config.lora is not None:
+            _inject_lora(self.backbone, config.lora)
         # A task without its own pooling pools as the backbone does; the config records the choice.
         self.default_pooling = _default_pooling(self.backbone)
         config.tasks = [_with_pooling(spec, self.default_pooling) for spec in config.tasks]
@@ -129,6 +131,21 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
     @property
     def task_names(self) -> list[str]:
         return list(self._tasks)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The (height, width) of the images the backbone was built for: its config's, or a timm model's own."""
+        size = getattr(self.config.backbone_config, "image_size", None)
+        if size is None:
+            timm_model = getattr(self.backbone, "timm_model", None)
+            size = getattr(getattr(timm_model, "patch_embed", None), "img_size", None)
+            if size is None and timm_model is not None:
+                size = timm_model.pretrained_cfg["input_size"][1:]
+        if size is None:
+            raise ValueError(
+                f"the backbone's config ({type(self.config.backbone_config).__name__}) gives no image size"
+            )
+        return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
@@ -258,6 +275,34 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         del self._tasks[name]
         self.config.tasks = [spec for spec in self.config.tasks if spec["name"] != name]
 
+    def add_lora(
+        self, rank: int, alpha: float | None = None, dropout: float = 0.0, target_modules: list[str] | None = None
+    ) -> None:
+        """Adds LoRA adapters (`peft`) to the backbone's `target_modules` (by default its attention's query and value
+        projections, or a convolutional backbone's pointwise layers) and freezes the backbone's own weights: only the
+        adapters and the heads train. Recorded in `config.lora`, so that a saved model rebuilds them on loading."""
+        if self.config.lora is not None:
+            raise ValueError(f"the backbone has LoRA adapters already ({self.config.lora}); merge_lora() first")
+        targets = list(target_modules) if target_modules else default_lora_targets(self.backbone)
+        lora = checked_lora({"rank": rank, "alpha": alpha, "dropout": dropout, "target_modules": targets})
+        _inject_lora(self.backbone, lora)
+        self.config.lora = lora
+
+    def merge_lora(self) -> None:
+        """Folds the LoRA adapters into the backbone's weights and removes them: a plain model, the same answers,
+        which loads without `peft` (for export and the Hub)."""
+        if self.config.lora is None:
+            raise ValueError("the model has no LoRA adapters to merge")
+        # peft's adapted layers, found by what they do rather than by importing peft here: transformers checks
+        # that every module this file imports outside a try block is installed before loading it as remote code.
+        for name, module in list(self.backbone.named_modules()):
+            if hasattr(module, "merge") and hasattr(module, "get_base_layer"):
+                module.merge()
+                parent_name, _, child = name.rpartition(".")
+                setattr(self.backbone.get_submodule(parent_name), child, module.get_base_layer())
+        self.backbone.requires_grad_(True)
+        self.config.lora = None
+
     @classmethod
     def from_backbone(
         cls,
@@ -311,6 +356,43 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
         )
 
 
+# The layers LoRA adapts by default, by the first set a backbone has: attention query and value projections
+# (transformers' names, then older ones, then timm's fused qkv), or a ConvNeXt block's pointwise layers.
+LORA_DEFAULT_TARGETS = (("q_proj", "v_proj"), ("query", "value"), ("qkv",), ("pwconv1", "pwconv2"))
+
+
+def default_lora_targets(backbone: nn.Module) -> list[str]:
+    names = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+    for targets in LORA_DEFAULT_TARGETS:
+        if set(targets) <= names:
+            return list(targets)
+    raise ValueError(
+        f"no default LoRA targets in {type(backbone).__name__}; name its linear layers in target_modules, among "
+        f"{sorted(names)}"
+    )
+
+
+def _inject_lora(backbone: nn.Module, lora: dict) -> None:
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ImportError(
+            "this model has LoRA adapters (config.lora), which need peft: pip install 'mtl_hf[peft]' (or peft); "
+            "or load a merged copy (MultiTaskViTModel.merge_lora, mtl-hf merge), which needs no peft"
+        ) from None
+    linear = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+    unmatched = [target for target in lora["target_modules"] if target not in linear]
+    if unmatched:
+        raise ValueError(
+            f"LoRA target_modules {unmatched} match no linear layer of {type(backbone).__name__}; its linear "
+            f"layers are {sorted(linear)}"
+        )
+    config = LoraConfig(
+        r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=lora["target_modules"]
+    )
+    inject_adapter_in_model(config, backbone)
+
+
 # Backbones whose pooled output is part of what they were pretrained with, beyond their tokens: CLIP's
 # post-layernorm of the class token, SigLIP's attention-pooling head, ConvNeXt's final layernorm of the mean, a
 # timm model's own head. Pooling their tokens instead would leave those layers untrained and unused.
@@ -336,7 +418,8 @@ def _feature_size(backbone_config, backbone: nn.Module) -> int:
     try:
         return backbone_hidden_size(backbone_config)
     except ValueError:
-        width = getattr(backbone, "num_features", None)
+        model = getattr(backbone, "timm_model", backbone)  # transformers' timm wrapper holds the timm model
+        width = getattr(model, "num_features", None)
         if isinstance(width, int):
             return width
         raise
