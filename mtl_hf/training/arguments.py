@@ -193,6 +193,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         ):
             raise missing_extra("report_to: tensorboard", "tensorboard", "tensorboard")
         self._check_fine_tuning()
+        self._check_checkpointing()
         if not 0.0 < self.multilabel_threshold < 1.0:
             raise UserError(f"multilabel_threshold must be in (0, 1), got {self.multilabel_threshold}")
 
@@ -221,6 +222,22 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 raise missing_extra("lora_rank", "peft", "peft")
         if self.layer_decay is not None and self.freeze_backbone and step is None:
             raise UserError("layer_decay sets the rates of a backbone that freeze_backbone never trains; drop one")
+
+    def _check_checkpointing(self) -> None:
+        if not self.activation_checkpointing:
+            return
+        options = self.activation_checkpointing_kwargs or {}
+        if isinstance(options, dict) and options.get("use_reentrant"):
+            raise UserError(
+                "activation_checkpointing_kwargs use_reentrant=True: MultiTaskTrainer needs non-reentrant "
+                "checkpointing (gradient methods differentiate each task's loss through the backbone, which reentrant "
+                "checkpointing refuses); leave use_reentrant unset"
+            )
+        if self.ddp_find_unused_parameters is None:
+            # Trainer turns DDP's search for unused parameters off under checkpointing, but a homogeneous batch
+            # leaves the other sources' heads unused (and a frozen backbone its weights): DDP would stop at the
+            # next step. Non-reentrant checkpointing works with the search on.
+            self.ddp_find_unused_parameters = True
 
     @property
     def fine_tuning(self) -> FineTuning:

@@ -198,6 +198,11 @@ def training_weighting(
     if not weighting.uses_gradients:
         return weighting
     where = f"weighting {weighting.name!r}"
+    if args.torch_compile:
+        raise UserError(
+            f"{where} back-propagates each task's loss on its own (retain_graph), which a compiled backward does not "
+            "allow; with torch_compile use a loss-based method (e.g. equal, uncertainty, famo), or leave it off"
+        )
     if args.freeze_backbone and args.unfreeze_backbone_at_step is None:
         raise UserError(
             f"{where} combines the tasks' gradients on the shared backbone, which freeze_backbone keeps frozen for "

@@ -46,6 +46,20 @@ CONFIGURATIONS = [
         "freeze_backbone": True,
         "unfreeze_backbone_at_step": 3,
     },
+    # Checkpointed, with homogeneous batches whose other heads go unused.
+    {"weighting": "equal", "batch_mode": "homogeneous", "activation_checkpointing": True},
+    {
+        "weighting": "pcgrad",
+        "batch_mode": "homogeneous",
+        "gradient_space": "parameters",
+        "activation_checkpointing": True,
+    },
+    {
+        "weighting": "upgrad",
+        "batch_mode": "homogeneous",
+        "gradient_space": "representation",
+        "activation_checkpointing": True,
+    },
 ]
 
 
@@ -128,7 +142,7 @@ def main(out_dir: str) -> None:
             mine = rows if world == 1 else rows[rank * HALF : (rank + 1) * HALF]
             trainer.batches.append(collator(MixtureBatch(mine, tasks)))
         trainer.train()
-        name = "-".join(str(value) for value in configuration.values())
+        name = "-".join(value if isinstance(value, str) else f"{key}={value}" for key, value in configuration.items())
         results[name] = {
             "parameters": torch.cat([p.detach().flatten() for p in trainer.model.parameters()]),
             "backbone_moved": not torch.equal(

@@ -203,7 +203,8 @@ def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) 
         if tuple(target.shape) != expected:
             raise ValueError(f"{where} must have shape {expected}, got {tuple(target.shape)}")
         target = target.float()
-    if target.device.type == "cpu":
+    # Under torch.compile the values are left to the collator's host check: reading them would split the graph.
+    if target.device.type == "cpu" and not torch.compiler.is_compiling():
         check_target_values(task, target)
     return target.to(logits.device)
 
