@@ -138,6 +138,14 @@ def test_backbones_without_numbered_blocks_refuse_layer_decay():
             backbone_layer_ids(model.backbone)
 
 
+def test_layer_decay_on_a_backbone_without_numbered_blocks_is_refused_before_training(tmp_path):
+    swin = SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4)
+    source = shop_source(rows=16, tasks=["category"])
+    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=swin, tasks=source.task_specs))
+    with pytest.raises(UserError, match="and SwinModel has none"):
+        MultiTaskTrainer(model, arguments(tmp_path, layer_decay=0.7), train_dataset=source)
+
+
 def test_a_resumed_lp_ft_run_gives_the_parameters_of_an_uninterrupted_one(tmp_path):
     source = shop_source(rows=48)
     settings = dict(

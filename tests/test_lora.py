@@ -163,3 +163,32 @@ def test_the_remote_code_needs_no_peft_to_load_a_plain_model(tmp_path):
     new_model(shop_source(rows=8)).save_pretrained(tmp_path)
     imported = {name for path in tmp_path.glob("*.py") for name in get_imports(str(path))}
     assert imported - set(sys.stdlib_module_names) == {"torch", "transformers"}, imported
+
+
+def test_a_merged_lora_model_pushes_and_loads_from_the_hub_without_mtl_hf(tmp_path, pixel_values):
+    from tests.hub.local_hub import LocalHub
+    from tests.test_hub import TOKEN, hub_env, run_loader
+
+    trainer, _ = lora_run(tmp_path / "run")
+    trainer.save_model(str(tmp_path / "model"))
+    with torch.no_grad():
+        expected = trainer.model.eval()(pixel_values).logits
+    assert cli(["merge", str(tmp_path / "model"), str(tmp_path / "merged")]) == 0
+    torch.save(pixel_values, tmp_path / "inputs.pt")
+    with LocalHub(tmp_path / "hub") as hub:
+        env = hub_env(hub, tmp_path)
+        for folder, code in ((tmp_path / "model", 2), (tmp_path / "merged", 0)):
+            result = subprocess.run(
+                [sys.executable, "-m", "mtl_hf", "push", str(folder), "shop/lora-tagger", "--token", TOKEN],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
+            assert result.returncode == code, result.stderr[-2000:]
+            if code == 2:  # the adapters' folder: one line naming the merge command
+                assert "push a merged copy: mtl-hf merge" in result.stderr.strip().splitlines()[-1]
+        loaded = run_loader("shop/lora-tagger", tmp_path / "inputs.pt", "--trust", env=env)
+    assert loaded["mtl_hf_importable"] is False
+    for task, value in loaded["logits"].items():
+        torch.testing.assert_close(torch.tensor(value), expected[task], rtol=1e-4, atol=1e-5)

@@ -69,3 +69,23 @@ def test_honoured_arguments_reach_the_data_path(tmp_path):
     assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (1, True, 3)
     assert loader.mixture.batch_size == 8 and loader.mixture.seed == 11
     assert trainer.args.ignore_data_skip is True  # the mixture restores its own position
+
+
+def test_an_optimizer_given_by_the_user_also_trains_the_weightings_learned_parameters(tmp_path):
+    import torch
+
+    source = shop_source(rows=32)
+    model = new_model(source)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = MultiTaskTrainer(
+        model,
+        arguments(tmp_path, max_steps=3, weighting="uncertainty"),
+        train_dataset=source,
+        optimizers=(optimizer, None),
+    )
+    learned = [p for p in trainer.weighting.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in learned]
+    trainer.train()
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert learned and all(id(p) in optimized for p in learned)
+    assert any(not torch.equal(p, b) for p, b in zip(learned, before, strict=True))

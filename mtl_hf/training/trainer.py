@@ -47,7 +47,7 @@ from .checkpoint_state import last_complete_checkpoint, load_multitask_state, re
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
-from .parameter_groups import BackboneFreezing, check_unfreeze_step, parameter_groups
+from .parameter_groups import BackboneFreezing, backbone_layer_ids, check_unfreeze_step, parameter_groups
 from .plan import (
     add_lora_adapters,
     adopt_label_counts,
@@ -150,6 +150,8 @@ class MultiTaskTrainer(Trainer):
         self.step_replay = StepReplay()
         self.add_callback(WeightingCallback(self.weighting, self.loss_guard, self.step_replay, self._replayed_losses))
         self.add_callback(MultiTaskStateCallback(self.multitask_state))
+        if args.layer_decay is not None:
+            backbone_layer_ids(model.backbone)  # a backbone without numbered blocks: refused before any step
         self.freezing = (
             BackboneFreezing(model.backbone, args.unfreeze_backbone_at_step) if args.freeze_backbone else None
         )
