@@ -128,6 +128,8 @@ def test_lora_refusals(tmp_path, monkeypatch):
     source = shop_source(rows=16)
     with pytest.raises(UserError, match="freeze_backbone with lora_rank: LoRA already keeps"):
         arguments(tmp_path, lora_rank=4, freeze_backbone=True)
+    with pytest.raises(UserError, match="push_to_hub with lora_rank would upload the adapters"):
+        arguments(tmp_path, lora_rank=4, push_to_hub=True, hub_model_id="shop/tagger")
     model = new_model(source)
     model.add_lora(8)
     with pytest.raises(UserError, match="the model has LoRA adapters .* and the arguments ask for"):

@@ -220,6 +220,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 )
             if importlib.util.find_spec("peft") is None:
                 raise missing_extra("lora_rank", "peft", "peft")
+            if self.push_to_hub:
+                raise UserError(
+                    "push_to_hub with lora_rank would upload the adapters, which load only where peft and mtl_hf are "
+                    "installed; after training run mtl-hf merge OUTPUT_DIR MERGED, then mtl-hf push MERGED REPO_ID"
+                )
         if self.layer_decay is not None and self.freeze_backbone and step is None:
             raise UserError("layer_decay sets the rates of a backbone that freeze_backbone never trains; drop one")
 
