@@ -87,7 +87,7 @@ def test_the_gradient_path_equals_the_loss_path_when_combining_by_sum(tmp_path, 
     assert_same_parameters(surgery.model, plain.model, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("weighting", ["uncertainty", "famo", "rlw", "pcgrad", "gradvac", "nash_mtl"])
+@pytest.mark.parametrize("weighting", ["uncertainty", "famo", "rlw", "stch", "imtl_l", "pcgrad", "gradvac", "nash_mtl"])
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, weighting):
     source = shop_source()  # 96 rows, batch 16: 6 steps an epoch, so the run crosses an epoch
     settings = dict(

@@ -1,7 +1,9 @@
 """Balancing methods, one small class per file.
 
 Loss-based (`LossWeighting`: task losses -> weights): `equal`, `static`, `uncertainty` (Kendall et
-al. 2018), `dwa` (Liu et al. 2019), `rlw` (Lin et al. 2022), `famo` (Liu et al. 2023).
+al. 2018), `dwa` (Liu et al. 2019), `rlw` (Lin et al. 2022), `famo` (Liu et al. 2023), and the loss-scale
+methods `log_loss` (DB-MTL's, Lin et al. 2023), `geometric` (Chennupati et al. 2019), `stch` (Lin et al. 2024),
+`imtl_l` (Liu et al. 2021).
 
 Gradient-based (`GramianWeighting`: the K x K Gramian of the per-task gradients -> weights):
 `pcgrad` (Yu et al. 2020), `cagrad` (Liu et al. 2021), `config` (Liu et al. 2025), and through
@@ -29,8 +31,12 @@ from .gramian.upgrad import UPGrad
 from .loss.dwa import DynamicWeightAverage
 from .loss.equal import EqualWeighting
 from .loss.famo import FAMO
+from .loss.geometric import GeometricMean
+from .loss.imtl_l import IMTLL
+from .loss.log_loss import LogLoss
 from .loss.rlw import RandomLossWeighting
 from .loss.static import StaticWeighting
+from .loss.stch import SmoothTchebycheff
 from .loss.uncertainty import UncertaintyWeighting
 
 WEIGHTING_METHODS: dict[str, type[WeightingMethod]] = {
@@ -42,6 +48,10 @@ WEIGHTING_METHODS: dict[str, type[WeightingMethod]] = {
         DynamicWeightAverage,
         RandomLossWeighting,
         FAMO,
+        LogLoss,
+        GeometricMean,
+        SmoothTchebycheff,
+        IMTLL,
         PCGrad,
         CAGrad,
         UPGrad,
@@ -87,14 +97,18 @@ __all__ = [
     "EqualWeighting",
     "FAMO",
     "FairGrad",
+    "GeometricMean",
     "GradVac",
     "GramianWeighting",
     "IMTLG",
+    "IMTLL",
+    "LogLoss",
     "LossWeighting",
     "MGDA",
     "NashMTL",
     "PCGrad",
     "RandomLossWeighting",
+    "SmoothTchebycheff",
     "StaticWeighting",
     "UPGrad",
     "UncertaintyWeighting",

@@ -95,7 +95,8 @@ def plot_comparison(comparison: Mapping[str, Any], path: str | os.PathLike) -> P
 
     summary = comparison["summary"]
     figure, axis = plt.subplots(figsize=(8, 5.5))
-    colours = plt.get_cmap("tab20").colors  # 17 methods: tab10 would repeat colours
+    # 21 methods: tab20 and tab20b together give 40 distinct colours, where tab10 alone would repeat
+    colours = plt.get_cmap("tab20").colors + plt.get_cmap("tab20b").colors
     methods = [name for name in summary if name != SINGLE_TASK]
     for index, name in enumerate(methods):
         seconds, delta = summary[name]["train_seconds"], summary[name]["delta_m"]
