@@ -2,25 +2,38 @@
 
 One backbone pass serves every head, so K tasks cost about one model. Targets arrive as a dict
 `{task_name: tensor}`; any task may be absent, and any target inside a task may be missing (the
-heads, their targets' conventions and losses per task type are in `heads_mtl_vit.py`). Like the configuration file, this
-file imports nothing from `mtl_hf` but its two siblings, so it can travel with a saved model as remote
-code.
+heads, their targets' conventions and losses per task type are in `heads_mtl_vit.py`; building the backbone,
+pooling its output and its LoRA adapters in `backbone_mtl_vit.py`). Like the configuration file, this file
+imports nothing from `mtl_hf` but its siblings, so it can travel with a saved model as remote code.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, backbone_hidden_size, checked_lora
+from .backbone_mtl_vit import (
+    as_token_sequence,
+    backbone_from_config,
+    check_pooling,
+    default_lora_targets,
+    default_pooling,
+    feature_size,
+    image_size,
+    inject_lora,
+    merge_lora_layers,
+    pool,
+    takes_pooling_flag,
+    with_pooling,
+)
+from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, checked_lora
 from .heads_mtl_vit import MultiTaskHead, task_loss
 from .tasks_mtl_vit import balanced_weights
 
@@ -115,15 +128,15 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
 
     def __init__(self, config: MultiTaskViTConfig):
         super().__init__(config)
-        self.backbone = _backbone_from_config(config.backbone_config)
+        self.backbone = backbone_from_config(config.backbone_config)
         if config.lora is not None:
-            _inject_lora(self.backbone, config.lora)
+            inject_lora(self.backbone, config.lora)
         # A task without its own pooling pools as the backbone does; the config records the choice.
-        self.default_pooling = _default_pooling(self.backbone)
-        config.tasks = [_with_pooling(spec, self.default_pooling) for spec in config.tasks]
-        self.feature_size = _feature_size(config.backbone_config, self.backbone)
+        self.default_pooling = default_pooling(self.backbone)
+        config.tasks = [with_pooling(spec, self.default_pooling) for spec in config.tasks]
+        self.feature_size = feature_size(config.backbone_config, self.backbone)
         for spec in config.task_specs:
-            _check_pooling(spec, self.backbone)
+            check_pooling(spec, self.backbone)
         self.heads = nn.ModuleDict({task.name: MultiTaskHead(self.feature_size, task) for task in config.task_specs})
         self._tasks = {task.name: task for task in config.task_specs}
         self.post_init()
@@ -135,17 +148,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
     @property
     def image_size(self) -> tuple[int, int]:
         """The (height, width) of the images the backbone was built for: its config's, or a timm model's own."""
-        size = getattr(self.config.backbone_config, "image_size", None)
-        if size is None:
-            timm_model = getattr(self.backbone, "timm_model", None)
-            size = getattr(getattr(timm_model, "patch_embed", None), "img_size", None)
-            if size is None and timm_model is not None:
-                size = timm_model.pretrained_cfg["input_size"][1:]
-        if size is None:
-            raise ValueError(
-                f"the backbone's config ({type(self.config.backbone_config).__name__}) gives no image size"
-            )
-        return tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        return image_size(self.config.backbone_config, self.backbone)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
@@ -177,14 +180,14 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             **{key: value for key, value in backbone_kwargs.items() if value is not None},
             **kwargs,
         )
-        tokens = _as_token_sequence(backbone_output.last_hidden_state)
+        tokens = as_token_sequence(backbone_output.last_hidden_state)
 
         pooled: dict[str, torch.Tensor] = {}
         outputs, logits = {}, {}  # the heads' own outputs; the same in the targets' units
         for name in run:
             mode = self._tasks[name].pooling
             if mode not in pooled:
-                pooled[mode] = _pool(tokens, mode, backbone_output)
+                pooled[mode] = pool(tokens, mode, backbone_output)
             outputs[name] = self.heads[name](pooled[mode])
             logits[name] = self.heads[name].in_target_units(outputs[name])
 
@@ -254,11 +257,11 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
     def add_task(self, task: TaskSpec | dict) -> None:
         """Adds a freshly initialised head for `task`; the backbone and the other heads stay untouched."""
         spec = task if isinstance(task, TaskSpec) else TaskSpec.from_dict(task)
-        spec = TaskSpec.from_dict(_with_pooling(spec.to_dict(), self.default_pooling))
+        spec = TaskSpec.from_dict(with_pooling(spec.to_dict(), self.default_pooling))
         if spec.name in self._tasks:
             raise ValueError(f"task {spec.name!r} exists already; remove_task({spec.name!r}) first to replace it")
         reference = next(self.backbone.parameters())
-        _check_pooling(spec, self.backbone)
+        check_pooling(spec, self.backbone)
         head = MultiTaskHead(self.feature_size, spec).to(device=reference.device, dtype=reference.dtype)
         head.apply(self._init_weights)
         self.heads[spec.name] = head
@@ -285,7 +288,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             raise ValueError(f"the backbone has LoRA adapters already ({self.config.lora}); merge_lora() first")
         targets = list(target_modules) if target_modules else default_lora_targets(self.backbone)
         lora = checked_lora({"rank": rank, "alpha": alpha, "dropout": dropout, "target_modules": targets})
-        _inject_lora(self.backbone, lora)
+        inject_lora(self.backbone, lora)
         self.config.lora = lora
 
     def merge_lora(self) -> None:
@@ -293,14 +296,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         which loads without `peft` (for export and the Hub)."""
         if self.config.lora is None:
             raise ValueError("the model has no LoRA adapters to merge")
-        # peft's adapted layers, found by what they do rather than by importing peft here: transformers checks
-        # that every module this file imports outside a try block is installed before loading it as remote code.
-        for name, module in list(self.backbone.named_modules()):
-            if hasattr(module, "merge") and hasattr(module, "get_base_layer"):
-                module.merge()
-                parent_name, _, child = name.rpartition(".")
-                setattr(self.backbone.get_submodule(parent_name), child, module.get_base_layer())
-        self.backbone.requires_grad_(True)
+        merge_lora_layers(self.backbone)
         self.config.lora = None
 
     @classmethod
@@ -325,7 +321,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             backbone_kwargs.setdefault("use_safetensors", True)
         hub_kwargs = {key: backbone_kwargs[key] for key in _HUB_KWARGS if key in backbone_kwargs}
         backbone_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        if _takes_pooling_flag(type(backbone_config)):
+        if takes_pooling_flag(type(backbone_config)):
             backbone_kwargs.setdefault("add_pooling_layer", False)
         backbone = AutoModel.from_pretrained(pretrained_model_name_or_path, **backbone_kwargs)
         config = cls.config_class(backbone_config=backbone.config, tasks=tasks, initializer_range=initializer_range)
@@ -354,114 +350,6 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
             "them to safetensors, or if you trust the folder pass allow_pickled_weights=True "
             "(mtl-hf and recipes: --allow_pickled_weights)"
         )
-
-
-# The layers LoRA adapts by default, by the first set a backbone has: attention query and value projections
-# (transformers' names, then older ones, then timm's fused qkv), or a ConvNeXt block's pointwise layers.
-LORA_DEFAULT_TARGETS = (("q_proj", "v_proj"), ("query", "value"), ("qkv",), ("pwconv1", "pwconv2"))
-
-
-def default_lora_targets(backbone: nn.Module) -> list[str]:
-    names = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
-    for targets in LORA_DEFAULT_TARGETS:
-        if set(targets) <= names:
-            return list(targets)
-    raise ValueError(
-        f"no default LoRA targets in {type(backbone).__name__}; name its linear layers in target_modules, among "
-        f"{sorted(names)}"
-    )
-
-
-def _inject_lora(backbone: nn.Module, lora: dict) -> None:
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise ImportError(
-            "this model has LoRA adapters (config.lora), which need peft: pip install 'mtl_hf[peft]' (or peft); "
-            "or load a merged copy (MultiTaskViTModel.merge_lora, mtl-hf merge), which needs no peft"
-        ) from None
-    linear = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
-    unmatched = [target for target in lora["target_modules"] if target not in linear]
-    if unmatched:
-        raise ValueError(
-            f"LoRA target_modules {unmatched} match no linear layer of {type(backbone).__name__}; its linear "
-            f"layers are {sorted(linear)}"
-        )
-    config = LoraConfig(
-        r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=lora["target_modules"]
-    )
-    inject_adapter_in_model(config, backbone)
-
-
-# Backbones whose pooled output is part of what they were pretrained with, beyond their tokens: CLIP's
-# post-layernorm of the class token, SigLIP's attention-pooling head, ConvNeXt's final layernorm of the mean, a
-# timm model's own head. Pooling their tokens instead would leave those layers untrained and unused.
-POOLER_BACKBONES = ("clip_vision_model", "siglip_vision_model", "siglip2_vision_model", "convnext", "timm_wrapper")
-
-
-def _default_pooling(backbone: nn.Module) -> str:
-    if backbone.config.model_type in POOLER_BACKBONES:
-        return "pooler"
-    return "cls" if _has_class_token(backbone) else "mean"
-
-
-def _check_pooling(spec: TaskSpec, backbone: nn.Module) -> None:
-    if spec.pooling == "pooler" and backbone.config.model_type not in POOLER_BACKBONES:
-        raise ValueError(
-            f"task {spec.name!r}: pooling 'pooler' takes a pooled output that {type(backbone).__name__} does not "
-            f"compute (backbones with one: {', '.join(POOLER_BACKBONES)}); use 'cls' or 'mean'"
-        )
-
-
-def _feature_size(backbone_config, backbone: nn.Module) -> int:
-    """Width of the vectors the heads read: the config's, or else the built backbone's (a timm model's)."""
-    try:
-        return backbone_hidden_size(backbone_config)
-    except ValueError:
-        model = getattr(backbone, "timm_model", backbone)  # transformers' timm wrapper holds the timm model
-        width = getattr(model, "num_features", None)
-        if isinstance(width, int):
-            return width
-        raise
-
-
-def _has_class_token(backbone: nn.Module) -> bool:
-    # ViT, DeiT, DINOv2, BEiT keep a learned `cls_token` in their embeddings, CLIP a `class_embedding`;
-    # Swin, ConvNeXt and the like have none.
-    embeddings = getattr(backbone, "embeddings", None)
-    return any(getattr(embeddings, name, None) is not None for name in ("cls_token", "class_embedding"))
-
-
-def _with_pooling(spec: dict, default: str) -> dict:
-    return spec if spec.get("pooling") is not None else {**spec, "pooling": default}
-
-
-def _as_token_sequence(last_hidden_state: torch.Tensor) -> torch.Tensor:
-    # Convolutional backbones return a (B, C, H, W) map; their positions play the part of tokens.
-    if last_hidden_state.ndim == 4:
-        return last_hidden_state.flatten(2).transpose(1, 2)
-    return last_hidden_state
-
-
-def _pool(tokens: torch.Tensor, mode: str, backbone_output) -> torch.Tensor:
-    if mode == "cls":
-        return tokens[:, 0]
-    if mode == "pooler":
-        return backbone_output.pooler_output.flatten(1)
-    return tokens.mean(dim=1)
-
-
-def _backbone_from_config(backbone_config) -> PreTrainedModel:
-    # The backbone's own pooler would be an unused parameter (the heads pool the tokens
-    # themselves), which costs memory and breaks DDP without find_unused_parameters.
-    kwargs = {"add_pooling_layer": False} if _takes_pooling_flag(type(backbone_config)) else {}
-    return AutoModel.from_config(backbone_config, **kwargs)
-
-
-def _takes_pooling_flag(config_class) -> bool:
-    # MODEL_MAPPING: transformers' public config class -> AutoModel class map (AutoModel's own).
-    model_class = MODEL_MAPPING.get(config_class, None)
-    return model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
 
 
 # Saved models carry this file and name it in `auto_map` (see the configuration file).
