@@ -18,6 +18,7 @@ from ..models.mtl_vit.configuration_mtl_vit import TaskSpec, checked_lora
 from ..models.mtl_vit.tasks_mtl_vit import BALANCED
 from ..tasks import check_agreement
 from .arguments import MultiTaskTrainingArguments
+from .parameter_groups import backbone_layer_ids
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,19 @@ def training_mixture(data, args: MultiTaskTrainingArguments, model_specs: Mappin
             fix="give the task the model's labels, or give the model a new head for it (remove_task / add_task)",
         )
     return mixture
+
+
+def prepare_model(model, args: MultiTaskTrainingArguments, mixture: TaskMixture | None) -> None:
+    """What the arguments and the training data settle in the model before the first step, recorded in its
+    config: LoRA adapters, label smoothing, regression target statistics and label counts; a layer-wise decay
+    the backbone cannot take is refused here rather than at the first step."""
+    add_lora_adapters(model, args)
+    apply_label_smoothing_factor(model, args.label_smoothing_factor)
+    if mixture is not None:
+        adopt_target_statistics(model, mixture)
+        adopt_label_counts(model, mixture)
+    if args.layer_decay is not None:
+        backbone_layer_ids(model.backbone)
 
 
 def adopt_target_statistics(model, mixture: TaskMixture) -> None:
@@ -298,6 +312,7 @@ __all__ = [
     "apply_label_smoothing_factor",
     "build_task_mixture",
     "planned_optimizer_steps",
+    "prepare_model",
     "record_training_data",
     "refuse_ignored_arguments",
     "training_mixture",

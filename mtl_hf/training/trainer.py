@@ -47,13 +47,10 @@ from .checkpoint_state import last_complete_checkpoint, load_multitask_state, re
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
-from .parameter_groups import BackboneFreezing, backbone_layer_ids, check_unfreeze_step, parameter_groups
+from .parameter_groups import BackboneFreezing, check_unfreeze_step, parameter_groups
 from .plan import (
-    add_lora_adapters,
-    adopt_label_counts,
-    adopt_target_statistics,
-    apply_label_smoothing_factor,
     planned_optimizer_steps,
+    prepare_model,
     record_training_data,
     refuse_ignored_arguments,
     training_mixture,
@@ -109,22 +106,18 @@ class MultiTaskTrainer(Trainer):
         if kwargs.get("data_collator") is not None:
             raise UserError("the collator follows from the tasks and transforms; pass image_transforms instead")
         refuse_ignored_arguments(args, kwargs)
-        add_lora_adapters(model, args)
         if compute_task_metrics is not None and not callable(compute_task_metrics):
             raise UserError(
                 f"compute_task_metrics must be a function (task, logits, targets) -> dict, got {compute_task_metrics!r}"
             )
         self.compute_task_metrics = compute_task_metrics
-        self.task_specs = {spec.name: spec for spec in model.config.task_specs}
         self.image_transforms = image_transforms or _default_transforms(model, processing_class)
+        self.task_specs = {spec.name: spec for spec in model.config.task_specs}
         self.train_mixture = (
             training_mixture(train_dataset, args, self.task_specs) if train_dataset is not None else None
         )
-        apply_label_smoothing_factor(model, args.label_smoothing_factor)
-        if self.train_mixture is not None:
-            adopt_target_statistics(model, self.train_mixture)
-            adopt_label_counts(model, self.train_mixture)
-        self.task_specs = {spec.name: spec for spec in model.config.task_specs}
+        prepare_model(model, args, self.train_mixture)
+        self.task_specs = {spec.name: spec for spec in model.config.task_specs}  # with what the data settled
         self.eval_sources = named_sources(eval_dataset)
         if args.ignore_data_skip is False:
             # The mixture restores its own position from the checkpoint; Trainer must not also
@@ -150,8 +143,6 @@ class MultiTaskTrainer(Trainer):
         self.step_replay = StepReplay()
         self.add_callback(WeightingCallback(self.weighting, self.loss_guard, self.step_replay, self._replayed_losses))
         self.add_callback(MultiTaskStateCallback(self.multitask_state))
-        if args.layer_decay is not None:
-            backbone_layer_ids(model.backbone)  # a backbone without numbered blocks: refused before any step
         self.freezing = (
             BackboneFreezing(model.backbone, args.unfreeze_backbone_at_step) if args.freeze_backbone else None
         )
