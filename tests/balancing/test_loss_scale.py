@@ -63,7 +63,7 @@ def test_imtl_l_scales_each_loss_to_one_at_its_optimum_and_learns():
     method = IMTLL(TASKS)
     method.set_priors([1.0, 1.0, 2.0])
     with torch.no_grad():
-        method.log_scale.copy_(torch.tensor([0.0, -math.log(2.0), 1.0]))
+        method.log_variance.copy_(-torch.tensor([0.0, -math.log(2.0), 1.0]))  # s = -log_variance
     losses = torch.tensor([1.0, 2.0, 3.0])
     weights = method.task_weights(losses, ALL)
     assert weights.tolist() == pytest.approx([1.0, 0.5, 2 * math.e])
@@ -71,10 +71,10 @@ def test_imtl_l_scales_each_loss_to_one_at_its_optimum_and_learns():
     assert total.item() == pytest.approx((1.0 - 0.0) + (1.0 + math.log(2.0)) + 2 * (3.0 * math.e - 1.0))
     total.backward()
     # d/ds p (exp(s) L - s) = p (exp(s) L - 1): zero for 'a' and 'b', whose scaled losses are 1
-    assert method.log_scale.grad.tolist() == pytest.approx([0.0, 0.0, 2 * (3.0 * math.e - 1.0)])
-    method.log_scale.grad = None
+    assert (-method.log_variance.grad).tolist() == pytest.approx([0.0, 0.0, 2 * (3.0 * math.e - 1.0)])
+    method.log_variance.grad = None
     method.combine(losses, weights, A_AND_C).backward()
-    assert method.log_scale.grad[1].item() == 0.0
+    assert method.log_variance.grad[1].item() == 0.0
 
 
 def weighted_shares(name: str, losses: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,7 @@ def weighted_shares(name: str, losses: torch.Tensor) -> torch.Tensor:
     method = build_weighting(name, TASKS)
     if name == "imtl_l":
         with torch.no_grad():
-            method.log_scale.copy_(-torch.log(losses.float()))
+            method.log_variance.copy_(torch.log(losses.float()))  # s = -log L
     method.observe(losses, ALL)
     weighted = method.task_weights(losses, ALL).double() * losses
     return weighted / weighted.sum()
@@ -96,3 +96,21 @@ def test_a_tasks_units_do_not_change_its_share_of_the_loss(name):
     scaled = LOSSES * torch.tensor([1.0, 1.0, 1000.0], dtype=torch.float64)
     torch.testing.assert_close(weighted_shares(name, scaled), weighted_shares(name, LOSSES), rtol=1e-6, atol=1e-9)
     assert weighted_shares("equal", scaled)[2] > 0.99 and weighted_shares("equal", LOSSES)[2] < 0.6
+
+
+def test_imtl_l_trains_exactly_as_uncertainty_weighting(tmp_path):
+    """exp(s) L - s is exp(-v) L + v with v = -s, and Adam moves v as it moves -s: one training, two names."""
+    from mtl_hf import MultiTaskTrainer
+    from tests.training_helpers import arguments, assert_same_parameters, new_model, shop_source
+
+    source = shop_source(rows=32)
+    trainers = {}
+    for name in ("uncertainty", "imtl_l"):
+        trainers[name] = MultiTaskTrainer(
+            new_model(source), arguments(tmp_path / name, max_steps=3, weighting=name), train_dataset=source
+        )
+        trainers[name].train()
+    assert_same_parameters(trainers["imtl_l"].model, trainers["uncertainty"].model, rtol=0, atol=0)
+    torch.testing.assert_close(
+        trainers["imtl_l"].weighting.log_variance, trainers["uncertainty"].weighting.log_variance
+    )

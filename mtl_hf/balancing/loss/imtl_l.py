@@ -1,18 +1,16 @@
-"""IMTL-L: impartial loss balancing (Liu et al., ICLR 2021)."""
+"""IMTL-L: impartial loss balancing (Liu et al., ICLR 2021), which is uncertainty weighting reparameterised."""
 
-import torch
-from torch import nn
-
-from ..base import LossWeighting
+from .uncertainty import UncertaintyWeighting
 
 
-class IMTLL(LossWeighting):
+class IMTLL(UncertaintyWeighting):
     """
     Learns a log-scale `s_k` per task and minimises `sum_k p_k (exp(s_k) * L_k - s_k)` (`p_k`: the task's
     `loss_weight`): at the optimum over `s_k`, `exp(s_k) * L_k = 1`, so every task's scaled loss is the same,
-    whatever its units. The `s_k` are trained by the same optimizer as the model (without weight decay); the
-    combined loss is linear in each rank's losses and the `s_k` gradients are averaged over the ranks, so under
-    DDP it is the objective on the union of the ranks' batches. Absent tasks leave theirs untouched.
+    whatever its units. With `s_k = -log_variance_k` this is `uncertainty`'s objective term for term, and the
+    optimizer (sign-symmetric, no weight decay on these parameters) moves `s_k` exactly as it moves `-log_variance_k`:
+    the two names give the same training. This class is `uncertainty` under the IMTL paper's name, its state kept
+    as `log_variance = -s`.
 
     This is the loss half of IMTL; its gradient half is `imtl_g`.
 
@@ -27,12 +25,4 @@ class IMTLL(LossWeighting):
     paper = "Liu et al., ICLR 2021 (loss balance)"
 
     def __init__(self, task_names: list[str], initial_log_scale: float = 0.0):
-        super().__init__(task_names)
-        self.log_scale = nn.Parameter(torch.full((len(task_names),), float(initial_log_scale)))
-
-    def weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        return torch.exp(self.log_scale.detach()).to(losses.dtype) * present
-
-    def combine(self, losses: torch.Tensor, weights: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        log_scale = self.log_scale.to(losses.dtype)
-        return (self.priors * present * (torch.exp(log_scale) * losses - log_scale)).sum()
+        super().__init__(task_names, initial_log_variance=-float(initial_log_scale))
