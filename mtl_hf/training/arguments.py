@@ -247,7 +247,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
     @property
     def fine_tuning(self) -> FineTuning:
         """The learning-rate settings that shape the optimizer's parameter groups."""
-        return FineTuning(self.learning_rate, self.weight_decay, self.head_learning_rate, self.layer_decay)
+        return FineTuning(
+            self.learning_rate,
+            self.weight_decay,
+            self.head_learning_rate,
+            self.layer_decay,
+            self.unfreeze_backbone_at_step,
+        )
 
 
 __all__ = ["MultiTaskTrainingArguments"]

@@ -37,11 +37,13 @@ class FineTuning:
     weight_decay: float
     head_learning_rate: float | None = None
     layer_decay: float | None = None
+    unfreeze_at_step: int | None = None
 
     @property
     def shapes_groups(self) -> bool:
-        """Whether the parameters need groups of their own beyond Trainer's (decay and no decay)."""
-        return self.head_learning_rate is not None or self.layer_decay is not None
+        """Whether the optimizer needs groups of its own beyond Trainer's (which hold only the parameters that
+        train now, by weight decay): per rate, or with a frozen backbone that is to train later."""
+        return self.head_learning_rate is not None or self.layer_decay is not None or self.unfreeze_at_step is not None
 
 
 def backbone_layer_ids(backbone: nn.Module) -> dict[str, int]:

@@ -256,7 +256,7 @@ class MultiTaskTrainer(Trainer):
         return step_losses(self.task_specs, outputs, inputs["labels"])
 
     def create_optimizer(self, model=None):
-        if self.optimizer is None and (self.args.fine_tuning.shapes_groups or self.args.unfreeze_backbone_at_step):
+        if self.optimizer is None and self.args.fine_tuning.shapes_groups:
             self.optimizer = self._grouped_optimizer(self.model if model is None else model)
         optimizer = super().create_optimizer(model)
         learned = [p for p in self.weighting.parameters() if p.requires_grad]
@@ -341,9 +341,8 @@ class MultiTaskTrainer(Trainer):
         if resume_from_checkpoint:
             state = load_multitask_state(resume_from_checkpoint)  # first: it says what is wrong with the folder
             model = self.accelerator.unwrap_model(self.model)
-            restore_task_losses(
-                model, resume_from_checkpoint
-            )  # the run's own units and weights, whatever the data says now
+            # The run's own units and loss weights, whatever the data says now.
+            restore_task_losses(model, resume_from_checkpoint)
             self.task_specs = {spec.name: spec for spec in model.config.task_specs}
             reached, planned = self.completed_steps(resume_from_checkpoint)
             if reached >= planned:
