@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,38 @@ def test_two_ranks_on_half_batches_reach_the_parameters_of_one_process_on_the_un
                     assert two[key] == pytest.approx(one[key], rel=1e-4, abs=1e-6), (name, key)
     mixed = single["equal-mixed"]["logs"]
     assert "loss_digit" not in mixed[0] and "loss_digit" in mixed[1]  # step 0 has no digit target anywhere
+
+
+@pytest.fixture(scope="module")
+def evaluation_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate")
+    run_script("evaluate_ranks.py", out, ranks=1)
+    run_script("evaluate_ranks.py", out, ranks=2)
+    return {
+        name: json.loads((out / f"{name}.json").read_text())
+        for name in ("world1_rank0", "world2_rank0", "world2_rank1")
+    }
+
+
+def test_two_ranks_evaluate_exactly_as_one_process(evaluation_results):
+    """41 + 17 map-style rows and a 25-row stream, batches of 4 on 2 ranks: the same rows, in the same order, with
+    the same logits and the same metrics as one process (padding never counted)."""
+    alone, rank0, rank1 = (evaluation_results[n] for n in ("world1_rank0", "world2_rank0", "world2_rank1"))
+    assert (rank0["world_size"], rank1["world_size"]) == (2, 2)
+    assert rank0["predictions"].keys() == alone["predictions"].keys()
+    assert len(alone["predictions"]["category"]) == 41 + 25 and len(alone["predictions"]["digit"]) == 17
+    for ranked in (rank0, rank1):  # every rank gets the gathered results
+        for task, values in alone["predictions"].items():
+            np.testing.assert_allclose(ranked["predictions"][task], values, rtol=1e-5, atol=1e-6, err_msg=task)
+            assert ranked["label_ids"][task] == alone["label_ids"][task], task
+        assert ranked["metrics"].keys() == alone["metrics"].keys()
+        for key, value in alone["metrics"].items():
+            assert ranked["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+def test_every_rank_makes_the_same_number_of_forwards(evaluation_results):
+    """Rank 0 holds 21 shop rows (6 batches), rank 1 20 (5); digits 9 and 8 (3 and 2); the stream 13 and 12 (4 and
+    3): rank 1 runs a padding batch at the end of each source, since FSDP needs every rank in every forward."""
+    rank0, rank1 = evaluation_results["world2_rank0"], evaluation_results["world2_rank1"]
+    assert rank0["forwards"] == rank1["forwards"] == 6 + 3 + 4
+    assert evaluation_results["world1_rank0"]["forwards"] == 11 + 5 + 7

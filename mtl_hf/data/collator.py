@@ -30,6 +30,11 @@ class MultiTaskCollator:
         transform (`ImageTransforms`): the image transform (train or eval variant).
         with_rows (`bool`, *optional*, defaults to `False`): add `"rows"` ("source:row" of each example,
             for reports) to the batch; it is not a model input.
+        for_inference (`bool`, *optional*, defaults to `False`): add `"kept"` (the place in the batch of each
+            example whose image was decoded) and `"skipped_rows"` (`(row, error type, message)` of each one left
+            out), and
+            give a batch whose images all failed `pixel_values=None` instead of an error: inference reports
+            broken photos and carries on.
 
     An image that cannot be decoded raises an error naming its source, row and file, unless its
     source's `bad_image_policy` is `"skip"`: then the row is left out, and the batch's
@@ -47,26 +52,34 @@ class MultiTaskCollator:
         transform: ImageTransforms,
         *,
         with_rows: bool = False,
+        for_inference: bool = False,
     ):
         self.task_specs = {spec.name: spec for spec in task_specs}
         self.transform = transform
         self.with_rows = with_rows
+        self.for_inference = for_inference
 
     def __call__(self, batch: MixtureBatch | Sequence[RawExample]) -> dict:
         examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
         if not examples:
             raise ValueError("cannot collate an empty batch")  # the mixture never makes one
-        images, kept, skipped = [], [], Counter()
-        for example in examples:
+        images, kept, kept_places, skipped, reasons = [], [], [], Counter(), []
+        for place, example in enumerate(examples):
             try:
                 images.append(self._image(example))
                 kept.append(example)
+                kept_places.append(place)
             except BadImageError as error:
                 if not example.skip_if_undecodable:
                     raise
                 skipped[example.source] += 1
+                cause = type(error.__cause__).__name__ if error.__cause__ is not None else type(error).__name__
+                reasons.append((example.row, cause, str(error)))
                 logger.debug("skipping %s", error)
         served = Counter(example.source for example in examples)
+        counts = {"served": dict(served), "skipped": dict(skipped)}
+        if self.for_inference and not kept:
+            return {"pixel_values": None, "labels": {}, "kept": [], "skipped_rows": reasons, "image_counts": counts}
         if not kept:
             raise UserError(
                 f"no image of this batch of {len(examples)} rows could be decoded "
@@ -80,7 +93,9 @@ class MultiTaskCollator:
         if self.with_rows:
             collated["rows"] = [f"{example.source}:{example.row}" for example in kept]
         if any(example.skip_if_undecodable for example in examples):
-            collated["image_counts"] = {"served": dict(served), "skipped": dict(skipped)}
+            collated["image_counts"] = counts
+        if self.for_inference:
+            collated["kept"], collated["skipped_rows"] = kept_places, reasons
         return collated
 
     def _image(self, example: RawExample):

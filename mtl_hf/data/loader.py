@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from .mixture import MixtureBatch, TaskMixture
 
 
-class _Passthrough(torch.utils.data.Dataset):
-    """The DataLoader's dataset: the sampler (the mixture) hands over whole batches of rows."""
+class BatchPassthrough(torch.utils.data.Dataset):
+    """A DataLoader's dataset when its sampler hands over whole batches of rows (the mixture, or the
+    inference path's row batches): each goes to the collator as it is."""
 
     def __getitem__(self, batch: MixtureBatch) -> MixtureBatch:
         return batch
@@ -36,7 +37,7 @@ class MultiTaskDataLoader(torch.utils.data.DataLoader):
         for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
             if key in kwargs:
                 raise UserError(f"{key} is the TaskMixture's to decide; set it there, not on the DataLoader")
-        super().__init__(_Passthrough(), sampler=mixture, batch_size=None, collate_fn=collator, **kwargs)
+        super().__init__(BatchPassthrough(), sampler=mixture, batch_size=None, collate_fn=collator, **kwargs)
         self.mixture = mixture
         self._consumed = 0
 
@@ -68,13 +69,6 @@ class MultiTaskDataLoader(torch.utils.data.DataLoader):
 # VM); a ViT-B/16 trains at ~1,030 images/s on an A100 (the figure and its source are in the bench).
 # Three workers feed it; twice that leaves room for an H100 (2.06x an A100 in NVIDIA's NeMo ViT
 # training figures, cited in the bench) or for heavier photos.
-
-
-# bench/jpeg_decode.py, 800-px product JPEGs to 224-px training tensors: one worker (one core) makes
-# ~370 images/s with draft decoding (~200 decoding every pixel; medians of 9 runs on a shared 2-core
-# VM); a ViT-B/16 trains at ~1,030 images/s on an A100 (the figure and its source are in the bench).
-# Three workers feed it; twice that leaves room for an H100 (2.06x an A100 in NVIDIA's NeMo ViT
-# training figures, cited in the bench) or for heavier photos.
 IMAGES_PER_WORKER = 370
 
 
@@ -98,4 +92,10 @@ def default_num_workers(*, use_cpu: bool = False) -> int:
     return max(1, min(WORKERS_PER_ACCELERATOR, (os.cpu_count() or 2) // local_processes - 1))
 
 
-__all__ = ["ACCELERATOR_IMAGES_PER_SECOND", "IMAGES_PER_WORKER", "MultiTaskDataLoader", "default_num_workers"]
+__all__ = [
+    "ACCELERATOR_IMAGES_PER_SECOND",
+    "BatchPassthrough",
+    "IMAGES_PER_WORKER",
+    "MultiTaskDataLoader",
+    "default_num_workers",
+]

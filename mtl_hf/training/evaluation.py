@@ -1,7 +1,8 @@
 """Evaluation: every task scored on its own evaluation rows, as `MultiTaskTrainer.evaluate` / `predict` report it.
 
-Each source is read in order (every row once, each rank its own share), collated for the tasks it labels,
-and run through the model without gradient; the ranks' logits, targets and loss sums are gathered, and each
+Each source is read in order (every row once, each rank its own share) on the batched inference path
+(`inference/batches.py`: DataLoader workers decode, every rank makes the same number of forwards), collated for
+the tasks it labels; the ranks' logits, targets and loss sums are gathered in the source's row order, and each
 task gets `{prefix}_{task}_{metric}` (its type's metrics and the user's `compute_task_metrics`),
 `{prefix}_{task}_loss` and `{prefix}_{task}_relative_score`, plus `{prefix}_loss`, `{prefix}_average_score` and
 `{prefix}_relative_score` over the tasks.
@@ -13,7 +14,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,12 +23,19 @@ from tqdm.auto import tqdm
 from transformers.trainer_utils import PredictionOutput, speed_metrics
 
 from ..data.collator import MultiTaskCollator
-from ..data.mixture import MixtureBatch
-from ..data.sources import RawExample, TaskSource
+from ..data.sources import TaskSource
 from ..errors import UserError
+from ..inference.batches import (
+    BatchOutputs,
+    gather_from_ranks,
+    inference_loader,
+    padding_pixels,
+    run_batches,
+    source_batches,
+)
 from ..metrics import PRIMARY_METRIC
 from ..metrics.scoring import chance_scores, relative_score, task_metrics
-from ..utils.distributed import is_distributed, world_size
+from ..utils.distributed import is_distributed
 from .tallies import BadImageTally
 
 logger = logging.getLogger(__name__)
@@ -49,88 +57,122 @@ def named_sources(data: Any) -> dict[str, TaskSource]:
     raise UserError(f"evaluation data must be TaskSource(s) or a dict of them, got {type(data).__name__}")
 
 
-class _Outputs:
-    """This rank's per-task logits, targets and summed losses over the batches seen."""
-
-    def __init__(self):
-        self.logits, self.labels = defaultdict(list), defaultdict(list)
-        self.loss_sums, self.counts = defaultdict(float), defaultdict(int)
-        self.rows = 0
-
-    def add(self, tasks: Sequence[str], outputs, labels: Mapping[str, torch.Tensor], kept: int) -> None:
-        self.rows += kept
-        for name in tasks:
-            self.logits[name].append(outputs.logits[name].float().cpu().numpy())
-            self.labels[name].append(labels[name].cpu().numpy())
-            self.loss_sums[name] += float(outputs.task_losses[name]) * kept
-            self.counts[name] += kept
-
-    def gathered(self):
-        """(logits, targets, loss sums, counts, rows) over every rank."""
-        rows = int(sum(_gather_sums({"rows": self.rows}).values()))
-        return (
-            _gather(self.logits),
-            _gather(self.labels),
-            _gather_sums(self.loss_sums),
-            _gather_sums(self.counts),
-            rows,
-        )
-
-
 @torch.no_grad()
 def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource], prefix: str) -> PredictionOutput:
-    """Per-task logits and targets (dicts task -> array) of every source, and the metrics of every task."""
+    """Per-task logits and targets (dicts task -> array, each source's rows in its order, the sources one after
+    the other) of every source, and the metrics of every task."""
     if not sources:
         raise UserError("nothing to evaluate: pass eval_dataset (task sources) to the trainer or to evaluate()")
     started = time.time()
+    args = trainer.args
     model = trainer.model_wrapped if trainer.model_wrapped is not None else trainer.model
-    model.eval()
-    collator = MultiTaskCollator(list(trainer.task_specs.values()), trainer.image_transforms.eval())
+    transform = trainer.image_transforms.eval()
+    padding = padding_pixels(transform)
+    distributed = args.world_size > 1 and is_distributed()
     skipping = [source.name for source in sources.values() if source.bad_image_policy == "skip"]
-    bad_images = BadImageTally(skipping, max_fraction=1.0, device=trainer.args.device) if skipping else None
-    outputs = _Outputs()
+    bad_images = BadImageTally(skipping, max_fraction=1.0, device=args.device) if skipping else None
+    logits, labels = defaultdict(list), defaultdict(list)
     unknown_rows: dict[str, float] = defaultdict(float)
+    rows = 0
     for source in sources.values():
         source.reset_unknown_labels()
         unknown = [name for name in source.task_names if name not in trainer.task_specs]
         if unknown:
             raise UserError(f"eval source {source.name!r} has task(s) {unknown} that the model lacks")
-        batch_size = trainer.args.per_device_eval_batch_size
-        total = None if source.num_rows is None else math.ceil(source.num_rows / trainer.args.world_size / batch_size)
+        batch_size = args.per_device_eval_batch_size
+        total = None if source.num_rows is None else math.ceil(source.num_rows / args.world_size / batch_size)
         progress = tqdm(
             total=total,
             desc=f"{prefix}: {source.name}",
             unit="batch",
             leave=False,
-            disable=trainer.args.disable_tqdm or not trainer.is_local_process_zero(),
+            disable=args.disable_tqdm or not trainer.is_local_process_zero(),
         )
-        for batch in _eval_batches(source, batch_size, trainer.args.process_index, trainer.args.world_size):
+        # A batch of one source: targets and heads for its tasks only.
+        specs = [trainer.task_specs[name] for name in source.task_names]
+        loader = inference_loader(
+            source_batches(source, batch_size, args.process_index, args.world_size),
+            MultiTaskCollator(specs, transform, for_inference=True),
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
+        )
+        mine = _SourceOutputs(source.task_names)
+        for batch in run_batches(
+            model,
+            loader,
+            padding=padding,
+            prepare=trainer._prepare_inputs,
+            autocast=trainer.compute_loss_context_manager,
+            tasks=source.task_names,
+            with_labels=True,
+            distributed=distributed,
+            device=args.device,
+        ):
             progress.update()
-            # A batch of one source: targets and heads for its tasks only.
-            inputs = trainer._prepare_inputs(collator(MixtureBatch(batch, tuple(source.task_names))))
-            image_counts = inputs.pop("image_counts", None)  # rows left out (bad_image_policy: skip)
             if bad_images is not None:
-                bad_images.add(image_counts)
-            with trainer.compute_loss_context_manager():
-                model_outputs = model(**inputs)
-            outputs.add(source.task_names, model_outputs, inputs["labels"], inputs["pixel_values"].shape[0])
+                bad_images.add(batch.image_counts)
+            mine.add(batch)
         progress.close()
+        everyone = _SourceOutputs.merged(gather_from_ranks(mine, distributed))
+        rows += len(everyone.positions)
+        for name in source.task_names:
+            logits[name].append(everyone.logits[name])
+            labels[name].append(everyone.labels[name])
         for task, count in source.rows_with_unknown_labels().items():
             unknown_rows[task] += count
-    logits, labels, loss_sums, counts, rows = outputs.gathered()
-    metrics = task_scores(trainer, logits, labels, loss_sums, counts, prefix)
+    logits = {name: np.concatenate(parts) for name, parts in logits.items()}
+    labels = {name: np.concatenate(parts) for name, parts in labels.items()}
+    metrics = task_scores(trainer, logits, labels, prefix)
     # Rows whose label the model does not know are left out of their task's scores: how many is part of the score.
-    unknown_rows = _gather_sums(unknown_rows)
+    unknown_rows = _gather_sums(unknown_rows, distributed)
     metrics.update({f"{prefix}_{task}_unknown_labels": int(count) for task, count in unknown_rows.items() if count})
     if bad_images is not None:  # counted, not limited: evaluation reports what the data holds
         metrics.update({f"{prefix}_{key}": count for key, count in bad_images.check().items()})
     metrics.update(speed_metrics(prefix, started, num_samples=rows))
-    return PredictionOutput(predictions=dict(logits), label_ids=dict(labels), metrics=metrics)
+    return PredictionOutput(predictions=logits, label_ids=labels, metrics=metrics)
 
 
-def task_scores(trainer: MultiTaskTrainer, logits, labels, loss_sums, counts, prefix: str) -> dict[str, float]:
-    """Every evaluated task's metrics (its type's and the user's `compute_task_metrics`), its mean loss and its
-    relative score; the mean loss over tasks, the average main score and the mean relative score."""
+class _SourceOutputs:
+    """One source's outputs on one rank (positions, logits, targets), and merged over the ranks in the source's
+    row order."""
+
+    def __init__(self, task_names: Sequence[str]):
+        self.task_names = list(task_names)
+        self.positions: list[np.ndarray] | np.ndarray = []
+        self.logits: dict = {name: [] for name in task_names}
+        self.labels: dict = {name: [] for name in task_names}
+
+    def add(self, batch: BatchOutputs) -> None:
+        if not len(batch.positions):
+            return
+        self.positions.append(batch.positions)
+        for name in self.task_names:
+            self.logits[name].append(batch.logits[name])
+            self.labels[name].append(batch.labels[name])
+
+    @classmethod
+    def merged(cls, parts: Sequence[_SourceOutputs]) -> _SourceOutputs:
+        merged = cls(parts[0].task_names)
+        positions = np.concatenate([np.zeros(0, np.int64), *(p for part in parts for p in part.positions)])
+        order = np.argsort(positions, kind="stable")
+        merged.positions = positions[order]
+        for name in merged.task_names:
+            merged.logits[name] = _concatenated([v for part in parts for v in part.logits[name]])[order]
+            merged.labels[name] = _concatenated([v for part in parts for v in part.labels[name]])[order]
+        return merged
+
+
+def _concatenated(values: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(values) if values else np.zeros(0, np.float32)
+
+
+def task_scores(trainer: MultiTaskTrainer, logits, labels, prefix: str) -> dict[str, float]:
+    """Every evaluated task's metrics (its type's and the user's `compute_task_metrics`), its loss and its
+    relative score; the mean loss over tasks, the average main score and the mean relative score.
+
+    A task's loss is the model's, over all its rows at once, so that it does not depend on how they were batched
+    (a mean of batch means would weigh a row by its batch's labelled rows)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
     metrics, primaries, relatives = {}, {}, {}
     for name, values in logits.items():
         spec = trainer.task_specs[name]
@@ -138,7 +180,9 @@ def task_scores(trainer: MultiTaskTrainer, logits, labels, loss_sums, counts, pr
         if trainer.compute_task_metrics is not None:
             scores.update(user_task_metrics(trainer.compute_task_metrics, spec, values, labels[name], scores))
         metrics.update({f"{prefix}_{name}_{key}": value for key, value in scores.items() if key != "count"})
-        metrics[f"{prefix}_{name}_loss"] = loss_sums[name] / max(counts[name], 1)
+        metrics[f"{prefix}_{name}_loss"] = float(
+            model.task_loss_of_logits(name, torch.from_numpy(values), torch.from_numpy(labels[name]))
+        )
         metric = PRIMARY_METRIC[spec.type]
         primaries[name] = scores[metric]
         chance = chance_scores({name: spec}, {name: labels[name]}, trainer.args.multilabel_threshold, prefix)
@@ -182,41 +226,9 @@ def user_task_metrics(function, spec, logits: np.ndarray, targets: np.ndarray, b
     return {key: float(value) for key, value in scores.items()}
 
 
-def _eval_batches(source: TaskSource, batch_size: int, rank: int, world: int) -> Iterator[list[RawExample]]:
-    """This rank's rows of `source`, in order, every row once, in batches (the last may be short)."""
-    if source.is_streaming:
-        rows = source.stream(seed=0, rank=rank, world_size=world, shuffle=False, buffer_size=1)
-        batch = []
-        for index, row in enumerate(rows):
-            batch.append(source.example(row, index))
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-        return
-    indices = list(range(rank, source.num_rows, world))
-    for start in range(0, len(indices), batch_size):
-        yield source.rows(indices[start : start + batch_size])
-
-
-def _gather(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
-    local = {name: np.concatenate(values) for name, values in parts.items()}
-    if not is_distributed():
-        return local
-    everyone = [None] * world_size()
-    torch.distributed.all_gather_object(everyone, local)
-    names = sorted({name for part in everyone for name in part})
-    return {name: np.concatenate([part[name] for part in everyone if name in part]) for name in names}
-
-
-def _gather_sums(values: dict[str, float]) -> dict[str, float]:
-    if not is_distributed():
-        return dict(values)
-    everyone = [None] * world_size()
-    torch.distributed.all_gather_object(everyone, dict(values))
+def _gather_sums(values: dict[str, float], distributed: bool) -> dict[str, float]:
     totals: dict[str, float] = defaultdict(float)
-    for part in everyone:
+    for part in gather_from_ranks(dict(values), distributed):
         for name, value in part.items():
             totals[name] += value
     return dict(totals)

@@ -204,6 +204,13 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             attentions=getattr(backbone_output, "attentions", None),
         )
 
+    def task_loss_of_logits(self, name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Task `name`'s loss, as `forward` computes it, over `logits` as `forward` returns them (in the targets'
+        units) and their targets: the loss of a whole evaluation set at once, whatever its batches were."""
+        head = self.heads[name]
+        outputs = head.standardized(logits) if head.target_statistics is not None else logits
+        return self._task_loss(name, outputs, target)
+
     def _task_loss(self, name: str, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         head = self.heads[name]
         standardize = head.standardized if head.target_statistics is not None else None
