@@ -80,12 +80,12 @@ def test_wrong_paths_give_a_clear_error_and_exit_code_2(saved_model, images, tmp
     assert "missing.yaml" in capsys.readouterr().err
     assert cli(["predict", str(folder), str(images[0].parent)]) == 2  # a folder of photos: a hint, one line
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"mtl-hf predict: error: {images[0].parent} is a folder: give its image files, e.g. "
-        f"{images[0].parent / '*.jpg'}"
+        f"mtl-hf predict: error: {images[0].parent} is a folder: give its image files, or tag all of it with "
+        "--output OUT (Parquet answers)"
     ]
     assert cli(["predict", str(folder)]) == 2  # no image: one line, not a page of usage
     assert capsys.readouterr().err.strip().splitlines() == [
-        "mtl-hf predict: error: the following arguments are required: IMAGE; see `mtl-hf predict --help`"
+        "mtl-hf predict: error: the following arguments are required: SOURCE; see `mtl-hf predict --help`"
     ]
 
 

@@ -209,3 +209,38 @@ def test_prepare_into_a_bucket_that_does_not_exist_stops_before_spark(s3, tmp_pa
     error = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in error
     assert "s3://no-such-bucket/shards: no-such-bucket does not exist; create it first" in error
+
+
+def test_predict_tags_s3_shards_into_the_bucket_as_it_does_the_same_shards_on_disk(s3, tmp_path, capsys, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from .test_predict_catalogue import read_output, save_model
+
+    model = tmp_path / "model"
+    save_model(model)
+    options = json.dumps(s3["options"])
+    out = f"s3://{BUCKET}/tags"
+    keep = ["--keep_columns", "image"]  # the shards' label columns have the tasks' names: refused, as tested elsewhere
+    assert cli(["predict", str(model), s3["url"], "--output", out, "--storage_options", options, *keep]) == 0
+    assert cli(["predict", str(model), str(s3["local"]), "--output", str(tmp_path / "local"), *keep]) == 0
+    fs = s3["fs"]
+    shards = sorted(fs.ls(f"{BUCKET}/tags/predictions"))
+    assert len(shards) == SHARDS
+    remote = [row for shard in shards for row in pq.read_table(fs.open(shard, "rb")).to_pylist()]
+    assert remote == read_output(tmp_path / "local")
+    summary = json.loads(fs.cat(f"{BUCKET}/tags/predict_summary.json"))
+    assert (summary["rows_in"], summary["rows_out"]) == (SHARDS * ROWS_PER_SHARD, SHARDS * ROWS_PER_SHARD)
+    capsys.readouterr()
+
+    # Without credentials: one line naming the fix, and nothing written.
+    endpoint_only = json.dumps({"client_kwargs": s3["options"]["client_kwargs"]})
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    args = ["predict", str(model), s3["url"], "--output", str(tmp_path / "never"), "--storage_options", endpoint_only]
+    args += keep
+    assert cli(args) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no credentials for object storage" in error[0], error
+    assert not (tmp_path / "never").exists()

@@ -1,5 +1,7 @@
-"""`mtl-hf predict MODEL IMAGE...`: every task's answer for each image, as a table or JSON, through the
-`multi-task-image-classification` pipeline (the model's own image processor, one forward per batch)."""
+"""`mtl-hf predict MODEL SOURCE --output OUT`: every task's answer for every photo of a catalogue, written as
+Parquet shards that a rerun resumes (`inference/tagging.py`); `mtl-hf predict MODEL IMAGE [IMAGE ...]`: the
+answers for a few image files, printed as a table or JSON through the `multi-task-image-classification`
+pipeline."""
 
 from __future__ import annotations
 
@@ -7,23 +9,122 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import MissingPathError
+from ..errors import MissingPathError, UserError
+from ..utils.validation import structured_option
 from .model_loading import add_pickled_weights_flag, existing_model, has_gpu, loading_model
 
-SUMMARY = "every task's answer for each image"
+SUMMARY = "every task's answer for each image, or for a whole catalogue (--output)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a saved model folder or Hub id")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or URLs")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="SOURCE",
+        help="image files or URLs (answers printed); with --output one source: an image folder (recursive), a "
+        "catalogue table (.csv, .tsv, .jsonl, .parquet), or a folder or URL (s3://...) of Parquet shards",
+    )
+    parser.add_argument(
+        "--output", help="write the answers as Parquet shards here (a folder or an fsspec URL); a rerun resumes"
+    )
     parser.add_argument("--top_k", type=int, default=3, help="labels shown per classification task (default: 3)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="multilabel score threshold (default: 0.5)")
-    parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass (default: 8)")
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="[TASK=]SCORE",
+        help="multilabel score threshold, for every multilabel task (0.4) or one (tags=0.3); repeatable (default: 0.5)",
+    )
+    parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--json", action="store_true", help="print JSON (one object per image) instead of a table")
+    parser.add_argument("--image_column", default="image", help="the catalogue's column of photos (default: image)")
+    parser.add_argument("--keep_columns", help="input columns copied to the output, comma-separated (default: all)")
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        help="DataLoader workers decoding photos (default: enough to feed an accelerator, none on the CPU)",
+    )
+    parser.add_argument(
+        "--shard_rows", type=int, default=10_000, help="rows per output shard of a table or folder (default: 10000)"
+    )
+    parser.add_argument(
+        "--storage_options",
+        help="JSON fsspec options for object storage (credentials, endpoint), for the input, its photos and OUT",
+    )
     add_pickled_weights_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise UserError(f"--top_k must be at least 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
+    every_task, per_task = parse_thresholds(args.threshold)
+    if args.output is not None:
+        return _tag_catalogue(args, every_task, per_task)
+    if per_task:
+        raise UserError("per-task thresholds (TASK=SCORE) need --output; give one score for all tasks here")
+    return _print_answers(args, 0.5 if every_task is None else every_task)
+
+
+def parse_thresholds(values: list[str]) -> tuple[float | None, dict[str, float]]:
+    """`--threshold` values: (the score for every multilabel task or None, {task: score})."""
+    every_task, per_task = None, {}
+    for value in values:
+        task, _, score = value.rpartition("=")
+        try:
+            number = float(score)
+        except ValueError:
+            raise UserError(f"--threshold {value}: give a score (0.4) or TASK=SCORE (tags=0.3)") from None
+        if not 0.0 <= number <= 1.0:
+            raise UserError(f"--threshold {value}: a threshold is a score in [0, 1]")
+        if task:
+            per_task[task] = number
+        else:
+            every_task = number
+    return every_task, per_task
+
+
+def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task: dict[str, float]) -> int:
+    from ..data.loader import default_num_workers
+    from ..inference.tagging import TaggingOptions, tag_catalogue
+    from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
+
+    if len(args.images) != 1:
+        raise UserError(f"--output tags one source (a folder, a table or Parquet shards), got {len(args.images)}")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise UserError(f"--num_workers must be >= 0, got {args.num_workers}")
+    model = existing_model(args.model)
+    with loading_model(args.model):
+        config = MultiTaskViTConfig.from_pretrained(model)
+    thresholds = {spec.name: every_task for spec in config.task_specs if spec.type == "multilabel"}
+    thresholds = {**(thresholds if every_task is not None else {}), **per_task}
+    options = TaggingOptions(
+        image_column=args.image_column,
+        keep_columns=[c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else None,
+        top_k=args.top_k,
+        thresholds=thresholds,
+        batch_size=args.batch_size,
+        num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
+        shard_rows=args.shard_rows,
+        storage_options=structured_option("--storage_options", args.storage_options) or {},
+    )
+    with loading_model(args.model):
+        summary = tag_catalogue(
+            model, args.images[0], args.output, options, allow_pickled_weights=args.allow_pickled_weights
+        )
+    dropped = ", ".join(f"{count} {reason}" for reason, count in summary["dropped_by_reason"].items()) or "none"
+    speed = summary["images_per_second"]
+    print(
+        f"{summary['rows_out']} of {summary['rows_in']} rows tagged into {args.output} "
+        f"({summary['shards']} shards, {summary['shards_resumed']} already done); broken photos: {dropped}"
+        + (f"; {speed:.1f} images/s" if speed else "")
+    )
+    return 0
+
+
+def _print_answers(args: argparse.Namespace, threshold: float) -> int:
     from transformers import pipeline
 
     from ..inference.registration import PIPELINE_TASK
@@ -32,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     model = existing_model(args.model)
     for image in args.images:
         if Path(image).is_dir():
-            raise MissingPathError(f"{image} is a folder: give its image files, e.g. {Path(image) / '*.jpg'}")
+            raise MissingPathError(
+                f"{image} is a folder: give its image files, or tag all of it with --output OUT (Parquet answers)"
+            )
         if not image.startswith(("http://", "https://")) and not Path(image).is_file():
             raise MissingPathError(f"no image file at {image}")
     with loading_model(model):
@@ -44,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             device=0 if has_gpu() else -1,
             model_kwargs={"allow_pickled_weights": args.allow_pickled_weights},
         )
-    results = classify(args.images, top_k=args.top_k, threshold=args.threshold, batch_size=args.batch_size)
+    results = classify(args.images, top_k=args.top_k, threshold=threshold, batch_size=args.batch_size)
     if args.json:
         answers = [{"image": image, "predictions": result} for image, result in zip(args.images, results, strict=True)]
         print(json.dumps(answers, indent=2))
@@ -60,4 +163,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["SUMMARY", "add_arguments", "run"]
+__all__ = ["SUMMARY", "add_arguments", "parse_thresholds", "run"]

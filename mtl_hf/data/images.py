@@ -37,11 +37,19 @@ def decode_image(value: Any, *, draft: Callable[[int, int], tuple[int, int]] | N
 
 
 def open_image(value: Any) -> Image.Image:
-    """A PIL image, not yet decoded, from a PIL image, `{"bytes", "path"}`, bytes, a path or an array."""
+    """A PIL image, not yet decoded, from a PIL image, `{"bytes", "path"}` (with `"storage_options"` for a URL
+    path), bytes, a path, a URL (`s3://`, `https://`: read through fsspec) or an array."""
+    options = {}
     if isinstance(value, dict):
+        options = value.get("storage_options") or {}
         value = value.get("bytes") or value.get("path")
     if isinstance(value, (bytes, bytearray)):
         return Image.open(io.BytesIO(value))
+    if isinstance(value, str) and "://" in value:
+        import fsspec
+
+        with fsspec.open(value, "rb", **options) as file:  # a missing object raises FileNotFoundError, an OSError
+            return Image.open(io.BytesIO(file.read()))
     if isinstance(value, (str, Path)):
         return Image.open(value)
     if isinstance(value, Image.Image):

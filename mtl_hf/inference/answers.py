@@ -1,0 +1,76 @@
+"""Turning a batch of logits into answers, column by column: what `mtl-hf predict --output` writes per task.
+
+- classification: `{task}` the best label, `{task}_scores` the `top_k` labels with their softmax scores;
+- multilabel: `{task}` the labels whose sigmoid score reaches the task's threshold (best first),
+  `{task}_scores` the `top_k` labels with their scores;
+- regression: `{task}` the value (a list of values for a task with several outputs), in the targets' units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import UserError
+from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+
+SCORES = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
+
+
+def answer_columns(
+    specs: Sequence[TaskSpec], logits: Mapping[str, np.ndarray], *, top_k: int, thresholds: Mapping[str, float]
+) -> dict[str, pa.Array]:
+    """Each task's answer columns (see the module) for the rows of `logits` (task -> `(rows, outputs)`)."""
+    columns: dict[str, pa.Array] = {}
+    for spec in specs:
+        values = np.asarray(logits[spec.name], dtype=np.float32).reshape(len(logits[spec.name]), -1)
+        if spec.type == "regression":
+            if values.shape[1] == 1:
+                columns[spec.name] = pa.array(values[:, 0], type=pa.float32())
+            else:
+                columns[spec.name] = pa.array(list(values), type=pa.list_(pa.float32()))
+            continue
+        labels = np.asarray(spec.labels, dtype=object)
+        scores = _softmax(values) if spec.type == "classification" else 1.0 / (1.0 + np.exp(-values))
+        order = np.argsort(-scores, axis=1, kind="stable")
+        best = order[:, : min(top_k, scores.shape[1])]
+        if spec.type == "classification":
+            columns[spec.name] = pa.array(labels[order[:, 0]].tolist(), type=pa.string())
+        else:
+            above = np.take_along_axis(scores, order, axis=1) >= thresholds.get(spec.name, 0.5)
+            columns[spec.name] = pa.array(
+                [labels[row[keep]].tolist() for row, keep in zip(order, above, strict=True)],
+                type=pa.list_(pa.string()),
+            )
+        columns[f"{spec.name}_scores"] = pa.array(
+            [
+                [{"label": labels[i], "score": float(row_scores[i])} for i in row_best]
+                for row_best, row_scores in zip(best, scores, strict=True)
+            ],
+            type=SCORES,
+        )
+    return columns
+
+
+def check_thresholds(thresholds: Mapping[str, float], specs: Sequence[TaskSpec]) -> dict[str, float]:
+    """Per-task multilabel thresholds, checked: known multilabel tasks, values in [0, 1]."""
+    multilabel = [spec.name for spec in specs if spec.type == "multilabel"]
+    for task, value in thresholds.items():
+        if task not in multilabel:
+            raise UserError(
+                f"--threshold {task}={value}: {task!r} is not a multilabel task of this model; its multilabel "
+                f"tasks are {multilabel}"
+            )
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"--threshold {task}={value}: a threshold is a score in [0, 1]")
+    return dict(thresholds)
+
+
+def _softmax(values: np.ndarray) -> np.ndarray:
+    shifted = np.exp(values - values.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+__all__ = ["answer_columns", "check_thresholds"]
