@@ -6,6 +6,8 @@
     mtl-hf prepare CATALOGUE OUTPUT --image_column path --tasks category,colour,... [--size 256] [--master local[*]]
     mtl-hf eval MODEL DATA [--split validation] [--json]
     mtl-hf predict MODEL IMAGE [IMAGE ...] [--top_k 3] [--json]
+    mtl-hf predict MODEL SOURCE --output OUT [--engine onnx] [--threshold tags=0.3] [--storage_options JSON]
+    mtl-hf export MODEL OUTPUT [--format onnx]
     mtl-hf push MODEL REPO_ID [--private]
 
 A user's mistake is one line on stderr and exit code 2; any other error keeps its traceback. Each
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError, one_line
-from . import evaluate, init, merge, predict, push
+from . import evaluate, export, init, merge, predict, push
 from .parsing import CommandParser
 
 # Commands whose own parser takes everything after their name: (module, summary, description, what follows).
@@ -47,7 +49,7 @@ DELEGATED = {
         "CATALOGUE OUTPUT --image_column ... --tasks ...",
     ),
 }
-COMMANDS = {"init": init, "eval": evaluate, "predict": predict, "merge": merge, "push": push}
+COMMANDS = {"init": init, "eval": evaluate, "predict": predict, "export": export, "merge": merge, "push": push}
 
 
 class MtlHfParser(CommandParser):

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--storage_options",
         help="JSON fsspec options for object storage (credentials, endpoint), for the input, its photos and OUT",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="run the model with PyTorch, or with ONNX Runtime from an `mtl-hf export` folder (with --output)",
+    )
     add_pickled_weights_flag(parser)
 
 
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         return _tag_catalogue(args, every_task, per_task)
     if per_task:
         raise UserError("per-task thresholds (TASK=SCORE) need --output; give one score for all tasks here")
+    if args.engine != "torch":
+        raise UserError("--engine onnx tags a catalogue: give --output OUT")
     return _print_answers(args, 0.5 if every_task is None else every_task)
 
 
@@ -112,7 +120,12 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
     )
     with loading_model(args.model):
         summary = tag_catalogue(
-            model, args.images[0], args.output, options, allow_pickled_weights=args.allow_pickled_weights
+            model,
+            args.images[0],
+            args.output,
+            options,
+            allow_pickled_weights=args.allow_pickled_weights,
+            engine=args.engine,
         )
     dropped = ", ".join(f"{count} {reason}" for reason, count in summary["dropped_by_reason"].items()) or "none"
     speed = summary["images_per_second"]

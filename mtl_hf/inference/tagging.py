@@ -33,6 +33,7 @@ from ..data.collator import MultiTaskCollator
 from ..data.sources import RawExample
 from ..data.transforms import ImageTransforms
 from ..errors import OutputExistsError, UserError
+from ..utils.validation import check_choice
 from .answers import answer_columns, check_thresholds
 from .batches import RowBatch, inference_loader, padding_pixels, run_batches
 from .inputs import InputShard, check_image_column, fingerprint, image_location, image_reference, input_shards
@@ -40,6 +41,7 @@ from .inputs import InputShard, check_image_column, fingerprint, image_location,
 logger = logging.getLogger(__name__)
 
 PREDICTIONS, PROGRESS = "predictions", "_progress"
+ENGINES = ("torch", "onnx")
 SUMMARY_FILE, BAD_IMAGES_FILE = "predict_summary.json", "bad_images.jsonl"
 
 
@@ -80,9 +82,12 @@ class Tagger:
     """A saved model loaded once (per process, per Spark executor), with its image processor's eval transform,
     turning a table of photos into a table of answers."""
 
-    def __init__(self, model: str, *, allow_pickled_weights: bool = False, device: str | None = None):
+    def __init__(
+        self, model: str, *, allow_pickled_weights: bool = False, device: str | None = None, engine: str = "torch"
+    ):
         from transformers import AutoImageProcessor
 
+        from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
         from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 
         if not (Path(model) / "preprocessor_config.json").is_file():
@@ -91,13 +96,20 @@ class Tagger:
                 "is unknown: save it with the model (MultiTaskTrainer.save_model does, given processing_class) or "
                 "copy the backbone's"
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = MultiTaskViTModel.from_pretrained(model, allow_pickled_weights=allow_pickled_weights)
-        self.model.to(self.device).eval()
+        check_choice("engine", engine, ENGINES)
+        if engine == "onnx":  # ONNX Runtime on the CPU, from an `mtl-hf export` folder
+            from .onnx_export import OnnxModel
+
+            self.device = torch.device("cpu")
+            self.model = OnnxModel(model)
+        else:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model = MultiTaskViTModel.from_pretrained(model, allow_pickled_weights=allow_pickled_weights)
+            self.model.to(self.device).eval()
         processor = AutoImageProcessor.from_pretrained(model)
         self.transform = ImageTransforms.from_image_processor(processor).eval()
         self.padding = padding_pixels(self.transform)
-        self.specs = self.model.config.task_specs
+        self.specs = MultiTaskViTConfig.from_pretrained(model).task_specs
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 where the accelerator has it; full precision on the CPU."""
@@ -259,7 +271,13 @@ class OutputFolder:
 
 
 def tag_catalogue(
-    model: str, source: str, output: str, options: TaggingOptions, *, allow_pickled_weights: bool = False
+    model: str,
+    source: str,
+    output: str,
+    options: TaggingOptions,
+    *,
+    allow_pickled_weights: bool = False,
+    engine: str = "torch",
 ) -> dict[str, Any]:
     """Tags every photo of `source` with the saved `model`, into `output` (see the module); returns the summary."""
     shards = input_shards(
@@ -289,7 +307,7 @@ def tag_catalogue(
     run["fingerprint"] = fingerprint(run)
     out = OutputFolder(output, options.storage_options)
     out.check(run)  # before the weights load: a refusal comes at once, and a failed load leaves no claim
-    tagger = Tagger(model, allow_pickled_weights=allow_pickled_weights)
+    tagger = Tagger(model, allow_pickled_weights=allow_pickled_weights, engine=engine)
     out.claim({**run, "model_location": str(model), "source": source})
     started, images, skipped = time.perf_counter(), 0, 0
     for shard in shards:

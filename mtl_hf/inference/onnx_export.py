@@ -1,0 +1,171 @@
+"""ONNX export: a saved model as one ONNX graph for serving stacks without PyTorch (ONNX Runtime, Triton).
+
+    OUTPUT/model.onnx                 input `pixel_values` (batch, 3, height, width), a dynamic batch axis; one
+                                      output per task, named after it: its logits as the model returns them
+                                      (regression values in the targets' units)
+    OUTPUT/onnx_tasks.json            the tasks (type, labels, outputs), the input's size and normalisation,
+                                      and the check below; the same JSON is in the graph's metadata (`mtl_hf`)
+    OUTPUT/config.json, preprocessor_config.json   the model's own, so the folder is all `predict` needs
+
+The graph comes from torch's exporter (`torch.onnx.export(..., dynamo=True)`) and is checked before it is kept:
+ONNX Runtime and PyTorch run a batch of a size other than the traced one, and an export whose outputs differ
+by more than `tolerance` (relative to the logits' scale) is refused, not written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError, missing_extra, one_line
+
+ONNX_FILE, TASKS_FILE = "model.onnx", "onnx_tasks.json"
+METADATA_KEY = "mtl_hf"
+DEFAULT_TOLERANCE = 1e-4
+
+
+class _LogitsGraph(torch.nn.Module):
+    """The model as the exporter sees it: pixels in, a tuple of every task's logits out (in the config's order)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.task_names = list(model.config.task_names)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.model(pixel_values=pixel_values).logits
+        return tuple(logits[name].float() for name in self.task_names)
+
+
+def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
+    """Exports the saved model folder `model` into the folder `output` (see the module); returns the check."""
+    for module in ("onnx", "onnxruntime", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise missing_extra("ONNX export", "onnx", module) from None
+    from transformers import AutoImageProcessor
+
+    from ..data.transforms import ImageTransforms
+    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
+
+    folder, target = Path(model), Path(output)
+    if not (folder / "preprocessor_config.json").is_file():
+        raise UserError(f"{model} has no image processor (preprocessor_config.json): the export needs its size")
+    if target.exists() and any(target.iterdir()):
+        raise UserError(f"{output} exists and is not empty: give a new folder for the export")
+    network = MultiTaskViTModel.from_pretrained(model).eval()
+    transform = ImageTransforms.from_image_processor(AutoImageProcessor.from_pretrained(model)).eval()
+    height, width = transform.size
+    graph = _LogitsGraph(network)
+    generator = torch.Generator().manual_seed(0)
+    traced = torch.randn(2, 3, height, width, generator=generator)
+    checked = torch.randn(5, 3, height, width, generator=generator)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / ONNX_FILE
+        try:
+            torch.onnx.export(
+                graph,
+                (traced,),
+                str(path),
+                input_names=["pixel_values"],
+                output_names=graph.task_names,
+                dynamo=True,
+                dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}},
+                external_data=False,
+            )
+        except Exception as error:  # the exporter's errors are of many kinds; each is this backbone's limit
+            cause = (
+                error.__cause__ or error
+            )  # the exporter's own message is advice to file an issue; its cause says why
+            raise UserError(
+                f"torch's ONNX exporter cannot convert this model's {network.config.backbone_config.model_type} "
+                f"backbone ({type(cause).__name__}: {one_line(cause)})"
+            ) from None
+        difference = _largest_difference(path, graph, checked)
+        if not difference <= tolerance:
+            raise UserError(
+                f"the exported graph disagrees with PyTorch on a batch of {len(checked)}: largest difference "
+                f"{difference:.3g} of the logits' scale (tolerance {tolerance:g}); the export is not written"
+            )
+        description = {
+            "tasks": [
+                {"name": spec.name, "type": spec.type, "labels": spec.labels, "num_outputs": spec.num_outputs}
+                for spec in network.config.task_specs
+            ],
+            "input": {
+                "name": "pixel_values",
+                "shape": ["batch", 3, height, width],
+                "mean": list(transform.mean),
+                "std": list(transform.std),
+            },
+            "check": {"batch": len(checked), "largest_relative_difference": difference, "tolerance": tolerance},
+        }
+        _add_metadata(path, description)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / ONNX_FILE)
+    (target / TASKS_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copy(folder / name, target / name)
+    return description
+
+
+def _largest_difference(path: Path, graph: _LogitsGraph, pixels: torch.Tensor) -> float:
+    """The largest |ONNX Runtime - PyTorch| over every task's logits, relative to the largest logit (at least 1)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    exported = session.run(graph.task_names, {"pixel_values": pixels.numpy()})
+    with torch.no_grad():
+        reference = [value.numpy() for value in graph(pixels)]
+    return max(
+        float(np.abs(ours - theirs).max() / max(1.0, float(np.abs(theirs).max())))
+        for ours, theirs in zip(exported, reference, strict=True)
+    )
+
+
+def _add_metadata(path: Path, description: dict[str, Any]) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(description)
+    onnx.save(graph, str(path))
+
+
+class OnnxModel:
+    """An exported model behind the interface the batched inference path calls (`model(pixel_values=...)` giving
+    `.logits`, a dict task -> tensor), run by ONNX Runtime on the CPU."""
+
+    def __init__(self, folder: str):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise missing_extra("--engine onnx", "onnx", "onnxruntime") from None
+        path = Path(folder) / ONNX_FILE
+        if not path.is_file():
+            raise UserError(f"{folder} has no {ONNX_FILE}: export the model first (mtl-hf export MODEL OUTPUT)")
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.task_names = [output.name for output in self.session.get_outputs()]
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def __call__(self, pixel_values: torch.Tensor, tasks=None):
+        values = self.session.run(self.task_names, {"pixel_values": pixel_values.float().numpy()})
+        logits = {name: torch.from_numpy(value) for name, value in zip(self.task_names, values, strict=True)}
+        return _Logits({name: logits[name] for name in (tasks or self.task_names)})
+
+
+class _Logits:
+    def __init__(self, logits: dict[str, torch.Tensor]):
+        self.logits = logits
+
+
+__all__ = ["DEFAULT_TOLERANCE", "ONNX_FILE", "TASKS_FILE", "OnnxModel", "export_onnx"]
