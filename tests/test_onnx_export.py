@@ -124,7 +124,7 @@ def test_export_and_the_onnx_engine_refuse_bad_inputs_in_one_line(tmp_path, caps
     refused(
         ["predict", str(folder), str(images), "--output", str(tmp_path / "o"), "--engine", "onnx"], "has no model.onnx"
     )
-    refused(["predict", str(folder), str(images / "a.png"), "--engine", "onnx"], "--engine onnx tags a catalogue")
+    refused(["predict", str(folder), str(images / "a.png"), "--engine", "onnx"], "--engine tags a catalogue")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as where it is not installed
     refused(["export", str(folder), str(tmp_path / "e")], "pip install 'mtl_hf[onnx]'")
     refused(

@@ -243,3 +243,33 @@ def test_bad_inputs_are_one_line_and_write_nothing(model, catalogue, tmp_path, c
     (tmp_path / "full" / "notes.txt").write_text("mine")
     refused([str(folder), str(catalogue / "photos"), "--output", str(tmp_path / "full")], "holds other files")
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+
+
+def test_spark_tags_two_thousand_photos_into_exactly_the_rows_of_one_process(model, tmp_path, capsys):
+    """`--master local[2]`: one Spark task per shard, each Python worker loading the model once; the output files
+    hold exactly the rows a run without Spark writes."""
+    pytest.importorskip("pyspark", reason="predict --master needs the spark extra")
+    folder, _ = model
+    photos = tmp_path / "photos"
+    lines = ["sku,image"]
+    for index, row in enumerate(load_shop_dataset(2000, start=5000)):
+        relative = f"{index // 500}/{index:04d}.png"
+        (photos / relative).parent.mkdir(parents=True, exist_ok=True)
+        row["image"].save(photos / relative)
+        lines.append(f"{index:06d},{relative}")
+    (photos / "9").mkdir()
+    (photos / "9" / "broken.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    lines.append("999999,9/broken.jpg")
+    (photos / "catalogue.csv").write_text("\n".join(lines) + "\n")
+    args = ["predict", str(folder), str(photos / "catalogue.csv"), "--shard_rows", "250", "--batch_size", "16"]
+    assert cli([*args, "--output", str(tmp_path / "alone")]) == 0
+    assert cli([*args, "--output", str(tmp_path / "spark"), "--master", "local[2]"]) == 0
+    assert "2000 of 2001 rows tagged" in capsys.readouterr().out
+    alone, spark = (sorted((tmp_path / run / "predictions").iterdir()) for run in ("alone", "spark"))
+    assert [p.name for p in spark] == [p.name for p in alone] and len(alone) == 9
+    for ours, theirs in zip(spark, alone, strict=True):
+        assert pq.read_table(ours).equals(pq.read_table(theirs)), ours.name
+    summaries = [json.loads((tmp_path / run / "predict_summary.json").read_text()) for run in ("alone", "spark")]
+    for key in ("rows_in", "rows_out", "dropped_by_reason", "shards", "fingerprint"):
+        assert summaries[0][key] == summaries[1][key], key
+    assert summaries[1]["dropped_by_reason"] == {"UnidentifiedImageError": 1}

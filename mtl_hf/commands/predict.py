@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON fsspec options for object storage (credentials, endpoint), for the input, its photos and OUT",
     )
     parser.add_argument(
+        "--master",
+        help="tag the shards on Spark (local[4], spark://host:7077, yarn): one task per shard, the model loaded "
+        "once per Python worker; executors need mtl_hf and the model, input and output at the same paths",
+    )
+    parser.add_argument(
         "--engine",
         choices=["torch", "onnx"],
         default="torch",
@@ -71,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return _tag_catalogue(args, every_task, per_task)
     if per_task:
         raise UserError("per-task thresholds (TASK=SCORE) need --output; give one score for all tasks here")
-    if args.engine != "torch":
-        raise UserError("--engine onnx tags a catalogue: give --output OUT")
+    if args.engine != "torch" or args.master is not None:
+        raise UserError(f"--{'master' if args.master else 'engine'} tags a catalogue: give --output OUT")
     return _print_answers(args, 0.5 if every_task is None else every_task)
 
 
@@ -126,6 +131,7 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
             options,
             allow_pickled_weights=args.allow_pickled_weights,
             engine=args.engine,
+            master=args.master,
         )
     dropped = ", ".join(f"{count} {reason}" for reason, count in summary["dropped_by_reason"].items()) or "none"
     speed = summary["images_per_second"]

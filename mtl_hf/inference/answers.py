@@ -25,7 +25,8 @@ def answer_columns(
     """Each task's answer columns (see the module) for the rows of `logits` (task -> `(rows, outputs)`)."""
     columns: dict[str, pa.Array] = {}
     for spec in specs:
-        values = np.asarray(logits[spec.name], dtype=np.float32).reshape(len(logits[spec.name]), -1)
+        values = np.asarray(logits[spec.name], dtype=np.float32)
+        values = values[:, None] if values.ndim == 1 else values
         if spec.type == "regression":
             if values.shape[1] == 1:
                 columns[spec.name] = pa.array(values[:, 0], type=pa.float32())

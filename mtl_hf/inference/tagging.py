@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -278,8 +279,14 @@ def tag_catalogue(
     *,
     allow_pickled_weights: bool = False,
     engine: str = "torch",
+    master: str | None = None,
 ) -> dict[str, Any]:
-    """Tags every photo of `source` with the saved `model`, into `output` (see the module); returns the summary."""
+    """Tags every photo of `source` with the saved `model`, into `output` (see the module); returns the summary.
+
+    With `master` (a Spark master URL, e.g. `local[4]`), the shards are tagged on Spark's executors, one task per
+    shard, each Python worker loading the model once: the executors need mtl_hf and read `model`, `source` and
+    `output` at the same paths (shared or object storage). The files written are those of a run without Spark.
+    """
     shards = input_shards(
         source,
         image_column=options.image_column,
@@ -307,40 +314,23 @@ def tag_catalogue(
     run["fingerprint"] = fingerprint(run)
     out = OutputFolder(output, options.storage_options)
     out.check(run)  # before the weights load: a refusal comes at once, and a failed load leaves no claim
-    tagger = Tagger(model, allow_pickled_weights=allow_pickled_weights, engine=engine)
+    loading = TaggerSpec(str(model), engine, allow_pickled_weights)
+    if master is None:
+        tagger = loading.load()
+    else:
+        from ..utils.spark import spark_session
+
+        spark = spark_session(master, app_name="mtl-hf predict")
     out.claim({**run, "model_location": str(model), "source": source})
-    started, images, skipped = time.perf_counter(), 0, 0
-    for shard in shards:
-        if out.finished(shard.name):
-            skipped += 1
-            continue
-        shard_started = time.perf_counter()
-        table = shard.read()
-        answers, broken = tagger.tag(
-            table,
-            options,
-            image_column=shard.image_column or options.image_column,
-            base_folder=shard.base_folder,
-            shard=shard.name,
-        )
-        seconds = time.perf_counter() - shard_started
-        record = {
-            "shard": shard.name,
-            "origin": shard.origin,
-            "rows_in": table.num_rows,
-            "rows_out": answers.num_rows,
-            "bad_images": broken,
-            "seconds": seconds,
-        }
-        out.write_shard(shard.name, answers, record)
-        images += table.num_rows
-        logger.info(
-            "%s: %d rows, %d broken photos, %.1f images/s",
-            shard.name,
-            table.num_rows,
-            len(broken),
-            table.num_rows / max(seconds, 1e-9),
-        )
+    pending = [shard for shard in shards if not out.finished(shard.name)]
+    started = time.perf_counter()
+    if master is None:
+        records = [tag_shard(tagger, shard, options, out) for shard in pending]
+    else:
+        # One Spark task per shard; each Python worker loads the model once and writes its shards itself.
+        work = partial(_tag_shard_on_executor, loading, options, output)
+        records = spark.sparkContext.parallelize(pending, numSlices=max(1, len(pending))).map(work).collect()
+    images = sum(record["rows_in"] for record in records)
     elapsed = time.perf_counter() - started
     records = list(out.records(shards))
     broken = [row for record in records for row in record["bad_images"]]
@@ -349,7 +339,7 @@ def tag_catalogue(
         "source": source,
         "fingerprint": run["fingerprint"],
         "shards": len(shards),
-        "shards_resumed": skipped,
+        "shards_resumed": len(shards) - len(pending),
         "rows_in": sum(record["rows_in"] for record in records),
         "rows_out": sum(record["rows_out"] for record in records),
         "dropped_by_reason": dict(Counter(row["error"] for row in broken)),
@@ -358,6 +348,58 @@ def tag_catalogue(
     }
     out.write_summary(summary, broken)
     return summary
+
+
+def tag_shard(tagger: Tagger, shard: InputShard, options: TaggingOptions, out: OutputFolder) -> dict[str, Any]:
+    """Tags one input shard and writes its output (temporary name, then renamed); returns its record."""
+    started = time.perf_counter()
+    table = shard.read()
+    answers, broken = tagger.tag(
+        table,
+        options,
+        image_column=shard.image_column or options.image_column,
+        base_folder=shard.base_folder,
+        shard=shard.name,
+    )
+    seconds = time.perf_counter() - started
+    record = {
+        "shard": shard.name,
+        "origin": shard.origin,
+        "rows_in": table.num_rows,
+        "rows_out": answers.num_rows,
+        "bad_images": broken,
+        "seconds": seconds,
+    }
+    out.write_shard(shard.name, answers, record)
+    logger.info(
+        "%s: %d rows, %d broken photos, %.1f images/s",
+        shard.name,
+        table.num_rows,
+        len(broken),
+        table.num_rows / max(seconds, 1e-9),
+    )
+    return record
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """What a process needs to load the tagger: sent to Spark's executors instead of the model itself."""
+
+    model: str
+    engine: str = "torch"
+    allow_pickled_weights: bool = False
+
+    def load(self) -> Tagger:
+        return Tagger(self.model, engine=self.engine, allow_pickled_weights=self.allow_pickled_weights)
+
+
+_LOADED: dict[TaggerSpec, Tagger] = {}  # per Python process: a Spark worker keeps its model between tasks
+
+
+def _tag_shard_on_executor(spec: TaggerSpec, options: TaggingOptions, output: str, shard: InputShard) -> dict:
+    if spec not in _LOADED:
+        _LOADED[spec] = spec.load()
+    return tag_shard(_LOADED[spec], shard, options, OutputFolder(output, options.storage_options))
 
 
 def model_fingerprint(folder: Path) -> str:

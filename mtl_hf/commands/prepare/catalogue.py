@@ -3,18 +3,15 @@ task's vocabulary (the distinct labels, sorted, built by Spark)."""
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from ...errors import MissingExtraError, MissingPathError, UserError
+from ...errors import MissingPathError, UserError
 from ...models.mtl_vit.configuration_mtl_vit import TASK_TYPES
+from ...utils.spark import INSTALL_HINT, spark_session
 from .shards import CatalogueTask
-
-INSTALL_HINT = "pip install 'mtl_hf[spark]' (Spark also needs Java 17 or newer)"
 
 
 def parse_tasks(spec: str | Sequence[str]) -> list[tuple[str, str | None]]:
@@ -32,27 +29,6 @@ def parse_tasks(spec: str | Sequence[str]) -> list[tuple[str, str | None]]:
     if duplicated:
         raise UserError(f"--tasks names {duplicated[0]!r} twice")
     return tasks
-
-
-def spark_session(master: str):
-    """A SparkSession on `master` whose Python workers run this interpreter (they need pyarrow and PIL)."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        raise MissingExtraError(f"mtl-hf prepare runs on Spark, which is not installed: {INSTALL_HINT}") from None
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = SparkSession.builder
-    if master.startswith("local"):
-        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-    return (
-        builder.master(master)
-        .appName("mtl-hf prepare")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-        .getOrCreate()
-    )
 
 
 def catalogue_format(catalogue: str) -> str:
