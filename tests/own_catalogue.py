@@ -117,3 +117,27 @@ def write_catalogue(
 
 
 __all__ = ["CATEGORIES", "COLOURS", "write_catalogue"]
+
+
+def write_untrained_model(catalogue: str, folder: str) -> None:
+    """A tiny model for the catalogue's tasks, untrained (the README's tagging walkthrough needs its answers'
+    shape, not their quality), saved with its image processor as `mtl-hf train` saves one."""
+    import torch
+    from transformers import ViTConfig
+
+    from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
+    from mtl_hf.data import ImageTransforms, TaskSource
+
+    tasks = {
+        "category": "category",
+        "colour": "colour",
+        "tags": {"column": "tags", "type": "multilabel"},
+        "price": "price",
+    }
+    source = TaskSource(catalogue, tasks, image_column="image_path", id_column="sku")
+    backbone = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    MultiTaskViTModel(MultiTaskViTConfig(backbone_config=backbone, tasks=source.task_specs)).save_pretrained(folder)
+    ImageTransforms(size=(32, 32)).image_processor().save_pretrained(folder)

@@ -77,3 +77,33 @@ def test_jpeg_decode_bench_prints_both_decodes_and_the_workers_a_gpu_needs():
     assert "full decode mean 0.000, max 0.0" in output  # without draft mode the eval transform is the processor
     workers = [line.split()[2] for line in output.splitlines() if line.startswith(("  full decode", "  draft mode"))]
     assert len(workers) == 2 and all(int(count) >= 1 for count in workers)
+
+
+def test_inference_throughput_bench_prints_every_configuration_against_its_baseline():
+    output = run(
+        "inference_throughput.py",
+        "--images",
+        "6",
+        "--image_size",
+        "256",
+        "--repeats",
+        "1",
+        "--batch_size",
+        "4",
+        "--models",
+        "data-bound stand-in",
+    )
+    rows = {row[0]: row[1:] for row in table_rows(output) if not row[0].startswith(("configuration", "engine"))}
+    expected = [
+        "pipeline, one image at a time",
+        *(f"mtl-hf predict, {w} workers" for w in (0, 1, 2)),
+        *(f"mtl-hf predict --engine onnx, {w} workers" for w in (0, 1)),
+        "PyTorch eager",
+        "ONNX Runtime",
+        *(f"evaluate, {w} workers" for w in (0, 1, 2)),
+    ]
+    assert list(rows) == expected
+    for name, (speed, ratio) in rows.items():
+        assert float(speed) > 0 and ratio.endswith("x") and float(ratio[:-1]) > 0, name
+    for baseline in ("pipeline, one image at a time", "PyTorch eager", "evaluate, 0 workers"):
+        assert rows[baseline][1] == "1.00x"

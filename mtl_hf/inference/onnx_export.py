@@ -79,6 +79,7 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
                 dynamo=True,
                 dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}},
                 external_data=False,
+                verbose=False,
             )
         except Exception as error:  # the exporter's errors are of many kinds; each is this backbone's limit
             cause = (
