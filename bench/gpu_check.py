@@ -1,4 +1,5 @@
-"""Every balancing method for a few training steps on CUDA in bf16: does it run, how fast, how much memory.
+"""Every balancing method for a few training steps on CUDA in bf16: does it run, how fast, how much memory; and
+tagging photos on the batched inference path in bf16 against the CPU's float32 answers.
 
     python bench/gpu_check.py                      # 1 process on GPU 0, then 2 processes if 2 GPUs are present
     python bench/gpu_check.py --device cpu         # the same steps on the CPU (what CI can run)
@@ -8,6 +9,9 @@ Prints one row per method (and gradient space): ok or failed (with the error), m
 peak device memory, and the host syncs per step that mtl_hf's own code caused (CUDA's sync debug
 mode, attributed by source file; gradient methods make one by design, the Gramian's copy to the
 host, and logging steps one more). On a machine without CUDA the CUDA rows say so and are skipped.
+Then the inference check: a model tags 512 photos (`Tagger`, bf16 autocast on CUDA), timed after a warm-up pass,
+with the share of the category answers that match the CPU's float32 ones, the largest difference of a score,
+and the host syncs per batch (one by design: the batch's logits come to the host in one copy).
 About 2 minutes on one data-centre GPU.
 """
 
@@ -165,6 +169,75 @@ def two_processes(methods: list[str], steps: int) -> list[dict] | str:
             return json.load(file)
 
 
+def inference_check(device: torch.device, photos: int = 512, batch: int = 64) -> dict:
+    """Tags `photos` shop photos on `device` and on the CPU (float32): speed, agreement, syncs per batch."""
+    import io
+
+    import pyarrow as pa
+
+    from mtl_hf.data import ImageTransforms
+    from mtl_hf.inference.tagging import Tagger, TaggingOptions
+
+    cells = []
+    for image in load_shop_dataset(photos, seed=1, image_size=64)["image"]:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        cells.append({"bytes": buffer.getvalue(), "path": None})
+    table = pa.table({"image": pa.array(cells)})
+    options = TaggingOptions(batch_size=batch, num_workers=0)
+    with tempfile.TemporaryDirectory() as folder:
+        specs = TaskSource(load_shop_dataset(64, image_size=64), TASKS).task_specs
+        torch.manual_seed(0)
+        MultiTaskViTModel(MultiTaskViTConfig(backbone_config=ViTConfig(**BACKBONE), tasks=specs)).save_pretrained(
+            folder
+        )
+        ImageTransforms(size=(64, 64)).image_processor().save_pretrained(folder)
+
+        def tag(tagger):
+            return tagger.tag(table, options, image_column="image", base_folder=None, shard="check")[0]
+
+        reference = tag(Tagger(folder, device="cpu"))
+        tagger = Tagger(folder, device=str(device))
+        tag(tagger)  # warm-up
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                started = time.perf_counter()
+                answers = tag(tagger)
+                seconds = time.perf_counter() - started
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message) and f"{os.sep}mtl_hf{os.sep}" in w.filename]
+    same = sum(a == b for a, b in zip(answers["category"].to_pylist(), reference["category"].to_pylist(), strict=True))
+    scores = [
+        abs(a[0]["score"] - b[0]["score"])
+        for a, b in zip(answers["category_scores"].to_pylist(), reference["category_scores"].to_pylist(), strict=True)
+    ]
+    return {
+        "device": str(device),
+        "images_per_second": photos / seconds,
+        "agreement": same / photos,
+        "largest_score_difference": max(scores),
+        "syncs_per_batch": len(syncs) / -(-photos // batch),
+        "sync_places": sorted({f"{os.path.basename(w.filename)}:{w.lineno}" for w in syncs}),
+    }
+
+
+def print_inference(row: dict) -> None:
+    print(f"\nTagging 512 photos on {row['device']} (bf16 autocast on CUDA) vs the CPU in float32\n")
+    print("| device | images/s | category answers as on the CPU | largest score difference | syncs/batch |")
+    print("|---|---:|---:|---:|---:|")
+    print(
+        f"| {row['device']} | {row['images_per_second']:.1f} | {row['agreement']:.3f} | "
+        f"{row['largest_score_difference']:.2e} | {row['syncs_per_batch']:.2f} |"
+    )
+    if row["sync_places"]:
+        print(f"syncs at {', '.join(row['sync_places'])}")
+
+
 def print_table(title: str, rows: list[dict] | str, methods: list[str]) -> None:
     print(f"\n{title}\n")
     print(f"| {'method':<30} | {'result':<60} | {'s/step':>7} | {'peak GiB':>8} | {'syncs/step':>10} |")
@@ -208,6 +281,7 @@ def main() -> None:
         if not has_cuda:
             print_table("CUDA, 1 process, bf16", "skipped: no CUDA device on this machine", methods)
         print_table("CPU, 1 process, bf16 autocast", child("cpu", methods, args.steps, None), methods)
+        print_inference(inference_check(torch.device("cpu")))
         return
     print(f"GPU: {torch.cuda.get_device_name(0)}")
     print_table("CUDA, 1 process, bf16", child("cuda", methods, args.steps, None), methods)
@@ -217,6 +291,7 @@ def main() -> None:
         )
     else:
         print_table("CUDA, 2 processes", "skipped: fewer than 2 GPUs", methods)
+    print_inference(inference_check(torch.device("cuda", 0)))
 
 
 if __name__ == "__main__":

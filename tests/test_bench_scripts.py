@@ -31,7 +31,7 @@ def table_rows(output: str) -> list[list[str]]:
 def test_gpu_check_skips_cuda_and_trains_every_requested_method_on_the_cpu():
     output = run("gpu_check.py", "--methods", "equal,upgrad", "--steps", "3")
     assert "CUDA, 1 process, bf16" in output and "skipped: no CUDA device on this machine" in output
-    cpu = output.split("CPU, 1 process, bf16 autocast")[1]
+    cpu = output.split("CPU, 1 process, bf16 autocast")[1].split("Tagging 512 photos")[0]
     rows = {row[0]: row for row in table_rows(cpu)}
     assert set(rows) == {
         "equal (representation)",
@@ -41,6 +41,9 @@ def test_gpu_check_skips_cuda_and_trains_every_requested_method_on_the_cpu():
     for label, row in rows.items():
         assert row[1] == "ok", (label, row)
         assert float(row[2]) > 0, label  # seconds per step
+    tagging = output.split("Tagging 512 photos on cpu")[1]
+    device, speed, agreement, difference, syncs = table_rows(tagging)[-1]
+    assert device == "cpu" and float(speed) > 0 and float(agreement) == 1.0 and float(difference) == 0.0
 
 
 def test_gpu_check_names_an_unknown_method():

@@ -77,4 +77,7 @@ def test_the_old_checkpoint_resumes_to_the_uninterrupted_runs_parameters(tmp_pat
     parameters = dict(trainer.model.named_parameters())
     assert set(parameters) == set(expected)
     for name, value in expected.items():
-        torch.testing.assert_close(parameters[name].detach(), value, rtol=1e-5, atol=1e-6, msg=name)
+        # A key projection's bias gets no gradient in exact arithmetic (softmax ignores a shift shared by a query's
+        # scores): it moves by float rounding alone, ~1e-5 here, which differs between library builds.
+        atol = 1e-5 if name.endswith("k_proj.bias") else 1e-6
+        torch.testing.assert_close(parameters[name].detach(), value, rtol=1e-5, atol=atol, msg=name)
