@@ -24,7 +24,7 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="the ONNX tests need the
 TASKS = ["category", "tags", "size"]
 # ONNX Runtime's kernels sum in another order than PyTorch's: float32 rounding, on logits of order 1.
 TOLERANCE = 1e-4
-EXPORTED = ["vit", "deit", "dinov2", "clip_vision", "siglip_vision", "convnext"]
+EXPORTED = ["vit", "deit", "dinov2", "clip_vision", "siglip_vision", "swin", "convnext"]
 
 
 def saved_model(tmp_path, family: str):
@@ -66,17 +66,34 @@ def test_onnx_runtime_answers_as_pytorch_for_each_backbone_family(tmp_path, fami
     assert described["input"]["shape"] == ["batch", 3, 32, 32]
 
 
-def test_a_backbone_the_exporter_cannot_convert_is_refused_in_one_line(tmp_path, capsys):
-    """Swin: torch 2.13's dynamo exporter fails on transformers' window attention (a view of a transposed
-    tensor); nothing is written."""
+def test_swin_exports_with_eager_attention_where_its_sdpa_path_does_not_convert(tmp_path, capsys):
+    """torch 2.13's exporter fails on Swin's scaled-dot-product attention (a view of a transposed tensor); the
+    export retries with the eager attention, checks it against the model as loaded, and records it."""
     folder, _ = saved_model(tmp_path, "swin")
+    assert cli(["export", str(folder), str(tmp_path / "onnx")]) == 0
+    assert json.loads((tmp_path / "onnx" / "onnx_tasks.json").read_text())["attention"] == "eager"
+    folder, _ = saved_model(tmp_path / "vit", "vit")
+    assert cli(["export", str(folder), str(tmp_path / "vit-onnx")]) == 0
+    assert json.loads((tmp_path / "vit-onnx" / "onnx_tasks.json").read_text())["attention"] == "sdpa"
+    capsys.readouterr()
+
+
+def test_a_model_the_exporter_cannot_convert_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    folder, _ = saved_model(tmp_path, "vit")
+
+    def unconvertible(*args, **kwargs):
+        raise RuntimeError("Failed to decompose the FX graph") from ValueError("Cannot view a tensor")
+
+    monkeypatch.setattr(torch.onnx, "export", unconvertible)
     capsys.readouterr()
     assert cli(["export", str(folder), str(tmp_path / "onnx")]) == 2
     printed = capsys.readouterr().err
     errors = [line for line in printed.splitlines() if line.startswith("mtl-hf export: error:")]
-    assert len(errors) == 1 and "cannot convert this model's swin backbone" in errors[0], printed
-    assert "Traceback" not in printed
-    assert not (tmp_path / "onnx").exists()
+    assert errors == [
+        "mtl-hf export: error: torch's ONNX exporter cannot convert this model's vit backbone (attention tried: sdpa, "
+        "eager; ValueError: Cannot view a tensor)"
+    ], printed
+    assert "Traceback" not in printed and not (tmp_path / "onnx").exists()
 
 
 def test_predict_with_the_onnx_engine_tags_as_pytorch_does(tmp_path, capsys):

@@ -7,7 +7,8 @@
                                       and the check below; the same JSON is in the graph's metadata (`mtl_hf`)
     OUTPUT/config.json, preprocessor_config.json   the model's own, so the folder is all `predict` needs
 
-The graph comes from torch's exporter (`torch.onnx.export(..., dynamo=True)`) and is checked before it is kept:
+The graph comes from torch's exporter (`torch.onnx.export(..., dynamo=True)`; with the backbone's eager attention
+where its scaled-dot-product path does not convert) and is checked before it is kept:
 ONNX Runtime and PyTorch run a batch of a size other than the traced one, and an export whose outputs differ
 by more than `tolerance` (relative to the logits' scale) is refused, not written.
 """
@@ -69,27 +70,10 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
     checked = torch.randn(5, 3, height, width, generator=generator)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / ONNX_FILE
-        try:
-            torch.onnx.export(
-                graph,
-                (traced,),
-                str(path),
-                input_names=["pixel_values"],
-                output_names=graph.task_names,
-                dynamo=True,
-                dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}},
-                external_data=False,
-                verbose=False,
-            )
-        except Exception as error:  # the exporter's errors are of many kinds; each is this backbone's limit
-            cause = (
-                error.__cause__ or error
-            )  # the exporter's own message is advice to file an issue; its cause says why
-            raise UserError(
-                f"torch's ONNX exporter cannot convert this model's {network.config.backbone_config.model_type} "
-                f"backbone ({type(cause).__name__}: {one_line(cause)})"
-            ) from None
-        difference = _largest_difference(path, graph, checked)
+        with torch.no_grad():  # the model as loaded: the reference, whatever attention the export needs
+            reference = [value.numpy() for value in graph(checked)]
+        attention = _export(graph, traced, path)
+        difference = _largest_difference(path, graph.task_names, checked, reference)
         if not difference <= tolerance:
             raise UserError(
                 f"the exported graph disagrees with PyTorch on a batch of {len(checked)}: largest difference "
@@ -106,6 +90,7 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
                 "mean": list(transform.mean),
                 "std": list(transform.std),
             },
+            "attention": attention,
             "check": {"batch": len(checked), "largest_relative_difference": difference, "tolerance": tolerance},
         }
         _add_metadata(path, description)
@@ -117,14 +102,43 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
     return description
 
 
-def _largest_difference(path: Path, graph: _LogitsGraph, pixels: torch.Tensor) -> float:
+def _export(graph: _LogitsGraph, pixels: torch.Tensor, path: Path) -> str:
+    """Exports `graph` with the backbone's attention as loaded; where the exporter cannot convert that (Swin's
+    scaled-dot-product path: a view of a transposed tensor), with the eager attention, which computes the same.
+    Returns the attention the graph was made with."""
+    backbone = graph.model.backbone
+    loaded = getattr(backbone.config, "_attn_implementation", None) or "eager"
+    attempts = [loaded] + (["eager"] if loaded != "eager" and hasattr(backbone, "set_attn_implementation") else [])
+    for attention in attempts:
+        if attention != loaded:
+            backbone.set_attn_implementation(attention)
+        try:
+            torch.onnx.export(
+                graph,
+                (pixels,),
+                str(path),
+                input_names=["pixel_values"],
+                output_names=graph.task_names,
+                dynamo=True,
+                dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}},
+                external_data=False,
+                verbose=False,
+            )
+            return attention
+        except Exception as error:  # the exporter's errors are of many kinds; each is this backbone's limit
+            failure = error.__cause__ or error  # the exporter's message is advice to file an issue; its cause says why
+    raise UserError(
+        f"torch's ONNX exporter cannot convert this model's {graph.model.config.backbone_config.model_type} "
+        f"backbone (attention tried: {', '.join(attempts)}; {type(failure).__name__}: {one_line(failure)})"
+    )
+
+
+def _largest_difference(path: Path, names: list[str], pixels: torch.Tensor, reference: list[np.ndarray]) -> float:
     """The largest |ONNX Runtime - PyTorch| over every task's logits, relative to the largest logit (at least 1)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    exported = session.run(graph.task_names, {"pixel_values": pixels.numpy()})
-    with torch.no_grad():
-        reference = [value.numpy() for value in graph(pixels)]
+    exported = session.run(names, {"pixel_values": pixels.numpy()})
     return max(
         float(np.abs(ours - theirs).max() / max(1.0, float(np.abs(theirs).max())))
         for ours, theirs in zip(exported, reference, strict=True)
