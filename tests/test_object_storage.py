@@ -244,3 +244,34 @@ def test_predict_tags_s3_shards_into_the_bucket_as_it_does_the_same_shards_on_di
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "no credentials for object storage" in error[0], error
     assert not (tmp_path / "never").exists()
+
+
+def test_predict_reads_photos_given_as_s3_urls_in_a_local_table(s3, tmp_path, capsys):
+    from mtl_hf.data import load_shop_dataset
+
+    from .test_predict_catalogue import read_output, save_model
+
+    model = tmp_path / "model"
+    save_model(model)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    lines, local = ["sku,image"], ["sku,image"]
+    for index, row in enumerate(load_shop_dataset(9, start=40)):
+        row["image"].save(photos / f"{index}.png")
+        s3["fs"].put(str(photos / f"{index}.png"), f"{BUCKET}/photos/{index}.png")
+        lines.append(f"{index},s3://{BUCKET}/photos/{index}.png")
+        local.append(f"{index},photos/{index}.png")
+    lines.append(f"9,s3://{BUCKET}/photos/missing.png")
+    (tmp_path / "remote.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "local.csv").write_text("\n".join(local) + "\n")
+    options = json.dumps(s3["options"])
+    remote = ["predict", str(model), str(tmp_path / "remote.csv"), "--output", str(tmp_path / "r")]
+    assert cli([*remote, "--storage_options", options]) == 0
+    assert cli(["predict", str(model), str(tmp_path / "local.csv"), "--output", str(tmp_path / "l")]) == 0
+    capsys.readouterr()
+    by_url, by_path = read_output(tmp_path / "r"), read_output(tmp_path / "l")
+    assert [row["image"] for row in by_url] == [f"s3://{BUCKET}/photos/{i}.png" for i in range(9)]
+    strip = [{k: v for k, v in row.items() if k != "image"} for row in by_url]
+    assert strip == [{k: v for k, v in row.items() if k != "image"} for row in by_path]
+    summary = json.loads((tmp_path / "r" / "predict_summary.json").read_text())
+    assert summary["dropped_by_reason"] == {"FileNotFoundError": 1}
