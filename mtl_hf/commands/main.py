@@ -8,6 +8,7 @@
     mtl-hf predict MODEL IMAGE [IMAGE ...] [--top_k 3] [--json]
     mtl-hf predict MODEL SOURCE --output OUT [--engine onnx] [--threshold tags=0.3] [--storage_options JSON]
     mtl-hf export MODEL OUTPUT [--format onnx]
+    mtl-hf serve MODEL [--host 127.0.0.1] [--port 8000] [--max_batch_size 32] [--max_wait_ms 10]
     mtl-hf push MODEL REPO_ID [--private]
 
 A user's mistake is one line on stderr and exit code 2; any other error keeps its traceback. Each
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError, one_line
-from . import evaluate, export, init, merge, predict, push
+from . import evaluate, export, init, merge, predict, push, serve
 from .parsing import CommandParser
 
 # Commands whose own parser takes everything after their name: (module, summary, description, what follows).
@@ -49,7 +50,15 @@ DELEGATED = {
         "CATALOGUE OUTPUT --image_column ... --tasks ...",
     ),
 }
-COMMANDS = {"init": init, "eval": evaluate, "predict": predict, "export": export, "merge": merge, "push": push}
+COMMANDS = {
+    "init": init,
+    "eval": evaluate,
+    "predict": predict,
+    "export": export,
+    "serve": serve,
+    "merge": merge,
+    "push": push,
+}
 
 
 class MtlHfParser(CommandParser):

@@ -55,6 +55,23 @@ def answer_columns(
     return columns
 
 
+def answers_by_row(specs: Sequence[TaskSpec], columns: Mapping[str, pa.Array]) -> list[dict]:
+    """`answer_columns` as one JSON-ready dict per row: task -> `{"label", "scores"}` (classification),
+    `{"labels", "scores"}` (multilabel) or `{"value"}` (regression)."""
+    rows = len(columns[specs[0].name]) if specs else 0
+    answers: list[dict] = [{} for _ in range(rows)]
+    for spec in specs:
+        values = columns[spec.name].to_pylist()
+        if spec.type == "regression":
+            for answer, value in zip(answers, values, strict=True):
+                answer[spec.name] = {"value": value}
+            continue
+        key = "label" if spec.type == "classification" else "labels"
+        for answer, value, scores in zip(answers, values, columns[f"{spec.name}_scores"].to_pylist(), strict=True):
+            answer[spec.name] = {key: value, "scores": scores}
+    return answers
+
+
 def check_thresholds(thresholds: Mapping[str, float], specs: Sequence[TaskSpec]) -> dict[str, float]:
     """Per-task multilabel thresholds, checked: known multilabel tasks, values in [0, 1]."""
     multilabel = [spec.name for spec in specs if spec.type == "multilabel"]
@@ -74,4 +91,4 @@ def _softmax(values: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-__all__ = ["answer_columns", "check_thresholds"]
+__all__ = ["answer_columns", "answers_by_row", "check_thresholds"]

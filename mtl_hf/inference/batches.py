@@ -151,14 +151,14 @@ def run_batches(
         names = list(tasks) if tasks is not None else list(outputs.logits)
         yield BatchOutputs(
             positions=np.asarray(batch["positions"], dtype=np.int64),
-            logits=_to_host(outputs.logits, names, batch["pixel_values"].shape[0]),
+            logits=logits_to_host(outputs.logits, names, batch["pixel_values"].shape[0]),
             labels={name: batch["labels"][name].numpy() for name in names} if with_labels else {},
             skipped_rows=batch["skipped_rows"],
             image_counts=batch.get("image_counts"),
         )
 
 
-def _to_host(logits: dict[str, torch.Tensor], names: Sequence[str], rows: int) -> dict[str, np.ndarray]:
+def logits_to_host(logits: dict[str, torch.Tensor], names: Sequence[str], rows: int) -> dict[str, np.ndarray]:
     """Each task's logits, in one device-to-host copy."""
     blocks = [logits[name].detach().float().reshape(rows, -1) for name in names]
     host = torch.cat(blocks, dim=1).cpu().numpy()
@@ -191,6 +191,7 @@ __all__ = [
     "RowBatchCollator",
     "gather_from_ranks",
     "inference_loader",
+    "logits_to_host",
     "padding_pixels",
     "run_batches",
     "source_batches",

@@ -1,0 +1,115 @@
+"""`mtl-hf serve MODEL [--host 127.0.0.1] [--port 8000]`: the model behind an HTTP endpoint, loaded once, photos
+from concurrent requests answered in shared forwards (see `serving/app.py` for the endpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+from ..errors import UserError
+from .model_loading import add_pickled_weights_flag, existing_model, loading_model
+
+SUMMARY = "the model behind an HTTP endpoint (POST /predict, GET /health, /metadata, a page at /)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..serving.settings import ServeSettings
+
+    defaults = ServeSettings()
+    parser.add_argument("model", help="a saved model folder or Hub id")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="the port to listen on (default: 8000)")
+    parser.add_argument(
+        "--max_batch_size", type=int, default=defaults.max_batch_size, help="photos per forward, from all requests"
+    )
+    parser.add_argument(
+        "--max_wait_ms",
+        type=float,
+        default=defaults.max_wait_ms,
+        help="the longest a photo waits for others to share its forward (0: no waiting)",
+    )
+    parser.add_argument("--max_upload_bytes", type=int, default=defaults.max_upload_bytes, help="per request")
+    parser.add_argument("--max_pixels", type=int, default=defaults.max_pixels, help="per photo")
+    parser.add_argument("--max_images", type=int, default=defaults.max_images, help="photos per request")
+    parser.add_argument(
+        "--request_timeout", type=float, default=defaults.request_timeout, help="seconds before a request gets a 504"
+    )
+    parser.add_argument("--top_k", type=int, default=3, help="labels with scores per classification task")
+    parser.add_argument(
+        "--threshold", action="append", default=[], metavar="[TASK=]SCORE", help="multilabel threshold (default 0.5)"
+    )
+    add_pickled_weights_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..serving.settings import ServeSettings
+    from .predict import parse_thresholds
+
+    for name in ("max_batch_size", "max_upload_bytes", "max_pixels", "max_images", "top_k"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("max_wait_ms", "request_timeout"):
+        if getattr(args, name) < 0 or (name == "request_timeout" and args.request_timeout == 0):
+            raise UserError(
+                f"--{name} must be {'> 0' if name == 'request_timeout' else '>= 0'}, got {getattr(args, name)}"
+            )
+    settings = ServeSettings(
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_upload_bytes=args.max_upload_bytes,
+        max_pixels=args.max_pixels,
+        max_images=args.max_images,
+        request_timeout=args.request_timeout,
+    )
+    try:
+        import uvicorn
+    except ImportError:
+        from ..errors import missing_extra
+
+        raise missing_extra("mtl-hf serve", "serve", "uvicorn") from None
+    location = existing_model(args.model)
+    _check_port_free(args.host, args.port)  # before the model loads: a refusal comes at once
+    every_task, per_task = parse_thresholds(args.threshold)
+    with loading_model(args.model):
+        from ..inference.answers import check_thresholds
+        from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
+        from ..serving.app import build_app
+        from ..serving.predictor import ImagePredictor
+
+        specs = MultiTaskViTConfig.from_pretrained(location).task_specs
+        multilabel = {spec.name: every_task for spec in specs if spec.type == "multilabel" and every_task is not None}
+        thresholds = check_thresholds({**multilabel, **per_task}, specs)
+        predictor = ImagePredictor(
+            location, top_k=args.top_k, thresholds=thresholds, allow_pickled_weights=args.allow_pickled_weights
+        )
+    app = build_app(predictor, settings)
+    print(
+        f"serving {predictor.metadata['model']} ({predictor.metadata['revision']}) on http://{args.host}:{args.port}: "
+        "POST /predict, GET /health, GET /metadata, a page at /",
+        flush=True,
+    )
+    # SIGTERM / Ctrl-C: uvicorn stops accepting, lets the requests in flight finish (up to the request timeout).
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.request_timeout) + 1,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: a port is a number from 1 to 65535")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(
+                f"port {port} on {host} is in use or not available ({error.strerror}): choose another with --port"
+            ) from None
+
+
+__all__ = ["SUMMARY", "add_arguments", "run"]

@@ -1,0 +1,118 @@
+"""The HTTP application of `mtl-hf serve` (FastAPI, served by uvicorn).
+
+    POST /predict    photos as the body (Content-Type image/...) or as multipart/form-data files; JSON answers
+    GET  /health     {"status": "ok", "batches", "images"}
+    GET  /metadata   the model, its revision, image size, tasks and labels
+    GET  /           a page to try a photo on
+
+Every refusal is JSON `{"error": "..."}` naming the problem, with a 4xx status (5xx for a timeout or a failed
+forward), and the server goes on serving.
+"""
+
+import asyncio
+import contextlib
+from importlib import resources
+
+from ..errors import missing_extra
+from .batcher import DynamicBatcher
+from .predictor import ImagePredictor, UploadError
+from .settings import ServeSettings
+
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+def build_app(predictor: ImagePredictor, settings: ServeSettings):
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.concurrency import run_in_threadpool
+        from fastapi.responses import HTMLResponse, JSONResponse
+    except ImportError:
+        raise missing_extra("mtl-hf serve", "serve", "fastapi") from None
+
+    batcher = DynamicBatcher(
+        predictor.answer, max_batch_size=settings.max_batch_size, max_wait_s=settings.max_wait_ms / 1000
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title=f"mtl-hf serve: {predictor.metadata['model']}", lifespan=lifespan)
+    page = resources.files("mtl_hf.serving").joinpath("page.html").read_text()
+
+    @app.exception_handler(UploadError)
+    async def refused(request: Request, error: UploadError):
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "batches": batcher.batches, "images": batcher.images}
+
+    @app.get("/metadata")
+    async def metadata():
+        return predictor.metadata
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        return page
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        async def answer():
+            uploads = await _uploads(request, settings)
+            pixels = [
+                await run_in_threadpool(predictor.prepare, data, max_pixels=settings.max_pixels, name=name)
+                for name, data in uploads
+            ]
+            return await batcher.submit(pixels)
+
+        try:
+            answers = await asyncio.wait_for(answer(), settings.request_timeout)
+        except TimeoutError:
+            raise UploadError(504, f"no answer within the request timeout ({settings.request_timeout:g} s)") from None
+        except UploadError:
+            raise
+        except Exception as error:  # a failed forward: this request's error, not the server's end
+            raise UploadError(500, f"the model failed on this request ({type(error).__name__}: {error})") from None
+        meta = predictor.metadata
+        return {"model": meta["model"], "revision": meta["revision"], "predictions": answers}
+
+    return app
+
+
+async def _uploads(request, settings: ServeSettings) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each photo of the request, its size and type checked before it is read."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = content_type.startswith(RAW_TYPES)
+    if not raw and content_type != "multipart/form-data":
+        raise UploadError(
+            415,
+            f"Content-Type {content_type or '(none)'}: send a photo as the body (image/jpeg, image/png, ...) or "
+            "photos as multipart/form-data files",
+        )
+    length = request.headers.get("content-length")
+    if length is None:
+        raise UploadError(411, "the request has no Content-Length: send the photo's size with it")
+    if int(length) > settings.max_upload_bytes:
+        raise UploadError(
+            413, f"the upload is {int(length):,} bytes, more than the server's limit of {settings.max_upload_bytes:,}"
+        )
+    if raw:
+        body = await request.body()
+        if not body:
+            raise UploadError(400, "the request's body is empty: send the photo's bytes")
+        return [("the photo", body)]
+    form = await request.form(max_files=settings.max_images, max_fields=settings.max_images)
+    files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+    if not files:
+        raise UploadError(400, "the multipart request holds no file: attach the photos as files")
+    uploads = [(f"file {file.filename or index}", await file.read()) for index, file in enumerate(files)]
+    empty = [name for name, data in uploads if not data]
+    if empty:
+        raise UploadError(400, f"{', '.join(empty)}: empty")
+    return uploads
+
+
+__all__ = ["ServeSettings", "build_app"]

@@ -1,0 +1,104 @@
+"""`ImagePredictor`: a saved model loaded once, answering uploaded photos as the catalogue tagger does.
+
+Uploads are checked before they cost anything: the pixel count is read from the image's header, then the photo
+is decoded (JPEGs in draft mode at the model's size) and transformed with the model's own image processor
+settings; a batch of photos runs in one forward, and its answers are `inference/answers.py`'s, one dict a photo.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..data.images import DECODE_ERRORS
+from ..inference.answers import answer_columns, answers_by_row
+from ..inference.batches import logits_to_host
+from ..inference.tagging import Tagger, model_fingerprint
+
+
+class UploadError(Exception):
+    """An upload the server refuses: its HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class ImagePredictor:
+    def __init__(
+        self,
+        model: str,
+        *,
+        top_k: int = 3,
+        thresholds: dict[str, float] | None = None,
+        device: str | None = None,
+        allow_pickled_weights: bool = False,
+    ):
+        self.tagger = Tagger(model, device=device, allow_pickled_weights=allow_pickled_weights)
+        self.top_k, self.thresholds = top_k, dict(thresholds or {})
+        self.metadata = _metadata(model, self.tagger, self.thresholds)
+
+    def prepare(self, data: bytes, *, max_pixels: int, name: str) -> torch.Tensor:
+        """One upload's pixels, as the model takes them; `UploadError` for a photo that is too large or broken."""
+        try:
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                width, height = header.size
+        except UnidentifiedImageError:  # PIL's message names its BytesIO, not the upload
+            raise UploadError(422, f"{name}: not an image format this server reads") from None
+        except DECODE_ERRORS as error:
+            raise UploadError(422, f"{name}: cannot decode the image ({type(error).__name__}: {error})") from None
+        if width * height > max_pixels:
+            raise UploadError(
+                413,
+                f"{name}: {width} x {height} pixels ({width * height / 1e6:.1f} MP) is more than the server's "
+                f"limit of {max_pixels / 1e6:g} MP; send a smaller photo",
+            )
+        transform = self.tagger.transform
+        try:
+            image = transform.decode(data)
+        except DECODE_ERRORS as error:
+            raise UploadError(422, f"{name}: cannot decode the image ({type(error).__name__}: {error})") from None
+        return transform.to_tensor([transform.resize(image)])[0]
+
+    @torch.no_grad()
+    def answer(self, pixels: list[torch.Tensor]) -> list[dict[str, Any]]:
+        """The answers for a batch of prepared photos, in one forward and one copy to the host."""
+        tagger = self.tagger
+        batch = torch.stack(pixels).to(tagger.device, non_blocking=True)
+        with tagger.autocast():
+            logits = tagger.model(pixel_values=batch).logits
+        names = [spec.name for spec in tagger.specs]
+        columns = answer_columns(
+            tagger.specs, logits_to_host(logits, names, len(pixels)), top_k=self.top_k, thresholds=self.thresholds
+        )
+        return answers_by_row(tagger.specs, columns)
+
+
+def _metadata(model: str, tagger: Tagger, thresholds: dict[str, float]) -> dict[str, Any]:
+    folder = Path(model)
+    # A Hub download lies in .../snapshots/<commit>: that commit is the revision; a local folder has its weights' hash.
+    revision = folder.name if folder.parent.name == "snapshots" else f"sha256:{model_fingerprint(folder)[:16]}"
+    height, width = tagger.transform.size
+    return {
+        "model": folder.parent.parent.name.removeprefix("models--").replace("--", "/")
+        if folder.parent.name == "snapshots"
+        else folder.resolve().name,
+        "revision": revision,
+        "image_size": [height, width],
+        "tasks": [
+            {
+                "name": spec.name,
+                "type": spec.type,
+                **({"labels": spec.labels} if spec.type != "regression" else {"outputs": spec.num_outputs}),
+                **({"threshold": thresholds.get(spec.name, 0.5)} if spec.type == "multilabel" else {}),
+            }
+            for spec in tagger.specs
+        ],
+    }
+
+
+__all__ = ["ImagePredictor", "UploadError"]

@@ -1,0 +1,202 @@
+"""`mtl-hf serve`: a real server on 127.0.0.1 (uvicorn in a subprocess), real HTTP requests: answers as the
+catalogue tagger gives them, dynamic batching across concurrent requests, each bad upload a 4xx JSON error after
+which the server still answers, graceful shutdown on SIGTERM, bad flags refused in one line."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from mtl_hf.commands.main import main as cli
+from mtl_hf.data import load_shop_dataset
+
+from .test_predict_catalogue import save_model
+
+requests = pytest.importorskip("requests", reason="the serving tests need requests (dev extra)")
+pytest.importorskip("fastapi", reason="mtl-hf serve needs the serve extra")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """`mtl-hf serve MODEL --port P ...` in a subprocess, up once /health answers."""
+
+    def __init__(self, model, *flags):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "mtl_hf", "serve", str(model), "--port", str(self.port), *flags]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.communicate()
+            try:
+                requests.get(f"{self.url}/health", timeout=1)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise AssertionError("the server did not start")
+
+    def post(self, data=None, content_type="image/png", **kwargs):
+        headers = {"Content-Type": content_type} if content_type else {}
+        return requests.post(f"{self.url}/predict", data=data, headers=headers, timeout=60, **kwargs)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    return folder, save_model(folder)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [png(row["image"]) for row in load_shop_dataset(20, start=2000)]
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    running = Server(model[0], "--max_batch_size", "8", "--max_wait_ms", "50", "--threshold", "tags=0.45")
+    yield running
+    assert running.stop() == -signal.SIGTERM  # uvicorn re-raises the signal once it has shut down
+
+
+def expected(folder, photos):
+    """The catalogue tagger's answers for the same photos (through files, as `mtl-hf predict --output` reads)."""
+    import pyarrow as pa
+
+    from mtl_hf.inference.answers import answers_by_row
+    from mtl_hf.inference.tagging import Tagger, TaggingOptions
+
+    tagger = Tagger(str(folder))
+    table = pa.table({"image": pa.array([{"bytes": data, "path": None} for data in photos])})
+    answers, _ = tagger.tag(
+        table, TaggingOptions(top_k=3, thresholds={"tags": 0.45}), image_column="image", base_folder=None, shard="x"
+    )
+    return answers_by_row(tagger.specs, {name: answers.column(name) for name in answers.column_names})
+
+
+def close(answer, reference):
+    for task, value in reference.items():
+        got = answer[task]
+        for key in ("label", "labels"):
+            if key in value:
+                assert got[key] == value[key], task
+        if "value" in value:
+            assert got["value"] == pytest.approx(value["value"], abs=1e-5), task
+        for ours, theirs in zip(got.get("scores", []), value.get("scores", []), strict=True):
+            assert ours["label"] == theirs["label"] and ours["score"] == pytest.approx(theirs["score"], abs=1e-5)
+
+
+def test_answers_are_the_catalogue_taggers_and_metadata_describes_the_model(server, model, photos):
+    folder, network = model
+    reference = expected(folder, photos[:3])
+    response = server.post(photos[0])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == folder.name and body["revision"].startswith("sha256:")
+    close(body["predictions"][0], reference[0])
+    files = [("photos", (f"p{i}.png", photos[i], "image/png")) for i in range(3)]
+    several = server.post(files=files, content_type=None).json()["predictions"]
+    assert len(several) == 3
+    for answer, ref in zip(several, reference, strict=True):
+        close(answer, ref)
+    meta = requests.get(f"{server.url}/metadata", timeout=10).json()
+    assert meta["image_size"] == [32, 32] and meta["revision"] == body["revision"]
+    assert [t["name"] for t in meta["tasks"]] == network.config.task_names
+    assert next(t for t in meta["tasks"] if t["name"] == "tags")["threshold"] == 0.45
+    page = requests.get(server.url, timeout=10)
+    assert page.status_code == 200 and 'id="answers"' in page.text
+
+
+def test_concurrent_requests_share_forwards_and_none_is_lost(server, photos):
+    before = requests.get(f"{server.url}/health", timeout=10).json()
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda data: server.post(data), photos * 3))
+    assert [r.status_code for r in responses] == [200] * 60
+    after = requests.get(f"{server.url}/health", timeout=10).json()
+    images, batches = after["images"] - before["images"], after["batches"] - before["batches"]
+    assert images == 60 and batches < 60, (images, batches)  # several photos a forward
+    answers = [r.json()["predictions"][0]["category"]["label"] for r in responses]
+    assert answers[:20] == answers[20:40] == answers[40:]  # each photo its own answer, whatever it was batched with
+
+
+def test_each_bad_upload_is_a_4xx_json_error_and_the_server_goes_on(server, photos, model):
+    truncated = photos[0][: len(photos[0]) // 2]
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(jpeg, format="JPEG")
+    huge = io.BytesIO()
+    Image.new("L", (8000, 6250)).save(huge, format="PNG")  # 50 MP, a few KB compressed
+    cases = [
+        (b"<html>not found</html>", "image/jpeg", 422, "not an image format this server reads"),
+        (truncated, "image/png", 422, "cannot decode the image"),
+        (jpeg.getvalue()[:200], "image/jpeg", 422, "cannot decode the image"),
+        (b"", "image/png", 400, "body is empty"),
+        (huge.getvalue(), "image/png", 413, "50.0 MP) is more than the server's limit of 40 MP"),
+        (photos[0], "text/plain", 415, "Content-Type text/plain"),
+    ]
+    for data, content_type, status, message in cases:
+        response = server.post(data, content_type=content_type)
+        assert response.status_code == status, (message, response.text)
+        assert message in response.json()["error"], response.json()
+        assert server.post(photos[1]).status_code == 200  # and the next request is served
+    empty_form = server.post(files={"note": (None, "no photo")}, content_type=None)
+    assert empty_form.status_code == 400 and "holds no file" in empty_form.json()["error"]
+
+
+def test_upload_limits_and_sigterm_let_the_request_in_flight_finish(model, photos):
+    server = Server(model[0], "--max_upload_bytes", "5000", "--max_wait_ms", "1500", "--max_batch_size", "64")
+    try:
+        big = png(Image.effect_noise((128, 128), 64))  # about 16 KB
+        refused = server.post(big)
+        assert refused.status_code == 413 and "limit of 5,000" in refused.json()["error"]
+        answers = {}
+        thread = threading.Thread(target=lambda: answers.setdefault("r", server.post(photos[0])))
+        thread.start()
+        time.sleep(0.5)  # the photo waits up to 1.5 s for company in the batcher: SIGTERM comes meanwhile
+        assert server.stop() == -signal.SIGTERM
+        thread.join(timeout=30)
+        assert answers["r"].status_code == 200 and answers["r"].json()["predictions"][0]["category"]["label"]
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+
+
+def test_bad_flags_and_a_busy_port_are_refused_in_one_line(model, tmp_path, capsys):
+    folder, _ = model
+
+    def refused(args, message):
+        assert cli(["serve", *args]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and message in error[0], error
+
+    refused([str(tmp_path), "--port", str(free_port())], "no config.json: not a saved model folder")
+    refused([str(folder), "--max_batch_size", "0"], "--max_batch_size must be at least 1")
+    refused([str(folder), "--request_timeout", "0"], "--request_timeout must be > 0")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        refused([str(folder), "--port", str(busy.getsockname()[1])], "is in use or not available")
