@@ -139,6 +139,7 @@ SHELL_GIVEN = {
     "tag-catalogue": 'python -c "from tests.own_catalogue import write_catalogue, write_untrained_model; '
     "write_catalogue('shop', 320); write_untrained_model('shop/products.csv', 'outputs/products')\"",
 }
+SHELL_GIVEN["serve"] = SHELL_GIVEN["tag-catalogue"]
 
 # What each block promises, checked in its folder after it ran (Python, `out` holding its output).
 SHELL_CHECKS = {
@@ -168,6 +169,13 @@ assert [row["category"] for row in onnx_rows] == [row["category"] for row in tor
 assert set(torch_rows[0]) == {"sku", "image_path", "category", "category_scores", "colour", "colour_scores", "tags",
                               "tags_scores", "price"}
 assert "category_scores" in out and len(Path("outputs/tags/bad_images.jsonl").read_text().splitlines()) == 4
+""",
+    "serve": """
+answer = json.loads(out.strip().splitlines()[-1])
+assert answer["model"] == "products" and answer["revision"].startswith("sha256:")
+prediction = answer["predictions"][0]
+assert set(prediction) == {"category", "colour", "tags", "price"} and len(prediction["category"]["scores"]) == 3
+assert isinstance(prediction["tags"]["labels"], list) and isinstance(prediction["price"]["value"], float)
 """,
     "prepare": """
 summary = json.loads(Path("outputs/catalogue-shards/prepare_summary.json").read_text())
@@ -207,8 +215,8 @@ def test_every_marked_command_block_is_run_and_checked():
     assert sorted(readme_shell_blocks()) == sorted(SHELL_CHECKS)
 
 
-# Seconds: a tiny model over 320 photos, with Spark's start-up.
-FAST_SHELL_BLOCKS = ["tag-catalogue"]
+# Seconds: a tiny model over 320 photos (with Spark's start-up), or serving one of them.
+FAST_SHELL_BLOCKS = ["tag-catalogue", "serve"]
 
 
 @pytest.mark.parametrize("name", FAST_SHELL_BLOCKS)
