@@ -230,6 +230,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(model, catalogue, tmp_path, c
     (bare / "preprocessor_config.json").unlink()
     capsys.readouterr()  # saving prints a progress bar
     refused([str(bare), str(catalogue / "photos"), "--output", str(out)], "has no image processor", out)
+    on_spark = ["--output", str(out), "--master", "local[2]"]  # refused on the driver, before Spark starts
+    refused([str(bare), str(catalogue / "photos"), *on_spark], "has no image processor", out)
 
     # An output holding another model's run is refused; the same model's is resumed (above).
     assert cli(["predict", str(folder), str(catalogue / "photos"), "--output", str(out)]) == 0

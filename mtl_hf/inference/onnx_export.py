@@ -159,15 +159,23 @@ class OnnxModel:
     `.logits`, a dict task -> tensor), run by ONNX Runtime on the CPU."""
 
     def __init__(self, folder: str):
+        path = self.check(folder)
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.task_names = [output.name for output in self.session.get_outputs()]
+
+    @staticmethod
+    def check(folder: str) -> Path:
+        """The exported graph of `folder`; one line where onnxruntime or the graph is missing."""
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise missing_extra("--engine onnx", "onnx", "onnxruntime") from None
         path = Path(folder) / ONNX_FILE
         if not path.is_file():
             raise UserError(f"{folder} has no {ONNX_FILE}: export the model first (mtl-hf export MODEL OUTPUT)")
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.task_names = [output.name for output in self.session.get_outputs()]
+        return path
 
     def eval(self) -> OnnxModel:
         return self

@@ -79,6 +79,22 @@ class TaggingOptions:
         }
 
 
+def check_model_folder(model: str, engine: str) -> None:
+    """What a tagger needs of the model folder, checked where it is named (on Spark's driver, before any executor
+    tries): an image processor, and for the ONNX engine onnxruntime and the exported graph."""
+    check_choice("engine", engine, ENGINES)
+    if not (Path(model) / "preprocessor_config.json").is_file():
+        raise UserError(
+            f"{model} has no image processor (preprocessor_config.json), so how photos were prepared in training "
+            "is unknown: save it with the model (MultiTaskTrainer.save_model does, given processing_class) or "
+            "copy the backbone's"
+        )
+    if engine == "onnx":
+        from .onnx_export import OnnxModel
+
+        OnnxModel.check(model)
+
+
 class Tagger:
     """A saved model loaded once (per process, per Spark executor), with its image processor's eval transform,
     turning a table of photos into a table of answers."""
@@ -91,13 +107,7 @@ class Tagger:
         from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
         from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 
-        if not (Path(model) / "preprocessor_config.json").is_file():
-            raise UserError(
-                f"{model} has no image processor (preprocessor_config.json), so how photos were prepared in training "
-                "is unknown: save it with the model (MultiTaskTrainer.save_model does, given processing_class) or "
-                "copy the backbone's"
-            )
-        check_choice("engine", engine, ENGINES)
+        check_model_folder(model, engine)
         if engine == "onnx":  # ONNX Runtime on the CPU, from an `mtl-hf export` folder
             from .onnx_export import OnnxModel
 
@@ -314,6 +324,7 @@ def tag_catalogue(
     run["fingerprint"] = fingerprint(run)
     out = OutputFolder(output, options.storage_options)
     out.check(run)  # before the weights load: a refusal comes at once, and a failed load leaves no claim
+    check_model_folder(str(model), engine)
     loading = TaggerSpec(str(model), engine, allow_pickled_weights)
     if master is None:
         tagger = loading.load()
