@@ -165,6 +165,9 @@ def test_each_bad_upload_is_a_4xx_json_error_and_the_server_goes_on(server, phot
         assert server.post(photos[1]).status_code == 200  # and the next request is served
     empty_form = server.post(files={"note": (None, "no photo")}, content_type=None)
     assert empty_form.status_code == 400 and "holds no file" in empty_form.json()["error"]
+    many = server.post(files=[("photos", (f"{i}.png", photos[0], "image/png")) for i in range(17)], content_type=None)
+    assert many.status_code == 400 and "Maximum number of files is 16" in many.json()["error"], many.text
+    assert server.post(photos[1]).status_code == 200
 
 
 def test_upload_limits_and_sigterm_let_the_request_in_flight_finish(model, photos):
@@ -183,6 +186,18 @@ def test_upload_limits_and_sigterm_let_the_request_in_flight_finish(model, photo
     finally:
         if server.process.poll() is None:
             server.process.kill()
+
+
+def test_a_request_past_its_timeout_gets_a_504_and_the_server_goes_on(model, photos):
+    server = Server(model[0], "--request_timeout", "0.5", "--max_wait_ms", "3000", "--max_batch_size", "64")
+    try:
+        late = server.post(photos[0])  # waits 3 s in the batcher for company, past its 0.5 s
+        assert late.status_code == 504 and "request timeout (0.5 s)" in late.json()["error"]
+        time.sleep(3)
+        health = requests.get(f"{server.url}/health", timeout=10).json()
+        assert health["images"] == 0  # the timed-out photo was dropped, not computed for no one
+    finally:
+        server.stop()
 
 
 def test_bad_flags_and_a_busy_port_are_refused_in_one_line(model, tmp_path, capsys):

@@ -104,7 +104,12 @@ async def _uploads(request, settings: ServeSettings) -> list[tuple[str, bytes]]:
         if not body:
             raise UploadError(400, "the request's body is empty: send the photo's bytes")
         return [("the photo", body)]
-    form = await request.form(max_files=settings.max_images, max_fields=settings.max_images)
+    from starlette.exceptions import HTTPException
+
+    try:
+        form = await request.form(max_files=settings.max_images, max_fields=settings.max_images)
+    except HTTPException as error:  # starlette's refusal of the form (too many files, a broken body)
+        raise UploadError(400, f"the multipart request: {error.detail} (the server's --max_images)") from None
     files = [value for _, value in form.multi_items() if hasattr(value, "read")]
     if not files:
         raise UploadError(400, "the multipart request holds no file: attach the photos as files")
