@@ -85,8 +85,9 @@ def test_card_metadata_and_content():
     )
     parsed = ModelCard(str(card))  # what the Hub reads back
     data = parsed.data
-    assert data.library_name == "transformers" and data.pipeline_tag == "image-classification"
-    assert {"mtl_hf", "multi-task"} <= set(data.tags)
+    # No pipeline tag: every Hub tag promises one pipeline's output, and this model answers a dict of tasks.
+    assert data.library_name == "transformers" and data.pipeline_tag is None and data.inference is False
+    assert {"mtl_hf", "multi-task", "image-classification"} <= set(data.tags)
     assert data.datasets == ["ashraq/fashion-product-images-small"]
     name, results = model_index_to_eval_results(data.to_dict()["model-index"])
     assert name == "shop-tagger"
@@ -123,7 +124,8 @@ def test_local_validator_rejects_broken_metadata():
 
     good = str(build_model_card(tiny_model().config, model_name="m", metrics=METRICS))
     assert card_metadata_errors(good) == []
-    broken = good.replace("pipeline_tag: image-classification", "pipeline_tag: multi-task-image-classification")
+    broken = good.replace("inference: false", "inference: false\npipeline_tag: multi-task-image-classification")
+    assert broken != good
     assert card_metadata_errors(broken) == [
         "\"pipeline_tag\" 'multi-task-image-classification' is not a known pipeline tag"
     ]
@@ -472,3 +474,61 @@ def test_a_model_on_a_reachable_hub_loads_by_its_id(saved, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert set(json.loads(result.stdout)[0]["predictions"]) == set(TASKS)
     assert hub.requests[0] == {"method": "HEAD", "path": "/shop/tagger/resolve/main/config.json", "authorization": None}
+
+
+def test_a_pushed_model_deploys_where_mtl_hf_is_not_installed(saved, tmp_path):
+    """config.json names the remote-code pipeline: `pipeline(model=repo, trust_remote_code=True)` runs without
+    mtl_hf; the pushed handler.py answers as Inference Endpoints call it; both as mtl_hf's own pipeline answers."""
+    from transformers import pipeline
+
+    folder, _, _ = saved
+    photo = tmp_path / "photo.png"
+    load_shop_dataset(1, start=50)[0]["image"].save(photo)
+    expected = pipeline("multi-task-image-classification", model=str(folder))(str(photo))
+    assert json.loads((folder / "config.json").read_text())["custom_pipelines"] == {
+        "mtl-vit-image-classification": {
+            "impl": "pipeline_mtl_vit.MultiTaskImageClassificationPipeline",
+            "pt": ["AutoModel"],
+            "tf": [],
+            "type": "image",
+        }
+    }
+    with LocalHub(tmp_path / "hub") as hub:
+        env = hub_env(hub, tmp_path)
+        pushed = subprocess.run(
+            [sys.executable, "-m", "mtl_hf", "push", str(folder), "shop/tagger", "--token", TOKEN],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert pushed.returncode == 0, pushed.stderr[-3000:]
+        names = {p.name for p in hub.repo_folder("shop/tagger").iterdir()}
+        assert {"handler.py", "requirements.txt", "pipeline_mtl_vit.py", "images_mtl_vit.py"} <= names
+        deployed = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "hub" / "deploy_without_mtl_hf.py"),
+                "shop/tagger",
+                str(photo),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=tmp_path,
+        )
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    report = json.loads(deployed.stdout.strip().splitlines()[-1])
+    assert report["pipeline_class"].endswith("pipeline_mtl_vit.MultiTaskImageClassificationPipeline")
+    assert not report["pipeline_class"].startswith("mtl_hf")
+    for answers in (report["pipeline"], report["handler_image"], *report["handler_list"]):
+        for task, values in expected.items():
+            shown = answers[task]
+            first = values[0]
+            assert (shown[0].get("label"), shown[0].get("value")) == (first.get("label"), first.get("value")) or (
+                shown[0].get("label") == first.get("label")
+                and shown[0]["value"] == pytest.approx(first["value"], abs=1e-5)
+            ), task
+    assert [len(a["category"]) for a in report["handler_list"]] == [1, 1]  # the parameters reached the pipeline
+    assert report["requirements"] == ["transformers>=5.0", "torch", "pillow"]

@@ -160,11 +160,17 @@ def test_a_plain_model_is_refused_by_merge(tmp_path):
 
 def test_the_remote_code_needs_no_peft_to_load_a_plain_model(tmp_path):
     """transformers refuses remote code whose imports (outside try blocks) are not installed: peft stays optional."""
-    from transformers.dynamic_module_utils import get_imports
+    from transformers.dynamic_module_utils import get_imports, get_relative_import_files
 
     new_model(shop_source(rows=8)).save_pretrained(tmp_path)
-    imported = {name for path in tmp_path.glob("*.py") for name in get_imports(str(path))}
+    modeling = str(tmp_path / "modeling_mtl_vit.py")
+    loaded = [modeling, *get_relative_import_files(modeling)]  # what AutoModel's remote code loads
+    imported = {name for path in loaded for name in get_imports(path)}
     assert imported - set(sys.stdlib_module_names) == {"torch", "transformers"}, imported
+    # The pipeline (and the endpoint handler) also read photos: Pillow and numpy, which transformers brings.
+    pipeline = str(tmp_path / "pipeline_mtl_vit.py")
+    imported = {name for path in [pipeline, *get_relative_import_files(pipeline)] for name in get_imports(path)}
+    assert imported - set(sys.stdlib_module_names) == {"torch", "transformers", "numpy", "PIL"}, imported
 
 
 def test_a_merged_lora_model_pushes_and_loads_from_the_hub_without_mtl_hf(tmp_path, pixel_values):

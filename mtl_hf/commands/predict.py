@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import MissingPathError, UserError
+from ..errors import MissingPathError, UserError, one_line
 from ..utils.validation import structured_option
 from .model_loading import add_pickled_weights_flag, existing_model, has_gpu, loading_model
 
@@ -166,7 +166,10 @@ def _print_answers(args: argparse.Namespace, threshold: float) -> int:
             device=0 if has_gpu() else -1,
             model_kwargs={"allow_pickled_weights": args.allow_pickled_weights},
         )
-    results = classify(args.images, top_k=args.top_k, threshold=threshold, batch_size=args.batch_size)
+    try:
+        results = classify(args.images, top_k=args.top_k, threshold=threshold, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError) as error:  # the pipeline's own (remote code: no mtl_hf error types)
+        raise UserError(one_line(error)) from None
     if args.json:
         answers = [{"image": image, "predictions": result} for image, result in zip(args.images, results, strict=True)]
         print(json.dumps(answers, indent=2))

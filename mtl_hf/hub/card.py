@@ -1,8 +1,14 @@
 """Model cards: rendered from the template shipped in the package, from a model's config and its scores.
 
-The card's metadata (`library_name`, `tags`, `datasets`, `base_model`, `pipeline_tag` and a
+The card's metadata (`library_name`, `tags`, `datasets`, `base_model`, `inference: false` and a
 `model-index` with one result per task and metric) is built with `huggingface_hub.ModelCardData`,
 so the Hub reads it as it reads any other card.
+
+No `pipeline_tag`: the Hub's tags each name one of transformers' pipelines, whose widgets and clients expect that
+pipeline's output (`image-classification`: one list of labels with scores), while this model answers a dict of
+tasks. So the card declares none, and `inference: false` keeps the Hub from offering a widget that would break;
+the model is found by its tags (`image-classification`, `multi-task`), and deployed with the `handler.py` every
+saved model carries (Inference Endpoints) or `mtl-hf serve`.
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ def build_model_card(
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
-        pipeline_tag="image-classification",
+        inference=False,
         tags=list(_TAGS),
         base_model=base_model,
         datasets=datasets or None,

@@ -97,7 +97,17 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         kwargs.setdefault("save_original_format", self.save_in_original_format)
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        pipeline = _remote_pipeline()
+        if pipeline is not None:  # config.json names the pipeline file that goes beside it
+            self.config.custom_pipelines = {pipeline.REMOTE_PIPELINE_TASK: dict(pipeline.REMOTE_PIPELINE)}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if pipeline is not None and kwargs.get("is_main_process", True):
+            from transformers.dynamic_module_utils import custom_object_save
+
+            # Copies the pipeline's file and the one it imports (images_mtl_vit.py), as transformers copies this one.
+            custom_object_save(pipeline.MultiTaskImageClassificationPipeline, save_directory)
+            _write_endpoint_files(save_directory)
+        return result
 
     def _init_weights(self, module: nn.Module) -> None:
         # Backbone modules are initialised by the backbone's own `_init_weights` (transformers
@@ -357,6 +367,33 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
             "them to safetensors, or if you trust the folder pass allow_pickled_weights=True "
             "(mtl-hf and recipes: --allow_pickled_weights)"
         )
+
+
+ENDPOINT_REQUIREMENTS = ("transformers>=5.0", "torch", "pillow")
+
+
+def _write_endpoint_files(folder) -> None:
+    """`handler.py` (from `endpoint_handler.py`, beside this file) and `requirements.txt`: what Hugging Face
+    Inference Endpoints run a repository with."""
+    import shutil
+
+    template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "endpoint_handler.py")
+    if os.path.isfile(template):
+        shutil.copyfile(template, os.path.join(folder, "handler.py"))
+        with open(os.path.join(folder, "requirements.txt"), "w") as handle:
+            handle.write("\n".join(ENDPOINT_REQUIREMENTS) + "\n")
+
+
+def _remote_pipeline():
+    """The pipeline's remote-code module, found beside this file; None where it is not (a model loaded as remote
+    code without its pipeline file). Imported by name, not by a relative import, so that loading the model never
+    needs what only the pipeline imports (Pillow, numpy)."""
+    import importlib
+
+    try:
+        return importlib.import_module(".pipeline_mtl_vit", __package__)
+    except ImportError:
+        return None
 
 
 # Saved models carry this file and name it in `auto_map` (see the configuration file).
