@@ -532,3 +532,57 @@ def test_a_pushed_model_deploys_where_mtl_hf_is_not_installed(saved, tmp_path):
             ), task
     assert [len(a["category"]) for a in report["handler_list"]] == [1, 1]  # the parameters reached the pipeline
     assert report["requirements"] == ["transformers>=5.0", "torch", "pillow"]
+
+
+@pytest.mark.parametrize("strategy", ["every_save", "checkpoint"])
+def test_checkpoints_pushed_during_training_load_without_mtl_hf_and_resume(strategy, tmp_path):
+    """hub_strategy every_save / checkpoint: the repository's top level loads without mtl_hf and deploys (remote
+    code, handler, card) from the first pushed checkpoint on; with `checkpoint`, the pushed `last-checkpoint`
+    carries the multi-task state, and resuming from it (downloaded) ends where resuming from the local copy does."""
+    script = str(HERE / "hub" / "push_checkpoints.py")
+    with LocalHub(tmp_path / "hub") as hub:
+        env = hub_env(hub, tmp_path)
+
+        def run(*args):
+            result = subprocess.run(
+                [sys.executable, script, *args], capture_output=True, text=True, timeout=300, env=env
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+        run("push", str(tmp_path / "out"), "shop/live", TOKEN, strategy)
+        arrived = hub.repo_folder("shop/live")
+        top = {p.name for p in arrived.iterdir() if p.is_file()}
+        assert {
+            "config.json",
+            "model.safetensors",
+            "modeling_mtl_vit.py",
+            "pipeline_mtl_vit.py",
+            "handler.py",
+            "requirements.txt",
+            "README.md",
+            "preprocessor_config.json",
+        } <= top, top
+        assert "mtl_hf" in ModelCard.load(arrived / "README.md").data.tags
+        inputs = tmp_path / "inputs.pt"
+        torch.save(torch.randn(2, 3, 32, 32), inputs)
+        loaded = run_loader("shop/live", inputs, "--trust", env=env)
+        assert loaded["mtl_hf_importable"] is False and "error" not in loaded, loaded
+        if strategy != "checkpoint":
+            return
+        pushed = sorted(p.name for p in (arrived / "last-checkpoint").iterdir())
+        assert {"multitask_state.safetensors", "multitask_state.json", "optimizer.pt", "trainer_state.json"} <= set(
+            pushed
+        )
+        downloaded = tmp_path / "downloaded"
+        download = (
+            "import sys\nfrom huggingface_hub import hf_hub_download\nfor name in sys.argv[2:]:\n"
+            "    hf_hub_download('shop/live', f'last-checkpoint/{name}', local_dir=sys.argv[1])"
+        )
+        fetched = subprocess.run(
+            [sys.executable, "-c", download, str(downloaded), *pushed], capture_output=True, text=True, env=env
+        )
+        assert fetched.returncode == 0, fetched.stderr[-3000:]
+        from_hub = run("resume", str(tmp_path / "from_hub"), str(downloaded / "last-checkpoint"))
+        from_disk = run("resume", str(tmp_path / "from_disk"), str(tmp_path / "out" / "checkpoint-4"))
+    assert from_hub == from_disk and len(from_hub) == 64

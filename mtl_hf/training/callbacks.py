@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,11 @@ class WeightingCallback(TrainerCallback):
         self.weighting.end_epoch()
 
 
+# A checkpoint's files that Trainer's push leaves out of the repository's top level (it copies the weights and
+# config): the card, the endpoint's requirements, and the Python files (remote code, handler).
+PUSHED_BESIDE_THE_WEIGHTS = ("README.md", "requirements.txt", "training_curves.png")
+
+
 class MultiTaskStateCallback(TrainerCallback):
     """Adds the multi-task state to every checkpoint Trainer saves (Trainer's `on_save` hook).
 
@@ -82,6 +88,19 @@ class MultiTaskStateCallback(TrainerCallback):
 
     def __init__(self, get_state: Callable[[], dict[str, Any]]):
         self.get_state = get_state
+
+    def on_push_begin(self, args, state, control, **kwargs):
+        """Trainer pushes a checkpoint (`hub_strategy` every_save, checkpoint, all_checkpoints) before `on_save`, and
+        copies only the weights and config beside the output folder's other files: the multi-task state goes into
+        the checkpoint now, so that a pushed `last-checkpoint` resumes, and the files that load the model without
+        mtl_hf and deploy it (remote code, handler, requirements, card) are copied beside the weights."""
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if not args.should_save or not os.path.isdir(folder):  # the final push_to_hub saves everything itself
+            return
+        self.on_save(args, state, control, **kwargs)
+        for name in os.listdir(folder):
+            if name.endswith(".py") or name in PUSHED_BESIDE_THE_WEIGHTS:
+                shutil.copyfile(os.path.join(folder, name), os.path.join(args.output_dir, name))
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
