@@ -586,3 +586,29 @@ def test_checkpoints_pushed_during_training_load_without_mtl_hf_and_resume(strat
         from_hub = run("resume", str(tmp_path / "from_hub"), str(downloaded / "last-checkpoint"))
         from_disk = run("resume", str(tmp_path / "from_disk"), str(tmp_path / "out" / "checkpoint-4"))
     assert from_hub == from_disk and len(from_hub) == 64
+
+
+def test_results_on_a_hub_dataset_are_written_in_the_eval_results_format_too(tmp_path):
+    """`.eval_results/mtl_hf.yaml` (the Hub's current format, parsed with huggingface_hub) holds the model-index's
+    results on a Hub dataset, one entry per task and metric; local data has none, and no file."""
+    import yaml
+    from huggingface_hub import parse_eval_result_entries
+
+    from mtl_hf.hub.card import EVAL_RESULTS_FILE, eval_results_yaml, write_eval_results
+
+    config = tiny_model().config
+    card = build_model_card(config, model_name="m", metrics=METRICS, datasets=["ashraq/fashion-product-images-small"])
+    entries = parse_eval_result_entries(yaml.safe_load(eval_results_yaml(card)))
+    legacy = card.data.eval_results
+    assert len(entries) == len(legacy) > 0
+    for entry, result in zip(entries, legacy, strict=True):
+        assert entry.dataset_id == "ashraq/fashion-product-images-small" and entry.value == result.metric_value
+        assert entry.task_id == f"{result.metric_name.split(' ')[0]}_{result.metric_type}"
+        assert entry.notes.startswith("split: eval")
+    assert {e.task_id for e in entries} >= {"category_accuracy", "tags_micro_f1", "size_r2"}
+    write_eval_results(card, tmp_path)
+    assert parse_eval_result_entries(yaml.safe_load((tmp_path / EVAL_RESULTS_FILE).read_text())) == entries
+    local = build_model_card(config, model_name="m", metrics=METRICS)
+    assert eval_results_yaml(local) is None
+    write_eval_results(local, tmp_path)
+    assert not (tmp_path / EVAL_RESULTS_FILE).exists()

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, EvalResultEntry, ModelCard, ModelCardData, eval_result_entries_to_yaml
 
 from ..metrics import PRIMARY_METRIC, TASK_METRICS
 from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
@@ -212,4 +212,48 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-__all__ = ["CURVES_FILE", "TEMPLATE_PATH", "build_model_card", "card_from_folder", "task_scores"]
+EVAL_RESULTS_FILE = ".eval_results/mtl_hf.yaml"
+
+
+def eval_results_yaml(card: ModelCard) -> str | None:
+    """The card's results in the Hub's `.eval_results/*.yaml` format (which the model page and the benchmark
+    dataset's leaderboard read), for `EVAL_RESULTS_FILE` beside the card's `model-index` (which older tools read).
+    That format names a Hub dataset for each result, so only results on one are kept; None when there are none
+    (local data). Each entry: `dataset.id` (the Hub dataset), `dataset.task_id` (`<task>_<metric>`, e.g.
+    `category_accuracy`), `value`, and `notes` (the split and the evaluation rows)."""
+    import yaml
+
+    entries = [
+        EvalResultEntry(
+            dataset_id=result.dataset_type,
+            task_id=f"{result.metric_name.split(' ')[0]}_{result.metric_type}",
+            value=result.metric_value,
+            notes=f"split: {result.dataset_split}; evaluated on {result.dataset_name}",
+        )
+        for result in card.data.eval_results or []
+        if is_hub_id(result.dataset_type)
+    ]
+    return yaml.safe_dump(eval_result_entries_to_yaml(entries), sort_keys=False) if entries else None
+
+
+def write_eval_results(card: ModelCard, folder: str | Path) -> None:
+    """Writes (or, without results on a Hub dataset, removes) `folder/EVAL_RESULTS_FILE`."""
+    path = Path(folder) / EVAL_RESULTS_FILE
+    text = eval_results_yaml(card)
+    if text is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+__all__ = [
+    "CURVES_FILE",
+    "EVAL_RESULTS_FILE",
+    "TEMPLATE_PATH",
+    "build_model_card",
+    "card_from_folder",
+    "eval_results_yaml",
+    "task_scores",
+    "write_eval_results",
+]

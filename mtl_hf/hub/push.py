@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ..errors import MissingPathError, UnreachableError, UserError, one_line
-from .card import card_from_folder
+from .card import EVAL_RESULTS_FILE, card_from_folder, eval_results_yaml
 
 
 def push_folder(
@@ -38,12 +38,16 @@ def push_folder(
     card = card_from_folder(folder, model_id=repo_id)
     card.text = with_model_id(card.text, repo_id)
     files = [path for path in sorted(folder.rglob("*")) if path.is_file() and _is_pushed(path.relative_to(folder))]
+    generated = {"README.md": str(card).encode()}  # made from the folder now: the card and its results
+    results = eval_results_yaml(card)
+    if results is not None:
+        generated[EVAL_RESULTS_FILE] = results.encode()
     operations = [
         CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
         for path in files
-        if path.relative_to(folder).as_posix() != "README.md"
+        if path.relative_to(folder).as_posix() not in (*generated, EVAL_RESULTS_FILE)
     ]
-    operations.append(CommitOperationAdd("README.md", str(card).encode()))
+    operations += [CommitOperationAdd(name, content) for name, content in generated.items()]
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)

@@ -7,7 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..hub.card import CURVES_FILE, build_model_card
+from ..hub.card import CURVES_FILE, build_model_card, write_eval_results
 from ..hub.curves import plot_training_curves
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ def write_model_card(
         chance=_read_json(os.path.join(folder, CHANCE_RESULTS_FILE)),
     )
     card.save(os.path.join(folder, "README.md"))
+    write_eval_results(card, folder)
 
 
 def _read_json(path: str) -> dict | None:
