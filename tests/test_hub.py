@@ -476,9 +476,29 @@ def test_a_model_on_a_reachable_hub_loads_by_its_id(saved, tmp_path):
     assert hub.requests[0] == {"method": "HEAD", "path": "/shop/tagger/resolve/main/config.json", "authorization": None}
 
 
+def fresh_venv(folder: Path) -> Path:
+    """A virtual environment with this one's packages (torch, transformers, Pillow ...) but not mtl_hf: its
+    site-packages folder is on the path (a .pth line), while the .pth file that installs mtl_hf (editable) there
+    is not run. Nothing is downloaded. Returns its interpreter."""
+    import sysconfig
+    import venv
+
+    venv.create(folder, with_pip=False)
+    python = folder / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(purelib) / "test_venv_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
 def test_a_pushed_model_deploys_where_mtl_hf_is_not_installed(saved, tmp_path):
-    """config.json names the remote-code pipeline: `pipeline(model=repo, trust_remote_code=True)` runs without
-    mtl_hf; the pushed handler.py answers as Inference Endpoints call it; both as mtl_hf's own pipeline answers."""
+    """config.json names the remote-code pipeline: `pipeline(model=repo, trust_remote_code=True)` runs in a fresh
+    venv with torch, transformers and Pillow but not mtl_hf; the pushed handler.py answers there as Inference
+    Endpoints call it; both as mtl_hf's own pipeline answers."""
     from transformers import pipeline
 
     folder, _, _ = saved
@@ -505,9 +525,10 @@ def test_a_pushed_model_deploys_where_mtl_hf_is_not_installed(saved, tmp_path):
         assert pushed.returncode == 0, pushed.stderr[-3000:]
         names = {p.name for p in hub.repo_folder("shop/tagger").iterdir()}
         assert {"handler.py", "requirements.txt", "pipeline_mtl_vit.py", "images_mtl_vit.py"} <= names
+        python = fresh_venv(tmp_path / "fresh")
         deployed = subprocess.run(
             [
-                sys.executable,
+                str(python),
                 str(Path(__file__).parent / "hub" / "deploy_without_mtl_hf.py"),
                 "shop/tagger",
                 str(photo),
@@ -515,11 +536,12 @@ def test_a_pushed_model_deploys_where_mtl_hf_is_not_installed(saved, tmp_path):
             capture_output=True,
             text=True,
             timeout=300,
-            env=env,
+            env={key: value for key, value in env.items() if key != "PYTHONPATH"},  # mtl_hf stays out
             cwd=tmp_path,
         )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     report = json.loads(deployed.stdout.strip().splitlines()[-1])
+    assert report["mtl_hf_importable"] is False
     assert report["pipeline_class"].endswith("pipeline_mtl_vit.MultiTaskImageClassificationPipeline")
     assert not report["pipeline_class"].startswith("mtl_hf")
     for answers in (report["pipeline"], report["handler_image"], *report["handler_list"]):

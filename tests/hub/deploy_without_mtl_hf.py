@@ -1,7 +1,9 @@
-"""Runs a pushed model the ways a deployment does, where mtl_hf cannot be imported; prints the answers as JSON.
+"""Runs a pushed model the ways a deployment does; prints the answers as JSON.
 
-    python deploy_without_mtl_hf.py REPO_ID PHOTO
+    FRESH_VENV/bin/python deploy_without_mtl_hf.py REPO_ID PHOTO
 
+Run with the interpreter of a virtual environment that has torch, transformers and Pillow but not mtl_hf
+(`tests/test_hub.py::fresh_venv`).
 Through the Hub endpoint in HF_ENDPOINT: `pipeline(model=REPO_ID, trust_remote_code=True)`, then the repository's
 `handler.py` as Inference Endpoints calls it (a PIL image; a list of base64 strings with parameters).
 """
@@ -11,11 +13,9 @@ import importlib.util
 import json
 import sys
 
-sys.modules["mtl_hf"] = None  # any `import mtl_hf` now raises ImportError
-
-from huggingface_hub import hf_hub_download  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import pipeline  # noqa: E402
+from huggingface_hub import hf_hub_download
+from PIL import Image
+from transformers import pipeline
 
 FILES = [
     "config.json",
@@ -32,7 +32,11 @@ FILES = [
 
 def main(repo_id: str, photo: str) -> None:
     classify = pipeline(model=repo_id, trust_remote_code=True)
-    report = {"pipeline_class": f"{type(classify).__module__}.{type(classify).__name__}", "pipeline": classify(photo)}
+    report = {
+        "mtl_hf_importable": importlib.util.find_spec("mtl_hf") is not None,
+        "pipeline_class": f"{type(classify).__module__}.{type(classify).__name__}",
+        "pipeline": classify(photo),
+    }
     # The repository as an endpoint receives it (file by file: the local Hub stand-in has no tree listing).
     folder = None
     for name in FILES:
