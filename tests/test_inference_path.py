@@ -47,7 +47,7 @@ def test_each_batch_reaches_the_host_in_one_copy_and_nothing_else_leaves_the_dev
     copies = HostCopies()
     with DeviceMixGuard(), copies:
         outputs = list(run_batches(model, loader, padding=padding_pixels(transform), prepare=to_meta, with_labels=True))
-    widths = sum(len(spec.labels) if spec.type != "regression" else spec.num_outputs for spec in source.task_specs)
+    widths = sum(spec.num_outputs for spec in source.task_specs)
     assert copies.shapes == [(4, widths), (4, widths), (2, widths)]  # one copy a batch, every task's logits in it
     assert [o.positions.tolist() for o in outputs] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert {name: values.shape for name, values in outputs[2].logits.items()} == {

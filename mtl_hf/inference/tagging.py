@@ -120,7 +120,9 @@ class Tagger:
         processor = AutoImageProcessor.from_pretrained(model)
         self.transform = ImageTransforms.from_image_processor(processor).eval()
         self.padding = padding_pixels(self.transform)
-        self.specs = MultiTaskViTConfig.from_pretrained(model).task_specs
+        # The ONNX engine has no PyTorch model whose config to ask.
+        config = MultiTaskViTConfig.from_pretrained(model) if engine == "onnx" else self.model.config
+        self.specs = config.task_specs
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 where the accelerator has it; full precision on the CPU."""
@@ -166,9 +168,7 @@ class Tagger:
                 for row, kind, message in batch.skipped_rows
             )
         kept = np.concatenate([np.zeros(0, np.int64), *positions])
-        width = {
-            spec.name: (spec.num_outputs if spec.type == "regression" else len(spec.labels)) for spec in self.specs
-        }
+        width = {spec.name: spec.num_outputs for spec in self.specs}
         logits = {
             name: np.concatenate(parts) if parts else np.zeros((0, width[name]), np.float32)
             for name, parts in logits.items()
@@ -313,7 +313,7 @@ def tag_catalogue(
     options.thresholds = check_thresholds(options.thresholds, specs)
     # Before anything is written: the first shard's columns are checked (the image column, the kept ones).
     first = shards[0]
-    columns = first.read().column_names
+    columns = first.columns()
     check_image_column(columns, first.image_column or options.image_column, f"{source} ({first.origin})")
     kept_columns(columns, options, specs)
     run = {
