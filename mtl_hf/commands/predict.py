@@ -101,6 +101,7 @@ def parse_thresholds(values: list[str]) -> tuple[float | None, dict[str, float]]
 
 def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task: dict[str, float]) -> int:
     from ..data.loader import default_num_workers
+    from ..inference.answers import thresholds_by_task
     from ..inference.tagging import TaggingOptions, tag_catalogue
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
 
@@ -111,8 +112,7 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
     model = existing_model(args.model)
     with loading_model(args.model):
         config = MultiTaskViTConfig.from_pretrained(model)
-    thresholds = {spec.name: every_task for spec in config.task_specs if spec.type == "multilabel"}
-    thresholds = {**(thresholds if every_task is not None else {}), **per_task}
+    thresholds = thresholds_by_task(every_task, per_task, config.task_specs)
     options = TaggingOptions(
         image_column=args.image_column,
         keep_columns=[c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else None,

@@ -71,14 +71,13 @@ def run(args: argparse.Namespace) -> int:
     _check_port_free(args.host, args.port)  # before the model loads: a refusal comes at once
     every_task, per_task = parse_thresholds(args.threshold)
     with loading_model(args.model):
-        from ..inference.answers import check_thresholds
+        from ..inference.answers import thresholds_by_task
         from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
         from ..serving.app import build_app
         from ..serving.predictor import ImagePredictor
 
         specs = MultiTaskViTConfig.from_pretrained(location).task_specs
-        multilabel = {spec.name: every_task for spec in specs if spec.type == "multilabel" and every_task is not None}
-        thresholds = check_thresholds({**multilabel, **per_task}, specs)
+        thresholds = thresholds_by_task(every_task, per_task, specs)
         predictor = ImagePredictor(
             location, top_k=args.top_k, thresholds=thresholds, allow_pickled_weights=args.allow_pickled_weights
         )

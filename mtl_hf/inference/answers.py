@@ -72,6 +72,15 @@ def answers_by_row(specs: Sequence[TaskSpec], columns: Mapping[str, pa.Array]) -
     return answers
 
 
+def thresholds_by_task(
+    every_task: float | None, per_task: Mapping[str, float], specs: Sequence[TaskSpec]
+) -> dict[str, float]:
+    """Per multilabel task, its threshold: `per_task`'s where it names one, else `every_task` (when given),
+    checked (`check_thresholds`)."""
+    everywhere = {} if every_task is None else {s.name: every_task for s in specs if s.type == "multilabel"}
+    return check_thresholds({**everywhere, **per_task}, specs)
+
+
 def check_thresholds(thresholds: Mapping[str, float], specs: Sequence[TaskSpec]) -> dict[str, float]:
     """Per-task multilabel thresholds, checked: known multilabel tasks, values in [0, 1]."""
     multilabel = [spec.name for spec in specs if spec.type == "multilabel"]
@@ -91,4 +100,4 @@ def _softmax(values: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-__all__ = ["answer_columns", "answers_by_row", "check_thresholds"]
+__all__ = ["answer_columns", "answers_by_row", "check_thresholds", "thresholds_by_task"]
