@@ -37,6 +37,11 @@ class InputShard:
     read: Callable[[], pa.Table]
     base_folder: str | None = None  # where the image column's relative paths start
     image_column: str | None = None  # a folder's shards: "image"; else the column the user names
+    read_schema: Callable[[], pa.Schema] | None = None  # a Parquet file's footer: its columns without its rows
+
+    def columns(self) -> list[str]:
+        """The shard's column names, read without its rows where the file allows it."""
+        return self.read_schema().names if self.read_schema is not None else self.read().column_names
 
 
 def input_shards(
@@ -161,7 +166,13 @@ def _local_parquet_shards(files: list[Path], root: Path) -> list[InputShard]:
         stat = file.stat()
         origin = f"{file.relative_to(root)}@{stat.st_size}:{stat.st_mtime_ns}"
         shards.append(
-            InputShard(f"part-{index:05d}", origin, lambda file=file: pq.read_table(file), base_folder=str(file.parent))
+            InputShard(
+                f"part-{index:05d}",
+                origin,
+                lambda file=file: pq.read_table(file),
+                base_folder=str(file.parent),
+                read_schema=lambda file=file: pq.read_schema(file),
+            )
         )
     return shards
 
@@ -189,10 +200,10 @@ def _remote_parquet_shards(url: str, options: dict[str, Any]) -> list[InputShard
     if not paths:
         raise MissingPathError(f"no Parquet files at {url} (give a Parquet file or a folder of them)")
 
-    def reader(path: str) -> Callable[[], pa.Table]:
-        def read() -> pa.Table:
+    def reader(path: str, read_file: Callable) -> Callable:
+        def read():
             with fs.open(path, "rb") as file:
-                return pq.read_table(file)
+                return read_file(file)
 
         return read
 
@@ -204,8 +215,9 @@ def _remote_parquet_shards(url: str, options: dict[str, Any]) -> list[InputShard
         InputShard(
             f"part-{index:05d}",
             origin(path),
-            reader(path),
+            reader(path, pq.read_table),
             base_folder=os.path.dirname(fs.unstrip_protocol(path)),
+            read_schema=reader(path, pq.read_schema),
         )
         for index, path in enumerate(paths)
     ]
