@@ -53,7 +53,7 @@ def test_yaml_values_and_command_line_overrides(tmp_path):
 
 def test_every_shipped_config_parses():
     names = sorted(path.name for path in CONFIGS.glob("*.yaml"))
-    assert names == ["catalogue.yaml", "demo.yaml", "digits.yaml", "fashion_products.yaml"]
+    assert names == ["catalogue.yaml", "demo.yaml", "digits.yaml", "fashion_products.yaml", "pretrain_shapes.yaml"]
     for path in CONFIGS.glob("*.yaml"):
         model_args, data_args, args = parse_args([str(path), "--use_cpu", "true"])  # fashion asks for bf16 on a GPU
         assert data_args.source_settings() and args.output_dir.startswith("outputs/")

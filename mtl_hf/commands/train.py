@@ -107,6 +107,9 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
     #    (a corrupt image in the evaluation data) never loses the training.
     trainer.save_state()
     trainer.save_model()
+    if model_args.backbone_output_dir and trainer.is_world_process_zero():
+        trainer.model.save_backbone(model_args.backbone_output_dir)
+        image_processor.save_pretrained(model_args.backbone_output_dir)
 
     # 6. Evaluate every task, beside answers that ignore the image; the card then shows the scores.
     metrics = _evaluate_against_chance(trainer, eval_sources, task_specs) if eval_sources else {}

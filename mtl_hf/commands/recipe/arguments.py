@@ -36,6 +36,13 @@ class ModelArguments:
             "(default vit) and sizes, e.g. {image_size: 32, patch_size: 4, hidden_size: 64}."
         },
     )
+    backbone_output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also save the trained backbone alone (config, safetensors weights and the image processor, "
+            "no task heads) in this folder, as `backbone:` of another recipe takes it: the end of a pretraining run."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are cached."})
     allow_pickled_weights: bool = field(
         default=False,

@@ -1,5 +1,6 @@
-"""Datasets that ship with mtl_hf, usable offline: `builtin:shop` (procedural product photos, any size) and
-`builtin:digits` (scikit-learn's 1,797 real handwritten digits), each with training and evaluation rows."""
+"""Datasets that ship with mtl_hf, usable offline: `builtin:shop` (procedural product photos, any size),
+`builtin:digits` (scikit-learn's 1,797 real handwritten digits) and `builtin:shapes` (drawn figures: a
+pretraining corpus unlike the other two), each with training and evaluation rows."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from ...errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_DATASETS = ("shop", "digits")
+BUILTIN_DATASETS = ("shop", "digits", "shapes")
 
 
 def is_builtin(dataset: Any) -> bool:
@@ -20,7 +21,7 @@ def builtin_names() -> str:
 
 
 def load_builtin(dataset: str, options: dict[str, Any] | None = None, *, seed: int = 0):
-    """The training and evaluation rows of a built-in dataset (`builtin:shop`, `builtin:digits`)."""
+    """The training and evaluation rows of a built-in dataset (`builtin:shop`, `builtin:digits`, `builtin:shapes`)."""
     kind = dataset.removeprefix(BUILTIN_PREFIX)
     options = dict(options or {})
     if kind == "shop":
@@ -37,6 +38,20 @@ def load_builtin(dataset: str, options: dict[str, Any] | None = None, *, seed: i
         # Evaluation rows come from further along the same endless sequence: new images, same distribution.
         evaluation = load_shop_dataset(eval_rows, start=num_rows, **options) if eval_rows else None
         return train, evaluation
+    if kind == "shapes":
+        from .shapes import load_shapes_dataset
+
+        eval_rows = options.pop("eval_rows", 1000)
+        num_rows = options.pop("num_rows", 20_000)
+        unknown = sorted(set(options) - {"seed", "image_size"})
+        if unknown:
+            raise UserError(
+                f"builtin:shapes takes no option(s) {unknown}; its dataset_options are num_rows, eval_rows, seed, "
+                "image_size"
+            )
+        train = load_shapes_dataset(num_rows, **options)
+        evaluation = load_shapes_dataset(eval_rows, start=num_rows, **options) if eval_rows else None
+        return train, evaluation
     if kind == "digits":
         from .digits import load_digits_dataset
 
@@ -49,6 +64,9 @@ def load_builtin(dataset: str, options: dict[str, Any] | None = None, *, seed: i
 
 def builtin_description(dataset: str, options: dict[str, Any] | None = None) -> str:
     """What a built-in dataset's rows are, for the model card."""
+    if dataset.removeprefix(BUILTIN_PREFIX) == "shapes":
+        size = (options or {}).get("image_size", 32)
+        return f"geometric figures drawn by mtl_hf at {size} px (a pretraining corpus), not photographs"
     if dataset.removeprefix(BUILTIN_PREFIX) == "shop":
         size = (options or {}).get("image_size", 32)
         return (

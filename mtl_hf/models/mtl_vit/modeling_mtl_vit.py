@@ -316,6 +316,13 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         merge_lora_layers(self.backbone)
         self.config.lora = None
 
+    def save_backbone(self, save_directory: str | os.PathLike) -> None:
+        """Saves the backbone alone (its config and safetensors weights, no task heads), as `AutoModel` loads it:
+        the starting point that `from_backbone` (the recipes' `backbone:`) takes, e.g. after pretraining."""
+        if self.config.lora is not None:
+            raise ValueError("the backbone has LoRA adapters: merge_lora() first, so that it saves as a plain backbone")
+        self.backbone.save_pretrained(save_directory)
+
     @classmethod
     def from_backbone(
         cls,
