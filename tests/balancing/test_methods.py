@@ -155,6 +155,25 @@ def test_famo_logit_update_is_adam_and_leaves_absent_tasks_alone():
         assert method.state_dict()[key][0] != state[key][0], key
 
 
+def test_famo_scale_to_tasks_and_warm_start_by_hand():
+    losses = torch.tensor([2.0, 4.0])
+    # scale_to_tasks: the paper's weights (2/3, 1/3) times the 2 present tasks, summing to 2 as equal's do
+    scaled = FAMO(["a", "b"], scale_to_tasks=True)
+    torch.testing.assert_close(scaled.task_weights(losses, BOTH), torch.tensor([4 / 3, 2 / 3]))
+    # warm_start: xi = log L, so z = L / sum L = (1/3, 2/3), c = 1/3 / 2 + 2/3 / 4 = 1/3, w = z / (c L) = (1/2, 1/2)
+    warm = FAMO(["a", "b"], warm_start=True)
+    torch.testing.assert_close(warm.task_weights(losses, BOTH), torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(warm.logits, losses.log())
+    # once only: later steps' losses do not reset the logits that FAMO has been learning
+    torch.testing.assert_close(warm.task_weights(torch.tensor([1.0, 1.0]), BOTH), torch.tensor([1 / 3, 2 / 3]))
+    restored = FAMO(["a", "b"], warm_start=True)
+    restored.load_state_dict(warm.state_dict())
+    assert restored.warmed
+    torch.testing.assert_close(restored.task_weights(torch.tensor([1.0, 1.0]), BOTH), torch.tensor([1 / 3, 2 / 3]))
+    with pytest.raises(ValueError, match="warm_start must be true or false"):
+        FAMO(["a"], warm_start="yes")
+
+
 def test_famo_update_every_skips_the_replay_between_updates():
     method = FAMO(["a", "b"], update_every=3)
     asked = []

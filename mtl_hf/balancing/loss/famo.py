@@ -34,6 +34,13 @@ class FAMO(LossWeighting):
         weight_decay (`float`, defaults to 0.001): decay of `xi` towards equal weights (gamma).
         min_losses (`dict[str, float]`, *optional*): a lower bound `m_k` per task (defaults to 0).
         update_every (`int`, defaults to 1): update `xi` after every n-th optimizer step.
+        scale_to_tasks (`bool`, defaults to False): multiply the weights by the number of present tasks. FAMO's
+            weights sum to 1, so its combined gradient is a weighted mean of the tasks' where `equal`'s is their
+            sum: at the same learning rate it steps about K times shorter. With this, they sum to K, as
+            `equal`'s do.
+        warm_start (`bool`, defaults to False): set `xi` from the first step's losses, `xi_k = log(L_k - m_k)`,
+            so that the first weights are equal instead of `1 / L_k` (which favours the task whose loss starts
+            lowest until the logits have learnt otherwise).
     """
 
     name = "famo"
@@ -48,6 +55,8 @@ class FAMO(LossWeighting):
         weight_decay: float = 0.001,
         min_losses: dict[str, float] | None = None,
         update_every: int = 1,
+        scale_to_tasks: bool = False,
+        warm_start: bool = False,
     ):
         super().__init__(task_names)
         self.learning_rate = check_positive("learning_rate", learning_rate)
@@ -57,6 +66,12 @@ class FAMO(LossWeighting):
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
             raise UserError(f"update_every must be a positive integer, got {update_every!r}")
         self.update_every = update_every
+        for name, value in (("scale_to_tasks", scale_to_tasks), ("warm_start", warm_start)):
+            if not isinstance(value, bool):
+                raise UserError(f"{name} must be true or false, got {value!r}")
+        self.scale_to_tasks = scale_to_tasks
+        self.warm_start = warm_start
+        self.warmed = False  # Python state (extra state in checkpoints): no device read to decide it
         self.steps = 0
         min_losses = min_losses or {}
         unknown = sorted(set(min_losses) - set(task_names))
@@ -85,10 +100,17 @@ class FAMO(LossWeighting):
         return (losses - self.min_losses).clamp_min(0) + 1e-8
 
     def weights(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        z = self.task_probabilities(present)
         shifted = self._shifted(losses.detach().float())
+        if self.warm_start and not self.warmed:
+            # z_k proportional to L_k - m_k: the first weights z_k / (c (L_k - m_k)) are then all equal.
+            self.logits.copy_(torch.where(present, shifted.log(), self.logits))
+            self.warmed = True
+        z = self.task_probabilities(present)
         c = (z / shifted * present).sum().clamp_min(1e-12)
-        return (z / (c * shifted) * present).to(losses.dtype)
+        weights = z / (c * shifted) * present
+        if self.scale_to_tasks:
+            weights = weights * present.sum()
+        return weights.to(losses.dtype)
 
     def observe(self, losses: torch.Tensor, present: torch.Tensor) -> None:
         self.step_sums += torch.where(present, losses.detach().float(), 0.0)
@@ -128,7 +150,8 @@ class FAMO(LossWeighting):
         self.updates.copy_(steps)
 
     def get_extra_state(self):
-        return {"steps": self.steps}
+        return {"steps": self.steps, "warmed": self.warmed}
 
     def set_extra_state(self, state):
         self.steps = int(state["steps"])
+        self.warmed = bool(state.get("warmed", self.steps > 0))
