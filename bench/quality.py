@@ -1,32 +1,39 @@
-"""Does multi-task learning help on the built-in data, and which balancing method? `mtl-hf compare` on four settings.
+"""What one multi-task model is worth against K single-task models: `mtl-hf compare` from a pretrained start and
+from scratch, trained to convergence and on a fixed total budget, with tuned baselines.
 
-    OMP_NUM_THREADS=2 python bench/quality.py                  # every method, 3 seeds: about an hour on 2 cores
-    python bench/quality.py --quick                            # 1 seed, 2 methods, a few steps: under 3 minutes
-    python bench/quality.py --settings digits --methods equal,famo --seeds 2
+    OMP_NUM_THREADS=1 python bench/quality.py                          # the published run (see bench/results)
+    python bench/quality.py --quick                                    # 1 seed, a few steps: a test (~2 minutes)
+    python bench/quality.py --settings digits --starts pretrained --budgets convergence --methods equal,famo
 
-Settings (each from a shipped recipe, shortened so that the whole benchmark fits about an hour):
-- digits: recipes/configs/digits.yaml (3 tasks on 1,797 real scans), 8 epochs instead of 40 (176 steps);
-- shop: recipes/configs/demo.yaml (5 tasks), 2,000 training / 500 evaluation photos, 4 epochs
-  instead of 20 on 4,000 (124 steps);
-- shop-16px: the same photos drawn at 16 px (patch 4: 16 tokens), where the few-pixel badges and
-  patterns blur, so the tasks are not all solved and methods have room to differ;
-- shop+digits: both datasets mixed (two sources, disjoint tasks: 8 in all), as `shop` and `digits`,
-  3 epochs of the mixture (159 steps).
+Settings (each from a shipped recipe):
+- digits: recipes/configs/digits.yaml as it ships (3 tasks on 1,797 real scans; ViT 32 px, patch 8): at most
+  40 epochs (792 steps on the 90% of the training rows that are not validation rows);
+- shop-16px: recipes/configs/demo.yaml (5 tasks) on 2,000 photos drawn at 16 px (patch 4), 500 test photos: at
+  most 16 epochs (448 steps);
+- shop: the same at 32 px (64 tokens), at most 16 epochs; shop+digits: both mixed (8 tasks), at most 12 epochs.
 
-The schedules are a fraction of the recipes' so that 267 models (every method of the package and
-the single-task baselines, 4 settings, 3 seeds) train in about an hour on 2 CPU cores; no task is
-trained to convergence, so the figures compare methods at a small, equal budget.
+Starts: `scratch` (the recipe's backbone_config, random weights) and `pretrained`: the same architecture
+pretrained by recipes/configs/pretrain_shapes.yaml on 30,000 drawn figures (builtin:shapes: which figure, how
+many, where, drawn how; none of them a downstream task), built once per architecture under
+<output_dir>/pretrained/ and reused. It stands in for a Hub checkpoint, which cannot be downloaded here.
 
-Every run goes under --output_dir (default outputs/bench-quality/<setting>/): run it again and
-finished runs are read back, not retrained. The tables are printed and written to
-<output_dir>/quality.md.
+Budgets: `convergence` (every model, each single-task baseline included, stops on its own validation score:
+patience 5 evaluations, one every cap/20 steps, the best checkpoint restored) and `total` (the multi-task model
+trains the cap, each single-task model 1/K of it). 10% of the training rows are the validation rows; the tables
+score the test rows.
+
+Every run goes under --output_dir (default outputs/bench-quality/): run it again and finished runs are read
+back, not retrained. The report (tables, the pretraining gain, the commands) goes to <output_dir>/quality.md and
+a plot per setting of delta_m against compute to <output_dir>/quality-<setting>.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,11 +43,28 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mtl_hf.balancing import WEIGHTING_METHODS  # noqa: E402
-from mtl_hf.commands.compare import compare, markdown_table  # noqa: E402
+from mtl_hf.commands.compare import SINGLE_TASK, compare, markdown_table  # noqa: E402
 from mtl_hf.commands.recipe import RecipeParser  # noqa: E402
 
-QUICK_METHODS = ("equal", "upgrad")
+METHODS = (
+    "equal",
+    "equal_lr_sweep",
+    "static_sweep",
+    "uncertainty",
+    "log_loss",
+    "famo",
+    "pcgrad",
+    "upgrad",
+    "fairgrad",
+    "nash_mtl",
+)
+QUICK_METHODS = ("equal", "equal_lr_sweep")
+STARTS = ("scratch", "pretrained")
+BUDGETS = ("convergence", "total")
+PATIENCE = 5
+"""Convergence budget: evaluations (one every cap/20 steps) without a better validation score before a model stops."""
+REACHED = 0.95
+"""Pretraining gain: steps until a model's validation score first reaches this share of the scratch model's best."""
 
 
 def _recipe(name: str) -> dict:
@@ -50,61 +74,235 @@ def _recipe(name: str) -> dict:
 def settings(quick: bool) -> dict[str, dict]:
     """Recipe values per setting; `quick` cuts them to a few steps on a few hundred rows."""
     common = {"report_to": "none", "logging_steps": 50, "eval_strategy": "no", "save_strategy": "no"}
-    digits = {**_recipe("digits.yaml"), **common, "num_train_epochs": 8}
-    shop = {**_recipe("demo.yaml"), **common, "num_train_epochs": 4}
+    digits = {**_recipe("digits.yaml"), **common}
+    shop = {**_recipe("demo.yaml"), **common, "num_train_epochs": 16}
     shop["dataset_options"] = {**shop["dataset_options"], "num_rows": 2000, "eval_rows": 500}
     shop_16 = copy.deepcopy(shop)
     shop_16["dataset_options"]["image_size"] = 16
     shop_16["backbone_config"] = {**shop["backbone_config"], "image_size": 16}
     mixed = {key: value for key, value in shop.items() if key not in ("dataset", "dataset_options", "tasks")}
-    mixed["num_train_epochs"] = 3
+    mixed["num_train_epochs"] = 12
     mixed["sources"] = [
         {"dataset": "builtin:shop", "name": "shop", "tasks": shop["tasks"], "dataset_options": shop["dataset_options"]},
         {"dataset": "builtin:digits", "name": "digits", "tasks": digits["tasks"]},
     ]
-    chosen = {"digits": digits, "shop": shop, "shop-16px": shop_16, "shop+digits": mixed}
+    chosen = {"digits": digits, "shop-16px": shop_16, "shop": shop, "shop+digits": mixed}
     if quick:
         for values in chosen.values():
-            values.update(num_train_epochs=1, max_train_rows=128, max_eval_rows=64)
+            values.update(num_train_epochs=2, max_train_rows=160, max_eval_rows=64)
     return chosen
+
+
+def pretrained_backbone(backbone_config: dict, folder: Path, quick: bool) -> Path:
+    """The backbone of `backbone_config`'s architecture pretrained on builtin:shapes, built once into `folder`."""
+    if (folder / "model.safetensors").is_file():
+        return folder
+    from mtl_hf.commands.train import run
+
+    values = _recipe("pretrain_shapes.yaml")
+    values.update(
+        backbone_config=backbone_config,
+        backbone_output_dir=str(folder),
+        output_dir=str(folder.with_name(folder.name + "-run")),
+        overwrite_output_dir=True,  # a pretraining killed before it saved the backbone starts again
+        report_to="none",
+    )
+    values["dataset_options"] = {**values["dataset_options"], "image_size": backbone_config["image_size"]}
+    if quick:
+        values["dataset_options"].update(num_rows=256, eval_rows=64)
+        values["num_train_epochs"] = 1
+    started = time.perf_counter()
+    run(*RecipeParser().parse_mapping(values, where="pretraining"))
+    print(f"pretrained {folder.name} in {time.perf_counter() - started:.0f} s", flush=True)
+    return folder
+
+
+def architecture_name(backbone_config: dict) -> str:
+    return f"shapes-vit-{backbone_config['image_size']}px-p{backbone_config['patch_size']}"
+
+
+def start_values(values: dict, start: str, output_dir: Path, quick: bool) -> dict:
+    """The setting's recipe values for `start`: its backbone_config, or the pretrained backbone of that shape."""
+    if start == "scratch":
+        return values
+    config = values["backbone_config"]
+    folder = pretrained_backbone(config, output_dir / "pretrained" / architecture_name(config), quick)
+    started = {key: value for key, value in values.items() if key != "backbone_config"}
+    return {**started, "backbone": str(folder)}
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+def overview(results: dict[tuple[str, str], dict]) -> str:
+    """delta_m (mean +- std over seeds) and time against the single-task models, per method and (start, budget)."""
+    columns = list(results)
+    methods = [name for name in next(iter(results.values()))["summary"] if name != SINGLE_TASK]
+    header = ["method", *(f"{start}, {budget}" for start, budget in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        cells = [method]
+        for column in columns:
+            row = results[column]["summary"].get(method)
+            if row is None:
+                cells.append("")
+                continue
+            delta = row["delta_m"]
+            shown = "n/a" if math.isnan(delta["mean"]) else f"{delta['mean']:+.2f} +- {delta['std']:.2f}"
+            cells.append(f"{shown} ({row['time_vs_single_task']:.2f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def steps_to_reach(curve: list, target: float) -> float:
+    """The first step whose validation score reaches `target` (NaN where none does)."""
+    return next((step for step, score in curve if score >= target), math.nan)
+
+
+def pretraining_gain(scratch: dict, pretrained: dict) -> str:
+    """Per model (each single-task baseline, the equal-weights multi-task model): steps to its best validation
+    score, and steps until it first reaches REACHED of the scratch model's best, from each start."""
+    lines = [
+        "| model | start | best validation score | steps to best | steps to reach "
+        f"{REACHED:.0%} of scratch's best | seconds to reach it |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = [run["run"] for run in scratch["runs"] if run["seed"] == scratch["runs"][0]["seed"]]
+    models = [name for name in names if name.startswith("single-")] + ["multi-equal"]
+    for name in models:
+        scratch_runs = _runs_named(scratch, name)
+        pretrained_runs = _runs_named(pretrained, name)
+        if not scratch_runs or not pretrained_runs:
+            continue
+        for start, runs in (("scratch", scratch_runs), ("pretrained", pretrained_runs)):
+            best, steps, reach, seconds = [], [], [], []
+            for run in runs:
+                reference = next(r for r in scratch_runs if r["seed"] == run["seed"])
+                best_of_scratch = max(score for _, score in reference["validation_curve"])
+                target = best_of_scratch - (1 - REACHED) * abs(best_of_scratch)
+                best.append(max(score for _, score in run["validation_curve"]))
+                steps.append(run["best_step"])
+                reached = steps_to_reach(run["validation_curve"], target)
+                reach.append(reached)
+                seconds.append(reached * run["train_seconds"] / max(run["steps"], 1))
+            lines.append(
+                f"| {name} | {start} | {_pm(best, 3)} | {_pm(steps, 0)} | {_pm(reach, 0)} | {_pm(seconds, 1)} |"
+            )
+    return "\n".join(lines)
+
+
+def _runs_named(comparison: dict, name: str) -> list[dict]:
+    return [run for run in comparison["runs"] if run["run"] == name and run.get("validation_curve")]
+
+
+def _pm(values: list[float], digits: int) -> str:
+    if any(math.isnan(value) for value in values):
+        reached = sum(not math.isnan(value) for value in values)
+        return f"not reached ({len(values) - reached} of {len(values)} seeds)"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} +- {spread:.{digits}f}"
+
+
+def plot_setting(name: str, results: dict[tuple[str, str], dict], path: Path) -> None:
+    """delta_m against compute (training time as a share of the K single-task models'), per (start, budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 6))
+    markers = {"scratch": "o", "pretrained": "s"}
+    colours = {"convergence": "tab:blue", "total": "tab:orange"}
+    for (start, budget), comparison in results.items():
+        for method, row in comparison["summary"].items():
+            if method == SINGLE_TASK:
+                continue
+            delta, ratio = row["delta_m"], row["time_vs_single_task"]
+            axis.errorbar(
+                ratio, delta["mean"], yerr=delta["std"], fmt=markers[start], color=colours[budget], capsize=2, ms=5
+            )
+            axis.annotate(method, (ratio, delta["mean"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    for start, marker in markers.items():
+        axis.plot([], [], marker, color="grey", label=f"{start} start")
+    for budget, colour in colours.items():
+        axis.plot([], [], "s", color=colour, label=f"budget {budget}")
+    axis.axhline(0.0, color="grey", linewidth=0.8)
+    axis.axhspan(-1.0, 1.0, color="green", alpha=0.08, label="within 1% of the single-task models")
+    axis.axvline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    axis.set_xscale("log")
+    axis.set_xlabel("training time, as a share of the K single-task models' (log)")
+    axis.set_ylabel("delta_m vs single-task (%), lower is better")
+    axis.set_title(f"{name}: one multi-task model against K single-task models", fontsize=10)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    parser.add_argument("--quick", action="store_true", help="1 seed, equal and upgrad, a few steps (a test)")
-    parser.add_argument("--settings", help="comma-separated settings (default: all four)")
-    parser.add_argument("--methods", help="comma-separated methods (default: every method of the package)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 methods, a few steps (a test)")
+    parser.add_argument("--settings", default="digits,shop-16px", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--starts", default=",".join(STARTS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--budgets", default=",".join(BUDGETS), help="comma-separated (default: %(default)s)")
+    parser.add_argument("--methods", help=f"comma-separated (default: {','.join(METHODS)})")
     parser.add_argument("--seeds", type=int, help="seeds per run (default: 3; 1 with --quick)")
     parser.add_argument("--output_dir", default=str(REPO / "outputs" / "bench-quality"))
     args = parser.parse_args(argv)
 
     chosen = settings(args.quick)
-    names = args.settings.split(",") if args.settings else list(chosen)
-    unknown = [name for name in names if name not in chosen]
-    if unknown:
-        parser.error(f"unknown setting(s) {unknown}; settings are {list(chosen)}")
-    methods = args.methods.split(",") if args.methods else list(QUICK_METHODS if args.quick else WEIGHTING_METHODS)
+    names, starts, budgets = args.settings.split(","), args.starts.split(","), args.budgets.split(",")
+    for kind, given, known in (("setting", names, chosen), ("start", starts, STARTS), ("budget", budgets, BUDGETS)):
+        unknown = [name for name in given if name not in known]
+        if unknown:
+            parser.error(f"unknown {kind}(s) {unknown}; choose from {list(known)}")
+    methods = args.methods.split(",") if args.methods else list(QUICK_METHODS if args.quick else METHODS)
     seeds = args.seeds or (1 if args.quick else 3)
+    output_dir = Path(args.output_dir)
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     print(
-        f"bench/quality.py: settings {names}, methods {methods}, {seeds} seed(s); "
-        f"torch threads {threads}; {time.strftime('%Y-%m-%d %H:%M')}"
+        f"bench/quality.py: settings {names}, starts {starts}, budgets {budgets}, methods {methods}, {seeds} seed(s);"
+        f" torch threads {threads}; {time.strftime('%Y-%m-%d %H:%M')}",
+        flush=True,
     )
     sections = []
     started = time.perf_counter()
     for name in names:
-        values = {**chosen[name], "output_dir": str(Path(args.output_dir) / name)}
-        model_args, data_args, training_args = RecipeParser().parse_mapping(values, where=f"setting {name}")
-        comparison = compare(
-            model_args, data_args, training_args, methods=methods, seeds=seeds, output_dir=training_args.output_dir
-        )
-        sections.append(f"### {name}\n\n{markdown_table(comparison)}\n")
-        print(f"\n{sections[-1]}", flush=True)
+        results = {}
+        for budget in budgets:
+            for start in starts:
+                values = start_values(chosen[name], start, output_dir, args.quick)
+                folder = output_dir / name / start / budget
+                model_args, data_args, training_args = RecipeParser().parse_mapping(
+                    {**values, "output_dir": str(folder)}, where=f"setting {name}"
+                )
+                results[start, budget] = compare(
+                    model_args,
+                    data_args,
+                    training_args,
+                    methods=methods,
+                    seeds=seeds,
+                    budget=budget,
+                    output_dir=folder,
+                    patience=PATIENCE,
+                    progress=False,
+                )
+                sections.append(
+                    f"### {name}, {start} start, budget {budget}\n\n{markdown_table(results[start, budget])}\n"
+                )
+                print(f"\n{sections[-1]}", flush=True)
+        sections.append(f"### {name}: delta_m % (time vs the single-task models) at a glance\n\n{overview(results)}\n")
+        if ("scratch", "convergence") in results and ("pretrained", "convergence") in results:
+            gain = pretraining_gain(results["scratch", "convergence"], results["pretrained", "convergence"])
+            sections.append(f"### {name}: what the pretrained start buys (convergence budget)\n\n{gain}\n")
+        print(f"\n{sections[-2]}\n{sections[-1]}", flush=True)
+        plot_setting(name, results, output_dir / f"quality-{name}.png")
     report = "\n".join(sections) + f"\nTotal wall time {time.perf_counter() - started:.0f} s.\n"
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.output_dir) / "quality.md").write_text(report)
-    print(f"Total wall time {time.perf_counter() - started:.0f} s; tables in {args.output_dir}/quality.md")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "quality.md").write_text(report)
+    print(f"Total wall time {time.perf_counter() - started:.0f} s; tables in {output_dir}/quality.md")
     return 0
 
 

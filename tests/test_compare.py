@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from mtl_hf.commands.compare import SINGLE_TASK, delta_m, markdown_table, plan_runs, summarise, weak_baselines
+from mtl_hf.commands.compare.plan import sweep_candidates
 from mtl_hf.commands.main import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,6 +138,65 @@ def test_plan_has_the_baselines_then_one_run_per_method_for_every_seed():
         plan_runs(["a"], ["equal"], [0], 10, "half")
 
 
+def test_sweeps_plan_their_candidates_once_and_convergence_runs_stop_early():
+    runs = plan_runs(["a", "b"], ["equal", "equal_lr_sweep", "static_sweep"], [0], 90, "convergence", 0.003)
+    names = [run.name for run in runs]
+    # equal is the first candidate of both sweeps, and trained once
+    assert names[:5] == ["single-a", "single-b", "multi-equal", "multi-equal~lr-0.001", "multi-equal~lr-0.009"]
+    assert len(names) == len(set(names)) == 2 + 3 + 4
+    assert all(run.early_stopping and run.max_steps == 90 for run in runs)
+    static = [run for run in runs if run.method == "static"]
+    vectors = [tuple(weight for _, weight in run.weights) for run in static]
+    assert len(set(vectors)) == 4 and all(len(set(vector)) > 1 for vector in vectors)
+    assert all(weight in (1 / 3, 1.0, 3.0) for vector in vectors for weight in vector)
+    # the same candidates for every seed and every run of the bench (a fixed draw)
+    assert sweep_candidates("static_sweep", ["a", "b"], 0.003) == sweep_candidates("static_sweep", ["a", "b"], 0.1)
+    assert not any(run.early_stopping for run in plan_runs(["a"], ["equal"], [0], 9, "per-task"))
+
+
+def _candidate(method, seed, test, validation, seconds, variant="", weights=None):
+    return {
+        **_result(method, ["a", "b"], seed, test, seconds),
+        "variant": variant,
+        "weights": weights,
+        "validation_scores": validation,
+        "steps": 10,
+    }
+
+
+def test_a_sweep_reports_its_best_candidate_on_validation_rows_costed_as_all_of_them():
+    metrics = {"a": "accuracy", "b": "accuracy"}
+    results = [
+        {**_result(SINGLE_TASK, ["a"], 0, {"a": 0.5}, 2.0), "validation_scores": {"a": 0.5}, "steps": 10},
+        {**_result(SINGLE_TASK, ["b"], 0, {"b": 0.8}, 2.0), "validation_scores": {"b": 0.4}, "steps": 10},
+        # validation delta_m: plain -(0.4-0.5)/0.5, -(0.4-0.4)/0.4 -> +10 %; lr-0.001: -(0.6-0.5)/0.5 ... -> -20 %
+        _candidate("equal", 0, {"a": 0.7, "b": 0.8}, {"a": 0.4, "b": 0.4}, 1.0),
+        _candidate("equal", 0, {"a": 0.5, "b": 0.8}, {"a": 0.6, "b": 0.44}, 1.5, variant="lr-0.001"),
+        _candidate("equal", 0, {"a": 0.1, "b": 0.1}, {"a": 0.1, "b": 0.1}, 2.5, variant="lr-0.009"),
+        _candidate("static", 0, {"a": 0.9, "b": 0.9}, {"a": 0.5, "b": 0.4}, 4.0, "w-1-3", {"a": 1.0, "b": 3.0}),
+    ]
+    summary = summarise(results, ["equal", "equal_lr_sweep", "static_sweep"], metrics)
+    # picked on validation (lr-0.001), though the plain run scores better on the test rows
+    assert summary["equal_lr_sweep"]["picked"] == ["lr-0.001"]
+    assert summary["equal_lr_sweep"]["scores"]["a"]["mean"] == pytest.approx(0.5)
+    assert summary["equal_lr_sweep"]["delta_m"]["mean"] == pytest.approx(0.0)  # its test scores equal the baselines
+    assert summary["equal_lr_sweep"]["train_seconds"]["mean"] == pytest.approx(1.0 + 1.5 + 2.5)
+    assert summary["equal_lr_sweep"]["time_vs_single_task"] == pytest.approx(5.0 / 4.0)
+    assert summary["equal_lr_sweep"]["steps"]["mean"] == 30
+    # static sweep: the plain equal run (validation +10 %) against w-1-3 (validation 0 %): w-1-3, at 1 + 4 s
+    assert summary["static_sweep"]["picked"] == ["w-1-3"] and summary["static_sweep"]["candidates"] == 2
+    assert summary["static_sweep"]["train_seconds"]["mean"] == pytest.approx(5.0)
+    assert summary["equal"]["scores"]["a"]["mean"] == pytest.approx(0.7)  # the plain run alone
+    table = markdown_table(
+        {
+            "settings": {"tasks": metrics, "seeds": [0], "budget_rule": "r", "sweeps": {"static_sweep": "s"}},
+            "summary": summary,
+            "runs": results,
+        }
+    )
+    assert "| equal_lr_sweep (3 runs; picked lr-0.001) |" in table and "- static_sweep: s" in table
+
+
 # -- the command, end to end ---------------------------------------------------------------------------
 
 
@@ -217,7 +277,39 @@ def test_compare_refuses_bad_options_in_one_line(tiny_recipe, tmp_path, flags, m
     assert len(lines) == 1 and lines[0].startswith("mtl-hf compare: error:") and message in lines[0]
 
 
-def test_bench_quality_quick_prints_every_setting_and_delta_m_matches_its_runs(tmp_path):
+def test_convergence_budget_stops_each_model_on_its_validation_score_and_restores_its_best(tiny_recipe, tmp_path):
+    output = tmp_path / "converged"
+    command = compare_command(tiny_recipe, output, "--budget", "convergence", "--patience", "1", "--eval_steps", "1")
+    command[command.index("equal,famo")] = "equal"
+    command[command.index("--seeds") + 1] = "1"
+    result = subprocess.run(
+        [*command, "--num_train_epochs", "10"], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    comparison = json.loads((output / "comparison.json").read_text())
+    cap = comparison["settings"]["steps"]
+    assert cap == 10  # the recipe's schedule is the cap: 128 rows less 13 for validation, one step an epoch
+    stopped_early = 0
+    for run in comparison["runs"]:
+        curve = run["validation_curve"]
+        assert [step for step, _ in curve] == list(range(1, run["steps"] + 1))  # one evaluation a step
+        best_step, best = max(curve, key=lambda point: (point[1], -point[0]))
+        assert run["best_step"] == best_step
+        # the restored model is the best one: scored again on the validation rows, it gives the best score
+        assert run["validation_relative_score"] == pytest.approx(best, abs=1e-6)
+        if run["steps"] < cap:
+            stopped_early += 1
+            assert run["steps"] == best_step + 1  # patience 1: the first evaluation without improvement
+    assert stopped_early >= 1
+    assert not list(output.glob("runs/*/*/checkpoint-*"))  # checkpoints removed once the best is restored
+    assert "convergence: every model trains until its own validation score" in (output / "comparison.md").read_text()
+
+
+def _by_hand_delta_m(scores, baseline, tasks):
+    return sum(-(scores[task] - baseline[task]) / abs(baseline[task]) * 100 for task in tasks) / len(tasks)
+
+
+def test_bench_quality_quick_prints_every_setting_start_and_budget_and_delta_m_matches_its_runs(tmp_path):
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "quality.py"), "--quick", "--output_dir", str(tmp_path)],
@@ -228,35 +320,55 @@ def test_bench_quality_quick_prints_every_setting_and_delta_m_matches_its_runs(t
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "quality.md").read_text()
-    for setting, tasks in [("digits", 3), ("shop", 5), ("shop-16px", 5), ("shop+digits", 8)]:
-        assert f"### {setting}" in report
-        section = report.split(f"### {setting}")[1].split("###")[0]
-        rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-        assert [row.split("|")[1].strip() for row in rows] == [f"single-task ({tasks} models)", "equal", "upgrad"]
-        assert all(row.count("|") == tasks + 7 for row in rows)
-
-        # delta_m recomputed here from the runs' own scores, by the formula, without mtl_hf.
-        comparison = json.loads((tmp_path / setting / "comparison.json").read_text())
-        metrics = comparison["settings"]["tasks"]
-        baseline = {
-            run["tasks"][0]: run["scores"][run["tasks"][0]]
-            for run in comparison["runs"]
-            if run["method"] == SINGLE_TASK
-        }
-        chance = {
-            run["tasks"][0]: run["chance"][run["tasks"][0]]
-            for run in comparison["runs"]
-            if run["method"] == SINGLE_TASK
-        }
-        weak = sorted(task for task in metrics if baseline[task] <= chance[task] + 0.01)
-        assert sorted(comparison["weak_baselines"]) == weak
-        counted = [task for task in metrics if task not in weak]
-        for run in comparison["runs"]:
-            if run["method"] == SINGLE_TASK:
-                continue
-            if not counted or 0.0 in [baseline[task] for task in counted]:
-                assert math.isnan(comparison["summary"][run["method"]]["delta_m"]["mean"])
-                continue
-            by_hand = sum(-(run["scores"][task] - baseline[task]) / abs(baseline[task]) * 100 for task in counted)
-            assert comparison["summary"][run["method"]]["delta_m"]["mean"] == pytest.approx(by_hand / len(counted))
+    for setting, tasks in [("digits", 3), ("shop-16px", 5)]:
+        for budget in ("convergence", "total"):
+            for start in ("scratch", "pretrained"):
+                title = f"### {setting}, {start} start, budget {budget}"
+                assert title in report
+                section = report.split(title)[1].split("###")[0]
+                rows = [line for line in section.splitlines() if line.startswith("| ") and "| method |" not in line]
+                labels = [row.split("|")[1].strip() for row in rows]
+                assert labels[:2] == [f"single-task ({tasks} models)", "equal"]
+                assert labels[2].startswith("equal_lr_sweep (3 runs; picked ") and len(labels) == 3
+                assert all(row.count("|") == tasks + 8 for row in rows)
+                _check_comparison_against_its_runs(tmp_path / setting / start / budget / "comparison.json", budget)
+        assert f"### {setting}: delta_m % (time vs the single-task models) at a glance" in report
+        assert f"### {setting}: what the pretrained start buys (convergence budget)" in report
+        assert (tmp_path / f"quality-{setting}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Built once per architecture (digits: 32 px patch 8; shop-16px: 16 px patch 4), then reused.
+    assert sorted(path.name for path in (tmp_path / "pretrained").glob("*") if not path.name.endswith("-run")) == [
+        "shapes-vit-16px-p4",
+        "shapes-vit-32px-p8",
+    ]
     print(f"bench/quality.py --quick took {time.monotonic() - started:.0f} s")
+
+
+def _check_comparison_against_its_runs(path: Path, budget: str) -> None:
+    """delta_m, the sweep's pick and its cost, recomputed from the run files by the formula, without mtl_hf."""
+    comparison = json.loads(path.read_text())
+    metrics = comparison["settings"]["tasks"]
+    runs = comparison["runs"]
+    singles = {run["tasks"][0]: run for run in runs if run["method"] == SINGLE_TASK}
+    baseline = {task: run["scores"][task] for task, run in singles.items()}
+    chance = {task: run["chance"][task] for task, run in singles.items()}
+    weak = sorted(task for task in metrics if baseline[task] <= chance[task] + 0.01)
+    assert sorted(comparison["weak_baselines"]) == weak
+    counted = [task for task in metrics if task not in weak]
+    steps = comparison["settings"]["steps"]
+    for run in runs:
+        assert (run["steps"] <= steps) if budget == "convergence" else (run["steps"] == run["max_steps"])
+    summary = comparison["summary"]
+    candidates = [run for run in runs if run["method"] == "equal"]
+    assert len(candidates) == 3 and sum(run["variant"] == "" for run in candidates) == 1
+    validation = {task: singles[task]["validation_scores"][task] for task in counted}
+    if counted and 0.0 not in validation.values():
+        picked = min(candidates, key=lambda run: _by_hand_delta_m(run["validation_scores"], validation, counted))
+        assert summary["equal_lr_sweep"]["picked"] == [picked["variant"] or "plain"]
+    assert summary["equal_lr_sweep"]["train_seconds"]["mean"] == pytest.approx(
+        sum(run["train_seconds"] for run in candidates)
+    )
+    for name, run in (("equal", next(run for run in candidates if run["variant"] == "")),):
+        if not counted or 0.0 in [baseline[task] for task in counted]:
+            assert math.isnan(summary[name]["delta_m"]["mean"])
+            continue
+        assert summary[name]["delta_m"]["mean"] == pytest.approx(_by_hand_delta_m(run["scores"], baseline, counted))

@@ -13,7 +13,15 @@ Budget rules (stated in every output):
 - `per-task`: every model takes the optimizer steps the recipe gives the multi-task model, so the
   multi-task model costs about 1/K of the K baselines together (the usual setting of the papers);
 - `total`: the K baselines share those steps, each taking 1/K of them, so the baselines together
-  cost what one multi-task model costs.
+  cost what one multi-task model costs;
+- `convergence`: every model trains until its own validation score stops improving (`--patience`
+  evaluations, one every `--eval_steps`), the recipe's steps being the cap, and its best checkpoint
+  is restored; the steps and time each took are reported.
+
+A seeded `--validation_fraction` of the training rows is held out for early stopping and for the
+tuned baselines `equal_lr_sweep` (equal weights at three learning rates) and `static_sweep` (static
+weights from a small grid), which pick their candidate on it and are costed as all candidates
+together. The table scores the evaluation rows, which nothing was chosen on.
 
 Each finished run leaves `runs/<run>/seed-<seed>/result.json` under the output folder and is not
 trained again: an interrupted comparison, run again, continues where it stopped. The outputs are
@@ -54,7 +62,25 @@ def build_parser(prog: str = "mtl-hf compare") -> CommandParser:
         choices=BUDGETS,
         default="per-task",
         help="per-task: every model trains the recipe's steps; total: the single-task models "
-        "share them (default: per-task)",
+        "share them; convergence: each model stops early on its validation score, the recipe's steps "
+        "the cap (default: per-task)",
+    )
+    parser.add_argument(
+        "--validation_fraction",
+        type=float,
+        default=0.1,
+        help="share of the training rows held out to stop early and to pick a sweep's candidate (default: 0.1)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="convergence budget: evaluations without improvement before a model stops (default: 3)",
+    )
+    parser.add_argument(
+        "--eval_steps",
+        type=int,
+        help="convergence budget: optimizer steps between validation evaluations (default: the cap / 20)",
     )
     parser.add_argument(
         "--output_dir", help="where runs and results go (default: the recipe's output_dir + /comparison)"
@@ -86,6 +112,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "recipes/compare.py") ->
             seeds=options.seeds,
             budget=options.budget,
             output_dir=output_dir,
+            validation_fraction=options.validation_fraction,
+            patience=options.patience,
+            eval_steps=options.eval_steps,
         )
     if training_args.process_index == 0:
         print("\n" + markdown_table(comparison))

@@ -27,6 +27,7 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
             for task, metric in tasks.items()
         ),
         "delta_m % (lower is better)",
+        "steps",
         "train s",
         "samples/s",
         "peak MB",
@@ -40,7 +41,8 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
         f"Budget: {settings['budget_rule']}. Seeds: {num_seeds} ({', '.join(map(str, settings['seeds']))}); "
         f"{'scores are mean +- std over seeds' if spread else 'one seed, so no spread: a second seed may differ'}; "
         "delta_m is paired by seed against the single-task models; "
-        f"train s: one model's training time (the single-task row: its models together); peak MB: {memory}.",
+        "steps and train s: one model's optimizer steps and training time (the single-task row: its models "
+        f"together; a sweep: all its candidates together); peak MB: {memory}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -49,6 +51,8 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
     best = min((delta for delta in deltas if not math.isnan(delta)), default=None)
     for name, row in summary.items():
         label = f"single-task ({len(tasks)} models)" if name == SINGLE_TASK else name
+        if "picked" in row:
+            label = f"{name} ({row['candidates']} runs; picked {', '.join(row['picked'])})"
         delta = "0 (reference)" if name == SINGLE_TASK else _pm(row["delta_m"], 2, spread, signed=True)
         if name != SINGLE_TASK and row["delta_m"]["mean"] == best:
             delta = f"**{delta}**"
@@ -56,12 +60,17 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
             label,
             *(_pm(row["scores"][task], 3, spread) for task in tasks),
             delta,
+            f"{row['steps']['mean']:.0f}" if "steps" in row else "n/a",
             _pm(row["train_seconds"], 1, spread),
             f"{row['train_samples_per_second']:.0f}",
             f"{row['peak_memory_mb']:.0f}",
             f"{row['time_vs_single_task']:.2f}x",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    sweeps = settings.get("sweeps") or {}
+    if sweeps:
+        lines += ["", "Sweeps (each picks, per seed, its candidate with the best delta_m on the validation rows):"]
+        lines += [f"- {name}: {description}" for name, description in sweeps.items()]
     if weak:
         lines += ["", "Left out of delta_m, as a relative change against a model that learnt nothing measures nothing:"]
         lines += [f"- {task}: {reason}" for task, reason in weak.items()]

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...errors import UserError
 from ...metrics.scoring import at_or_below_chance
-from .plan import SINGLE_TASK
+from .plan import SINGLE_TASK, SWEEPS
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,12 @@ def summarise(
     metrics: Mapping[str, str],
     left_out: Sequence[str] = (),
 ) -> dict:
-    """Per method (and the single-task baselines): each task's score, delta_m, time and memory over seeds.
+    """Per method (and the single-task baselines): each task's score, delta_m, steps, time and memory over seeds.
 
     delta_m is paired by seed (each multi-task run against the baselines of its own seed), so its
     spread includes the baselines' own seed-to-seed variation. Tasks in `left_out` (see `weak_baselines`) are
-    not in delta_m; `delta_m_all_tasks` then gives it with them.
+    not in delta_m; `delta_m_all_tasks` then gives it with them. A sweep's row is, per seed, the candidate with
+    the best delta_m on the validation rows (`picked`), costed as all its candidates together.
     """
     counted = {task: metric for task, metric in metrics.items() if task not in left_out}
     seeds = sorted({result["seed"] for result in results})
@@ -82,6 +83,7 @@ def summarise(
         SINGLE_TASK: _aggregate(
             scores=[{task: run["scores"][task] for task, run in baseline[seed].items()} for seed in seeds],
             seconds=list(single_seconds.values()),
+            steps=[sum(run.get("steps", 0) for run in baseline[seed].values()) for seed in seeds],
             samples_per_second=[run["train_samples_per_second"] for seed in seeds for run in baseline[seed].values()],
             memory=[run["peak_memory_mb"] for seed in seeds for run in baseline[seed].values()],
             deltas=[0.0 for _ in seeds],
@@ -89,18 +91,61 @@ def summarise(
         )
     }
     for method in methods:
-        runs = [result for result in results if result["method"] == method]
+        if method in SWEEPS:
+            runs = [_picked(results, method, seed, baseline[seed], counted) for seed in seeds]
+        else:
+            runs = [result for result in results if result["method"] == method and not result.get("variant")]
         summary[method] = _aggregate(
             scores=[run["scores"] for run in runs],
             seconds=[run["train_seconds"] for run in runs],
+            steps=[run.get("steps", 0) for run in runs],
             samples_per_second=[run["train_samples_per_second"] for run in runs],
             memory=[run["peak_memory_mb"] for run in runs],
             deltas=_paired_deltas(runs, baseline, counted),
             ratios=[run["train_seconds"] / single_seconds[run["seed"]] for run in runs],
         )
+        if method in SWEEPS:
+            summary[method]["picked"] = [run["picked"] for run in runs]
+            summary[method]["candidates"] = runs[0]["candidates"] if runs else 0
         if left_out:
             summary[method]["delta_m_all_tasks"] = _mean_std(_paired_deltas(runs, baseline, metrics))
     return summary
+
+
+def is_sweep_candidate(sweep: str, result: Mapping[str, Any]) -> bool:
+    """Whether `result` is one of `sweep`'s candidates (see `plan.sweep_candidates`)."""
+    if sweep == "equal_lr_sweep":
+        return result["method"] == "equal" and not result.get("weights")
+    if sweep == "static_sweep":
+        return (result["method"] == "equal" and not result.get("variant")) or (
+            result["method"] == "static" and bool(result.get("weights"))
+        )
+    raise ValueError(f"unknown sweep {sweep!r}")
+
+
+def _picked(results, sweep: str, seed: int, baselines: Mapping[str, Any], tasks: Mapping[str, str]) -> dict:
+    """The candidate of `sweep` (for `seed`) with the lowest delta_m on the validation rows, costed as all its
+    candidates together: choosing is part of the method."""
+    candidates = [run for run in results if run["seed"] == seed and is_sweep_candidate(sweep, run)]
+    if not candidates:
+        raise UserError(f"{sweep}: no finished candidate runs for seed {seed}")
+    if any(not run.get("validation_scores") for run in [*candidates, *baselines.values()]):
+        raise UserError(f"{sweep} picks its candidate on validation rows: give --validation_fraction above 0")
+
+    def validation_delta(run) -> float:
+        reference = {task: baselines[task]["validation_scores"][task] for task in tasks}
+        value = _delta_m_or_nan({"scores": run["validation_scores"]}, reference, tasks)
+        return math.inf if math.isnan(value) else value
+
+    best = min(candidates, key=validation_delta)
+    return {
+        **best,
+        "train_seconds": sum(run["train_seconds"] for run in candidates),
+        "steps": sum(run.get("steps", 0) for run in candidates),
+        "peak_memory_mb": max(run["peak_memory_mb"] for run in candidates),
+        "picked": best.get("variant") or "plain",
+        "candidates": len(candidates),
+    }
 
 
 def _paired_deltas(runs, baseline, tasks: Mapping[str, str]) -> list[float]:
@@ -124,12 +169,13 @@ def _delta_m_or_nan(run, baseline, metrics) -> float:
     return delta_m(scores, baseline, metrics)
 
 
-def _aggregate(*, scores, seconds, samples_per_second, memory, deltas, ratios) -> dict[str, Any]:
+def _aggregate(*, scores, seconds, steps, samples_per_second, memory, deltas, ratios) -> dict[str, Any]:
     tasks = scores[0].keys()
     return {
         "scores": {task: _mean_std([score[task] for score in scores]) for task in tasks},
         "delta_m": _mean_std(deltas),
         "train_seconds": _mean_std(seconds),
+        "steps": _mean_std(steps),
         "train_samples_per_second": statistics.fmean(samples_per_second),
         "peak_memory_mb": max(memory),
         "time_vs_single_task": statistics.fmean(ratios),
@@ -145,4 +191,4 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
 # -- outputs ---------------------------------------------------------------------------------------
 
 
-__all__ = ["LOWER_IS_BETTER", "delta_m", "summarise", "weak_baselines"]
+__all__ = ["LOWER_IS_BETTER", "delta_m", "is_sweep_candidate", "summarise", "weak_baselines"]
