@@ -268,6 +268,10 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tiny
     [
         (["--methods", "equal,gradnorm"], "unknown balancing method(s) ['gradnorm']"),
         (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+        (["--patience", "0"], "--patience must be at least 1, got 0"),
+        (["--validation_fraction", "1"], "--validation_fraction must be in [0, 1), got 1.0"),
+        (["--budget", "convergence", "--validation_fraction", "0"], "needs validation rows"),
+        (["--methods", "static_sweep", "--validation_fraction", "0"], "needs validation rows"),
         (["--learning_rat", "1e-3"], "unknown command-line argument(s) ['--learning_rat'"),
     ],
 )

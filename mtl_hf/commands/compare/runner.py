@@ -190,6 +190,9 @@ def compare(
     stopping (budget `convergence`) and the sweeps choose on it; the table reports the evaluation (test) rows,
     which no choice has seen."""
     _check_options(model_args, methods, seeds, validation_fraction, patience)
+    if not validation_fraction and (budget == "convergence" or any(method in SWEEPS for method in methods)):
+        choosing = "the convergence budget" if budget == "convergence" else "a sweep (equal_lr_sweep, static_sweep)"
+        raise UserError(f"{choosing} needs validation rows to choose on: give --validation_fraction above 0 (e.g. 0.1)")
     output_dir = Path(output_dir)
 
     # The data is loaded once, with the recipe's seed: every run sees the same training, validation and test rows.
