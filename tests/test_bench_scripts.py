@@ -1,5 +1,6 @@
 """The benchmark scripts run where CI runs: the GPU check on a CPU-only machine, a short overhead table."""
 
+import json
 import os
 import re
 import subprocess
@@ -110,3 +111,18 @@ def test_inference_throughput_bench_prints_every_configuration_against_its_basel
         assert float(speed) > 0 and ratio.endswith("x") and float(ratio[:-1]) > 0, name
     for baseline in ("pipeline, one image at a time", "PyTorch eager", "evaluate, 0 workers"):
         assert rows[baseline][1] == "1.00x"
+
+
+def test_famo_analysis_tabulates_each_variant_and_the_scale_of_its_weights(tmp_path):
+    output = run(
+        "famo_analysis.py",
+        *("--steps", "3", "--seeds", "1", "--variants", "equal,famo,famo scaled"),
+        *("--output_dir", str(tmp_path)),
+    )
+    rows = {row[0]: row for row in table_rows(output) if row[0] != "variant"}
+    assert list(rows) == ["equal", "famo", "famo scaled"]
+    # the weights' sum over the first steps: equal's are 1 per task, FAMO's a weighted mean (1), scaled FAMO's 3
+    assert [float(rows[name][-2]) for name in rows] == pytest.approx([3.0, 1.0, 3.0], abs=1e-3)
+    assert (tmp_path / "digits" / "famo_analysis.png").read_bytes()[:4] == b"\x89PNG"
+    logged = json.loads((tmp_path / "digits" / "famo" / "seed-0" / "result.json").read_text())
+    assert logged["steps"] == [1, 2, 3] and set(logged["weights"]) == {"digit", "traits", "ink"}
