@@ -145,7 +145,7 @@ def overview(results: dict[tuple[str, str], dict]) -> str:
         for column in columns:
             row = results[column]["summary"].get(method)
             if row is None:
-                cells.append("")
+                cells.append("not run")
                 continue
             delta = row["delta_m"]
             shown = "n/a" if math.isnan(delta["mean"]) else f"{delta['mean']:+.2f} +- {delta['std']:.2f}"
@@ -247,6 +247,9 @@ def main(argv=None) -> int:
     parser.add_argument("--starts", default=",".join(STARTS), help="comma-separated (default: %(default)s)")
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="comma-separated (default: %(default)s)")
     parser.add_argument("--methods", help=f"comma-separated (default: {','.join(METHODS)})")
+    parser.add_argument(
+        "--total_methods", help="comma-separated methods for the total budget alone (default: those of --methods)"
+    )
     parser.add_argument("--seeds", type=int, help="seeds per run (default: 3; 1 with --quick)")
     parser.add_argument("--output_dir", default=str(REPO / "outputs" / "bench-quality"))
     args = parser.parse_args(argv)
@@ -258,12 +261,14 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"unknown {kind}(s) {unknown}; choose from {list(known)}")
     methods = args.methods.split(",") if args.methods else list(QUICK_METHODS if args.quick else METHODS)
+    total_methods = args.total_methods.split(",") if args.total_methods else methods
     seeds = args.seeds or (1 if args.quick else 3)
     output_dir = Path(args.output_dir)
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     print(
-        f"bench/quality.py: settings {names}, starts {starts}, budgets {budgets}, methods {methods}, {seeds} seed(s);"
+        f"bench/quality.py: settings {names}, starts {starts}, budgets {budgets}, methods {methods} (total budget: "
+        f"{total_methods}), {seeds} seed(s);"
         f" torch threads {threads}; {time.strftime('%Y-%m-%d %H:%M')}",
         flush=True,
     )
@@ -282,7 +287,7 @@ def main(argv=None) -> int:
                     model_args,
                     data_args,
                     training_args,
-                    methods=methods,
+                    methods=total_methods if budget == "total" else methods,
                     seeds=seeds,
                     budget=budget,
                     output_dir=folder,
