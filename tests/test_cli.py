@@ -144,7 +144,7 @@ def test_help_everywhere(capsys):
             cli(command)
         assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "--dataset" in out and "--budget {per-task,total}" in out  # the recipe's own fields; compare's
+    assert "--dataset" in out and "--budget {per-task,total,convergence}" in out  # the recipe's own fields; compare's
 
 
 def test_predict_accepts_numpy_and_pil(saved_model):
