@@ -3,8 +3,8 @@
 It stands in, offline, for the large generic corpus that a Hub checkpoint was pretrained on: a
 backbone trained on it learns edges, outlines, positions and counts, none of which is a task of
 `shop` or `digits`. Every row is drawn from `(seed, index)` alone, so any number can be made and
-always gives the same rows. Each image shows one to four figures (random colours, sizes, turns) on
-a flat, graded or grainy background:
+always gives the same rows. Each image shows one to four figures (random colours and sizes, nearly
+upright) on a flat, graded or grainy background:
 
 - `shape` (ClassLabel, classification): the largest figure's kind, one of eight;
 - `count` (ClassLabel, classification): how many figures there are, 1 to 4;
@@ -53,15 +53,16 @@ def shapes_row(index: int, *, seed: int = 0, image_size: int = 32) -> dict:
     shape = int(rng.integers(len(SHAPES)))
     outlined = bool(rng.random() < 0.3)
     # The largest figure first, kept clear of the centre lines so that its quadrant is never ambiguous.
-    radius = rng.uniform(0.16, 0.24) * canvas
+    radius = rng.uniform(0.2, 0.3) * canvas
     quadrant = int(rng.integers(len(POSITIONS)))
     centre = _quadrant_centre(rng, quadrant, radius, canvas)
-    _figure(draw, SHAPES[shape], centre, radius, rng.uniform(0, 2 * math.pi), _colour(rng), outlined, canvas)
-    for _ in range(count - 1):  # smaller ones anywhere, at most half its radius
-        small = rng.uniform(0.05, 0.5) * radius
+    # Nearly upright (turns within +-0.3 rad), so that a square is not a diamond turned by 45 degrees.
+    _figure(draw, SHAPES[shape], centre, radius, rng.uniform(-0.3, 0.3), _colour(rng), outlined, canvas)
+    for _ in range(count - 1):  # smaller ones anywhere, 35-65% of its radius: still a few pixels at 16 px
+        small = rng.uniform(0.35, 0.65) * radius
         where = rng.uniform(small, canvas - small, size=2)
         kind = SHAPES[int(rng.integers(len(SHAPES)))]
-        _figure(draw, kind, where, small, rng.uniform(0, 2 * math.pi), _colour(rng), rng.random() < 0.3, canvas)
+        _figure(draw, kind, where, small, rng.uniform(-0.3, 0.3), _colour(rng), rng.random() < 0.3, canvas)
 
     buffer = io.BytesIO()
     image.resize((image_size, image_size), Image.Resampling.BOX).save(buffer, format="PNG")
