@@ -304,7 +304,14 @@ def main(argv=None) -> int:
             sections.append(f"### {name}: what the pretrained start buys (convergence budget)\n\n{gain}\n")
         print(f"\n{sections[-2]}\n{sections[-1]}", flush=True)
         plot_setting(name, results, output_dir / f"quality-{name}.png")
-    report = "\n".join(sections) + f"\nTotal wall time {time.perf_counter() - started:.0f} s.\n"
+    machine = next(iter(results.values()))["settings"]["machine"] if results else "n/a"
+    header = (
+        f"# bench/quality.py, {time.strftime('%Y-%m-%d')}\n\n"
+        f"`OMP_NUM_THREADS={threads} python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+        f"on {machine}. Seeds: {seeds}. Runs already finished under the output folder were read back, so the "
+        "wall time below is this invocation's, not the runs'; each table gives the runs' own times.\n\n"
+    )
+    report = header + "\n".join(sections) + f"\nTotal wall time {time.perf_counter() - started:.0f} s.\n"
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "quality.md").write_text(report)
     print(f"Total wall time {time.perf_counter() - started:.0f} s; tables in {output_dir}/quality.md")
