@@ -593,6 +593,7 @@ def test_checkpoints_pushed_during_training_load_without_mtl_hf_and_resume(strat
         if strategy != "checkpoint":
             return
         pushed = sorted(p.name for p in (arrived / "last-checkpoint").iterdir())
+        assert json.loads((arrived / "last-checkpoint" / "trainer_state.json").read_text())["global_step"] == 4
         assert {"multitask_state.safetensors", "multitask_state.json", "optimizer.pt", "trainer_state.json"} <= set(
             pushed
         )

@@ -45,7 +45,17 @@ def trainer(output_dir: str, max_steps: int, **hub) -> MultiTaskTrainer:
 def main(mode: str, output_dir: str, *rest: str) -> None:
     if mode == "push":
         repo_id, token, strategy = rest
-        run = trainer(output_dir, 4, push_to_hub=True, hub_model_id=repo_id, hub_token=token, hub_strategy=strategy)
+        # hub_always_push: every checkpoint is pushed, even while the previous push is still uploading (Trainer
+        # skips it otherwise, and on a loaded machine `last-checkpoint` was then step 2's, not step 4's).
+        run = trainer(
+            output_dir,
+            4,
+            push_to_hub=True,
+            hub_model_id=repo_id,
+            hub_token=token,
+            hub_strategy=strategy,
+            hub_always_push=True,
+        )
         run.train()
         run.push_in_progress and run.push_in_progress.wait_until_done()
         return
