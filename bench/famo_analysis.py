@@ -6,7 +6,8 @@ step, for FAMO as published and with each remedy, against equal weights, on the 
 Variants: `equal`; `famo` (the paper's: weights that sum to 1, logits from 0, logits' learning rate 0.025);
 `famo lr x4` (0.1: mtl_hf's default since this analysis) and `x10` (0.25); `famo warm start` (logits from
 the first losses, so that the first weights are equal); `famo lr x4 + warm start`; `famo scaled` (weights
-that sum to K, as equal's do); `famo scaled + warm start`.
+that sum to K, as equal's do); `famo scaled + warm start`; `famo min_losses` (digits only: m_k half of each
+task's final training loss under equal weights).
 Each trains the setting's multi-task model for --steps steps (a cosine schedule over them) from scratch and is
 scored on the test rows; `mean score` is the mean over tasks of the score relative to chance (1 is perfect,
 0 is chance). The plot shows, per variant, each task's weight and loss over the steps (the logs' `weight_<task>`
@@ -45,6 +46,11 @@ VARIANTS = {
     "famo warm start": ("famo", {"learning_rate": PAPER_RATE, "warm_start": True}),
     "famo scaled": ("famo", {"learning_rate": PAPER_RATE, "scale_to_tasks": True}),
     "famo scaled + warm start": ("famo", {"learning_rate": PAPER_RATE, "scale_to_tasks": True, "warm_start": True}),
+    # digits only: half of each task's training loss at the end of the equal-weights run
+    "famo min_losses": (
+        "famo",
+        {"learning_rate": PAPER_RATE, "min_losses": {"digit": 0.25, "traits": 0.12, "ink": 0.017}},
+    ),
 }
 
 
