@@ -56,7 +56,8 @@ def shapes_row(index: int, *, seed: int = 0, image_size: int = 32) -> dict:
     radius = rng.uniform(0.2, 0.3) * canvas
     quadrant = int(rng.integers(len(POSITIONS)))
     centre = _quadrant_centre(rng, quadrant, radius, canvas)
-    # Nearly upright (turns within +-0.3 rad), so that a square is not a diamond turned by 45 degrees.
+    # Nearly upright (turns within +-0.3 rad). The square, drawn by `_polygon`, stands on a corner as the diamond
+    # does; the diamond is 0.6 as wide, so the two differ by their width alone.
     _figure(draw, SHAPES[shape], centre, radius, rng.uniform(-0.3, 0.3), _colour(rng), outlined, canvas)
     for _ in range(count - 1):  # smaller ones anywhere, 35-65% of its radius: still a few pixels at 16 px
         small = rng.uniform(0.35, 0.65) * radius
