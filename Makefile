@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export HF_HOME ?= $(CURDIR)/.cache/huggingface
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install compat demo test test-slow lint clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The lowest and the newest transformers a saved model's requirements allow, each in a folder as a user's
+# environment (pip install --target), for tests/test_supported_versions.py (about 30 s and 500 MB, once).
+COMPAT ?= .cache/compat
+compat: $(COMPAT)/.built
+
+$(COMPAT)/.built: $(VENV)/.installed mtl_hf/models/mtl_vit/modeling_mtl_vit.py tests/compat/build_envs.py
+	$(BIN)/python tests/compat/build_envs.py $(COMPAT)
 	touch $@
 
 # The demo recipe through accelerate, as any recipe runs: 5 tasks on the built-in shop photos.
@@ -34,7 +43,7 @@ demo: install
 # (pytest-xdist; a file's tests stay in one process), each computing on one thread, so that two workers
 # share the machine's cores instead of oversubscribing them.
 TEST_WORKERS ?= 2
-test: lint
+test: lint compat
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install
@@ -43,6 +52,7 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check mtl_hf tests recipes bench
 	$(BIN)/ruff format --check mtl_hf tests recipes bench
+	$(BIN)/vermin --quiet --no-tips --violations --eval-annotations --target=3.10- mtl_hf
 
 clean:
 	rm -rf $(VENV) .cache outputs .pytest_cache

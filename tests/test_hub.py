@@ -553,7 +553,7 @@ def test_a_pushed_model_deploys_where_mtl_hf_is_not_installed(saved, tmp_path):
                 and shown[0]["value"] == pytest.approx(first["value"], abs=1e-5)
             ), task
     assert [len(a["category"]) for a in report["handler_list"]] == [1, 1]  # the parameters reached the pipeline
-    assert report["requirements"] == ["transformers>=5.0", "torch", "pillow"]
+    assert report["requirements"] == ["transformers>=5.0,<6", "torch", "pillow"]
 
 
 @pytest.mark.parametrize("strategy", ["every_save", "checkpoint"])

@@ -4,8 +4,7 @@ them, each with its reason): each test fails if upstream changes the one it name
 import inspect
 
 import torch
-from transformers import MODEL_MAPPING, PreTrainedModel, Trainer, ViTConfig, ViTModel
-from transformers.configuration_utils import SubConfigSpec
+from transformers import MODEL_MAPPING, AutoConfig, PreTrainedModel, Trainer, ViTConfig, ViTModel
 
 from mtl_hf import MultiTaskViTConfig
 from tests.training_helpers import arguments, new_model, shop_source
@@ -17,10 +16,15 @@ def test_model_mapping_gives_the_backbone_class_and_its_pooling_flag():
     assert MODEL_MAPPING.get(MultiTaskViTConfig, None) is not None  # `import mtl_hf` registered it
 
 
-def test_sub_config_spec_gives_the_default_backbone():
-    spec = MultiTaskViTConfig.sub_configs_defaults["backbone_config"]
-    assert isinstance(spec, SubConfigSpec) and spec.model_type == "vit"
-    assert isinstance(MultiTaskViTConfig(tasks=[{"name": "size", "type": "regression"}]).backbone_config, ViTConfig)
+def test_the_classic_config_init_and_sub_configs_are_kept():
+    """transformers 5.20+ turn configs into dataclasses but keep a subclass's own `__init__` (what lets one
+    configuration file load on every 5.x), and `sub_configs` still names the nested config."""
+    assert "__init__" in MultiTaskViTConfig.__dict__
+    assert MultiTaskViTConfig.sub_configs == {"backbone_config": AutoConfig}
+    config = MultiTaskViTConfig(tasks=[{"name": "size", "type": "regression"}], output_hidden_states=True)
+    assert isinstance(config.backbone_config, ViTConfig) and config.output_hidden_states is True
+    again = MultiTaskViTConfig.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict() and isinstance(again.backbone_config, ViTConfig)
 
 
 def test_the_model_file_conventions_exist():

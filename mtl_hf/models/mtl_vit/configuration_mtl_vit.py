@@ -8,11 +8,9 @@ installed.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import field
 from typing import Any
 
 from transformers import MODEL_MAPPING, AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
 from .tasks_mtl_vit import POOLING_MODES, TARGET_SCALINGS, TASK_TYPES, TaskSpec, _is_real_number
 
@@ -82,36 +80,45 @@ class MultiTaskViTConfig(PreTrainedConfig):
     """
 
     model_type = "mtl_vit"
-    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="vit")}
+    # A classic `__init__` and `sub_configs` instead of dataclass fields and `SubConfigSpec`: transformers 5.0-5.19
+    # have neither, and 5.20+ keep a subclass's own `__init__`, so one file loads on every 5.x.
+    sub_configs = {"backbone_config": AutoConfig}
+    has_no_defaults_at_init = True  # a config needs its tasks
 
-    backbone_config: dict | PreTrainedConfig | None = None
-    tasks: list[dict[str, Any]] = field(default_factory=list)
-    initializer_range: float = 0.02
-    tasks_format: int | None = None
-    training_data: list[dict[str, Any]] | None = None
-    lora: dict[str, Any] | None = None
-
-    def __post_init__(self, **kwargs):
-        if isinstance(self.backbone_config, dict):
-            self.backbone_config = _backbone_config_from_dict(self.backbone_config)
-        elif self.backbone_config is not None and not isinstance(self.backbone_config, PreTrainedConfig):
+    def __init__(
+        self,
+        backbone_config: dict | PreTrainedConfig | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        initializer_range: float = 0.02,
+        tasks_format: int | None = None,
+        training_data: list[dict[str, Any]] | None = None,
+        lora: dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        if backbone_config is None:
+            backbone_config = _backbone_config_from_dict({})
+        elif isinstance(backbone_config, dict):
+            backbone_config = _backbone_config_from_dict(backbone_config)
+        elif not isinstance(backbone_config, PreTrainedConfig):
             raise TypeError(
                 "backbone_config must be a PreTrainedConfig (e.g. ViTConfig(...)), a dict with a "
-                f"'model_type' key, or None; got {type(self.backbone_config).__name__}"
+                f"'model_type' key, or None; got {type(backbone_config).__name__}"
             )
-        super().__post_init__(**kwargs)
-        if self.backbone_config.model_type != "timm_wrapper":  # a timm model's width is known once it is built
-            backbone_hidden_size(self.backbone_config)
-        _check_vision_backbone(self.backbone_config)
-        if self.tasks_format is None and getattr(self, "transformers_version", None) is not None:
+        if backbone_config.model_type != "timm_wrapper":  # a timm model's width is known once it is built
+            backbone_hidden_size(backbone_config)
+        _check_vision_backbone(backbone_config)
+        if tasks_format is None and kwargs.get("transformers_version") is not None:
             # Saved by mtl_hf 0.1.0, whose regression heads learned raw targets: they keep doing so.
-            self.tasks = [_raw_regression(task) for task in (self.tasks or [])]
-        self.tasks = [spec.to_dict() for spec in _validate_tasks(self.tasks)]
+            tasks = [_raw_regression(task) for task in (tasks or [])]
+        if not _is_real_number(initializer_range) or not initializer_range > 0:
+            raise ValueError(f"initializer_range must be a positive number, got {initializer_range!r}")
+        self.backbone_config = backbone_config
+        self.tasks = [spec.to_dict() for spec in _validate_tasks(tasks)]
+        self.initializer_range = initializer_range
         self.tasks_format = TASKS_FORMAT
-        if not _is_real_number(self.initializer_range) or not self.initializer_range > 0:
-            raise ValueError(f"initializer_range must be a positive number, got {self.initializer_range!r}")
-        if self.lora is not None:
-            self.lora = checked_lora(self.lora)
+        self.training_data = training_data
+        self.lora = checked_lora(lora) if lora is not None else None
+        super().__init__(**kwargs)
 
     @property
     def task_specs(self) -> list[TaskSpec]:

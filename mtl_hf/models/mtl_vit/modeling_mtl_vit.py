@@ -376,7 +376,7 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
         )
 
 
-ENDPOINT_REQUIREMENTS = ("transformers>=5.0", "torch", "pillow")
+ENDPOINT_REQUIREMENTS = ("transformers>=5.0,<6", "torch", "pillow")
 
 
 def _write_endpoint_files(folder) -> None:
