@@ -35,11 +35,11 @@ def free_port() -> int:
 class Server:
     """`mtl-hf serve MODEL --port P ...` in a subprocess, up once /health answers."""
 
-    def __init__(self, model, *flags):
+    def __init__(self, model, *flags, env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "mtl_hf", "serve", str(model), "--port", str(self.port), *flags]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -51,8 +51,8 @@ class Server:
                 time.sleep(0.1)
         raise AssertionError("the server did not start")
 
-    def post(self, data=None, content_type="image/png", **kwargs):
-        headers = {"Content-Type": content_type} if content_type else {}
+    def post(self, data=None, content_type="image/png", headers=None, **kwargs):
+        headers = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
         return requests.post(f"{self.url}/predict", data=data, headers=headers, timeout=60, **kwargs)
 
     def stop(self) -> int:
@@ -200,7 +200,54 @@ def test_a_request_past_its_timeout_gets_a_504_and_the_server_goes_on(model, pho
         server.stop()
 
 
-def test_bad_flags_and_a_busy_port_are_refused_in_one_line(model, tmp_path, capsys):
+def test_an_api_key_a_bound_on_photos_held_and_a_pixel_budget_per_request(model, photos):
+    """With --api_key_env, /predict and /metadata need the key (401 before the body is read), /health does not; past
+    --max_queued_images a request is refused with 503 and Retry-After before decoding; a request whose photos hold
+    more than --max_request_pixels together is refused (413) though each photo is under --max_pixels."""
+    key = "k" * 8 + "-0123456789abcdef"
+    flags = ["--max_queued_images", "2", "--max_images", "2", "--max_wait_ms", "2000", "--max_batch_size", "64"]
+    server = Server(
+        model[0],
+        *flags,
+        "--max_request_pixels",
+        "40000",
+        "--api_key_env",
+        "SHOP_SERVE_KEY",
+        env={"SHOP_SERVE_KEY": key},
+    )
+    try:
+        assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"X-API-Key": key[:-1]}):
+            refused = requests.post(f"{server.url}/predict", data=photos[0], headers=headers, timeout=10)
+            assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer", headers
+            assert requests.get(f"{server.url}/metadata", headers=headers, timeout=10).status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        assert requests.get(f"{server.url}/metadata", headers=auth, timeout=10).status_code == 200
+        # Two photos wait 2 s in the batcher for company: the server holds its limit, and a third request is turned
+        # away at once, before its photo is decoded.
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [pool.submit(server.post, photo, headers=auth) for photo in photos[:2]]
+            deadline = time.monotonic() + 10
+            while requests.get(f"{server.url}/health", timeout=10).json()["photos_held"] < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            busy = server.post(photos[2], headers={"X-API-Key": key})
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+            assert "--max_queued_images" in busy.json()["error"]
+            assert [answer.result().status_code for answer in waiting] == [200, 200]
+        health = requests.get(f"{server.url}/health", timeout=10).json()
+        assert health["photos_held"] == 0 and health["refused_busy"] == 1 and health["images"] == 2
+        # 2 photos of 32 x 32 = 2,048 pixels; one 160 x 160 = 25,600 is under the budget, two together are not.
+        big = png(Image.new("RGB", (160, 160), "white"))
+        files = [("file", ("a.png", big, "image/png")), ("file", ("b.png", big, "image/png"))]
+        over = requests.post(f"{server.url}/predict", files=files, headers=auth, timeout=10)
+        assert over.status_code == 413 and "--max_request_pixels" in over.json()["error"]
+        assert server.post(big, headers=auth).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_bad_flags_and_a_busy_port_are_refused_in_one_line(model, tmp_path, capsys, monkeypatch):
     folder, _ = model
 
     def refused(args, message):
@@ -211,6 +258,10 @@ def test_bad_flags_and_a_busy_port_are_refused_in_one_line(model, tmp_path, caps
     refused([str(tmp_path), "--port", str(free_port())], "no config.json: not a saved model folder")
     refused([str(folder), "--max_batch_size", "0"], "--max_batch_size must be at least 1")
     refused([str(folder), "--request_timeout", "0"], "--request_timeout must be > 0")
+    refused([str(folder), "--max_queued_images", "4"], "--max_queued_images 4 is less than --max_images 16")
+    monkeypatch.setenv("SHORT_KEY", "abc")
+    refused([str(folder), "--api_key_env", "SHORT_KEY"], "--api_key_env SHORT_KEY: the variable is shorter than 16")
+    refused([str(folder), "--api_key_env", "NO_SUCH_VARIABLE_HERE"], "the variable is empty or unset")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -30,9 +30,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max_upload_bytes", type=int, default=defaults.max_upload_bytes, help="per request")
     parser.add_argument("--max_pixels", type=int, default=defaults.max_pixels, help="per photo")
+    parser.add_argument(
+        "--max_request_pixels", type=int, default=defaults.max_request_pixels, help="all the photos of a request"
+    )
     parser.add_argument("--max_images", type=int, default=defaults.max_images, help="photos per request")
     parser.add_argument(
-        "--request_timeout", type=float, default=defaults.request_timeout, help="seconds before a request gets a 504"
+        "--max_queued_images",
+        type=int,
+        default=defaults.max_queued_images,
+        help="photos held at once (decoding, waiting, in a forward); past it a 503 with Retry-After",
+    )
+    parser.add_argument("--decode_workers", type=int, default=defaults.decode_workers, help="photos decoded at once")
+    parser.add_argument(
+        "--max_connections", type=int, default=defaults.max_connections, help="requests at once; past it a 503"
+    )
+    parser.add_argument(
+        "--request_timeout",
+        type=float,
+        default=defaults.request_timeout,
+        help="seconds before a request gets a 504, its upload included",
+    )
+    parser.add_argument(
+        "--api_key_env",
+        metavar="VAR",
+        help="the environment variable holding a shared secret that requests must send (Authorization: Bearer "
+        "KEY, or X-API-Key); without it anyone who reaches the port can use the model (docs/serving.md)",
     )
     parser.add_argument("--top_k", type=int, default=3, help="labels with scores per classification task")
     parser.add_argument(
@@ -45,7 +67,17 @@ def run(args: argparse.Namespace) -> int:
     from ..serving.settings import ServeSettings
     from .predict import parse_thresholds
 
-    for name in ("max_batch_size", "max_upload_bytes", "max_pixels", "max_images", "top_k"):
+    for name in (
+        "max_batch_size",
+        "max_upload_bytes",
+        "max_pixels",
+        "max_request_pixels",
+        "max_images",
+        "max_queued_images",
+        "decode_workers",
+        "max_connections",
+        "top_k",
+    ):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
     for name in ("max_wait_ms", "request_timeout"):
@@ -53,13 +85,23 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--{name} must be {'> 0' if name == 'request_timeout' else '>= 0'}, got {getattr(args, name)}"
             )
+    if args.max_queued_images < args.max_images:
+        raise UserError(
+            f"--max_queued_images {args.max_queued_images} is less than --max_images {args.max_images}: a full "
+            "request could never be let in; raise --max_queued_images"
+        )
     settings = ServeSettings(
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_upload_bytes=args.max_upload_bytes,
         max_pixels=args.max_pixels,
+        max_request_pixels=args.max_request_pixels,
         max_images=args.max_images,
+        max_queued_images=args.max_queued_images,
+        decode_workers=args.decode_workers,
+        max_connections=args.max_connections,
         request_timeout=args.request_timeout,
+        api_key=_api_key(args.api_key_env),
     )
     try:
         import uvicorn
@@ -84,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(predictor, settings)
     print(
         f"serving {predictor.metadata['model']} ({predictor.metadata['revision']}) on http://{args.host}:{args.port}: "
-        "POST /predict, GET /health, GET /metadata, a page at /",
+        "POST /predict, GET /health, GET /metadata, a page at /"
+        + ("; requests need the API key" if settings.api_key else "; no API key: anyone who reaches it can use it"),
         flush=True,
     )
     # SIGTERM / Ctrl-C: uvicorn stops accepting, lets the requests in flight finish (up to the request timeout).
@@ -94,9 +137,24 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         log_level="warning",
         timeout_graceful_shutdown=int(settings.request_timeout) + 1,
+        limit_concurrency=settings.max_connections,
     )
     uvicorn.Server(config).run()
     return 0
+
+
+def _api_key(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    import os
+
+    key = os.environ.get(variable, "")
+    if len(key) < 16:
+        raise UserError(
+            f"--api_key_env {variable}: the variable is {'empty or unset' if not key else 'shorter than 16 characters'}"
+            f"; export {variable}=<a long random secret>, e.g. python -c 'import secrets; print(secrets.token_hex())'"
+        )
+    return key
 
 
 def _check_port_free(host: str, port: int) -> None:

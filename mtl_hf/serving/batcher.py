@@ -60,7 +60,7 @@ class DynamicBatcher:
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
+                except asyncio.TimeoutError:  # not the builtin TimeoutError: asyncio's own class on Python 3.10
                     break
             waiting = [(pixels, future) for pixels, future in batch if not future.done()]  # timed-out requests
             if not waiting:

@@ -1,8 +1,9 @@
 """`ImagePredictor`: a saved model loaded once, answering uploaded photos as the catalogue tagger does.
 
-Uploads are checked before they cost anything: the pixel count is read from the image's header, then the photo
-is decoded (JPEGs in draft mode at the model's size) and transformed with the model's own image processor
-settings; a batch of photos runs in one forward, and its answers are `inference/answers.py`'s, one dict a photo.
+Uploads are checked before they cost anything: `measure` reads the pixel count from the image's header, and only
+then `prepare` decodes the photo (JPEGs in draft mode at the model's size) and transforms it with the model's own
+image processor settings; a batch of photos runs in one forward, and its answers are `inference/answers.py`'s,
+one dict a photo.
 """
 
 from __future__ import annotations
@@ -18,14 +19,7 @@ from ..data.images import DECODE_ERRORS
 from ..inference.answers import answer_columns, answers_by_row
 from ..inference.batches import logits_to_host
 from ..inference.tagging import Tagger, model_fingerprint
-
-
-class UploadError(Exception):
-    """An upload the server refuses: its HTTP status and a message naming the problem."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
+from .admission import ServingRefusal
 
 
 class ImagePredictor:
@@ -42,26 +36,31 @@ class ImagePredictor:
         self.top_k, self.thresholds = top_k, dict(thresholds or {})
         self.metadata = _metadata(model, self.tagger, self.thresholds)
 
-    def prepare(self, data: bytes, *, max_pixels: int, name: str) -> torch.Tensor:
-        """One upload's pixels, as the model takes them; `UploadError` for a photo that is too large or broken."""
+    @staticmethod
+    def measure(data: bytes, *, max_pixels: int, name: str) -> int:
+        """The photo's pixel count, from its header alone; `ServingRefusal` for a photo too large or not an image."""
         try:
             with Image.open(io.BytesIO(data)) as header:  # reads the header only
                 width, height = header.size
         except UnidentifiedImageError:  # PIL's message names its BytesIO, not the upload
-            raise UploadError(422, f"{name}: not an image format this server reads") from None
+            raise ServingRefusal(422, f"{name}: not an image format this server reads") from None
         except DECODE_ERRORS as error:
-            raise UploadError(422, f"{name}: cannot decode the image ({type(error).__name__}: {error})") from None
+            raise ServingRefusal(422, f"{name}: cannot decode the image ({type(error).__name__}: {error})") from None
         if width * height > max_pixels:
-            raise UploadError(
+            raise ServingRefusal(
                 413,
                 f"{name}: {width} x {height} pixels ({width * height / 1e6:.1f} MP) is more than the server's "
-                f"limit of {max_pixels / 1e6:g} MP; send a smaller photo",
+                f"limit of {max_pixels / 1e6:g} MP a photo (--max_pixels); send a smaller photo",
             )
+        return width * height
+
+    def prepare(self, data: bytes, *, name: str) -> torch.Tensor:
+        """One upload's pixels, as the model takes them (after `measure`); `ServingRefusal` for a broken photo."""
         transform = self.tagger.transform
         try:
             image = transform.decode(data)
         except DECODE_ERRORS as error:
-            raise UploadError(422, f"{name}: cannot decode the image ({type(error).__name__}: {error})") from None
+            raise ServingRefusal(422, f"{name}: cannot decode the image ({type(error).__name__}: {error})") from None
         return transform.to_tensor([transform.resize(image)])[0]
 
     @torch.no_grad()
@@ -101,4 +100,4 @@ def _metadata(model: str, tagger: Tagger, thresholds: dict[str, float]) -> dict[
     }
 
 
-__all__ = ["ImagePredictor", "UploadError"]
+__all__ = ["ImagePredictor"]
