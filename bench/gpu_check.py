@@ -176,7 +176,7 @@ def inference_check(device: torch.device, photos: int = 512, batch: int = 64) ->
     import pyarrow as pa
 
     from mtl_hf.data import ImageTransforms
-    from mtl_hf.inference.tagging import Tagger, TaggingOptions
+    from mtl_hf.inference.tagger import Tagger, TaggingOptions
 
     cells = []
     for image in load_shop_dataset(photos, seed=1, image_size=64)["image"]:

@@ -89,7 +89,7 @@ def expected(folder, photos):
     import pyarrow as pa
 
     from mtl_hf.inference.answers import answers_by_row
-    from mtl_hf.inference.tagging import Tagger, TaggingOptions
+    from mtl_hf.inference.tagger import Tagger, TaggingOptions
 
     tagger = Tagger(str(folder))
     table = pa.table({"image": pa.array([{"bytes": data, "path": None} for data in photos])})

@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "once per Python worker; executors need mtl_hf and the model, input and output at the same paths",
     )
     parser.add_argument(
+        "--hash_photos",
+        action="store_true",
+        help="recognise a folder's changed photos by their bytes (hashed once a run) instead of their sizes and "
+        "modification times, for copies that keep both",
+    )
+    parser.add_argument(
         "--engine",
         choices=["torch", "onnx"],
         default="torch",
@@ -122,6 +128,7 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
         num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
         shard_rows=args.shard_rows,
         storage_options=structured_option("--storage_options", args.storage_options) or {},
+        hash_photos=args.hash_photos,
     )
     with loading_model(args.model):
         summary = tag_catalogue(

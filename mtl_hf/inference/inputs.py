@@ -10,7 +10,6 @@ resumed shard by shard too.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,8 +49,12 @@ def input_shards(
     image_column: str = "image",
     shard_rows: int = 10_000,
     storage_options: Mapping[str, Any] | None = None,
+    hash_photos: bool = False,
 ) -> list[InputShard]:
-    """The shards of `source`, in a fixed order; a source without a single row is refused."""
+    """The shards of `source`, in a fixed order; a source without a single row is refused.
+
+    A folder's shard names each photo's size and modification time in its origin (so that a replaced photo
+    changes the run's fingerprint), or with `hash_photos` a hash of its bytes (for copies that keep both)."""
     if shard_rows < 1:
         raise UserError(f"--shard_rows must be at least 1, got {shard_rows}")
     options = dict(storage_options or {})
@@ -63,9 +66,11 @@ def input_shards(
             raise MissingPathError(f"no file or folder at {source}")
         if path.is_dir():
             parquet = sorted(path.rglob("*.parquet"))
-            shards = _local_parquet_shards(parquet, path) if parquet else _image_folder_shards(path, shard_rows)
+            shards = (
+                _local_parquet_shards(parquet, path) if parquet else _image_folder_shards(path, shard_rows, hash_photos)
+            )
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
-            shards = [_images_shard("part-00000", [path.name], path.parent)]
+            shards = [_images_shard("part-00000", [path.name], path.parent, hash_photos)]
         elif path.suffix.lower() in TABLE_EXTENSIONS:
             shards = _table_shards(path, shard_rows)
         else:
@@ -99,11 +104,7 @@ def image_location(cell: Any, base_folder: str | None, storage_options: Mapping[
     return cell
 
 
-def fingerprint(parts: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _image_folder_shards(folder: Path, shard_rows: int) -> list[InputShard]:
+def _image_folder_shards(folder: Path, shard_rows: int, hash_photos: bool) -> list[InputShard]:
     images = sorted(
         str(path.relative_to(folder))
         for path in folder.rglob("*")
@@ -114,13 +115,30 @@ def _image_folder_shards(folder: Path, shard_rows: int) -> list[InputShard]:
             f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no Parquet files: nothing to tag"
         )
     return [
-        _images_shard(f"part-{index:05d}", images[start : start + shard_rows], folder)
+        _images_shard(f"part-{index:05d}", images[start : start + shard_rows], folder, hash_photos)
         for index, start in enumerate(range(0, len(images), shard_rows))
     ]
 
 
-def _images_shard(name: str, relative_paths: list[str], folder: Path) -> InputShard:
-    origin = f"{folder}:{relative_paths[0]}..{relative_paths[-1]} ({len(relative_paths)} images)"
+def _images_shard(name: str, relative_paths: list[str], folder: Path, hash_photos: bool) -> InputShard:
+    digest = hashlib.sha256()
+    for relative in relative_paths:
+        path = folder / relative
+        if hash_photos:
+            content = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    content.update(chunk)
+            state = content.hexdigest()
+        else:
+            stat = path.stat()
+            state = f"{stat.st_size}:{stat.st_mtime_ns}"
+        digest.update(f"{relative}\0{state}\0".encode())
+    kind = "contents" if hash_photos else "sizes and times"
+    origin = (
+        f"{folder}:{relative_paths[0]}..{relative_paths[-1]} ({len(relative_paths)} images, {kind} "
+        f"{digest.hexdigest()[:16]})"
+    )
     read = lambda: pa.table({"image": relative_paths})  # noqa: E731
     return InputShard(name, origin, read, base_folder=str(folder), image_column="image")
 
@@ -227,7 +245,6 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "InputShard",
     "check_image_column",
-    "fingerprint",
     "image_location",
     "image_reference",
     "input_shards",

@@ -18,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from ..data.images import DECODE_ERRORS
 from ..inference.answers import answer_columns, answers_by_row
 from ..inference.batches import logits_to_host
-from ..inference.tagging import Tagger, model_fingerprint
+from ..inference.fingerprints import model_fingerprint
+from ..inference.tagger import Tagger
 from .admission import ServingRefusal
 
 
