@@ -89,9 +89,10 @@ def test_a_frozen_backbone_stays_put_on_every_rank_and_an_unfrozen_one_trains_al
 def test_two_ranks_on_half_batches_reach_the_parameters_of_one_process_on_the_union(union_results):
     """Loss and gradient paths, both gradient spaces, mixed and homogeneous batches, a task with targets
     on one rank only and tasks with no target in a step, a frozen backbone, LP-FT, activation checkpointing with
-    unused heads: 6 SGD steps, equal within float32 rounding."""
+    unused heads, weighted means (balanced class weights with label smoothing, positive weights) for a loss and a
+    gradient method: 6 SGD steps, equal within float32 rounding."""
     single, rank0, rank1 = (union_results[n] for n in ("world1_rank0", "world2_rank0", "world2_rank1"))
-    assert len(single) == 19
+    assert len(single) == 22 and sum(name.endswith("-loss_options") for name in single) == 3
     for name, run in single.items():
         assert run["world_size"] == 1 and rank0[name]["world_size"] == rank1[name]["world_size"] == 2
         assert torch.equal(rank0[name]["parameters"], rank1[name]["parameters"]), name

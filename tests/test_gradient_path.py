@@ -54,7 +54,9 @@ def test_representation_space_gives_the_backbone_the_weighted_gradient_and_heads
     method = build_weighting(method_name, model.task_names, loss_weights=[1.0, 2.0, 1.0])
     tap = FeatureTap(model.backbone)
     outputs = model(**inputs)
-    losses = step_losses({s.name: s for s in model.config.task_specs}, outputs, inputs["labels"])
+    losses = step_losses(
+        {s.name: s for s in model.config.task_specs}, outputs, inputs["labels"], model.task_loss_denominator
+    )
     features = tap.take()
     loss, weights = representation_loss(method, losses, features)
     torch.testing.assert_close(loss, (method.priors * losses.local).sum())  # the value is the prior-weighted sum
@@ -89,7 +91,9 @@ def test_parameter_space_writes_the_combination_of_the_per_task_gradients():
     backbone, heads = list(model.backbone.parameters()), list(model.heads.parameters())
     jacobian = per_task_gradients(model, inputs, backbone)
     outputs = model(**inputs)
-    losses = step_losses({s.name: s for s in model.config.task_specs}, outputs, inputs["labels"])
+    losses = step_losses(
+        {s.name: s for s in model.config.task_specs}, outputs, inputs["labels"], model.task_loss_denominator
+    )
     weights = parameter_space_backward(method, losses, backbone, heads, scale=0.5)
 
     fresh = build_weighting("imtl_g", model.task_names, loss_weights=[1.0, 1.0, 4.0])
@@ -109,7 +113,9 @@ def test_parameters_that_no_task_reached_keep_no_gradient():
     inputs = collator(MixtureBatch(shop.rows(list(range(6))), ("category", "colour")))
     method = build_weighting("pcgrad", model.task_names)
     outputs = model(**inputs)
-    losses = step_losses({s.name: s for s in model.config.task_specs}, outputs, inputs["labels"])
+    losses = step_losses(
+        {s.name: s for s in model.config.task_specs}, outputs, inputs["labels"], model.task_loss_denominator
+    )
     assert losses.ran == ("category", "colour") and losses.present.tolist() == [True, True, False, False]
     parameter_space_backward(method, losses, list(model.backbone.parameters()), list(model.heads.parameters()))
     assert all(p.grad is None for p in model.heads["digit"].parameters())

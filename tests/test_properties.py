@@ -90,7 +90,7 @@ def test_random_tasks_and_labels_give_finite_losses_and_weights_for_every_method
     assert all(torch.isfinite(loss) for loss in outputs.task_losses.values())
 
     task_map = {spec.name: spec for spec in config.task_specs}
-    losses = step_losses(task_map, outputs, labels)
+    losses = step_losses(task_map, outputs, labels, model.task_loss_denominator)
     assert torch.isfinite(losses.mean).all() and torch.isfinite(losses.local).all()
     gradients = torch.randn(len(specs), 16, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     for name in WEIGHTING_METHODS:

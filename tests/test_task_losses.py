@@ -154,7 +154,9 @@ def test_every_weighting_method_sees_the_options_losses():
         "size": torch.tensor([row.labels["size"] for row in rows]),
     }
     outputs = model(pixels, labels=labels)
-    losses = step_losses({spec.name: spec for spec in model.config.task_specs}, outputs, labels)
+    losses = step_losses(
+        {spec.name: spec for spec in model.config.task_specs}, outputs, labels, model.task_loss_denominator
+    )
     present = labels["category"] != -100
     category = F.cross_entropy(
         outputs.logits["category"][present],

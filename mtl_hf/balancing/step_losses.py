@@ -2,15 +2,18 @@
 
 A task is *present* in a step when it has at least one target in the step on some rank; only
 present tasks take part in balancing, state and logs. Under DDP each rank's task loss (a mean over
-its own present targets) is rescaled by `local_count * world_size / global_count`, so that the
-ranks' average, which DDP's gradient averaging computes, is the loss over all the ranks' targets
-(the loss of the union batch) rather than a mean of means biased towards ranks with few targets.
-Everything stays on the device; the one collective packs the counts and the detached losses.
+its own present targets, or with class weights a weighted mean: see
+`MultiTaskViTModel.task_loss_denominator`) is rescaled by `local_denominator * world_size /
+global_denominator`, so that the ranks' average, which DDP's gradient averaging computes, is the
+loss over all the ranks' targets (the loss of the union batch, weighted as one process weighs it)
+rather than a mean of means biased towards ranks with few targets or light classes.
+Everything stays on the device; the one collective packs the denominators, the counts and the
+detached losses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +44,14 @@ class StepLosses:
     ran: tuple[str, ...]
 
 
-def step_losses(task_specs: Mapping[str, TaskSpec], outputs: MultiTaskOutput, labels: Mapping) -> StepLosses:
-    """The step's `StepLosses` from the model's outputs and the batch's targets."""
+def step_losses(
+    task_specs: Mapping[str, TaskSpec],
+    outputs: MultiTaskOutput,
+    labels: Mapping,
+    denominator: Callable[[str, torch.Tensor], torch.Tensor],
+) -> StepLosses:
+    """The step's `StepLosses` from the model's outputs and the batch's targets; `denominator(task, target)`: what
+    the task's loss is a mean over (`MultiTaskViTModel.task_loss_denominator`)."""
     reference = next(iter(outputs.logits.values()))
     zero = reference.new_zeros((), dtype=torch.float32)
     losses = torch.stack([outputs.task_losses.get(name, zero).float() for name in task_specs])
@@ -57,12 +66,13 @@ def step_losses(task_specs: Mapping[str, TaskSpec], outputs: MultiTaskOutput, la
     if ranks == 1:
         present = counts > 0
         return StepLosses(local=losses, mean=losses.detach() * present, present=present, ran=ran)
+    shares = torch.stack([denominator(name, labels[name]).float() if name in ran else zero for name in task_specs])
     k = len(task_specs)
-    packed = all_reduce_sum(torch.cat([losses.detach() * counts, counts]))
-    totals = packed[k:]
-    present = totals > 0
-    mean = packed[:k] / totals.clamp_min(1)
-    scale = torch.where(present, counts * ranks / totals.clamp_min(1), torch.zeros_like(counts))
+    packed = all_reduce_sum(torch.cat([losses.detach() * shares, shares, counts]))
+    total_shares, present = packed[k : 2 * k], packed[2 * k :] > 0
+    kept = torch.where(total_shares > 0, total_shares, torch.ones_like(total_shares))
+    mean = torch.where(present, packed[:k] / kept, torch.zeros_like(kept))
+    scale = torch.where(present, shares * ranks / kept, torch.zeros_like(shares))
     return StepLosses(local=losses * scale, mean=mean, present=present, ran=ran)
 
 

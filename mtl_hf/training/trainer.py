@@ -191,7 +191,7 @@ class MultiTaskTrainer(Trainer):
         if training and self.weighting.needs_losses_after_step:
             self.step_replay.record(inputs, inputs["pixel_values"].device)
         outputs = model(**inputs)
-        losses = step_losses(self.task_specs, outputs, inputs["labels"])
+        losses = step_losses(self.task_specs, outputs, inputs["labels"], self.model.task_loss_denominator)
         if training:
             self.loss_guard.watch(losses, rows)
         if self._features is not None and training and self._backbone_trains:
@@ -235,7 +235,7 @@ class MultiTaskTrainer(Trainer):
         # DDP must not average these gradients: the gradient path reduces them itself, per task.
         with self.accelerator.no_sync(model), self.compute_loss_context_manager():
             outputs = model(**inputs)
-        losses = step_losses(self.task_specs, outputs, inputs["labels"])
+        losses = step_losses(self.task_specs, outputs, inputs["labels"], self.model.task_loss_denominator)
         self.loss_guard.watch(losses, rows)
         unwrapped = self.accelerator.unwrap_model(model)
         scale = 1.0 / self.current_gradient_accumulation_steps
@@ -253,7 +253,7 @@ class MultiTaskTrainer(Trainer):
         """A recorded micro-batch's task losses after the optimizer step, computed as its training forward was."""
         with self.compute_loss_context_manager():
             outputs = self.model_wrapped(**inputs)
-        return step_losses(self.task_specs, outputs, inputs["labels"])
+        return step_losses(self.task_specs, outputs, inputs["labels"], self.model.task_loss_denominator)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.args.fine_tuning.shapes_groups:

@@ -64,12 +64,28 @@ CONFIGURATIONS = [
         "gradient_space": "representation",
         "activation_checkpointing": True,
     },
+    # Weighted means: balanced class weights with label smoothing, positive weights (LOSS_OPTIONS).
+    {"weighting": "equal", "batch_mode": "mixed", "loss_options": True},
+    {"weighting": "uncertainty", "batch_mode": "mixed", "loss_options": True},
+    {"weighting": "pcgrad", "batch_mode": "mixed", "gradient_space": "parameters", "loss_options": True},
 ]
+LOSS_OPTIONS = {
+    "category": {"class_weights": "balanced", "label_smoothing": 0.1},
+    "colour": {"class_weights": "balanced"},
+    "size": {},
+    "digit": {"class_weights": "balanced", "label_smoothing": 0.2},
+    "traits": {"pos_weight": "balanced"},
+}
 
 
-def sources():
-    shop = TaskSource(load_shop_dataset(64, seed=0, missing_rate=0.3), ["category", "colour", "size"], name="shop")
-    digits = TaskSource(load_digits_dataset().select(range(64)), ["digit", "traits"], name="digits")
+def sources(loss_options=False):
+    def tasks(names):
+        return {name: LOSS_OPTIONS[name] for name in names} if loss_options else names
+
+    shop = TaskSource(
+        load_shop_dataset(64, seed=0, missing_rate=0.3), tasks(["category", "colour", "size"]), name="shop"
+    )
+    digits = TaskSource(load_digits_dataset().select(range(64)), tasks(["digit", "traits"]), name="digits")
     return shop, digits
 
 
@@ -77,9 +93,9 @@ def without(example, task):
     return dataclasses.replace(example, labels={k: v for k, v in example.labels.items() if k != task})
 
 
-def plan(batch_mode):
+def plan(batch_mode, loss_options=False):
     """Per step: the union batch's rows (2 * HALF) and the tasks a homogeneous batch serves."""
-    shop, digits = sources()
+    shop, digits = sources(loss_options)
     steps = []
     for step in range(STEPS):
         if batch_mode == "homogeneous":
@@ -112,12 +128,14 @@ class FixedPlanTrainer(MultiTaskTrainer):
 
 def main(out_dir: str) -> None:
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    shop, digits = sources()
     backbone = ViTConfig(
         image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
     )
     results = {}
     for index, configuration in enumerate(CONFIGURATIONS):
+        configuration = dict(configuration)
+        loss_options = configuration.pop("loss_options", False)
+        shop, digits = sources(loss_options)
         torch.manual_seed(0)
         model = MultiTaskViTModel(
             MultiTaskViTConfig(backbone_config=backbone, tasks=shop.task_specs + digits.task_specs)
@@ -142,11 +160,12 @@ def main(out_dir: str) -> None:
         trainer = FixedPlanTrainer(model, args, train_dataset=[shop, digits], batches=[])
         collator = MultiTaskCollator(trainer.train_mixture.task_specs, trainer.image_transforms.eval())
         rank, world = args.process_index, args.world_size
-        for rows, tasks in plan(configuration["batch_mode"]):
+        for rows, tasks in plan(configuration["batch_mode"], loss_options):
             mine = rows if world == 1 else rows[rank * HALF : (rank + 1) * HALF]
             trainer.batches.append(collator(MixtureBatch(mine, tasks)))
         trainer.train()
         name = "-".join(value if isinstance(value, str) else f"{key}={value}" for key, value in configuration.items())
+        name += "-loss_options" if loss_options else ""
         results[name] = {
             "parameters": torch.cat([p.detach().flatten() for p in trainer.model.parameters()]),
             "backbone_moved": not torch.equal(

@@ -103,6 +103,7 @@ def task_loss(
     `standardize` (regression): maps the checked targets into the units `logits` are in, the head's
     standardised units (see `TaskSpec.target_scaling`). `weights`: the class weights (classification) or
     positive weights (multilabel) that the task's spec gives, on the logits' device (see `MultiTaskHead`).
+    The mean divides by `loss_denominator`.
     """
     target = _checked_target(task, logits, target)
     if standardize is not None:
@@ -125,7 +126,7 @@ def task_loss(
         )
         if weights is not None:
             # The weighted mean: each labelled row counts as much as its class's weight.
-            return summed / torch.where(present, weights[target.clamp(min=0)], 0.0).sum().clamp(min=1e-12)
+            return summed / loss_denominator(task, target, weights).clamp(min=1e-12)
     elif task.type == "multilabel":
         per_entry = F.binary_cross_entropy_with_logits(
             logits, torch.where(present, target, torch.zeros_like(target)), reduction="none", pos_weight=weights
@@ -136,6 +137,16 @@ def task_loss(
     # Dividing by at least 1 keeps the graph (and DDP's view of the head's parameters) intact
     # when every target is missing, where a masked mean would give NaN.
     return summed / present.sum().clamp(min=1)
+
+
+def loss_denominator(task: TaskSpec, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """What `task_loss` is a mean over: the number of present targets, or with class weights (classification) the
+    sum of their classes' weights. Several batches' losses (the ranks' under DDP) combine into their union's in
+    proportion to it."""
+    present = present_targets(task, target)
+    if task.type == "classification" and weights is not None:
+        return torch.where(present, weights[target.long().clamp(min=0)], 0.0).sum()
+    return present.sum().float()
 
 
 def _regression_error(task: TaskSpec, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -209,4 +220,11 @@ def _checked_target(task: TaskSpec, logits: torch.Tensor, target: torch.Tensor) 
     return target.to(logits.device)
 
 
-__all__ = ["MISSING_CLASS", "MultiTaskHead", "check_target_values", "present_targets", "task_loss"]
+__all__ = [
+    "MISSING_CLASS",
+    "MultiTaskHead",
+    "check_target_values",
+    "loss_denominator",
+    "present_targets",
+    "task_loss",
+]

@@ -34,7 +34,7 @@ from .backbone_mtl_vit import (
     with_pooling,
 )
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, checked_lora
-from .heads_mtl_vit import MultiTaskHead, task_loss
+from .heads_mtl_vit import MultiTaskHead, loss_denominator, task_loss
 from .tasks_mtl_vit import balanced_weights
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
@@ -220,6 +220,12 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         head = self.heads[name]
         outputs = head.standardized(logits) if head.target_statistics is not None else logits
         return self._task_loss(name, outputs, target)
+
+    def task_loss_denominator(self, name: str, target: torch.Tensor) -> torch.Tensor:
+        """What task `name`'s loss in `forward` is a mean over, for these targets: the number of present targets,
+        or with class weights the sum of their classes' weights. Losses of several batches (the ranks' under DDP)
+        combine into their union's in these proportions."""
+        return loss_denominator(self._tasks[name], target, self.heads[name].loss_weight_tensor(target.device))
 
     def _task_loss(self, name: str, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         head = self.heads[name]
