@@ -14,6 +14,7 @@ import yaml
 
 from mtl_hf.commands.compare import SINGLE_TASK, delta_m, markdown_table, plan_runs, summarise, weak_baselines
 from mtl_hf.commands.compare.plan import sweep_candidates
+from mtl_hf.commands.compare.report import best_rows
 from mtl_hf.commands.main import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,13 +42,15 @@ def test_delta_m_refuses_mismatched_tasks_and_a_zero_baseline():
         delta_m({"a": 1.0}, {"a": 0.0}, {"a": "accuracy"})
 
 
-def _result(method, tasks, seed, scores, seconds, chance=None):
+def _result(method, tasks, seed, scores, seconds, chance=None, validation=None, validation_chance=None):
     return {
         "method": method,
         "tasks": tasks,
         "seed": seed,
         "scores": scores,
         **({"chance": chance} if chance is not None else {}),
+        **({"validation_scores": validation} if validation is not None else {}),
+        **({"validation_chance": validation_chance} if validation_chance is not None else {}),
         "train_seconds": seconds,
         "train_samples_per_second": 100.0,
         "peak_memory_mb": 500.0,
@@ -92,34 +95,71 @@ def test_summary_pairs_each_run_with_the_baselines_of_its_seed():
     assert rows[1][3] == "**-5.00 +- 28.28**" and all(len(row) == len(header) for row in rows)
 
 
-def test_a_baseline_at_chance_is_marked_and_left_out_of_delta_m():
-    # The own-catalogue case: a single-task price model below chance (R^2 -0.444) made delta_m +32 %.
-    metrics = {"category": "accuracy", "price": "r2"}
-    chance = {"category": 0.35, "price": 0.0}
+def test_a_baseline_at_chance_on_validation_rows_is_marked_and_left_out_of_delta_m():
+    # The own-catalogue case: a single-task price model no better than chance swamped delta_m. Which tasks are left
+    # out is decided on the validation rows: here price is at chance on them, category is not, and the test rows
+    # (where category's baseline happens to be at chance and price's is not) choose nothing.
+    metrics = {"category": "accuracy", "price": "mae"}
+    chance = {"category": 0.35, "price": 10.0}
+    validation_chance = {"category": 0.3, "price": 12.0}
     results = [
-        _result(SINGLE_TASK, ["category"], 0, {"category": 0.8}, 2.0, chance),
-        _result(SINGLE_TASK, ["price"], 0, {"price": -0.444}, 2.0, chance),
-        _result("equal", ["category", "price"], 0, {"category": 0.88, "price": 0.5}, 2.0, chance),
+        _result(SINGLE_TASK, ["category"], 0, {"category": 0.35}, 2.0, chance, {"category": 0.8}, validation_chance),
+        _result(SINGLE_TASK, ["price"], 0, {"price": 4.0}, 2.0, chance, {"price": 11.95}, validation_chance),
+        _result("equal", ["category", "price"], 0, {"category": 0.385, "price": 5.0}, 2.0, chance),
     ]
     weak = weak_baselines(results, metrics)
-    assert weak == {"price": "single-task r2 -0.444 is at or below chance 0.000"}
+    assert weak == {"price": "single-task validation mae 11.950 is at or below chance 12.000"}
     summary = summarise(results, ["equal"], metrics, left_out=list(weak))
-    assert summary["equal"]["delta_m"]["mean"] == pytest.approx(-10.0)  # category alone: -(0.88-0.8)/0.8
-    with_price = (-10.0 - (0.5 + 0.444) / 0.444 * 100) / 2
+    assert summary["equal"]["delta_m"]["mean"] == pytest.approx(-10.0)  # category alone: -(0.385-0.35)/0.35
+    with_price = (-10.0 + (5.0 - 4.0) / 4.0 * 100) / 2  # MAE is lower-is-better: +25 %
     assert summary["equal"]["delta_m_all_tasks"]["mean"] == pytest.approx(with_price)
 
     settings = {"tasks": metrics, "seeds": [0], "budget_rule": "per-task: ..."}
     table = markdown_table({"settings": settings, "summary": summary, "weak_baselines": weak})
     header = [cell.strip() for cell in table.splitlines()[2].strip("|").split("|")]
-    assert header[1:3] == ["category accuracy", "price r2 (at chance, left out of delta_m)"]
+    assert header[1:3] == ["category accuracy", "price mae (at chance, left out of delta_m)"]
     assert "one seed, so no spread" in table and "+-" not in table
-    assert "- price: single-task r2 -0.444 is at or below chance 0.000" in table
+    assert "- price: single-task validation mae 11.950 is at or below chance 12.000" in table
     assert f"- delta_m % with them: equal {with_price:+.2f}" in table
 
-    # Just above chance (by more than a point) counts; every task at chance leaves no delta_m.
-    assert weak_baselines([{**results[1], "scores": {"price": 0.02}}], {"price": "r2"}) == {}
+    # An error 2 % under chance counts (the margin is 1 % of the chance error); no validation rows: nothing left
+    # out; every task at chance leaves no delta_m.
+    assert weak_baselines([{**results[1], "validation_scores": {"price": 11.75}}], {"price": "mae"}) == {}
+    unvalidated = [{k: v for k, v in run.items() if not k.startswith("validation")} for run in results]
+    assert weak_baselines(unvalidated, metrics) == {}
     everything = summarise(results, ["equal"], metrics, left_out=["category", "price"])
     assert math.isnan(everything["equal"]["delta_m"]["mean"])
+
+
+def test_the_best_row_is_marked_only_where_the_seeds_separate_it_and_ties_are_said():
+    def summary(**deltas):
+        rows = {name: {"delta_m": {"mean": mean, "std": std}} for name, (mean, std) in deltas.items()}
+        return {SINGLE_TASK: {"delta_m": {"mean": 0.0, "std": 0.0}}, **rows}
+
+    assert best_rows(summary(a=(-5.0, 1.0), b=(-2.0, 1.5), c=(3.0, 0.5))) == {"a"}  # -4 < -3.5
+    assert best_rows(summary(a=(-5.0, 1.0), b=(-3.5, 1.0), c=(3.0, 0.5))) == {"a", "b"}  # -4 >= -4.5
+    assert best_rows(summary(a=(math.nan, math.nan), b=(1.0, 0.1))) == {"b"}
+
+    def table(seeds, **deltas):
+        rows = summary(**deltas)
+        for row in rows.values():
+            row.update(
+                scores={"x": {"mean": 0.5, "std": 0.0}},
+                train_seconds={"mean": 1.0, "std": 0.0},
+                train_samples_per_second=1.0,
+                peak_memory_mb=1.0,
+                time_vs_single_task=1.0,
+            )
+        settings = {"tasks": {"x": "accuracy"}, "seeds": seeds, "budget_rule": "per-task"}
+        return markdown_table({"settings": settings, "summary": rows})
+
+    separated = table([0, 1, 2], a=(-5.0, 1.0), b=(-2.0, 1.5))
+    assert "**-5.00 +- 1.00**" in separated and "tied" not in separated.lower()
+    tied = table([0, 1, 2], a=(-5.0, 1.0), b=(-3.5, 1.0))
+    assert "-5.00 +- 1.00 (tied)" in tied and "-3.50 +- 1.00 (tied)" in tied and "**" not in tied
+    assert "Tied for the lowest delta_m: a, b" in tied
+    single = table([0], a=(-5.0, 0.0), b=(-2.0, 0.0))
+    assert "**" not in single and "No row is marked best: one seed" in single
 
 
 def test_plan_has_the_baselines_then_one_run_per_method_for_every_seed():
@@ -309,8 +349,10 @@ def test_convergence_budget_stops_each_model_on_its_validation_score_and_restore
     assert "convergence: every model trains until its own validation score" in (output / "comparison.md").read_text()
 
 
-def _by_hand_delta_m(scores, baseline, tasks):
-    return sum(-(scores[task] - baseline[task]) / abs(baseline[task]) * 100 for task in tasks) / len(tasks)
+def _by_hand_delta_m(scores, baseline, tasks, metrics):
+    """mean over tasks of the relative change, negated where higher is better (MAE: lower is better)."""
+    signs = {task: 1.0 if metrics[task] == "mae" else -1.0 for task in tasks}
+    return sum(signs[t] * (scores[t] - baseline[t]) / abs(baseline[t]) * 100 for t in tasks) / len(tasks)
 
 
 def test_bench_quality_quick_prints_every_setting_start_and_budget_and_delta_m_matches_its_runs(tmp_path):
@@ -354,8 +396,18 @@ def _check_comparison_against_its_runs(path: Path, budget: str) -> None:
     runs = comparison["runs"]
     singles = {run["tasks"][0]: run for run in runs if run["method"] == SINGLE_TASK}
     baseline = {task: run["scores"][task] for task, run in singles.items()}
-    chance = {task: run["chance"][task] for task, run in singles.items()}
-    weak = sorted(task for task in metrics if baseline[task] <= chance[task] + 0.01)
+    # Weak baselines: at or below chance on the VALIDATION rows (MAE, lower is better: within 1 % of chance).
+    on_validation = {task: run["validation_scores"][task] for task, run in singles.items()}
+    chance = {task: run["validation_chance"][task] for task, run in singles.items()}
+    weak = sorted(
+        task
+        for task in metrics
+        if (
+            chance[task] - on_validation[task] <= 0.01 * abs(chance[task])
+            if metrics[task] == "mae"
+            else on_validation[task] - chance[task] <= 0.01
+        )
+    )
     assert sorted(comparison["weak_baselines"]) == weak
     counted = [task for task in metrics if task not in weak]
     steps = comparison["settings"]["steps"]
@@ -366,7 +418,9 @@ def _check_comparison_against_its_runs(path: Path, budget: str) -> None:
     assert len(candidates) == 3 and sum(run["variant"] == "" for run in candidates) == 1
     validation = {task: singles[task]["validation_scores"][task] for task in counted}
     if counted and 0.0 not in validation.values():
-        picked = min(candidates, key=lambda run: _by_hand_delta_m(run["validation_scores"], validation, counted))
+        picked = min(
+            candidates, key=lambda run: _by_hand_delta_m(run["validation_scores"], validation, counted, metrics)
+        )
         assert summary["equal_lr_sweep"]["picked"] == [picked["variant"] or "plain"]
     assert summary["equal_lr_sweep"]["train_seconds"]["mean"] == pytest.approx(
         sum(run["train_seconds"] for run in candidates)
@@ -375,4 +429,6 @@ def _check_comparison_against_its_runs(path: Path, budget: str) -> None:
         if not counted or 0.0 in [baseline[task] for task in counted]:
             assert math.isnan(summary[name]["delta_m"]["mean"])
             continue
-        assert summary[name]["delta_m"]["mean"] == pytest.approx(_by_hand_delta_m(run["scores"], baseline, counted))
+        assert summary[name]["delta_m"]["mean"] == pytest.approx(
+            _by_hand_delta_m(run["scores"], baseline, counted, metrics)
+        )

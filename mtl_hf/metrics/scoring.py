@@ -29,9 +29,11 @@ CHANCE_MARGIN = 0.01
 
 def at_or_below_chance(score: float, chance: float, *, lower_is_better: bool = False) -> bool:
     """Whether a score is no better than its chance score, by more than `CHANCE_MARGIN` (the main scores,
-    accuracy, micro-F1 and R^2, are higher-is-better; an error such as MSE is `lower_is_better`)."""
-    gain = chance - score if lower_is_better else score - chance
-    return gain <= CHANCE_MARGIN
+    accuracy, micro-F1 and R^2, are higher-is-better, on a 0-1 scale: the margin is absolute; an error such as MAE
+    is `lower_is_better`, in the targets' units: the margin is that share of the chance error)."""
+    if lower_is_better:
+        return chance - score <= CHANCE_MARGIN * abs(chance)
+    return score - chance <= CHANCE_MARGIN
 
 
 def chance_scores(
@@ -39,8 +41,10 @@ def chance_scores(
     targets: Mapping[str, np.ndarray],
     multilabel_threshold: float = 0.5,
     prefix: str = "eval",
+    metrics: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    """Each task's main score (`{prefix}_{task}_{metric}`) for a constant answer that ignores the image.
+    """Each task's main score (`{prefix}_{task}_{metric}`; `metrics` names another per task type) for a constant
+    answer that ignores the image.
 
     Classification: the evaluation data's most frequent class; multilabel: every label "yes";
     regression: the evaluation targets' mean (R^2 = 0). The first two are read off the evaluation
@@ -58,7 +62,7 @@ def chance_scores(
             logits = np.full(target.shape, 10.0)
         else:
             logits = np.broadcast_to(np.nanmean(target, axis=0), target.shape).copy()
-        metric = PRIMARY_METRIC[spec.type]
+        metric = (metrics or PRIMARY_METRIC)[spec.type]
         scores[f"{prefix}_{name}_{metric}"] = task_metrics(spec, logits, target, multilabel_threshold)[metric]
     return scores
 

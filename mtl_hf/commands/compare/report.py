@@ -47,15 +47,14 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    deltas = [row["delta_m"]["mean"] for name, row in summary.items() if name != SINGLE_TASK]
-    best = min((delta for delta in deltas if not math.isnan(delta)), default=None)
+    leaders = best_rows(summary) if spread else set()
     for name, row in summary.items():
         label = f"single-task ({len(tasks)} models)" if name == SINGLE_TASK else name
         if "picked" in row:
             label = f"{name} ({row['candidates']} runs; picked {', '.join(row['picked'])})"
         delta = "0 (reference)" if name == SINGLE_TASK else _pm(row["delta_m"], 2, spread, signed=True)
-        if name != SINGLE_TASK and row["delta_m"]["mean"] == best:
-            delta = f"**{delta}**"
+        if name in leaders:
+            delta = f"**{delta}**" if len(leaders) == 1 else f"{delta} (tied)"
         cells = [
             label,
             *(_pm(row["scores"][task], 3, spread) for task in tasks),
@@ -67,6 +66,14 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
             f"{row['time_vs_single_task']:.2f}x",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if not spread:
+        lines += ["", "No row is marked best: one seed has no spread to tell a difference from noise."]
+    elif len(leaders) > 1:
+        lines += [
+            "",
+            f"Tied for the lowest delta_m: {', '.join(sorted(leaders))} (their mean +- std overlap that of the lowest "
+            "mean, so the seeds do not separate them).",
+        ]
     sweeps = settings.get("sweeps") or {}
     if sweeps:
         lines += ["", "Sweeps (each picks, per seed, its candidate with the best delta_m on the validation rows):"]
@@ -81,6 +88,21 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
         )
         lines.append(f"- delta_m % with them: {with_them}")
     return "\n".join(lines)
+
+
+def best_rows(summary: Mapping[str, Any]) -> set[str]:
+    """The methods to mark best: the one with the lowest mean delta_m, alone where its mean + std lies below every
+    other method's mean - std; otherwise it and every method whose spread overlaps its own (a tie)."""
+    rows = {
+        name: row["delta_m"]
+        for name, row in summary.items()
+        if name != SINGLE_TASK and not math.isnan(row["delta_m"]["mean"])
+    }
+    if not rows:
+        return set()
+    best = min(rows, key=lambda name: rows[name]["mean"])
+    reach = rows[best]["mean"] + rows[best]["std"]
+    return {name for name, delta in rows.items() if delta["mean"] - delta["std"] <= reach}
 
 
 def _pm(value: Mapping[str, float], digits: int, spread: bool = True, signed: bool = False) -> str:
@@ -147,4 +169,4 @@ def plot_comparison(comparison: Mapping[str, Any], path: str | os.PathLike) -> P
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-__all__ = ["markdown_table", "plot_comparison"]
+__all__ = ["best_rows", "markdown_table", "plot_comparison"]

@@ -24,7 +24,6 @@ from ...data.selection import hold_out
 from ...data.sources import TaskSource
 from ...data.transforms import ImageTransforms
 from ...errors import UserError, missing_extra
-from ...metrics import PRIMARY_METRIC
 from ...metrics.scoring import chance_scores
 from ...training.arguments import MultiTaskTrainingArguments
 from ...training.plan import build_task_mixture, planned_optimizer_steps
@@ -33,7 +32,7 @@ from ...utils.memory import PeakMemory
 from ..recipe import DataArguments, ModelArguments, build_model, load_data, recipe_task_specs
 from .plan import SINGLE_TASK, SWEEPS, PlannedRun, budget_rule, plan_runs
 from .report import markdown_table, plot_comparison
-from .statistics import summarise, weak_baselines
+from .statistics import COMPARE_METRIC, summarise, weak_baselines
 
 
 def train_and_score(
@@ -83,9 +82,21 @@ def train_and_score(
         shutil.rmtree(checkpoint, ignore_errors=True)
     prediction = trainer.predict(list(test), metric_key_prefix="eval")
     metrics = prediction.metrics
-    chance = chance_scores(trainer.task_specs, prediction.label_ids, args.multilabel_threshold)
-    primary = {spec.name: f"{spec.name}_{PRIMARY_METRIC[spec.type]}" for spec in task_specs}
-    validation_metrics = trainer.predict(list(validation), metric_key_prefix="validation").metrics if validation else {}
+    chance = chance_scores(trainer.task_specs, prediction.label_ids, args.multilabel_threshold, metrics=COMPARE_METRIC)
+    primary = {spec.name: f"{spec.name}_{COMPARE_METRIC[spec.type]}" for spec in task_specs}
+    validation_prediction = trainer.predict(list(validation), metric_key_prefix="validation") if validation else None
+    validation_metrics = validation_prediction.metrics if validation_prediction else {}
+    validation_chance = (
+        chance_scores(
+            trainer.task_specs,
+            validation_prediction.label_ids,
+            args.multilabel_threshold,
+            prefix="validation",
+            metrics=COMPARE_METRIC,
+        )
+        if validation_prediction
+        else {}
+    )
     return {
         "run": run.name,
         "method": run.method or SINGLE_TASK,
@@ -111,6 +122,11 @@ def train_and_score(
         },
         "validation_relative_score": validation_metrics.get("validation_relative_score"),
         "chance": {task: chance[f"eval_{key}"] for task, key in primary.items()},
+        "validation_chance": {
+            task: validation_chance[f"validation_{key}"]
+            for task, key in primary.items()
+            if f"validation_{key}" in validation_chance
+        },
         "metrics": {key: value for key, value in metrics.items() if isinstance(value, (int, float))},
         "train_seconds": train_seconds,
         "train_samples_per_second": train_metrics["train_samples_per_second"],
@@ -200,7 +216,7 @@ def compare(
     train_sources, validation_sources = _split_validation(train_sources, validation_fraction, training_args.seed)
     task_specs = recipe_task_specs(train_sources)
     task_names = [spec.name for spec in task_specs]
-    metric_of = {spec.name: PRIMARY_METRIC[spec.type] for spec in task_specs}
+    metric_of = {spec.name: COMPARE_METRIC[spec.type] for spec in task_specs}
     steps = planned_optimizer_steps(build_task_mixture(train_sources, training_args), training_args)
     eval_steps = eval_steps or max(1, steps // 20)
     seed_list = [training_args.seed + offset for offset in range(seeds)]

@@ -18,6 +18,12 @@ logger = logging.getLogger(__name__)
 LOWER_IS_BETTER = frozenset({"mse", "mae", "rmse", "loss"})
 """Metric names where a smaller value is better; delta_m flips their sign."""
 
+COMPARE_METRIC = {"classification": "accuracy", "multilabel": "micro_f1", "regression": "mae"}
+"""The score each task type enters delta_m with. Regression uses the mean absolute error, as the multi-task
+literature does for depth and other dense regressions, not R^2: delta_m divides by the baseline's score, and a
+single-task model that learnt little has an R^2 near 0 (a relative change of thousands of percent from a few
+hundredths), while its MAE stays near the spread of the targets, a positive number the change is measured against."""
+
 
 # -- the plan --------------------------------------------------------------------------------------
 
@@ -44,17 +50,26 @@ def delta_m(scores: Mapping[str, float], baseline: Mapping[str, float], metrics:
 
 
 def weak_baselines(results: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -> dict[str, str]:
-    """Tasks whose single-task model (mean over seeds) scored at or below chance on the evaluation rows, with
-    why: a relative change against a model that learnt nothing measures nothing, and can swamp delta_m."""
+    """Tasks whose single-task model (mean over seeds) scored at or below chance on the VALIDATION rows, with why:
+    a relative change against a model that learnt nothing measures nothing, and can swamp delta_m. Decided on
+    validation rows, as every other choice of the comparison is, so that the test rows choose nothing; without
+    validation rows no task is left out."""
     weak = {}
     for task, metric in metrics.items():
-        runs = [run for run in results if run["method"] == SINGLE_TASK and run["tasks"] == [task] and "chance" in run]
+        runs = [
+            run
+            for run in results
+            if run["method"] == SINGLE_TASK
+            and run["tasks"] == [task]
+            and task in (run.get("validation_chance") or {})
+            and task in (run.get("validation_scores") or {})
+        ]
         if not runs:
-            continue  # results written before chance scores were recorded
-        score = statistics.fmean(run["scores"][task] for run in runs)
-        chance = statistics.fmean(run["chance"][task] for run in runs)
+            continue  # no validation rows (or results written before they were scored against chance)
+        score = statistics.fmean(run["validation_scores"][task] for run in runs)
+        chance = statistics.fmean(run["validation_chance"][task] for run in runs)
         if at_or_below_chance(score, chance, lower_is_better=metric in LOWER_IS_BETTER):
-            weak[task] = f"single-task {metric} {score:.3f} is at or below chance {chance:.3f}"
+            weak[task] = f"single-task validation {metric} {score:.3f} is at or below chance {chance:.3f}"
     return weak
 
 
@@ -191,4 +206,4 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
 # -- outputs ---------------------------------------------------------------------------------------
 
 
-__all__ = ["LOWER_IS_BETTER", "delta_m", "is_sweep_candidate", "summarise", "weak_baselines"]
+__all__ = ["COMPARE_METRIC", "LOWER_IS_BETTER", "delta_m", "is_sweep_candidate", "summarise", "weak_baselines"]
