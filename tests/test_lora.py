@@ -51,6 +51,28 @@ def test_lora_trains_the_adapters_and_heads_and_leaves_the_backbone_weights(tmp_
     assert trainable == {name for name in now if ".lora_" in name or name.startswith("heads.")}
 
 
+def test_lp_ft_on_a_lora_model_unfreezes_its_adapters_only(tmp_path):
+    """A model that has adapters (a saved LoRA model, or add_lora) trained with freeze_backbone and
+    unfreeze_backbone_at_step: the heads alone first, then the adapters; the base weights never train."""
+    source = shop_source(rows=48)
+    model = new_model(source)
+    model.add_lora(4, None, 0.0, None)
+    initial = parameters(model)
+    trainer = MultiTaskTrainer(
+        model,
+        arguments(tmp_path, max_steps=4, freeze_backbone=True, unfreeze_backbone_at_step=2),
+        train_dataset=source,
+    )
+    trainer.train()
+    now = parameters(trainer.model)
+    assert [name for name, p in trainer.model.backbone.named_parameters() if p.requires_grad] == [
+        name for name, _ in trainer.model.backbone.named_parameters() if ".lora_" in name
+    ]
+    base = [name for name in now if name.startswith("backbone.") and ".lora_" not in name]
+    assert base and all(torch.equal(now[name], initial[name]) for name in base)  # still a LoRA run
+    assert any(not torch.equal(now[name], initial[name]) for name in now if "lora_B" in name)  # adapters trained
+
+
 def test_a_lora_model_saves_reloads_and_merges_into_a_plain_model(tmp_path, pixel_values, capsys):
     trainer, _ = lora_run(tmp_path / "run")
     folder = tmp_path / "model"

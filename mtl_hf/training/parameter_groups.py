@@ -95,26 +95,32 @@ class BackboneFreezing(TrainerCallback):
     parameters. To be unfrozen later, it is frozen when training begins, after DDP has registered its parameters
     (DDP all-reduces the gradients of the parameters that required one when it wrapped the model; until the
     unfreeze step its `find_unused_parameters`, Trainer's default, leaves the frozen ones without a gradient).
+    Only the parameters that were trainable when the freezing began are unfrozen: a LoRA backbone's adapters, never
+    the base weights LoRA keeps frozen.
     """
 
     def __init__(self, backbone: nn.Module, unfreeze_at_step: int | None):
-        self.backbone = backbone
+        self.trainable = [parameter for parameter in backbone.parameters() if parameter.requires_grad]
         self.unfreeze_at_step = unfreeze_at_step
         self.frozen = True
         if unfreeze_at_step is None:
-            backbone.requires_grad_(False)
+            self._set(trainable=False)
+
+    def _set(self, *, trainable: bool) -> None:
+        for parameter in self.trainable:
+            parameter.requires_grad_(trainable)
 
     def frozen_at(self, step: int) -> bool:
         return self.unfreeze_at_step is None or step < self.unfreeze_at_step
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.frozen = self.frozen_at(state.global_step)
-        self.backbone.requires_grad_(not self.frozen)
+        self._set(trainable=not self.frozen)
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.frozen and not self.frozen_at(state.global_step):
             self.frozen = False
-            self.backbone.requires_grad_(True)
+            self._set(trainable=True)
             logger.info("step %d: the backbone is unfrozen and trains from here on", state.global_step)
 
 
