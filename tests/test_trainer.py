@@ -215,3 +215,19 @@ def test_a_task_without_targets_in_the_evaluation_rows_is_named_not_silently_ave
     others = ["eval_category_accuracy", "eval_colour_accuracy", "eval_pattern_accuracy", "eval_tags_micro_f1"]
     assert metrics["eval_average_score"] == pytest.approx(np.mean([metrics[key] for key in others]))
     assert any("task(s) ['size'] have no targets in these rows" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_train_call_keeps_one_group_for_the_weightings_parameters(tmp_path):
+    """uncertainty learns its log-variances with the model: a second `train()` on the same trainer (more epochs,
+    or a fit continued in a notebook) reuses the optimizer instead of adding those parameters again."""
+    source = shop_source(rows=16)
+    trainer = MultiTaskTrainer(
+        new_model(source), arguments(tmp_path, max_steps=2, weighting="uncertainty"), train_dataset=source
+    )
+    trainer.train()
+    log_variances = [p for p in trainer.weighting.parameters() if p.requires_grad]
+    first = [p.detach().clone() for p in log_variances]
+    trainer.train()
+    groups = [g for g in trainer.optimizer.param_groups if any(p is log_variances[0] for p in g["params"])]
+    assert len(groups) == 1 and groups[0]["params"] == log_variances
+    assert any(not torch.equal(before, now) for before, now in zip(first, log_variances, strict=True))

@@ -259,7 +259,9 @@ class MultiTaskTrainer(Trainer):
         if self.optimizer is None and self.args.fine_tuning.shapes_groups:
             self.optimizer = self._grouped_optimizer(self.model if model is None else model)
         optimizer = super().create_optimizer(model)
-        learned = [p for p in self.weighting.parameters() if p.requires_grad]
+        # Trainer keeps its optimizer across train() calls: the weighting's group is added once.
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        learned = [p for p in self.weighting.parameters() if p.requires_grad and id(p) not in held]
         if learned:
             optimizer.add_param_group({"params": learned, "weight_decay": 0.0})
         return optimizer
