@@ -11,6 +11,7 @@ from tests.training_helpers import (
     SHOP_TASKS,
     StopAt,
     SumOfGradients,
+    digits_source,
     arguments,
     assert_same_parameters,
     new_model,
@@ -231,3 +232,29 @@ def test_a_second_train_call_keeps_one_group_for_the_weightings_parameters(tmp_p
     groups = [g for g in trainer.optimizer.param_groups if any(p is log_variances[0] for p in g["params"])]
     assert len(groups) == 1 and groups[0]["params"] == log_variances
     assert any(not torch.equal(before, now) for before, now in zip(first, log_variances, strict=True))
+
+
+def test_when_exhausted_stop_gives_every_epoch_the_steps_trainer_planned(tmp_path):
+    """Two sources mixed until the first runs out: Trainer plans num_train_epochs x len(mixture) steps and its
+    schedule on them; every epoch has that length, so the run ends where the schedule does (learning rate 0)."""
+    sources = [shop_source(rows=70, name="shop"), digits_source(rows=40, name="digits")]
+    trainer = MultiTaskTrainer(
+        new_model(*sources),
+        arguments(
+            tmp_path,
+            max_steps=-1,
+            num_train_epochs=4,
+            per_device_train_batch_size=8,
+            batch_mode="mixed",
+            when_exhausted="stop",
+            logging_steps=1,
+        ),
+        train_dataset=sources,
+    )
+    per_epoch = len(trainer.train_mixture)
+    trainer.train()
+    assert trainer.state.max_steps == 4 * per_epoch == trainer.state.global_step
+    rates = [entry["learning_rate"] for entry in step_logs(trainer)]
+    assert len(rates) == 4 * per_epoch and rates[-1] == pytest.approx(1e-3 / (4 * per_epoch))
+    epochs = [entry["epoch"] for entry in step_logs(trainer)]
+    assert epochs[per_epoch - 1] == pytest.approx(1.0) and epochs[-1] == pytest.approx(4.0)

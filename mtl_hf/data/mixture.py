@@ -16,6 +16,7 @@ the collator decodes and transforms them in the workers (see `MultiTaskDataLoade
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,11 @@ class TaskMixture:
             the mixture gets targets (missing where a row's source lacks the task).
         when_exhausted (`str`, *optional*, defaults to `"recycle"`):
             What happens when a source has no rows left in its pass: `recycle` starts a new,
-            reshuffled pass over it; `stop` ends the epoch (as `first_exhausted` does in
-            `datasets.interleave_datasets`).
+            reshuffled pass over it; `stop` ends the epoch when the first source, in proportion
+            to its draw, runs out (as `first_exhausted` does in `datasets.interleave_datasets`).
+            So that every epoch has the same number of steps (which Trainer's step count, its
+            schedule and its end assume), a `stop` epoch draws each source in exact proportion,
+            in an order shuffled per epoch, rather than at random (`round_robin`: in turn).
         steps_per_epoch (`int`, *optional*):
             Steps in an epoch. Defaults to one pass's worth of rows: the sum of every source's
             share on a rank divided by `batch_size` (with `stop`, until a source runs out). A
@@ -134,6 +138,9 @@ class TaskMixture:
         self._shares = self._rank_shares()
         if steps_per_epoch is None and when_exhausted == "recycle" and None not in self._shares:
             steps_per_epoch = max(1, sum(self._shares) // batch_size)
+        self._stop_draws = None  # with `stop`: rows (mixed) or batches (homogeneous) of each source per epoch
+        if when_exhausted == "stop" and strategy != "round_robin":
+            steps_per_epoch, self._stop_draws = self._proportional_epoch(steps_per_epoch)
         self.steps_per_epoch = steps_per_epoch
 
         self._epoch = 0
@@ -158,6 +165,25 @@ class TaskMixture:
             unknown = self.sources[shares.index(None)].name
             raise UserError(f"when_exhausted='stop' needs every source's size; give source {unknown!r} its num_rows=")
         return shares
+
+    def _proportional_epoch(self, most_steps: int | None) -> tuple[int, list[int]]:
+        """(steps, draws): the longest epoch (at most `most_steps`) in which every source, drawn in exact proportion
+        to its probability, fits in its share; draws are each source's batches (homogeneous) or rows (mixed)."""
+        per_draw = self.batch_size if self.batch_mode == "homogeneous" else 1
+        draws_per_step = 1 if self.batch_mode == "homogeneous" else self.batch_size
+        capacity = [share // per_draw for share in self._shares]
+        probabilities = list(self.probabilities.values())
+        steps = min(int(c / p / draws_per_step) for c, p in zip(capacity, probabilities, strict=True) if p > 0)
+        steps = min(steps, most_steps) if most_steps is not None else steps
+        while steps > 0:
+            draws = _largest_remainder(steps * draws_per_step, probabilities, capacity)
+            if draws is not None:
+                return steps, draws
+            steps -= 1
+        raise UserError(
+            "with when_exhausted='stop' the epoch would end at once: a source has too few rows per rank for one "
+            "batch in proportion to its draw; recycle, or use a smaller batch"
+        )
 
     # -- what the mixture is -----------------------------------------------------------------
 
@@ -215,17 +241,21 @@ class TaskMixture:
         self._start_step = int(state["step"])
 
     def __len__(self) -> int:
-        if self.when_exhausted == "stop":
-            return sum(1 for _ in self._plan(self._epoch))
+        if self.when_exhausted == "stop" and self._stop_draws is None:  # round robin: the same every epoch
+            return sum(1 for _ in self._schedule(self._epoch))
         if self.steps_per_epoch is None:
             raise TypeError("this mixture is endless (a stream of unknown size): set steps_per_epoch or max_steps")
         return self.steps_per_epoch
 
     # -- the plan ----------------------------------------------------------------------------
 
-    def _plan(self, epoch: int) -> Iterator[list[_Segment]]:
-        """Each step's segments; a pure function of (seed, epoch, sizes), the same on every rank."""
+    def _schedule(self, epoch: int) -> Iterator[list[_Segment]]:
+        """Each step's segments (which rows of which source it reads); a pure function of (seed, epoch, sizes),
+        the same on every rank."""
         rng = np.random.default_rng([self.seed, epoch])
+        if self._stop_draws is not None:
+            yield from self._proportional_schedule(rng)
+            return
         probabilities = np.array(list(self.probabilities.values()))
         num_sources = len(self.sources)
         passes = [0] * num_sources
@@ -265,12 +295,26 @@ class TaskMixture:
             yield segments
             step += 1
 
+    def _proportional_schedule(self, rng: np.random.Generator) -> Iterator[list[_Segment]]:
+        """A `stop` epoch: each source's draws (`_proportional_epoch`) in a shuffled order, `steps_per_epoch` steps."""
+        order = rng.permutation(np.repeat(np.arange(len(self.sources)), self._stop_draws))
+        per_step = 1 if self.batch_mode == "homogeneous" else self.batch_size
+        offsets = [0] * len(self.sources)
+        for step in range(self.steps_per_epoch):
+            drawn = order[step * per_step : (step + 1) * per_step]
+            counts = {int(s): int(n) * (self.batch_size if per_step == 1 else 1) for s, n in Counter(drawn).items()}
+            segments = []
+            for source, count in sorted(counts.items()):
+                segments.append(_Segment(source, 0, offsets[source], count))
+                offsets[source] += count
+            yield segments
+
     # -- reading -----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[MixtureBatch]:
         epoch, start = self._epoch, self._start_step
         readers = [SourceReader(self, index, epoch) for index in range(len(self.sources))]
-        for step, segments in enumerate(self._plan(epoch)):
+        for step, segments in enumerate(self._schedule(epoch)):
             if step < start:
                 continue
             examples = [example for segment in segments for example in readers[segment.source].read(segment)]
@@ -291,6 +335,19 @@ class TaskMixture:
             f"TaskMixture({self.strategy}, {self.batch_mode}, batch_size={self.batch_size}, "
             f"rank {self.rank}/{self.world_size}, steps_per_epoch={self.steps_per_epoch}, {{{mix}}})"
         )
+
+
+def _largest_remainder(total: int, probabilities: Sequence[float], capacity: Sequence[int]) -> list[int] | None:
+    """`total` draws split in proportion to `probabilities` (largest remainders first), none over its `capacity`;
+    None where they do not fit."""
+    exact = [total * p for p in probabilities]
+    draws = [min(int(x), c) for x, c in zip(exact, capacity, strict=True)]
+    for index in sorted(range(len(exact)), key=lambda i: exact[i] - int(exact[i]), reverse=True):
+        if sum(draws) == total:
+            break
+        if draws[index] < capacity[index] and probabilities[index] > 0:
+            draws[index] += 1
+    return draws if sum(draws) == total else None
 
 
 def _checked_sources(sources: TaskSource | Sequence[TaskSource]) -> list[TaskSource]:

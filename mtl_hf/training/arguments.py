@@ -43,7 +43,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
     when_exhausted: str = field(
         default="recycle",
-        metadata={"help": "A source that runs out: 'recycle' (new shuffled pass) or 'stop' (ends the epoch)."},
+        metadata={
+            "help": "A source that runs out: 'recycle' (new shuffled pass) or 'stop' (ends the epoch; each epoch "
+            "then draws the sources in exact proportion, so every epoch has the same steps)."
+        },
     )
     steps_per_epoch: int | None = field(
         default=None, metadata={"help": "Batches per epoch (default: one pass's worth of rows)."}

@@ -98,14 +98,28 @@ def test_an_epoch_is_one_pass_worth_of_rows_and_epochs_differ():
     assert first != second
 
 
-def test_stop_ends_the_epoch_when_a_source_runs_out():
-    mixture = TaskMixture(sources(), batch_size=10, when_exhausted="stop", seed=0)
-    uids = [uid for batch in mixture for uid in served_uids(batch)]
-    assert len(uids) == len(set(uids)), "no row twice in an epoch without recycling"
-    assert len(mixture) == len(uids) // 10
-    # It stopped because one source could not fill the next batch it was drawn for.
-    used = Counter("small" if u < 100 else "medium" if u < 500 else "large" for u in uids)
-    assert any(SIZES[name] - used[name] < 10 for name in SIZES)
+@pytest.mark.parametrize("batch_mode", ["homogeneous", "mixed"])
+@pytest.mark.parametrize("strategy", ["proportional", "uniform"])
+def test_stop_ends_every_epoch_at_the_same_step_when_a_source_runs_out(batch_mode, strategy):
+    """`stop`: each epoch draws the sources in exact proportion, in an order shuffled per epoch, until the first
+    (in proportion) runs out; every epoch has `len(mixture)` steps, which Trainer's step count assumes."""
+    mixture = TaskMixture(sources(), batch_size=10, batch_mode=batch_mode, strategy=strategy, when_exhausted="stop")
+    steps, orders = len(mixture), []
+    for epoch in range(4):
+        mixture.set_epoch(epoch)
+        assert len(mixture) == steps
+        batches = list(mixture)
+        assert len(batches) == steps and all(len(batch.examples) == 10 for batch in batches)
+        uids = [uid for batch in batches for uid in served_uids(batch)]
+        assert len(uids) == len(set(uids)), "no row twice in an epoch without recycling"
+        used = Counter("small" if u < 100 else "medium" if u < 500 else "large" for u in uids)
+        for name, p in mixture.probabilities.items():
+            assert abs(used[name] - p * len(uids)) <= 10, (name, used[name], p * len(uids))  # within one batch
+        # It stopped because the most drawn source (for its size) could not fill another step in proportion.
+        limiting = min(SIZES, key=lambda name: SIZES[name] / mixture.probabilities[name])
+        assert SIZES[limiting] - used[limiting] < 10 / mixture.probabilities[limiting] + 10
+        orders.append([served_uids(batch)[0] for batch in batches])
+    assert len({tuple(order) for order in orders}) == 4  # a new order every epoch
 
 
 def test_recycle_reshuffles_a_source_that_runs_out():
