@@ -432,3 +432,48 @@ def _check_comparison_against_its_runs(path: Path, budget: str) -> None:
         assert summary[name]["delta_m"]["mean"] == pytest.approx(
             _by_hand_delta_m(run["scores"], baseline, counted, metrics)
         )
+
+
+@pytest.mark.parametrize("saves", [True, False])
+def test_checkpoints_are_removed_by_the_saving_rank_after_every_rank_restored_the_best(
+    tiny_recipe, tmp_path, monkeypatch, saves
+):
+    """Under DDP every rank loads the best checkpoint at the end of train(); the folders go only after a barrier,
+    and only on the rank that wrote them (should_save), followed by another barrier before anything reads on."""
+    import shutil
+
+    from accelerate import Accelerator
+
+    from mtl_hf import MultiTaskTrainer, MultiTaskTrainingArguments
+    from mtl_hf.commands.compare import runner
+
+    events, train = [], MultiTaskTrainer.train
+
+    def train_then_note(self, *args, **kwargs):
+        result = train(self, *args, **kwargs)
+        events.append("trained")
+        return result
+
+    real_rmtree = shutil.rmtree
+    monkeypatch.setattr(MultiTaskTrainer, "train", train_then_note)
+    monkeypatch.setattr(Accelerator, "wait_for_everyone", lambda self: events.append("barrier"))
+    monkeypatch.setattr(
+        runner.shutil, "rmtree", lambda path, **kwargs: (events.append("removed"), real_rmtree(path, **kwargs))
+    )
+    if not saves:  # a rank that did not write the checkpoints
+        monkeypatch.setattr(MultiTaskTrainingArguments, "should_save", property(lambda self: False))
+    output = tmp_path / "converged"
+    command = compare_command(tiny_recipe, output, "--budget", "convergence", "--patience", "1", "--eval_steps", "1")
+    args = command[command.index("compare") :]
+    args[args.index("equal,famo")] = "equal"
+    args[args.index("--seeds") + 1] = "1"
+    assert cli([*args, "--num_train_epochs", "3"]) == 0
+    runs = [index for index, event in enumerate(events) if event == "trained"]
+    assert len(runs) == 4  # three single-task models and one multi-task model
+    for start in runs:
+        after = events[start + 1 :]
+        assert after[0] == "barrier", after  # every rank has restored the best checkpoint
+        removals = next(index for index, event in enumerate(after[1:], 1) if event != "removed") - 1
+        assert (removals > 0) == saves  # by the rank that saved them only
+        assert after[1 + removals] == "barrier"  # and nobody goes on before they are gone
+    assert bool(list(output.glob("runs/*/*/checkpoint-*"))) != saves

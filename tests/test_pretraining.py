@@ -69,6 +69,37 @@ def pretrained(tmp_path):
     return tmp_path / "backbone", tmp_path / "pretraining"
 
 
+def test_the_backbone_is_saved_from_the_gathered_model_not_the_ranks_live_module(tmp_path, monkeypatch):
+    """Under FSDP a rank's live module holds a shard; Trainer's save gathers the whole model into the folder. The
+    backbone folder must come from that save: here the live backbone is wiped right after it (as a shard's view
+    would differ), and the backbone saved is still the trained one."""
+    from mtl_hf import MultiTaskTrainer
+
+    save_model = MultiTaskTrainer.save_model
+
+    def save_then_shard(self, output_dir=None, _internal_call=False):
+        save_model(self, output_dir, _internal_call)
+        if not _internal_call:
+            for parameter in self.model.backbone.parameters():
+                parameter.data.zero_()
+
+    monkeypatch.setattr(MultiTaskTrainer, "save_model", save_then_shard)
+    values = yaml.safe_load((ROOT / "recipes" / "configs" / "pretrain_shapes.yaml").read_text())
+    values.update(
+        dataset_options={"num_rows": 32, "eval_rows": 8, "image_size": 32},
+        num_train_epochs=1,
+        output_dir=str(tmp_path / "run"),
+        backbone_output_dir=str(tmp_path / "backbone"),
+        disable_tqdm=True,
+    )
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(values))
+    assert cli(["train", str(tmp_path / "recipe.yaml")]) == 0
+    trained = MultiTaskViTModel.from_pretrained(tmp_path / "run").backbone.state_dict()
+    plain = AutoModel.from_pretrained(tmp_path / "backbone").state_dict()
+    assert any(value.abs().sum() > 0 for value in trained.values())
+    assert all(torch.equal(plain[key], trained[key]) for key in trained)
+
+
 def test_pretraining_saves_a_plain_backbone_that_a_downstream_recipe_starts_from(pretrained, tmp_path):
     backbone, model_folder = pretrained
     assert sorted(path.name for path in backbone.iterdir()) == [

@@ -25,6 +25,7 @@ from ..errors import MissingPathError
 from ..metrics import PRIMARY_METRIC
 from ..metrics.scoring import at_or_below_chance, chance_scores
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 from ..training.arguments import MultiTaskTrainingArguments
 from ..training.trainer import MultiTaskTrainer
 from ..utils.output_dir import claim_output_dir, output_dir_lock
@@ -107,9 +108,14 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
     #    (a corrupt image in the evaluation data) never loses the training.
     trainer.save_state()
     trainer.save_model()
-    if model_args.backbone_output_dir and trainer.is_world_process_zero():
-        trainer.model.save_backbone(model_args.backbone_output_dir)
-        image_processor.save_pretrained(model_args.backbone_output_dir)
+    if model_args.backbone_output_dir:
+        if trainer.is_world_process_zero():
+            # From the folder Trainer's save gathered from every rank (FSDP's shards included), not from this rank's
+            # live module, which may hold a shard: file work on one rank, no collective.
+            saved = MultiTaskViTModel.from_pretrained(training_args.output_dir)
+            saved.save_backbone(model_args.backbone_output_dir)
+            image_processor.save_pretrained(model_args.backbone_output_dir)
+        trainer.accelerator.wait_for_everyone()
 
     # 6. Evaluate every task, beside answers that ignore the image; the card then shows the scores.
     metrics = _evaluate_against_chance(trainer, eval_sources, task_specs) if eval_sources else {}

@@ -77,9 +77,13 @@ def train_and_score(
     with PeakMemory() as memory:
         train_metrics = trainer.train().metrics
     train_seconds = time.perf_counter() - started
-    # The best checkpoint is in the model now (load_best_model_at_end); the folders are not needed any more.
-    for checkpoint in output_dir.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint, ignore_errors=True)
+    # The best checkpoint is in the model now (load_best_model_at_end); the folders are not needed any more. Every
+    # rank has loaded it before the one that saved them removes them.
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        for checkpoint in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     prediction = trainer.predict(list(test), metric_key_prefix="eval")
     metrics = prediction.metrics
     chance = chance_scores(trainer.task_specs, prediction.label_ids, args.multilabel_threshold, metrics=COMPARE_METRIC)
