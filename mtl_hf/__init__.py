@@ -16,33 +16,28 @@ inference does not pay for the training stack.
       utils/            distributed helpers, the one host copy, output-folder locks, lazy imports, validation
 """
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
-from transformers import AutoConfig, AutoModel
-
-from .models.mtl_vit import (
-    MISSING_CLASS,
-    POOLING_MODES,
-    TASK_TYPES,
-    MultiTaskOutput,
-    MultiTaskViTConfig,
-    MultiTaskViTModel,
-    MultiTaskViTPreTrainedModel,
-    TaskSpec,
-)
 from .utils.lazy import lazy_attributes
 
 __version__ = "0.2.0"
 
-# `exist_ok` keeps a second import (or a model loaded as remote code first) from failing.
-AutoConfig.register(MultiTaskViTConfig.model_type, MultiTaskViTConfig, exist_ok=True)
-AutoModel.register(MultiTaskViTConfig, MultiTaskViTModel, exist_ok=True)
-
-from .inference.registration import register_pipeline  # noqa: E402  (after the Auto classes it names)
-
-register_pipeline()
-
 _ATTRIBUTES = {
+    **dict.fromkeys(
+        (
+            "MISSING_CLASS",
+            "POOLING_MODES",
+            "TASK_TYPES",
+            "MultiTaskOutput",
+            "MultiTaskViTConfig",
+            "MultiTaskViTModel",
+            "MultiTaskViTPreTrainedModel",
+            "TaskSpec",
+        ),
+        ".models.mtl_vit",
+    ),
     "MultiTaskTrainer": ".training.trainer",
     "MultiTaskTrainingArguments": ".training.arguments",
     "MultiTaskImageClassificationPipeline": ".inference.pipeline",
@@ -54,10 +49,46 @@ if TYPE_CHECKING:
     from .errors import UserError
     from .inference.pipeline import MultiTaskImageClassificationPipeline
     from .inference.registration import PIPELINE_TASK
+    from .models.mtl_vit import (
+        MISSING_CLASS,
+        POOLING_MODES,
+        TASK_TYPES,
+        MultiTaskOutput,
+        MultiTaskViTConfig,
+        MultiTaskViTModel,
+        MultiTaskViTPreTrainedModel,
+        TaskSpec,
+    )
     from .training.arguments import MultiTaskTrainingArguments
     from .training.trainer import MultiTaskTrainer
 
 __getattr__, __dir__ = lazy_attributes(__name__, _ATTRIBUTES)
+
+_registered = False
+
+
+def register_with_transformers() -> None:
+    """Registers the model with transformers' Auto classes and the pipeline (again: a no-op). `import mtl_hf` does
+    it, except in the `mtl-hf` command, which does it once its arguments are parsed (see below)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoConfig, AutoModel
+
+    from .inference.registration import register_pipeline
+    from .models.mtl_vit import MultiTaskViTConfig, MultiTaskViTModel
+
+    # `exist_ok` keeps a model loaded as remote code first from failing.
+    AutoConfig.register(MultiTaskViTConfig.model_type, MultiTaskViTConfig, exist_ok=True)
+    AutoModel.register(MultiTaskViTConfig, MultiTaskViTModel, exist_ok=True)
+    register_pipeline()
+    _registered = True
+
+
+# Registering imports torch and transformers' modeling code (about 2.5 s). The `mtl-hf` console script answers
+# --help and one-line argument errors before it needs them, so there the command registers after parsing.
+if os.path.basename(sys.argv[0] if sys.argv else "") != "mtl-hf":
+    register_with_transformers()
 
 __all__ = [
     "MISSING_CLASS",
@@ -73,4 +104,5 @@ __all__ = [
     "MultiTaskViTPreTrainedModel",
     "TaskSpec",
     "UserError",
+    "register_with_transformers",
 ]

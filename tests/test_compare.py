@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mtl_hf.commands.compare import SINGLE_TASK, delta_m, markdown_table, plan_runs, summarise, weak_baselines
-from mtl_hf.commands.compare.plan import sweep_candidates
+from mtl_hf.commands.compare.budgets import sweep_candidates
 from mtl_hf.commands.compare.report import best_rows
 from mtl_hf.commands.main import main as cli
 

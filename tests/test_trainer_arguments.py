@@ -10,7 +10,7 @@ from transformers import TrainingArguments
 
 from mtl_hf import MultiTaskTrainer
 from mtl_hf.errors import UserError
-from mtl_hf.training.plan import HONOURED_ARGUMENTS, IGNORED_ARGUMENTS, REFUSED_TRAINING_ARGUMENTS
+from mtl_hf.training.assembly import HONOURED_ARGUMENTS, IGNORED_ARGUMENTS, REFUSED_TRAINING_ARGUMENTS
 from tests.training_helpers import arguments, new_model, shop_source
 
 REFUSED_VALUES = {

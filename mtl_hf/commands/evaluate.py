@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoImageProcessor
 
     from ..data.builtin import is_builtin
-    from ..data.locations import require_path_or_hub_id
+    from ..hub.lookup import require_path_or_hub_id
     from ..metrics.scoring import chance_scores
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel

@@ -9,7 +9,7 @@ SUMMARY = "a saved model as one ONNX graph (a named output per task, a dynamic b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..inference.onnx_export import DEFAULT_TOLERANCE
+    from ..inference.onnx_layout import DEFAULT_TOLERANCE
 
     parser.add_argument("model", help="the saved model folder (a LoRA model: merge it first)")
     parser.add_argument("output", help="the folder for the export (new or empty)")

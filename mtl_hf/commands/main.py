@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in parser.commands else None
     try:
         if command in DELEGATED:
-            if len(argv) == 1:
+            if len(argv) == 1 or argv[1] in ("-h", "--help"):
                 parser.parse_args([command, "--help"])
             module = importlib.import_module(DELEGATED[command][0], __package__)
             try:

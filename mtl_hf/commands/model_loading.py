@@ -8,8 +8,8 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..data.locations import require_path_or_hub_id
 from ..errors import MissingPathError, UserError, one_line
+from ..hub.lookup import require_path_or_hub_id
 
 
 def add_pickled_weights_flag(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,11 @@ def existing_model(model: str) -> str:
 @contextlib.contextmanager
 def loading_model(model: str) -> Iterator[None]:
     """Loading the model the user named: one line for a model that is neither a local folder nor found on the
-    Hub (saying both were tried), and for the model files' own refusals (pickled weights, a bad config)."""
+    Hub (saying both were tried), and for the model files' own refusals (pickled weights, a bad config). The
+    model's classes are registered with transformers first (the `mtl-hf` command defers that past its parsing)."""
+    from .. import register_with_transformers
+
+    register_with_transformers()
     try:
         yield
     except OSError as error:

@@ -14,23 +14,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import datasets
-import torch
-import transformers
-from transformers import set_seed
-
-from ..data.transforms import ImageTransforms
 from ..errors import MissingPathError
-from ..metrics import PRIMARY_METRIC
-from ..metrics.scoring import at_or_below_chance, chance_scores
-from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
-from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
-from ..training.arguments import MultiTaskTrainingArguments
-from ..training.trainer import MultiTaskTrainer
-from ..utils.output_dir import claim_output_dir, output_dir_lock
 from .parsing import user_errors_in_one_line
-from .recipe import DataArguments, ModelArguments, build_model, load_data, parse_recipe, recipe_task_specs
+from .recipe.parser import parse_recipe
+
+if TYPE_CHECKING:
+    from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
+    from ..training.arguments import MultiTaskTrainingArguments
+    from ..training.trainer import MultiTaskTrainer
+    from .recipe.arguments import DataArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +41,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "recipes/train.py") -
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
     """The recipe's stages, top to bottom; returns the evaluation metrics."""
+    from .. import register_with_transformers
+    from ..utils.output_dir import output_dir_lock
+
+    register_with_transformers()  # the `mtl-hf` command defers it past parsing (mtl_hf/__init__.py)
     _set_up_logging(training_args)
     # First: two runs must not write into one folder.
     with output_dir_lock(training_args.output_dir, is_main_process=training_args.process_index == 0):
@@ -54,6 +52,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
 
 
 def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
+    import torch
+    from transformers import set_seed
+
+    from ..data.transforms import ImageTransforms
+    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
+    from ..training.trainer import MultiTaskTrainer
+    from ..utils.output_dir import claim_output_dir
+    from .recipe.assembly import build_model, load_data, recipe_task_specs
+
     resume_point = _resume_point(training_args)
     if resume_point is None:  # before any work: a previous run there is not replaced by accident
         claim_output_dir(
@@ -134,6 +141,8 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
 def _evaluate_against_chance(trainer: MultiTaskTrainer, eval_sources, task_specs) -> dict[str, float]:
     """Every task's metrics on the evaluation rows, saved and logged beside its chance score; the card then
     shows both."""
+    from ..metrics.scoring import chance_scores
+
     prediction = trainer.predict(eval_sources, metric_key_prefix="eval")
     metrics = prediction.metrics
     trainer.log(metrics)  # into the logs (curves, card, TensorBoard) like any evaluation
@@ -149,6 +158,9 @@ def _evaluate_against_chance(trainer: MultiTaskTrainer, eval_sources, task_specs
 
 def results_table(task_specs: Sequence[TaskSpec], metrics: dict[str, float], chance: dict[str, float]) -> str:
     """Each task's main score beside its chance score, as the recipe prints it at the end."""
+    from ..metrics import PRIMARY_METRIC
+    from ..metrics.scoring import at_or_below_chance
+
     rows = [f"\n{'task':<14} {'type':<15} {'metric':<9} {'score':>7} {'chance':>7}"]
     for spec in task_specs:
         key = f"eval_{spec.name}_{PRIMARY_METRIC[spec.type]}"
@@ -174,6 +186,9 @@ def _resume_point(training_args: MultiTaskTrainingArguments) -> str | bool | Non
 
 
 def _set_up_logging(training_args: MultiTaskTrainingArguments) -> None:
+    import datasets
+    import transformers
+
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     level = training_args.get_process_log_level()
     logger.setLevel(logging.INFO if training_args.should_log else level)

@@ -5,7 +5,6 @@ their splits is asked for; and how many rows a stream of Parquet shards holds.""
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import os
 import posixpath
@@ -19,7 +18,7 @@ import datasets
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from ..errors import MissingPathError, UnreachableError, UserError
-from ..hub.lookup import HUB_ID
+from ..hub.lookup import require_path_or_hub_id
 from .tables import DEFAULT_SPLITS, SPLIT_COLUMN, is_table, read_table, select_split
 
 # The split a Parquet file belongs to, from its name or folder (`train-00000-of-00004.parquet`,
@@ -202,28 +201,6 @@ def _load_url(url: str, *, split: str, streaming: bool, storage_options: dict[st
             "into its cache: stream the source (streaming: true) or unset it"
         ) from None
     return LoadedRows(loaded, files, origin={"data": url, "split": split})
-
-
-def require_path_or_hub_id(name: str, kind: str, *, where: str = "") -> None:
-    """Refuses `name` when no such local path exists and it is not a Hub id: not of the form `owner/name`, the
-    only form tried on the Hub, or with a first part that is a local folder (`outputs/demo` is a path: the Hub is
-    not asked for an `outputs` account).
-
-    So a typo in a local path fails at once with one line, instead of retrying the Hub.
-    """
-    path = Path(name)
-    if path.exists():
-        return
-    if HUB_ID.fullmatch(name) is None:
-        raise MissingPathError(f"{where}no {kind} at {name} (tried as a local path; a Hub id has the form owner/name)")
-    if path.parent.is_dir():
-        entries = sorted(entry.name for entry in path.parent.iterdir() if not entry.name.startswith("."))
-        close = difflib.get_close_matches(path.name, entries, n=1)
-        hint = f"; did you mean {path.parent / close[0]}?" if close else f"; it holds {entries[:8]}"
-        raise MissingPathError(
-            f"{where}no {kind} at {name}: {path.parent}/ is a local folder, so this is a local path, not a Hub id, "
-            f"and it has no {path.name!r}{hint}"
-        )
 
 
 def parquet_row_count(files: Sequence[str], storage_options: dict[str, Any] | None = None) -> int:

@@ -7,6 +7,7 @@ copy with a one-line notice.
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 import urllib.error
@@ -58,4 +59,26 @@ def hub_model_location(repo_id: str, *, revision: str | None = None) -> str:
         ) from None
 
 
-__all__ = ["HUB_ID", "PROBE_TIMEOUT_SECONDS", "hub_model_location", "is_hub_id"]
+def require_path_or_hub_id(name: str, kind: str, *, where: str = "") -> None:
+    """Refuses `name` when no such local path exists and it is not a Hub id: not of the form `owner/name`, the
+    only form tried on the Hub, or with a first part that is a local folder (`outputs/demo` is a path: the Hub is
+    not asked for an `outputs` account).
+
+    So a typo in a local path fails at once with one line, instead of retrying the Hub.
+    """
+    path = Path(name)
+    if path.exists():
+        return
+    if HUB_ID.fullmatch(name) is None:
+        raise MissingPathError(f"{where}no {kind} at {name} (tried as a local path; a Hub id has the form owner/name)")
+    if path.parent.is_dir():
+        entries = sorted(entry.name for entry in path.parent.iterdir() if not entry.name.startswith("."))
+        close = difflib.get_close_matches(path.name, entries, n=1)
+        hint = f"; did you mean {path.parent / close[0]}?" if close else f"; it holds {entries[:8]}"
+        raise MissingPathError(
+            f"{where}no {kind} at {name}: {path.parent}/ is a local folder, so this is a local path, not a Hub id, "
+            f"and it has no {path.name!r}{hint}"
+        )
+
+
+__all__ = ["HUB_ID", "PROBE_TIMEOUT_SECONDS", "hub_model_location", "is_hub_id", "require_path_or_hub_id"]

@@ -25,10 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, missing_extra, one_line
-
-ONNX_FILE, TASKS_FILE = "model.onnx", "onnx_tasks.json"
-METADATA_KEY = "mtl_hf"
-DEFAULT_TOLERANCE = 1e-4
+from .onnx_layout import DEFAULT_TOLERANCE, METADATA_KEY, ONNX_FILE, TASKS_FILE
 
 
 class _LogitsGraph(torch.nn.Module):

@@ -42,13 +42,7 @@ from ..data.transforms import ImageTransforms
 from ..errors import UserError
 from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 from .arguments import MultiTaskTrainingArguments
-from .callbacks import MultiTaskStateCallback, WeightingCallback
-from .checkpoint_state import last_complete_checkpoint, load_multitask_state, restore_task_losses
-from .evaluation import named_sources, predict_sources
-from .loss_guard import LossGuard
-from .model_card import write_model_card
-from .parameter_groups import BackboneFreezing, check_unfreeze_step, parameter_groups
-from .plan import (
+from .assembly import (
     planned_optimizer_steps,
     prepare_model,
     record_training_data,
@@ -56,6 +50,12 @@ from .plan import (
     training_mixture,
     training_weighting,
 )
+from .callbacks import MultiTaskStateCallback, WeightingCallback
+from .checkpoint_state import last_complete_checkpoint, load_multitask_state, restore_task_losses
+from .evaluation import named_sources, predict_sources
+from .loss_guard import LossGuard
+from .model_card import write_model_card
+from .parameter_groups import BackboneFreezing, check_unfreeze_step, parameter_groups
 from .step_replay import StepReplay
 from .tallies import BadImageTally, TaskLogs
 

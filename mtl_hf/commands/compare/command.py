@@ -38,9 +38,8 @@ from typing import Any
 
 from ..parsing import CommandParser, user_errors_in_one_line
 from ..recipe import parse_recipe
-from .plan import BUDGETS
+from .budgets import BUDGETS
 from .report import markdown_table
-from .runner import compare
 
 
 def build_parser(prog: str = "mtl-hf compare") -> CommandParser:
@@ -103,6 +102,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "recipes/compare.py") ->
     with user_errors_in_one_line(prog):
         argv = list(sys.argv[1:] if argv is None else argv)
         options, (model_args, data_args, training_args) = parse_compare_args(argv, prog)
+        from ... import register_with_transformers
+        from .runner import compare  # the training stack: imported once the arguments hold
+
+        register_with_transformers()  # the `mtl-hf` command defers it past parsing (mtl_hf/__init__.py)
         output_dir = options.output_dir or os.path.join(training_args.output_dir, "comparison")
         comparison = compare(
             model_args,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import missing_extra
-from .plan import SINGLE_TASK
+from .budgets import SINGLE_TASK
 
 
 def markdown_table(comparison: Mapping[str, Any]) -> str:

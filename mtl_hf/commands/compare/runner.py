@@ -26,11 +26,11 @@ from ...data.transforms import ImageTransforms
 from ...errors import UserError, missing_extra
 from ...metrics.scoring import chance_scores
 from ...training.arguments import MultiTaskTrainingArguments
-from ...training.plan import build_task_mixture, planned_optimizer_steps
+from ...training.assembly import build_task_mixture, planned_optimizer_steps
 from ...training.trainer import MultiTaskTrainer
 from ...utils.memory import PeakMemory
 from ..recipe import DataArguments, ModelArguments, build_model, load_data, recipe_task_specs
-from .plan import SINGLE_TASK, SWEEPS, PlannedRun, budget_rule, plan_runs
+from .budgets import SINGLE_TASK, SWEEPS, PlannedRun, budget_rule, plan_runs
 from .report import markdown_table, plot_comparison
 from .statistics import COMPARE_METRIC, summarise, weak_baselines
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...errors import UserError
 from ...metrics.scoring import at_or_below_chance
-from .plan import SINGLE_TASK, SWEEPS
+from .budgets import SINGLE_TASK, SWEEPS
 
 logger = logging.getLogger(__name__)
 

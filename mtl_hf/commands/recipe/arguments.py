@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...data.sources import BAD_IMAGE_POLICIES
 from ...errors import UserError
 from ...utils.validation import check_choice, structured_option
 
@@ -167,6 +166,8 @@ class DataArguments:
             raise UserError("give either sources or dataset/tasks, not both")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise UserError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        from ...data.sources import BAD_IMAGE_POLICIES  # the data path imports torch: not before the recipe is read
+
         check_choice("bad_image_policy", self.bad_image_policy, BAD_IMAGE_POLICIES)
 
     def source_settings(self) -> list[dict[str, Any]]:

@@ -12,17 +12,25 @@ import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from transformers import HfArgumentParser
 
 from ...errors import MissingPathError, UserError
-from ...training.arguments import MultiTaskTrainingArguments
 from ..parsing import OneLineErrors, negative_values_attached
 from .arguments import DataArguments, ModelArguments
 
-RECIPE_CLASSES = (ModelArguments, DataArguments, MultiTaskTrainingArguments)
+if TYPE_CHECKING:
+    from ...training.arguments import MultiTaskTrainingArguments
+
+
+def recipe_classes() -> tuple[type, ...]:
+    """The recipe's three dataclasses. MultiTaskTrainingArguments is transformers' TrainingArguments, whose import
+    costs seconds (torch, and peft where installed): it is imported once the recipe file has been read."""
+    from ...training.arguments import MultiTaskTrainingArguments
+
+    return ModelArguments, DataArguments, MultiTaskTrainingArguments
 
 
 class RecipeParser(OneLineErrors, HfArgumentParser):
@@ -30,17 +38,21 @@ class RecipeParser(OneLineErrors, HfArgumentParser):
 
     def __init__(self, prog: str = "mtl-hf train"):
         # allow_abbrev=False: argparse would otherwise take `--learning_rat` for `--learning_rate`.
-        super().__init__(RECIPE_CLASSES, prog=prog, allow_abbrev=False)
-        self.field_names = sorted(
-            field.name for cls in RECIPE_CLASSES for field in dataclasses.fields(cls) if field.init
-        )
+        classes = recipe_classes()
+        super().__init__(classes, prog=prog, allow_abbrev=False)
+        self.field_names = sorted(field.name for cls in classes for field in dataclasses.fields(cls) if field.init)
 
-    def parse(self, argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
-        """The arguments of `[CONFIG.yaml] [--key value ...]`; `--help` prints every field and exits."""
+    def parse(
+        self, argv: Sequence[str], recipe: tuple[str, Mapping[str, Any]] | None = None
+    ) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
+        """The arguments of `[CONFIG.yaml] [--key value ...]` (`recipe`: the file, already read, as `(path,
+        values)`); `--help` prints every field and exits."""
         argv = list(argv)
-        if argv and not argv[0].startswith("-"):
+        if recipe is None and argv and not argv[0].startswith("-"):
             path = argv.pop(0)
-            self.use_defaults(read_recipe(path), where=path)
+            recipe = (path, read_recipe(path))
+        if recipe is not None:
+            self.use_defaults(recipe[1], where=recipe[0])
         flags = negative_values_attached(argv)
         _, unknown = self.parse_known_args(flags)
         self.refuse_unknown(unknown)
@@ -102,8 +114,14 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def parse_recipe(argv: Sequence[str], *, prog: str = "mtl-hf train"):
-    """`(ModelArguments, DataArguments, MultiTaskTrainingArguments)` from `[CONFIG.yaml] [--key value ...]`."""
-    return RecipeParser(prog).parse(argv)
+    """`(ModelArguments, DataArguments, MultiTaskTrainingArguments)` from `[CONFIG.yaml] [--key value ...]`; a
+    missing or broken recipe file is refused before the slow part, building the parser."""
+    argv = list(argv)
+    recipe = None
+    if argv and not argv[0].startswith("-"):
+        path = argv.pop(0)
+        recipe = (path, read_recipe(path))
+    return RecipeParser(prog).parse(argv, recipe)
 
 
-__all__ = ["RECIPE_CLASSES", "RecipeParser", "parse_recipe", "read_recipe"]
+__all__ = ["RecipeParser", "parse_recipe", "read_recipe", "recipe_classes"]
