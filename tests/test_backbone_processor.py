@@ -107,3 +107,48 @@ def test_the_card_links_a_hub_backbone_and_not_a_local_one(tmp_path):
     backbone._name_or_path = str(tmp_path)  # a folder on this machine, even one named like owner/name
     card = build_model_card(MultiTaskViTConfig(backbone_config=backbone, tasks=SPECS), model_name="m")
     assert card.data.base_model is None and f"initialised from the local backbone `{tmp_path}`" in card.text
+
+
+def test_a_loaded_model_saved_again_keeps_its_image_processor(tmp_path):
+    """`from_pretrained` then `add_task` then `save_pretrained` (the README's way to add a head): the new folder has
+    the processor the loaded one had, so that training, tagging and serving from it prepare photos the same way."""
+    from mtl_hf import MultiTaskViTModel
+    from mtl_hf.data import ImageTransforms
+
+    from .test_predict_catalogue import save_model
+
+    save_model(tmp_path / "model")
+    processor = ImageTransforms(size=(32, 32), mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6)).image_processor()
+    processor.save_pretrained(tmp_path / "model")
+    model = MultiTaskViTModel.from_pretrained(tmp_path / "model")
+    model.add_task({"name": "ink", "type": "regression"})
+    model.save_pretrained(tmp_path / "grown")
+    saved = tmp_path / "grown" / "preprocessor_config.json"
+    assert saved.read_text() == (tmp_path / "model" / "preprocessor_config.json").read_text()
+    # A model built from its config alone has no processor to write; loading it then uses the implied one.
+    MultiTaskViTModel(model.config).save_pretrained(tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "preprocessor_config.json").exists()
+
+
+def test_eval_scores_a_model_saved_without_its_processor_with_the_one_its_config_implies(tmp_path, capsys, caplog):
+    """`model.save_pretrained(folder)` alone wrote no preprocessor_config.json: `mtl-hf eval` scores it with the
+    processor its config implies, saying so in one line, and gives the scores of the same model with it saved."""
+    import json
+
+    from mtl_hf.commands.main import main as cli
+
+    from .test_predict_catalogue import save_model
+
+    save_model(tmp_path / "with")
+    save_model(tmp_path / "bare")
+    (tmp_path / "bare" / "preprocessor_config.json").unlink()
+    scores = {}
+    for name in ("with", "bare"):
+        capsys.readouterr()
+        assert cli(["eval", str(tmp_path / name), "builtin:shop", "--max_rows", "24", "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        scores[name] = {
+            key: value for key, value in printed.items() if "runtime" not in key and "per_second" not in key
+        }
+    assert "model" in caplog.text and "has no preprocessor_config.json: photos are resized to 32x32" in caplog.text
+    assert scores["bare"] == scores["with"]

@@ -156,3 +156,43 @@ def test_predict_accepts_numpy_and_pil(saved_model):
     from_pil = classify(picture)
     from_array = classify(np.asarray(picture))
     assert from_pil == from_array
+
+
+def test_the_command_answers_help_and_argument_errors_before_importing_torch(tmp_path):
+    """The `mtl-hf` console script (sys.argv[0] == "mtl-hf") parses, and refuses a typo in one line, without
+    importing torch or transformers' modeling code: `import mtl_hf` registers the model with transformers there only
+    once a command loads a model. Each case in a fresh interpreter, as a user's shell would start it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "outputs").mkdir()
+    cases = [
+        (["--help"], 0, None),
+        *(([name, "--help"], 0, None) for name in ("init", "train", "compare", "prepare", "eval", "predict")),
+        *(([name, "--help"], 0, None) for name in ("export", "serve", "merge", "push")),
+        (["train", "missing.yaml"], 2, "config file missing.yaml not found"),
+        (["compare", "missing.yaml"], 2, "config file missing.yaml not found"),
+        (["eval", "outputs/nomodel", "builtin:shop"], 2, "no model folder at outputs/nomodel"),
+        (["predict", "outputs/nomodel", "x.jpg"], 2, "no model folder at outputs/nomodel"),
+        (["serve", "outputs/nomodel"], 2, "no model folder at outputs/nomodel"),
+        (["export", "outputs/nomodel", "out"], 2, "no model folder at outputs/nomodel"),
+        (["merge", "outputs/nomodel", "out"], 2, "no model folder at outputs/nomodel"),
+        (["push", "outputs/nomodel", "shop/tagger"], 2, "is not a saved model folder"),
+        (["evalx"], 2, "invalid choice: 'evalx'"),
+    ]
+    probe = (
+        "import sys, json; sys.argv = ['mtl-hf', *json.loads(sys.argv[1])]\n"
+        "from mtl_hf.commands.main import main\n"
+        "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers.modeling_utils', 'datasets') if m in sys.modules)\n"
+        "print(json.dumps({'code': code, 'heavy': heavy}), file=sys.stderr)"
+    )
+    for argv, code, message in cases:
+        result = subprocess.run(
+            [sys.executable, "-c", probe, json.dumps(argv)], capture_output=True, text=True, cwd=tmp_path, timeout=60
+        )
+        report = json.loads(result.stderr.strip().splitlines()[-1])
+        assert report == {"code": code, "heavy": []}, (argv, result.stderr[-2000:])
+        if message:
+            errors = result.stderr.strip().splitlines()[:-1]
+            assert len(errors) == 1 and message in errors[0], (argv, errors)

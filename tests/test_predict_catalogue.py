@@ -194,7 +194,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_rows_of_an_uninterrupted_run(m
     assert read_output(killed) == read_output(tmp_path / "whole")
 
 
-def test_bad_inputs_are_one_line_and_write_nothing(model, catalogue, tmp_path, capsys):
+def test_bad_inputs_are_one_line_and_write_nothing(model, catalogue, tmp_path, capsys, caplog):
     folder, _ = model
 
     def refused(args, message, output=None):
@@ -225,13 +225,25 @@ def test_bad_inputs_are_one_line_and_write_nothing(model, catalogue, tmp_path, c
         "not a multilabel task",
         out,
     )
+    # A model saved without its image processor (model.save_pretrained alone) is tagged with the one its config
+    # implies (a one-line notice): the answers of the same model saved with its processor. A backbone family whose
+    # convention mtl_hf does not know is refused in one line, also on Spark's driver before Spark starts.
     bare = tmp_path / "bare"
     save_model(bare)
     (bare / "preprocessor_config.json").unlink()
     capsys.readouterr()  # saving prints a progress bar
-    refused([str(bare), str(catalogue / "photos"), "--output", str(out)], "has no image processor", out)
+    for model_folder, tagged in ((folder, tmp_path / "with-processor"), (bare, tmp_path / "without")):
+        assert cli(["predict", str(model_folder), str(catalogue / "photos"), "--output", str(tagged)]) == 0
+    assert "has no preprocessor_config.json: photos are resized to 32x32" in caplog.text
+    assert read_output(tmp_path / "without") == read_output(tmp_path / "with-processor")
+    config = json.loads((bare / "config.json").read_text())
+    config["backbone_config"]["model_type"] = "mobilevit"
+    (bare / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    unknown = "does not know the convention of model_type 'mobilevit'"
+    refused([str(bare), str(catalogue / "photos"), "--output", str(out)], unknown, out)
     on_spark = ["--output", str(out), "--master", "local[2]"]  # refused on the driver, before Spark starts
-    refused([str(bare), str(catalogue / "photos"), *on_spark], "has no image processor", out)
+    refused([str(bare), str(catalogue / "photos"), *on_spark], unknown, out)
 
     # An output holding another model's run is refused; the same model's is resumed (above).
     assert cli(["predict", str(folder), str(catalogue / "photos"), "--output", str(out)]) == 0

@@ -47,26 +47,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoImageProcessor
-
     from ..data.builtin import is_builtin
     from ..hub.lookup import require_path_or_hub_id
+
+    if not is_builtin(args.data):
+        require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
+    location = existing_model(args.model)
+    from ..data.backbone_processor import model_image_processor
     from ..metrics.scoring import chance_scores
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
     from ..training.arguments import MultiTaskTrainingArguments
     from ..training.trainer import MultiTaskTrainer
 
-    if not is_builtin(args.data):
-        require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
-    location = existing_model(args.model)
     with loading_model(args.model):
         config = MultiTaskViTConfig.from_pretrained(location)
     source, unscored = _scored_source(args, config)
     training_rows = _training_rows(args, config, source)  # before the weights load: a refusal comes at once
     with loading_model(args.model):
         model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights)
-        processor = AutoImageProcessor.from_pretrained(location)
+        processor = model_image_processor(location, config)
     with tempfile.TemporaryDirectory() as scratch:
         training_args = MultiTaskTrainingArguments(
             output_dir=scratch,

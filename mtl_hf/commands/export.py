@@ -25,10 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
-    from ..inference.onnx_export import ONNX_FILE, export_onnx
     from .model_loading import existing_model, loading_model
 
     location = existing_model(args.model)
+    from ..inference.onnx_export import ONNX_FILE, export_onnx
+
     with loading_model(args.model):
         from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
 

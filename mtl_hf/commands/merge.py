@@ -22,7 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
-    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
     from .model_loading import existing_model, loading_model
 
     source, output = Path(args.model), Path(args.output)
@@ -31,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     existing_model(args.model)
     if not source.is_dir():
         raise UserError(f"{source}: merge reads a saved model folder; download the model first")
+    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
+
     with loading_model(args.model):
         model = MultiTaskViTModel.from_pretrained(source)
     if model.config.lora is None:

@@ -151,11 +151,6 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
 
 
 def _print_answers(args: argparse.Namespace, threshold: float) -> int:
-    from transformers import pipeline
-
-    from ..inference.registration import PIPELINE_TASK
-    from ..models.mtl_vit.modeling_mtl_vit import refuse_pickled_weights
-
     model = existing_model(args.model)
     for image in args.images:
         if Path(image).is_dir():
@@ -164,6 +159,11 @@ def _print_answers(args: argparse.Namespace, threshold: float) -> int:
             )
         if not image.startswith(("http://", "https://")) and not Path(image).is_file():
             raise MissingPathError(f"no image file at {image}")
+    from transformers import pipeline
+
+    from ..inference.registration import PIPELINE_TASK
+    from ..models.mtl_vit.modeling_mtl_vit import refuse_pickled_weights
+
     with loading_model(model):
         if not args.allow_pickled_weights:  # here, since the pipeline would bury the reason in its own message
             refuse_pickled_weights(model)

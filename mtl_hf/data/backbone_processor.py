@@ -39,38 +39,53 @@ FAMILY_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 """model_type -> (mean, std) of the processors published with that family's checkpoints."""
 
 
-def backbone_image_processor(name: str, backbone_config: Any, *, cache_dir: str | None = None):
-    """The image processor saved with the backbone `name`, or one built from `backbone_config` (with a notice)."""
+def backbone_image_processor(name: str, backbone_config: Any, *, cache_dir: str | None = None, kind: str = "backbone"):
+    """The image processor saved with the backbone (or, `kind="model"`, the multi-task model) `name`, or one built
+    from `backbone_config` (with a notice)."""
     from transformers import AutoImageProcessor
 
     if Path(name).is_dir() and not (Path(name) / PROCESSOR_FILE).is_file():
-        return processor_from_config(name, backbone_config)
+        return processor_from_config(name, backbone_config, kind=kind)
     try:
         return AutoImageProcessor.from_pretrained(name, cache_dir=cache_dir)
     except OSError as error:
         if PROCESSOR_FILE not in str(error):
             raise
-        return processor_from_config(name, backbone_config)
+        return processor_from_config(name, backbone_config, kind=kind)
 
 
-def processor_from_config(name: str, backbone_config: Any):
-    """A processor for the backbone `name` from its config's image size and its family's mean and std."""
+def model_image_processor(model: str, config: Any):
+    """The image processor saved with a multi-task model, or the one its backbone's config implies (a one-line
+    notice): a model saved by `save_pretrained` alone before mtl_hf wrote one there."""
+    return backbone_image_processor(model, config.backbone_config, kind="model")
+
+
+def processor_from_config(name: str, backbone_config: Any, *, kind: str = "backbone", notice: bool = True):
+    """A processor for the backbone (or model) `name` from its config's image size and its family's mean and std;
+    `notice=False` checks that there is one without saying so."""
     family = backbone_config.model_type
     size = getattr(backbone_config, "image_size", None)
     if family not in FAMILY_NORMALISATION or not size:
         lacking = "its image size" if family in FAMILY_NORMALISATION else f"the convention of model_type {family!r}"
         raise UserError(
-            f"backbone {name} has no {PROCESSOR_FILE}, and mtl_hf does not know {lacking}: save its image "
+            f"{kind} {name} has no {PROCESSOR_FILE}, and mtl_hf does not know {lacking}: save its image "
             "processor beside it (AutoImageProcessor.from_pretrained(<where it came from>).save_pretrained(folder))"
         )
     height, width = size if isinstance(size, (list, tuple)) else (size, size)
     mean, std = FAMILY_NORMALISATION[family]
-    logger.warning(
-        f"backbone {name} has no {PROCESSOR_FILE}: photos are resized to {height}x{width} (its config's image_size) "
-        f"and normalised with mean {list(mean)} and std {list(std)} (the {family} convention); save an image "
-        "processor beside it to choose otherwise"
-    )
+    if notice:
+        logger.warning(
+            f"{kind} {name} has no {PROCESSOR_FILE}: photos are resized to {height}x{width} (its config's image_size) "
+            f"and normalised with mean {list(mean)} and std {list(std)} (the {family} convention); save an image "
+            "processor beside it to choose otherwise"
+        )
     return ImageTransforms(size=(height, width), mean=mean, std=std).image_processor()
 
 
-__all__ = ["FAMILY_NORMALISATION", "PROCESSOR_FILE", "backbone_image_processor", "processor_from_config"]
+__all__ = [
+    "FAMILY_NORMALISATION",
+    "PROCESSOR_FILE",
+    "backbone_image_processor",
+    "model_image_processor",
+    "processor_from_config",
+]

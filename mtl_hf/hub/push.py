@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 from ..errors import MissingPathError, UnreachableError, UserError, one_line
-from .card import EVAL_RESULTS_FILE, card_from_folder, eval_results_yaml
 
 
 def push_folder(
@@ -24,8 +23,6 @@ def push_folder(
     token: str | None = None,
 ):
     """Uploads `folder` to `repo_id` (created if needed); returns (the repository's URL, the commit)."""
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise MissingPathError(f"{folder} is not a saved model folder (no config.json); save the model first")
@@ -35,6 +32,10 @@ def push_folder(
             f"{folder} holds LoRA adapters, which load only where peft and mtl_hf are installed; push a merged copy: "
             f"mtl-hf merge {folder} MERGED, then mtl-hf push MERGED {repo_id}"
         )
+    from huggingface_hub import CommitOperationAdd, HfApi  # the card and the Hub client: once the folder is sound
+
+    from .card import EVAL_RESULTS_FILE, card_from_folder, eval_results_yaml
+
     card = card_from_folder(folder, model_id=repo_id)
     card.text = with_model_id(card.text, repo_id)
     files = [path for path in sorted(folder.rglob("*")) if path.is_file() and _is_pushed(path.relative_to(folder))]

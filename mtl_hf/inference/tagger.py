@@ -61,14 +61,15 @@ class TaggingOptions:
 
 def check_model_folder(model: str, engine: str) -> None:
     """What a tagger needs of the model folder, checked where it is named (on Spark's driver, before any executor
-    tries): an image processor, and for the ONNX engine onnxruntime and the exported graph."""
+    tries): an image processor (saved, or implied by the config: `model_image_processor`), and for the ONNX engine
+    onnxruntime and the exported graph."""
+    from ..data.backbone_processor import PROCESSOR_FILE, processor_from_config
+    from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
+
     check_choice("engine", engine, ENGINES)
-    if not (Path(model) / "preprocessor_config.json").is_file():
-        raise UserError(
-            f"{model} has no image processor (preprocessor_config.json), so how photos were prepared in training "
-            "is unknown: save it with the model (MultiTaskTrainer.save_model does, given processing_class) or "
-            "copy the backbone's"
-        )
+    if not (Path(model) / PROCESSOR_FILE).is_file():
+        backbone = MultiTaskViTConfig.from_pretrained(model).backbone_config
+        processor_from_config(model, backbone, kind="model", notice=False)
     if engine == "onnx":
         from .onnx_export import OnnxModel
 
@@ -82,8 +83,7 @@ class Tagger:
     def __init__(
         self, model: str, *, allow_pickled_weights: bool = False, device: str | None = None, engine: str = "torch"
     ):
-        from transformers import AutoImageProcessor
-
+        from ..data.backbone_processor import model_image_processor
         from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
         from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 
@@ -97,11 +97,11 @@ class Tagger:
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             self.model = MultiTaskViTModel.from_pretrained(model, allow_pickled_weights=allow_pickled_weights)
             self.model.to(self.device).eval()
-        processor = AutoImageProcessor.from_pretrained(model)
-        self.transform = ImageTransforms.from_image_processor(processor).eval()
-        self.padding = padding_pixels(self.transform)
         # The ONNX engine has no PyTorch model whose config to ask.
         config = MultiTaskViTConfig.from_pretrained(model) if engine == "onnx" else self.model.config
+        processor = model_image_processor(model, config)
+        self.transform = ImageTransforms.from_image_processor(processor).eval()
+        self.padding = padding_pixels(self.transform)
         self.specs = config.task_specs
 
     def autocast(self) -> contextlib.AbstractContextManager:

@@ -85,6 +85,9 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
     # default, and `from_pretrained` converts them back. Trainer's checkpoint loaders (plain, FSDP,
     # DeepSpeed) read names raw, so MultiTaskTrainer turns this off while it writes a checkpoint.
     save_in_original_format = True
+    # A local folder holding the image processor of this model's photos (the folder it was loaded from, or its
+    # backbone's): `save_pretrained` writes that processor beside the weights when the folder has none.
+    image_processor_folder: str | None = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_pickled_weights: bool = False, **kwargs):
@@ -93,7 +96,9 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
         if not allow_pickled_weights:
             refuse_pickled_weights(pretrained_model_name_or_path)
             kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model.image_processor_folder = _processor_folder(pretrained_model_name_or_path)
+        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         kwargs.setdefault("save_original_format", self.save_in_original_format)
@@ -107,6 +112,12 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
             # Copies the pipeline's file and the one it imports (images_mtl_vit.py), as transformers copies this one.
             custom_object_save(pipeline.MultiTaskImageClassificationPipeline, save_directory)
             _write_endpoint_files(save_directory)
+        source = self.image_processor_folder
+        target = os.path.join(save_directory, PROCESSOR_FILE)
+        if kwargs.get("is_main_process", True) and source is not None and not os.path.exists(target):
+            import shutil
+
+            shutil.copyfile(os.path.join(source, PROCESSOR_FILE), target)
         return result
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -358,6 +369,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         model = cls(config)
         model.backbone.load_state_dict(backbone.state_dict())
         model.config.name_or_path = str(pretrained_model_name_or_path)
+        model.image_processor_folder = _processor_folder(pretrained_model_name_or_path)
         return model
 
 
@@ -380,6 +392,15 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
             "them to safetensors, or if you trust the folder pass allow_pickled_weights=True "
             "(mtl-hf and recipes: --allow_pickled_weights)"
         )
+
+
+PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def _processor_folder(pretrained_model_name_or_path) -> str | None:
+    """The folder, when it is a local one holding an image processor."""
+    folder = os.fspath(pretrained_model_name_or_path)
+    return os.path.abspath(folder) if os.path.isfile(os.path.join(folder, PROCESSOR_FILE)) else None
 
 
 ENDPOINT_REQUIREMENTS = ("transformers>=5.0,<6", "torch", "pillow")
