@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 COMPAT ?= .cache/compat
 compat: $(COMPAT)/.built
 
-$(COMPAT)/.built: $(VENV)/.installed mtl_hf/models/mtl_vit/modeling_mtl_vit.py tests/compat/build_envs.py
+$(COMPAT)/.built: $(VENV)/.installed mtl_hf/models/mtl_vit/saving_mtl_vit.py tests/compat/build_envs.py
 	$(BIN)/python tests/compat/build_envs.py $(COMPAT)
 	touch $@
 

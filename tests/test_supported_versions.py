@@ -21,7 +21,7 @@ from transformers import ViTConfig, pipeline
 
 from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
 from mtl_hf.data import ImageTransforms, load_shop_dataset
-from mtl_hf.models.mtl_vit.modeling_mtl_vit import ENDPOINT_REQUIREMENTS
+from mtl_hf.models.mtl_vit.saving_mtl_vit import ENDPOINT_REQUIREMENTS
 
 from .compat.build_envs import lowest_version, transformers_requirement
 

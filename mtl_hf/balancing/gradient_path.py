@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..utils import host
-from ..utils.distributed import all_reduce_sum, world_size
+from ..utils.collectives import all_reduce_sum, world_size
 from .base import GramianWeighting
 from .step_losses import StepLosses
 

@@ -21,7 +21,7 @@ import torch
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ..models.mtl_vit.heads_mtl_vit import present_targets
 from ..models.mtl_vit.modeling_mtl_vit import MultiTaskOutput
-from ..utils.distributed import all_reduce_sum, world_size
+from ..utils.collectives import all_reduce_sum, world_size
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def _print_answers(args: argparse.Namespace, threshold: float) -> int:
     from transformers import pipeline
 
     from ..inference.registration import PIPELINE_TASK
-    from ..models.mtl_vit.modeling_mtl_vit import refuse_pickled_weights
+    from ..models.mtl_vit.saving_mtl_vit import refuse_pickled_weights
 
     with loading_model(model):
         if not args.allow_pickled_weights:  # here, since the pipeline would bury the reason in its own message

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..data.loader import BatchPassthrough
+from ..utils.collectives import any_rank
 
 if TYPE_CHECKING:
     from ..data.collator import MultiTaskCollator
@@ -134,7 +135,7 @@ def run_batches(
     while True:
         batch = next(batches, None)
         if distributed:
-            if not _any_rank_has(batch is not None, device):
+            if not any_rank(batch is not None, device):
                 break
         elif batch is None:
             break
@@ -168,28 +169,10 @@ def logits_to_host(logits: dict[str, torch.Tensor], names: Sequence[str], rows: 
     }
 
 
-def _any_rank_has(flag: bool, device: torch.device | str) -> bool:
-    import torch.distributed as dist
-
-    value = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
-def gather_from_ranks(payload: Any, distributed: bool) -> list[Any]:
-    """Every rank's `payload`, in rank order (accelerate's object gather); `[payload]` in one process."""
-    if not distributed:
-        return [payload]
-    from accelerate.utils import gather_object
-
-    return gather_object([payload])
-
-
 __all__ = [
     "BatchOutputs",
     "RowBatch",
     "RowBatchCollator",
-    "gather_from_ranks",
     "inference_loader",
     "logits_to_host",
     "padding_pixels",

@@ -21,7 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..balancing import WeightingMethod
 from ..balancing.step_losses import StepLosses
-from ..utils.distributed import all_reduce_sum, world_size
+from ..utils.collectives import all_reduce_sum, world_size
 from .checkpoint_state import save_multitask_state
 from .loss_guard import LossGuard
 from .step_replay import StepReplay

@@ -27,7 +27,6 @@ from ..data.sources import TaskSource
 from ..errors import UserError
 from ..inference.batches import (
     BatchOutputs,
-    gather_from_ranks,
     inference_loader,
     padding_pixels,
     run_batches,
@@ -35,7 +34,7 @@ from ..inference.batches import (
 )
 from ..metrics import PRIMARY_METRIC
 from ..metrics.scoring import chance_scores, relative_score, task_metrics
-from ..utils.distributed import is_distributed
+from ..utils.collectives import gather_from_ranks, is_distributed
 from .tallies import BadImageTally
 
 logger = logging.getLogger(__name__)

@@ -124,6 +124,28 @@ class BackboneFreezing(TrainerCallback):
             logger.info("step %d: the backbone is unfrozen and trains from here on", state.global_step)
 
 
+def grouped_optimizer(trainer, model: nn.Module):
+    """The optimizer over `parameter_groups` (head and layer-wise rates; frozen parameters included for a later
+    unfreeze), of the class and settings `trainer` (a Trainer) would use."""
+    from transformers.trainer_optimizer import is_optimizer_factory
+
+    optimizer_cls, kwargs = trainer.optimizer_cls_and_kwargs or trainer.get_optimizer_cls_and_kwargs(
+        trainer.args, model
+    )
+    builds_own = [key for key in ("params", "model", "optimizer_dict") if key in kwargs]
+    if builds_own or is_optimizer_factory(optimizer_cls):
+        raise UserError(
+            f"optim {trainer.args.optim!r} builds its own parameter groups, which head_learning_rate, layer_decay "
+            "and unfreeze_backbone_at_step need to set; use a standard optimizer such as adamw_torch"
+        )
+    groups = parameter_groups(model, trainer.args.fine_tuning, trainer.get_decay_parameter_names(model))
+    for group in groups:
+        logger.info(
+            "learning rate %.3g, weight decay %g: %d tensors", group["lr"], group["weight_decay"], len(group["params"])
+        )
+    return optimizer_cls(groups, **kwargs)
+
+
 def check_unfreeze_step(unfreeze_at_step: int | None, planned_steps: int) -> None:
     """Refuses an unfreeze step the run never reaches (the backbone would stay frozen throughout)."""
     if unfreeze_at_step is not None and unfreeze_at_step >= planned_steps:
@@ -133,4 +155,11 @@ def check_unfreeze_step(unfreeze_at_step: int | None, planned_steps: int) -> Non
         )
 
 
-__all__ = ["BackboneFreezing", "FineTuning", "backbone_layer_ids", "check_unfreeze_step", "parameter_groups"]
+__all__ = [
+    "BackboneFreezing",
+    "FineTuning",
+    "backbone_layer_ids",
+    "check_unfreeze_step",
+    "grouped_optimizer",
+    "parameter_groups",
+]

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..utils import host
-from ..utils.distributed import all_reduce_sum, is_distributed
+from ..utils.collectives import all_reduce_sum, is_distributed
 
 
 class TaskLogs:

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Trainer, TrainerState
-from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.trainer_utils import PredictionOutput, TrainOutput
 
 from ..balancing import WeightingMethod
@@ -55,7 +54,7 @@ from .checkpoint_state import last_complete_checkpoint, load_multitask_state, re
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
-from .parameter_groups import BackboneFreezing, check_unfreeze_step, parameter_groups
+from .parameter_groups import BackboneFreezing, check_unfreeze_step, grouped_optimizer
 from .step_replay import StepReplay
 from .tallies import BadImageTally, TaskLogs
 
@@ -257,7 +256,7 @@ class MultiTaskTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.args.fine_tuning.shapes_groups:
-            self.optimizer = self._grouped_optimizer(self.model if model is None else model)
+            self.optimizer = grouped_optimizer(self, self.model if model is None else model)
         optimizer = super().create_optimizer(model)
         # Trainer keeps its optimizer across train() calls: the weighting's group is added once.
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -265,26 +264,6 @@ class MultiTaskTrainer(Trainer):
         if learned:
             optimizer.add_param_group({"params": learned, "weight_decay": 0.0})
         return optimizer
-
-    def _grouped_optimizer(self, model) -> torch.optim.Optimizer:
-        """The optimizer over `parameter_groups` (head and layer-wise rates; frozen parameters included for a later
-        unfreeze), of the class and settings Trainer would use."""
-        optimizer_cls, kwargs = self.optimizer_cls_and_kwargs or self.get_optimizer_cls_and_kwargs(self.args, model)
-        builds_own = [key for key in ("params", "model", "optimizer_dict") if key in kwargs]
-        if builds_own or is_optimizer_factory(optimizer_cls):
-            raise UserError(
-                f"optim {self.args.optim!r} builds its own parameter groups, which head_learning_rate, layer_decay "
-                "and unfreeze_backbone_at_step need to set; use a standard optimizer such as adamw_torch"
-            )
-        groups = parameter_groups(model, self.args.fine_tuning, self.get_decay_parameter_names(model))
-        for group in groups:
-            logger.info(
-                "learning rate %.3g, weight decay %g: %d tensors",
-                group["lr"],
-                group["weight_decay"],
-                len(group["params"]),
-            )
-        return optimizer_cls(groups, **kwargs)
 
     # -- logs and saving ---------------------------------------------------------------------------
 

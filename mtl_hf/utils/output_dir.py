@@ -13,7 +13,7 @@ from typing import IO
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import UserError
-from .distributed import barrier
+from .collectives import barrier
 
 LOCK_FILE = "_mtl_hf.lock"  # "_": left out of Hub uploads, like scratch files
 

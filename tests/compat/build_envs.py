@@ -16,7 +16,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from mtl_hf.models.mtl_vit.modeling_mtl_vit import ENDPOINT_REQUIREMENTS
+from mtl_hf.models.mtl_vit.saving_mtl_vit import ENDPOINT_REQUIREMENTS
 
 TORCH_MODULES = ("torch", "torchgen", "functorch", "sympy", "mpmath", "networkx", "jinja2", "markupsafe")
 

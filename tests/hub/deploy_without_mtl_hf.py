@@ -25,7 +25,7 @@ FILES = [
     "requirements.txt",
     *(
         f"{part}_mtl_vit.py"
-        for part in ("configuration", "modeling", "backbone", "heads", "tasks", "pipeline", "images")
+        for part in ("configuration", "modeling", "backbone", "heads", "tasks", "saving", "pipeline", "images")
     ),
 ]
 

@@ -35,6 +35,13 @@ from .backbone_mtl_vit import (
 )
 from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, checked_lora
 from .heads_mtl_vit import MultiTaskHead, loss_denominator, task_loss
+from .saving_mtl_vit import (
+    PROCESSOR_FILE,
+    processor_folder,
+    refuse_pickled_weights,
+    remote_pipeline,
+    write_endpoint_files,
+)
 from .tasks_mtl_vit import balanced_weights
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
@@ -97,12 +104,12 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
             refuse_pickled_weights(pretrained_model_name_or_path)
             kwargs.setdefault("use_safetensors", True)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model.image_processor_folder = _processor_folder(pretrained_model_name_or_path)
+        model.image_processor_folder = processor_folder(pretrained_model_name_or_path)
         return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         kwargs.setdefault("save_original_format", self.save_in_original_format)
-        pipeline = _remote_pipeline()
+        pipeline = remote_pipeline()
         if pipeline is not None:  # config.json names the pipeline file that goes beside it
             self.config.custom_pipelines = {pipeline.REMOTE_PIPELINE_TASK: dict(pipeline.REMOTE_PIPELINE)}
         result = super().save_pretrained(save_directory, *args, **kwargs)
@@ -111,7 +118,7 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
 
             # Copies the pipeline's file and the one it imports (images_mtl_vit.py), as transformers copies this one.
             custom_object_save(pipeline.MultiTaskImageClassificationPipeline, save_directory)
-            _write_endpoint_files(save_directory)
+            write_endpoint_files(save_directory)
         source = self.image_processor_folder
         target = os.path.join(save_directory, PROCESSOR_FILE)
         if kwargs.get("is_main_process", True) and source is not None and not os.path.exists(target):
@@ -369,66 +376,11 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         model = cls(config)
         model.backbone.load_state_dict(backbone.state_dict())
         model.config.name_or_path = str(pretrained_model_name_or_path)
-        model.image_processor_folder = _processor_folder(pretrained_model_name_or_path)
+        model.image_processor_folder = processor_folder(pretrained_model_name_or_path)
         return model
 
 
 _HEAD_SHAPE_FIELDS = ("name", "type", "labels", "num_outputs", "pooling", "dropout", "hidden_size")
-
-PICKLED_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
-    """Raises when a local model folder holds pickled weights and no safetensors (a Hub repo like that is
-    refused by `use_safetensors=True`)."""
-    folder = os.fspath(pretrained_model_name_or_path)
-    if not os.path.isdir(folder):
-        return
-    names = sorted(os.listdir(folder))
-    pickled = [name for name in names if name.endswith(PICKLED_WEIGHT_SUFFIXES) and name != "training_args.bin"]
-    if pickled and not any(name.endswith(".safetensors") for name in names):
-        raise ValueError(
-            f"{folder} holds only pickled weights ({', '.join(pickled)}), which can run code when loaded; convert "
-            "them to safetensors, or if you trust the folder pass allow_pickled_weights=True "
-            "(mtl-hf and recipes: --allow_pickled_weights)"
-        )
-
-
-PROCESSOR_FILE = "preprocessor_config.json"
-
-
-def _processor_folder(pretrained_model_name_or_path) -> str | None:
-    """The folder, when it is a local one holding an image processor."""
-    folder = os.fspath(pretrained_model_name_or_path)
-    return os.path.abspath(folder) if os.path.isfile(os.path.join(folder, PROCESSOR_FILE)) else None
-
-
-ENDPOINT_REQUIREMENTS = ("transformers>=5.0,<6", "torch", "pillow")
-
-
-def _write_endpoint_files(folder) -> None:
-    """`handler.py` (from `endpoint_handler.py`, beside this file) and `requirements.txt`: what Hugging Face
-    Inference Endpoints run a repository with."""
-    import shutil
-
-    template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "endpoint_handler.py")
-    if os.path.isfile(template):
-        shutil.copyfile(template, os.path.join(folder, "handler.py"))
-        with open(os.path.join(folder, "requirements.txt"), "w") as handle:
-            handle.write("\n".join(ENDPOINT_REQUIREMENTS) + "\n")
-
-
-def _remote_pipeline():
-    """The pipeline's remote-code module, found beside this file; None where it is not (a model loaded as remote
-    code without its pipeline file). Imported by name, not by a relative import, so that loading the model never
-    needs what only the pipeline imports (Pillow, numpy)."""
-    import importlib
-
-    try:
-        return importlib.import_module(".pipeline_mtl_vit", __package__)
-    except ImportError:
-        return None
-
 
 # Saved models carry this file and name it in `auto_map` (see the configuration file).
 MultiTaskViTModel.register_for_auto_class("AutoModel")
