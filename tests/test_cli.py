@@ -132,6 +132,9 @@ def test_eval_maps_renamed_columns_and_says_how(saved_model, tmp_path, capsys):
 
 
 def test_help_everywhere(capsys):
+    from pathlib import Path
+
+    recipe = str(Path(__file__).resolve().parent.parent / "recipes" / "configs" / "demo.yaml")
     for command in (
         ["--help"],
         ["predict", "--help"],
@@ -139,12 +142,17 @@ def test_help_everywhere(capsys):
         ["push", "--help"],
         ["train", "--help"],
         ["compare", "--help"],
+        ["prepare", "--help"],
     ):
         with pytest.raises(SystemExit) as exit_info:
             cli(command)
         assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "--dataset" in out and "--budget {per-task,total,convergence}" in out  # the recipe's own fields; compare's
+    out = " ".join(capsys.readouterr().out.split())
+    assert "`mtl-hf train CONFIG.yaml --help` lists every field" in out  # train's summary says where the fields are
+    assert "--budget {per-task,total,convergence}" in out and "--image_column IMAGE_COLUMN" in out  # compare, prepare
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["train", recipe, "--help"])
+    assert exit_info.value.code == 0 and "--dataset" in capsys.readouterr().out  # the recipe's own fields
 
 
 def test_predict_accepts_numpy_and_pil(saved_model):

@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in parser.commands else None
     try:
         if command in DELEGATED:
-            if len(argv) == 1 or argv[1] in ("-h", "--help"):
+            # `train --help`: this summary, which says how to list the recipe's fields (building that list imports
+            # transformers' TrainingArguments, seconds); compare and prepare answer --help with their own parsers.
+            if len(argv) == 1 or (command == "train" and argv[1] in ("-h", "--help")):
                 parser.parse_args([command, "--help"])
             module = importlib.import_module(DELEGATED[command][0], __package__)
             try:

@@ -15,9 +15,10 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from datasets import Dataset
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 from ..errors import MissingPathError, UserError
 
@@ -59,6 +60,8 @@ def read_table(path: str | Path) -> Dataset:
         raise UserError(f"{path} cannot be read as a {kind.upper()} table: {str(error).splitlines()[0]}") from None
     if table.num_rows == 0:
         raise UserError(f"{path} holds no rows")
+    from datasets import Dataset  # half a second to import: not for the commands that never read a table
+
     return Dataset(table)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...errors import MissingPathError, UserError
-from ...models.mtl_vit.configuration_mtl_vit import TASK_TYPES
+from ...models.mtl_vit.tasks_mtl_vit import TASK_TYPES
 from ...utils.spark import INSTALL_HINT, spark_session
 from .shards import CatalogueTask
 
