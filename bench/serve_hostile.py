@@ -27,7 +27,6 @@ import os
 import platform
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from inference_throughput import MODELS, build_model  # noqa: E402
 from jpeg_decode import photos  # noqa: E402
+from serve_load import running_server  # noqa: E402
 
 RUNS = {
     "friendly": ([], False),
@@ -51,12 +51,6 @@ RUNS = {
         True,
     ),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def flat_png(width: int, height: int) -> bytes:
@@ -97,17 +91,10 @@ def slow_upload(port: int, stop: threading.Event) -> str:
 
 
 def run(model: Path, flags: list[str], hostile: bool, good: list[bytes], clients: int, seconds: float) -> dict:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mtl_hf", "serve", str(model), "--port", str(port), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     peak, sampling = [0], threading.Event()
 
-    def sample() -> None:
-        process = psutil.Process(server.pid)
+    def sample(pid: int) -> None:
+        process = psutil.Process(pid)
         while not sampling.is_set():
             try:
                 peak[0] = max(peak[0], process.memory_info().rss)
@@ -115,19 +102,9 @@ def run(model: Path, flags: list[str], hostile: bool, good: list[bytes], clients
                 return
             time.sleep(0.02)
 
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                requests.get(f"{url}/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.2)
-        requests.post(f"{url}/predict", data=good[0], headers={"Content-Type": "image/jpeg"}, timeout=60)  # warm
+    with running_server(model, flags, good[0]) as (url, port, server):
         idle = psutil.Process(server.pid).memory_info().rss
-        threading.Thread(target=sample, daemon=True).start()
+        threading.Thread(target=sample, args=(server.pid,), daemon=True).start()
         latencies, failures, hostile_outcomes = [], [], collections.Counter()
         lock, stop = threading.Lock(), threading.Event()
         bad = hostile_uploads(good[0])
@@ -178,9 +155,6 @@ def run(model: Path, flags: list[str], hostile: bool, good: list[bytes], clients
         for thread in threads:
             thread.join()
         sampling.set()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     latencies.sort()
     return {
         "idle_mb": idle / 2**20,

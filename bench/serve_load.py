@@ -14,6 +14,7 @@ median and 99th-percentile latency, and the photos per forward the server report
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import socket
@@ -44,7 +45,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def load(model: Path, flags: list[str], uploads: list[bytes], clients: int, count: int) -> dict:
+@contextlib.contextmanager
+def running_server(model: Path, flags: list[str], warm_up: bytes):
+    """`mtl-hf serve MODEL` in a subprocess on a free port, answered once (warm); yields (url, port, process),
+    then ends it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -62,7 +66,15 @@ def load(model: Path, flags: list[str], uploads: list[bytes], clients: int, coun
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.2)
-        requests.post(f"{url}/predict", data=uploads[0], headers={"Content-Type": "image/jpeg"}, timeout=60)  # warm
+        requests.post(f"{url}/predict", data=warm_up, headers={"Content-Type": "image/jpeg"}, timeout=60)
+        yield url, port, server
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def load(model: Path, flags: list[str], uploads: list[bytes], clients: int, count: int) -> dict:
+    with running_server(model, flags, uploads[0]) as (url, _, _):
         before = requests.get(f"{url}/health", timeout=10).json()
         latencies, failures = [], []
         lock = threading.Lock()
@@ -90,9 +102,6 @@ def load(model: Path, flags: list[str], uploads: list[bytes], clients: int, coun
             thread.join()
         wall = time.perf_counter() - started
         after = requests.get(f"{url}/health", timeout=10).json()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     latencies.sort()
     batches = after["batches"] - before["batches"]
     return {

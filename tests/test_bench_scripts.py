@@ -126,3 +126,19 @@ def test_famo_analysis_tabulates_each_variant_and_the_scale_of_its_weights(tmp_p
     assert (tmp_path / "digits" / "famo_analysis.png").read_bytes()[:4] == b"\x89PNG"
     logged = json.loads((tmp_path / "digits" / "famo" / "seed-0" / "result.json").read_text())
     assert logged["steps"] == [1, 2, 3] and set(logged["weights"]) == {"digit", "traits", "ink"}
+
+
+def test_serve_hostile_runs_friendly_and_hostile_loads_and_the_limits_refuse_the_oversized():
+    """A short bench/serve_hostile.py: three runs, no good request lost, and with the default limits the
+    oversized photos and requests refused (413) where, the limits lifted, the 16 x 40 MP request is decoded."""
+    output = run("serve_hostile.py", "--seconds", "4", "--clients", "10", timeout=400)
+    rows = {row[0]: row for row in table_rows(output)}
+    assert set(rows) == {"friendly", "hostile", "hostile, limits lifted"}
+    for name, row in rows.items():
+        idle, peak = map(float, row[1].split(" / "))
+        assert 0 < idle <= peak, name
+        assert int(row[2]) > 0 and row[3] == "0", name  # good requests answered, none failed
+    bounded, lifted = output.split("hostile, limits lifted, hostile requests by outcome:")
+    assert "- 48 MP flat PNG: 413:" in bounded and "- 16 x 40 MP in one request: 413:" in bounded
+    assert "- truncated JPEG: 422:" in bounded
+    assert "- 16 x 40 MP in one request: 200:" in lifted

@@ -52,12 +52,11 @@ def test_shapes_options_are_checked():
         load_builtin("builtin:shapes", {"missing_rate": 0.1})
 
 
-@pytest.fixture
-def pretrained(tmp_path):
-    """The shipped pretraining recipe, shortened: its backbone folder and its multi-task model folder."""
+def run_pretraining(tmp_path, rows: int, eval_rows: int):
+    """The shipped pretraining recipe, shortened and run: its backbone folder and its multi-task model folder."""
     values = yaml.safe_load((ROOT / "recipes" / "configs" / "pretrain_shapes.yaml").read_text())
     values.update(
-        dataset_options={"num_rows": 192, "eval_rows": 32, "image_size": 32},
+        dataset_options={"num_rows": rows, "eval_rows": eval_rows, "image_size": 32},
         num_train_epochs=1,
         output_dir=str(tmp_path / "pretraining"),
         backbone_output_dir=str(tmp_path / "backbone"),
@@ -67,6 +66,11 @@ def pretrained(tmp_path):
     recipe.write_text(yaml.safe_dump(values))
     assert cli(["train", str(recipe)]) == 0
     return tmp_path / "backbone", tmp_path / "pretraining"
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    return run_pretraining(tmp_path, rows=192, eval_rows=32)
 
 
 def test_the_backbone_is_saved_from_the_gathered_model_not_the_ranks_live_module(tmp_path, monkeypatch):
@@ -84,18 +88,9 @@ def test_the_backbone_is_saved_from_the_gathered_model_not_the_ranks_live_module
                 parameter.data.zero_()
 
     monkeypatch.setattr(MultiTaskTrainer, "save_model", save_then_shard)
-    values = yaml.safe_load((ROOT / "recipes" / "configs" / "pretrain_shapes.yaml").read_text())
-    values.update(
-        dataset_options={"num_rows": 32, "eval_rows": 8, "image_size": 32},
-        num_train_epochs=1,
-        output_dir=str(tmp_path / "run"),
-        backbone_output_dir=str(tmp_path / "backbone"),
-        disable_tqdm=True,
-    )
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(values))
-    assert cli(["train", str(tmp_path / "recipe.yaml")]) == 0
-    trained = MultiTaskViTModel.from_pretrained(tmp_path / "run").backbone.state_dict()
-    plain = AutoModel.from_pretrained(tmp_path / "backbone").state_dict()
+    backbone, run = run_pretraining(tmp_path, rows=32, eval_rows=8)
+    trained = MultiTaskViTModel.from_pretrained(run).backbone.state_dict()
+    plain = AutoModel.from_pretrained(backbone).state_dict()
     assert any(value.abs().sum() > 0 for value in trained.values())
     assert all(torch.equal(plain[key], trained[key]) for key in trained)
 
