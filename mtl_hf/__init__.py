@@ -87,7 +87,7 @@ def register_with_transformers() -> None:
 
 # Registering imports torch and transformers' modeling code (about 2.5 s). The `mtl-hf` console script answers
 # --help and one-line argument errors before it needs them, so there the command registers after parsing.
-if os.path.basename(sys.argv[0] if sys.argv else "") != "mtl-hf":
+if os.path.basename((getattr(sys, "argv", None) or [""])[0]) != "mtl-hf":
     register_with_transformers()
 
 __all__ = [

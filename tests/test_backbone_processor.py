@@ -152,3 +152,25 @@ def test_eval_scores_a_model_saved_without_its_processor_with_the_one_its_config
         }
     assert "model" in caplog.text and "has no preprocessor_config.json: photos are resized to 32x32" in caplog.text
     assert scores["bare"] == scores["with"]
+
+
+def test_export_writes_the_implied_processor_of_a_model_saved_without_one(tmp_path, caplog):
+    """`mtl-hf export` of a folder without preprocessor_config.json: the ONNX folder holds the processor the config
+    implies (said in one notice), so that `predict --engine onnx` prepares photos as the PyTorch engine does."""
+    import json
+
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from mtl_hf.commands.main import main as cli
+
+    from .test_predict_catalogue import save_model
+
+    save_model(tmp_path / "bare")
+    saved = json.loads((tmp_path / "bare" / "preprocessor_config.json").read_text())
+    (tmp_path / "bare" / "preprocessor_config.json").unlink()
+    assert cli(["export", str(tmp_path / "bare"), str(tmp_path / "onnx")]) == 0
+    assert "model" in caplog.text and "has no preprocessor_config.json" in caplog.text
+    written = json.loads((tmp_path / "onnx" / "preprocessor_config.json").read_text())
+    for key in ("size", "image_mean", "image_std", "resample"):
+        assert written[key] == saved[key], key

@@ -48,18 +48,17 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
             __import__(module)
         except ImportError:
             raise missing_extra("ONNX export", "onnx", module) from None
-    from transformers import AutoImageProcessor
-
+    from ..data.backbone_processor import model_image_processor
     from ..data.transforms import ImageTransforms
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 
     folder, target = Path(model), Path(output)
-    if not (folder / "preprocessor_config.json").is_file():
-        raise UserError(f"{model} has no image processor (preprocessor_config.json): the export needs its size")
     if target.exists() and any(target.iterdir()):
         raise UserError(f"{output} exists and is not empty: give a new folder for the export")
     network = MultiTaskViTModel.from_pretrained(model).eval()
-    transform = ImageTransforms.from_image_processor(AutoImageProcessor.from_pretrained(model)).eval()
+    # The saved processor, or the one the config implies (a notice): the export folder then holds it either way.
+    processor = model_image_processor(model, network.config)
+    transform = ImageTransforms.from_image_processor(processor).eval()
     height, width = transform.size
     graph = _LogitsGraph(network)
     generator = torch.Generator().manual_seed(0)
@@ -94,8 +93,8 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target / ONNX_FILE)
     (target / TASKS_FILE).write_text(json.dumps(description, indent=2) + "\n")
-    for name in ("config.json", "preprocessor_config.json"):
-        shutil.copy(folder / name, target / name)
+    shutil.copy(folder / "config.json", target / "config.json")
+    processor.save_pretrained(target)
     return description
 
 
