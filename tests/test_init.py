@@ -51,8 +51,10 @@ def test_the_recipe_holds_what_the_table_holds(catalogue, tmp_path, monkeypatch,
     blank = sum(1 for row in rows if not row["colour"])
     assert f"colour: classification, 6 labels, {blank} blank" in out
     assert "2 photo(s) not found, e.g. " + str(catalogue.parent / "photos" / "p0003.jpg") in out
-    assert "2 of the first 58 photos do not decode" in out and str(catalogue.parent / "photos" / "p0019.jpg") in out
-    # 2 of 60 missing + 2 of 58 broken: 6.8%, so the run may meet up to 14% before it stops.
+    assert "decoded all 58 photos that exist: 2 do not decode, e.g. " in out
+    assert str(catalogue.parent / "photos" / "p0019.jpg") in out
+    # 2 of 60 rows missing + 2 broken: 6.7%, so the run may meet up to 14% before it stops.
+    assert "missing or broken: 6.7% of the rows; max_bad_image_fraction 0.14" in out
     assert recipe["bad_image_policy"] == "skip" and recipe["max_bad_image_fraction"] == 0.14
     assert recipe["num_train_epochs"] == epochs_for(counts["train"] - 2)
     assert out.strip().endswith("wrote recipe.yaml; next: mtl-hf train recipe.yaml")
@@ -97,7 +99,11 @@ def test_init_refuses_in_one_line(catalogue, tmp_path, monkeypatch, capsys):
 
 
 def test_the_survey_reads_types_the_data_cannot_tell_and_flags_quantities(tmp_path):
+    from PIL import Image
+
     table = tmp_path / "t.csv"
+    for index in range(39):  # p39.jpg is missing
+        Image.new("RGB", (8, 8), "white").save(tmp_path / f"p{index}.jpg")
     with open(table, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["photo", "labels", "stock", "brand"])
@@ -109,7 +115,7 @@ def test_the_survey_reads_types_the_data_cannot_tell_and_flags_quantities(tmp_pa
     assert by_name["stock"].spec.type == "classification" and len(by_name["stock"].spec.labels) == 40
     assert any("if it is a quantity, make the task `type: regression`" in note for note in by_name["stock"].notes)
     assert by_name["brand"].notes == ["task 'brand': label(s) ['rare'] on fewer than 5 rows each"]
-    assert len(survey.missing_photos) == 40 and survey.photos_decoded == 0
+    assert len(survey.missing_photos) == 1 and survey.photos_checked == survey.photos_present == 39
 
     typed = survey_catalogue(table, dict(parse_tasks("stock:regression")), image_column="photo")
     assert typed.tasks[0].spec.type == "regression" and typed.tasks[0].notes == []
@@ -117,6 +123,54 @@ def test_the_survey_reads_types_the_data_cannot_tell_and_flags_quantities(tmp_pa
         parse_tasks(" , ")
     with pytest.raises(UserError, match="--tasks names 'stock' twice"):  # two surveys of one column
         parse_tasks("stock,brand,stock")
+
+
+def test_init_decodes_every_photo_or_says_which_sample_it_decoded(tmp_path, monkeypatch, capsys):
+    """Broken photos past row 500 (where init once stopped decoding) are found; past the decode limit a seeded
+    random sample is decoded and its size, share and the 95% bound of the broken share are printed; the limit
+    written comes from the share of rows found, not of the first photos."""
+    from PIL import Image
+
+    from mtl_hf.data import survey as survey_module
+
+    rows = []
+    for index in range(530):
+        name = f"p{index:03d}.png"
+        if index in (510, 520):
+            (tmp_path / name).write_bytes(b"<html>not found</html>")
+        else:
+            Image.new("RGB", (4, 4), (index % 256, 0, 0)).save(tmp_path / name)
+        rows.append({"image": name, "kind": "ab"[index % 2]})
+    with open(tmp_path / "t.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, ["image", "kind"])
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["init", "t.csv", "--image_column", "image", "--tasks", "kind"]) == 0
+    out = capsys.readouterr().out
+    assert "decoded all 530 photos that exist: 2 do not decode, e.g. " in out and "p510.png" in out
+    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text())["max_bad_image_fraction"] == 0.01  # 2 x 0.38%
+
+    sampling = ["--decode_limit", "100", "--output", "sampled.yaml"]
+    assert cli(["init", "t.csv", "--image_column", "image", "--tasks", "kind", *sampling]) == 0
+    out = capsys.readouterr().out
+    sampled = survey_catalogue(tmp_path / "t.csv", {"kind": None}, image_column="image", decode_limit=100)
+    assert sampled.sampled and sampled.photos_checked == 100 and sampled.photos_present == 530
+    broken = len(sampled.unreadable_photos)
+    assert "decoded a random sample of 100 of the 530 photos that exist (19%, seeded)" in out
+    bound = survey_module.wilson_upper_bound(broken, 100)  # nothing missing: the broken share's bound alone
+    assert f"at most {bound:.1%} (95% bound)" in out
+    assert yaml.safe_load((tmp_path / "sampled.yaml").read_text())["max_bad_image_fraction"] == bad_photo_limit(bound)
+
+
+def test_init_refuses_a_table_whose_photos_cannot_be_read_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.png").write_bytes(b"not a photo")
+    (tmp_path / "t.csv").write_text("image,kind\nbroken.png,a\nmissing.png,b\n")
+    assert cli(["init", "t.csv", "--image_column", "image", "--tasks", "kind"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "none of the photos in 'image' can be read (1 not found, 1 of 1 checked" in error[0]
+    assert not (tmp_path / "recipe.yaml").exists()
 
 
 def test_epochs_and_the_bad_photo_limit():

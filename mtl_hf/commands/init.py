@@ -21,6 +21,9 @@ STEPS_TARGET = 20_000
 MIN_EPOCHS, MAX_EPOCHS = 3, 100
 BATCH_SIZE = 32
 SHOWN_MISSING = 3
+DECODE_LIMIT = 20_000
+"""Photos init decodes by default: every one up to this many (about a minute of JPEGs on one core), else a random
+sample of this size."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--separator", default="|", help="what joins a multilabel cell's labels (default: |)")
     parser.add_argument("--image_size", type=int, default=64, help="the side the photos are resized to (default: 64)")
+    parser.add_argument(
+        "--decode_limit",
+        type=int,
+        default=DECODE_LIMIT,
+        help=f"decode every photo up to this many, else a random sample of this many (default: {DECODE_LIMIT})",
+    )
     parser.add_argument("--output", default="recipe.yaml", help="the recipe to write (default: recipe.yaml)")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
 
@@ -50,12 +59,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--output {output} exists; choose another name or add --force to overwrite it")
     if args.image_size < 8 or args.image_size % 8:
         raise UserError(f"--image_size {args.image_size}: give a multiple of 8 (the patch side), e.g. 64")
+    if args.decode_limit < 1:
+        raise UserError(f"--decode_limit must be at least 1, got {args.decode_limit}")
     survey = survey_catalogue(
         args.catalogue,
         dict(parse_tasks(args.tasks)),
         image_column=args.image_column,
         id_column=args.id_column,
         separator=args.separator,
+        decode_limit=args.decode_limit,
     )
     output.write_text(recipe_text(survey, args))
     print(survey_report(survey))
@@ -88,26 +100,37 @@ def survey_report(survey) -> str:
             f"  {len(survey.missing_photos)} photo(s) not found, e.g. {shown}: those rows are skipped in training "
             "(bad_image_policy: skip); fix the paths if there are many"
         )
-    if survey.unreadable_photos:
+    checked = (
+        f"a random sample of {survey.photos_checked} of the {survey.photos_present} photos that exist "
+        f"({survey.photos_checked / survey.photos_present:.0%}, seeded)"
+        if survey.sampled
+        else f"all {survey.photos_checked} photos that exist"
+    )
+    broken = len(survey.unreadable_photos)
+    if broken:
         shown = ", ".join(survey.unreadable_photos[:SHOWN_MISSING])
-        lines.append(
-            f"  {len(survey.unreadable_photos)} of the first {survey.photos_decoded} photos do not decode, e.g. "
-            f"{shown}: skipped in training too"
-        )
+        share = f" ({broken / survey.photos_checked:.1%})" if survey.sampled else ""
+        lines.append(f"  decoded {checked}: {broken}{share} do not decode, e.g. {shown}: skipped in training too")
+    elif survey.photos_checked:
+        lines.append(f"  decoded {checked}: every one decodes")
+    share, limit = bad_photo_share(survey), bad_photo_limit(bad_photo_share(survey, upper=True))
+    estimate = "" if not survey.sampled else f", at most {bad_photo_share(survey, upper=True):.1%} (95% bound)"
+    lines.append(
+        f"  missing or broken: {share:.1%} of the rows{estimate}; max_bad_image_fraction {limit:g} (twice that, "
+        "rounded up to a percent, at least 1%)"
+    )
     return "\n".join(lines)
 
 
-def bad_photo_share(survey) -> float:
-    """The share of photos missing or broken, as far as the survey saw: missing over all rows, broken over the
-    photos it decoded."""
-    missing = len(survey.missing_photos) / max(survey.rows, 1)
-    broken = len(survey.unreadable_photos) / max(survey.photos_decoded, 1)
-    return missing + broken
+def bad_photo_share(survey, *, upper: bool = False) -> float:
+    """The share of rows whose photo is missing or broken: every missing one, and the broken ones as decoded (all
+    of them, or a sample: `upper` then takes its 95% upper bound)."""
+    return survey.bad_photo_share(upper=upper)
 
 
 def bad_photo_limit(share: float) -> float:
-    """The recipe's max_bad_image_fraction: the default 1%, or twice the share seen, rounded up to a percent (a
-    run stops when it meets far more broken photos than the survey found)."""
+    """The recipe's max_bad_image_fraction: twice the share found, rounded up to a percent, at least 1% (a run
+    stops when it meets far more broken photos than the survey found)."""
     return max(0.01, math.ceil(200 * share) / 100)
 
 
@@ -139,10 +162,14 @@ def recipe_text(survey, args: argparse.Namespace) -> str:
     for task in survey.tasks:
         lines.extend(_task_lines(task))
     share = bad_photo_share(survey)
+    found = (
+        f"init found {share:.1%} ({'a sample' if survey.sampled else 'every photo'} decoded); twice "
+        f"{'its 95% bound, ' if survey.sampled else 'that, '}rounded up"
+    )
     lines += [
         "bad_image_policy: skip   # a missing or broken photo drops its row, counted in the log; `raise` stops instead",
-        f"max_bad_image_fraction: {bad_photo_limit(share):g}   # the run stops past this share of broken photos; "
-        f"init found {share:.1%}",
+        f"max_bad_image_fraction: {bad_photo_limit(bad_photo_share(survey, upper=True)):g}   # the run stops past "
+        f"this share of broken photos; {found}",
         "",
         "# -- model ---------------------------------------------------------------------------------------",
         "# A small ViT trained from scratch, a few minutes on a CPU. To start from a pretrained backbone instead,",

@@ -8,7 +8,10 @@ that it looks like a quantity.
 
 from __future__ import annotations
 
+import math
 import os
+import random
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,13 +62,37 @@ class CatalogueSurvey:
     tasks: list[TaskSurvey]
     missing_photos: list[str]
     """Resolved paths of photos that do not exist (all of them; the first few are shown)."""
-    photos_decoded: int
-    """How many of the photos that exist were decoded (the first `decode_limit`)."""
+    photos_present: int
+    """Local photo paths that exist (URLs and embedded bytes are checked when training decodes them)."""
+    photos_checked: int
+    """How many of those were decoded: all of them, or a random sample of `decode_limit`."""
     unreadable_photos: list[str]
     """Those of them that did not decode: truncated files, error pages saved as .jpg ..."""
     split_rows: dict[str, int]
     """Rows per split, as training will split them: by the table's `split` column, else by the hash of the id."""
     split_rule: str
+
+    @property
+    def sampled(self) -> bool:
+        return self.photos_checked < self.photos_present
+
+    def bad_photo_share(self, *, upper: bool = False) -> float:
+        """The share of rows whose photo is missing or broken: all the missing ones, and the broken ones as
+        checked (`upper`: with a sample, the 95% upper bound of its share, Wilson's interval)."""
+        broken = len(self.unreadable_photos) / max(self.photos_checked, 1)
+        if upper and self.sampled:
+            broken = wilson_upper_bound(len(self.unreadable_photos), self.photos_checked)
+        return (len(self.missing_photos) + broken * self.photos_present) / max(self.rows, 1)
+
+
+def wilson_upper_bound(successes: int, trials: int, z: float = 1.96) -> float:
+    """The upper end of Wilson's score interval for a proportion (95% by default)."""
+    if trials == 0:
+        return 1.0
+    share = successes / trials
+    centre = share + z * z / (2 * trials)
+    spread = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    return min(1.0, (centre + spread) / (1 + z * z / trials))
 
 
 def survey_catalogue(
@@ -75,11 +102,13 @@ def survey_catalogue(
     image_column: str,
     id_column: str | None = None,
     separator: str = "|",
-    decode_limit: int = 500,
+    decode_limit: int = 20_000,
+    seed: int = 0,
 ) -> CatalogueSurvey:
     """Every row of the table at `path`, read for `tasks` (column -> type, None to infer); rows are split by the
-    hash of `id_column` (default: the photo path) unless the table has a `split` column. The first `decode_limit`
-    photos that exist are decoded, to estimate how many are broken."""
+    hash of `id_column` (default: the photo path) unless the table has a `split` column. Every photo that exists
+    is decoded (a progress bar on a terminal), or, past `decode_limit` photos, a random sample of that many (seeded):
+    a table whose photos are all missing or broken is refused."""
     path = Path(path)
     if is_table(path):
         rows = read_table(path)
@@ -104,6 +133,15 @@ def survey_catalogue(
     source = TaskSource(rows, options, image_column=image_column, context=SourceContext(base_folder, None, rules, True))
     surveys = [_task_survey(rows, spec, separator) for spec in source.task_specs]
     missing, present = _photo_paths(rows[image_column], base_folder)
+    checked = present if len(present) <= decode_limit else sorted(random.Random(seed).sample(present, decode_limit))
+    unreadable = [photo for photo in _progress(checked) if not _decodes(photo)]
+    if len(missing) + len(present) == len(rows) and len(unreadable) == len(checked):
+        example = (unreadable or missing)[0]
+        raise UserError(
+            f"{path}: none of the photos in {image_column!r} can be read ({len(missing)} not found, "
+            f"{len(unreadable)} of {len(checked)} checked do not decode, e.g. {example}): check --image_column and "
+            "the paths, which are read from the table's folder"
+        )
     key_column = id_column or image_column
     assigned, _ = split_assignment(rows, key_column=key_column, fractions=DEFAULT_SPLITS, where=str(path))
     if SPLIT_COLUMN in columns:
@@ -116,8 +154,9 @@ def survey_catalogue(
         rows=len(rows),
         tasks=surveys,
         missing_photos=missing,
-        photos_decoded=len(present[:decode_limit]),
-        unreadable_photos=[path for path in present[:decode_limit] if not _decodes(path)],
+        photos_present=len(present),
+        photos_checked=len(checked),
+        unreadable_photos=unreadable,
         split_rows=in_split_order(Counter(value for value in assigned if value)),
         split_rule=rule,
     )
@@ -164,6 +203,13 @@ def _photo_paths(paths: list[Any], base_folder: str | None) -> tuple[list[str], 
     return missing, present
 
 
+def _progress(photos: list[str]):
+    from tqdm.auto import tqdm
+
+    # disable=None: shown on a terminal, silent in logs and pipes.
+    return tqdm(photos, desc="decoding photos", unit="photo", file=sys.stderr, disable=None, leave=False)
+
+
 def _decodes(path: str) -> bool:
     try:
         decode_image(path, draft=lambda width, height: (64, 64))
@@ -178,4 +224,5 @@ __all__ = [
     "RARE_LABEL_ROWS",
     "TaskSurvey",
     "survey_catalogue",
+    "wilson_upper_bound",
 ]
