@@ -176,3 +176,57 @@ def test_init_refuses_a_table_whose_photos_cannot_be_read_and_writes_nothing(tmp
 def test_epochs_and_the_bad_photo_limit():
     assert [epochs_for(rows) for rows in (50, 250, 2_000, 1_000_000)] == [100, 80, 10, 3]
     assert [bad_photo_limit(share) for share in (0.0, 0.004, 0.0125, 0.2)] == [0.01, 0.01, 0.03, 0.4]
+
+
+def test_eval_skips_and_counts_broken_photos_by_reason_or_stops_at_the_first(catalogue, tmp_path, capsys):
+    """`mtl-hf eval` scores a split holding missing and broken photos: each is left out and counted by the error
+    that kept it out, and the table says how many rows were scored; --bad_image_policy raise stops at the first,
+    naming it. The model (any model with the catalogue's tasks) was never trained on this table."""
+    from mtl_hf import MultiTaskViTConfig, MultiTaskViTModel
+    from mtl_hf.data import ImageTransforms
+    from mtl_hf.data.survey import survey_catalogue
+    from tests.conftest import tiny_vit_config
+
+    survey = survey_catalogue(catalogue, dict(parse_tasks("category,colour,tags,price")), image_column="image_path")
+    model = MultiTaskViTModel(
+        MultiTaskViTConfig(backbone_config=tiny_vit_config(patch_size=8), tasks=[task.spec for task in survey.tasks])
+    )
+    model.save_pretrained(tmp_path / "model")
+    ImageTransforms(size=(32, 32)).image_processor().save_pretrained(tmp_path / "model")
+    rows = list(csv.DictReader(open(catalogue)))
+    broken = {3: "FileNotFoundError", 11: "FileNotFoundError", 19: None, 27: None}  # 19 truncated, 27 an HTML page
+    by_split = {
+        name: [i for i, row in enumerate(rows) if split_of(row["sku"], DEFAULT_SPLITS) == name]
+        for name in DEFAULT_SPLITS
+    }
+    split = max(by_split, key=lambda name: len(set(by_split[name]) & set(broken)))
+    in_split = sorted(set(by_split[split]) & set(broken))
+    assert in_split, "the catalogue's broken rows fall in some split"
+    command = [
+        "eval",
+        str(tmp_path / "model"),
+        str(catalogue),
+        "--split",
+        split,
+        "--image_column",
+        "image_path",
+        "--id_column",
+        "sku",
+    ]
+    capsys.readouterr()
+    assert cli([*command, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    skipped = {key.removeprefix("eval_skipped_"): n for key, n in metrics.items() if key.startswith("eval_skipped_")}
+    assert sum(skipped.values()) == len(in_split)
+    assert skipped.get("FileNotFoundError", 0) == sum(broken[i] == "FileNotFoundError" for i in in_split)
+    assert metrics["eval_rows_scored"] == len(by_split[split]) - len(in_split)
+    assert cli(command) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"{len(by_split[split]) - len(in_split)} of {len(by_split[split])} rows scored ({len(in_split)} left out: "
+        in out
+    )
+    assert cli([*command, "--bad_image_policy", "raise"]) == 2
+    # (progress bars share the line's start on stderr)
+    errors = [line for line in capsys.readouterr().err.splitlines() if "mtl-hf eval: error:" in line]
+    assert len(errors) == 1 and f"p{in_split[0]:04d}.jpg" in errors[0], errors  # the first, named

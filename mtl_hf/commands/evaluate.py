@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, default=64, help="images per batch (default: 64)")
     parser.add_argument("--max_rows", type=int, help="score the first N rows only")
     parser.add_argument(
+        "--bad_image_policy",
+        choices=["skip", "raise"],
+        default="skip",
+        help="a photo that is missing or does not decode: left out and counted by reason (skip, the default, as "
+        "`mtl-hf init`'s recipes train), or the end of the run naming it (raise)",
+    )
+    parser.add_argument(
         "--allow_training_rows",
         action="store_true",
         help="score rows the model was trained on (refused without it); the scores are labelled training-set",
@@ -104,9 +111,13 @@ def _print_scores(config, metrics, chance, source, unknown, training_rows: bool,
                     baseline += "  at or below chance"
                 print(f"{spec.name:<16} {metric:<10} {value:>9.4f} {baseline}".rstrip())
     print("(chance, for each task's main metric: the most frequent class; every label 'yes'; the mean value)")
+    scored = metrics.get("eval_rows_scored", source.num_rows)
+    skipped = {key.removeprefix("eval_skipped_"): n for key, n in metrics.items() if key.startswith("eval_skipped_")}
+    left_out = f" ({sum(skipped.values())} left out: " + ", ".join(f"{n} {kind}" for kind, n in skipped.items()) + ")"
     print(
-        f"\n{source.num_rows} rows; average of the tasks' main scores {metrics['eval_average_score']:.4f}; "
-        f"relative score {metrics['eval_relative_score']:.4f} (0: chance, 1: perfect, averaged over tasks)"
+        f"\n{scored} of {source.num_rows} rows scored{left_out if skipped else ''}; average of the tasks' main "
+        f"scores {metrics['eval_average_score']:.4f}; relative score {metrics['eval_relative_score']:.4f} (0: "
+        "chance, 1: perfect, averaged over tasks)"
     )
     for task, labels in unknown.items():
         rows = metrics.get(f"eval_{task}_unknown_labels", 0)
@@ -173,6 +184,7 @@ def _scored_source(args: argparse.Namespace, config):
         id_column=table.key_column if table.key_column in column_names else None,
         split_fractions=table.fractions if is_table(data) else None,
         unknown_labels="count",
+        bad_image_policy=args.bad_image_policy,
     )
     if args.max_rows:
         source = first_rows(source, args.max_rows)

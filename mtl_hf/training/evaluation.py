@@ -72,6 +72,7 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
     bad_images = BadImageTally(skipping, max_fraction=1.0, device=args.device) if skipping else None
     logits, labels = defaultdict(list), defaultdict(list)
     unknown_rows: dict[str, float] = defaultdict(float)
+    skipped: dict[str, float] = defaultdict(float)  # photos left out, by the error that kept them from decoding
     rows = 0
     for source in sources.values():
         source.reset_unknown_labels()
@@ -110,6 +111,8 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
             progress.update()
             if bad_images is not None:
                 bad_images.add(batch.image_counts)
+            for _, kind, _ in batch.skipped_rows:
+                skipped[kind] += 1
             mine.add(batch)
         progress.close()
         everyone = _SourceOutputs.merged(gather_from_ranks(mine, distributed))
@@ -127,6 +130,9 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
     metrics.update({f"{prefix}_{task}_unknown_labels": int(count) for task, count in unknown_rows.items() if count})
     if bad_images is not None:  # counted, not limited: evaluation reports what the data holds
         metrics.update({f"{prefix}_{key}": count for key, count in bad_images.check().items()})
+        skipped = _gather_sums(skipped, distributed)
+        metrics.update({f"{prefix}_skipped_{kind}": int(count) for kind, count in sorted(skipped.items()) if count})
+        metrics[f"{prefix}_rows_scored"] = rows
     metrics.update(speed_metrics(prefix, started, num_samples=rows))
     return PredictionOutput(predictions=logits, label_ids=labels, metrics=metrics)
 
