@@ -86,7 +86,11 @@ def test_skip_leaves_out_exactly_the_undecodable_rows_and_decodes_the_odd_ones(s
     collator = MultiTaskCollator(catalogue.task_specs, ImageTransforms(size=(32, 32)), with_rows=True)
     batch = collator(catalogue.rows(range(GOOD_ROWS)))
     bad = sorted(row for row, (_, _, decodable) in salted_images().items() if not decodable)
-    assert batch["image_counts"] == {"served": {"catalogue": GOOD_ROWS}, "skipped": {"catalogue": len(bad)}}
+    assert batch["image_counts"] == {
+        "served": {"catalogue": GOOD_ROWS},
+        "skipped": {"catalogue": len(bad)},
+        "broken_rows": {"catalogue": bad},
+    }
     assert batch["rows"] == [f"catalogue:{row}" for row in range(GOOD_ROWS) if row not in bad]
     assert batch["pixel_values"].shape == (GOOD_ROWS - len(bad), 3, 32, 32)
     assert all(len(targets) == GOOD_ROWS - len(bad) for targets in batch["labels"].values())
@@ -117,13 +121,16 @@ def test_training_with_skip_logs_and_reports_the_counts(salted_parquet, tmp_path
     )
     trainer = MultiTaskTrainer(new_model(catalogue), args, train_dataset=catalogue, eval_dataset=catalogue)
     output = trainer.train()
-    assert output.metrics["bad_images_catalogue"] == 4  # 2 epochs x 2 broken photos
+    # 2 broken photos met in each of 2 epochs: counted once each, as distinct photos, not 4 encounters.
+    assert output.metrics["bad_images_catalogue"] == 2
     logged = [entry["bad_images_catalogue"] for entry in trainer.state.log_history if "bad_images_catalogue" in entry]
-    assert logged[-1] == 4 and logged == sorted(logged)
+    assert logged[-1] == 2 and logged == sorted(logged)
+    seen, broken = trainer.bad_images.totals()
+    assert seen == {"catalogue": catalogue.num_rows} and broken == {"catalogue": 2}  # rows served twice, seen once
     metrics = trainer.evaluate()
-    assert metrics["eval_bad_images_catalogue"] == 2
+    assert metrics["eval_bad_images_catalogue"] == 2 and metrics["eval_rows_scored"] == catalogue.num_rows - 2
     trainer.save_metrics("train", output.metrics)
-    assert json.loads((tmp_path / "all_results.json").read_text())["bad_images_catalogue"] == 4
+    assert json.loads((tmp_path / "all_results.json").read_text())["bad_images_catalogue"] == 2
 
 
 def test_too_many_bad_images_stop_the_run_with_the_counts(salted_parquet, tmp_path):
@@ -134,7 +141,7 @@ def test_too_many_bad_images_stop_the_run_with_the_counts(salted_parquet, tmp_pa
     trainer = MultiTaskTrainer(new_model(catalogue), args, train_dataset=catalogue)
     with pytest.raises(
         ValueError,
-        match=r"source 'catalogue': \d+ of \d+ images \(\d+\.\d%\) could not be decoded, "
+        match=r"source 'catalogue': 2 of the \d+ photos seen \(\d+\.\d%\) could not be decoded, "
         r"more than max_bad_image_fraction 0.01",
     ):
         trainer.train()

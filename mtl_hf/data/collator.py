@@ -38,7 +38,8 @@ class MultiTaskCollator:
 
     An image that cannot be decoded raises an error naming its source, row and file, unless its
     source's `bad_image_policy` is `"skip"`: then the row is left out, and the batch's
-    `"image_counts"` (`{"served": {source: rows}, "skipped": {source: rows}}`) says so.
+    `"image_counts"` (`{"served": {source: rows}, "skipped": {source: rows}, "broken_rows": {source: [row, ...]}}`)
+    says so.
 
     A homogeneous batch gets targets for the tasks it serves and a `"tasks"` entry naming them,
     which the model's `forward(tasks=...)` takes to run only those heads. A mixed batch gets
@@ -63,7 +64,7 @@ class MultiTaskCollator:
         examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
         if not examples:
             raise ValueError("cannot collate an empty batch")  # the mixture never makes one
-        images, kept, kept_places, skipped, reasons = [], [], [], Counter(), []
+        images, kept, kept_places, skipped, reasons, broken = [], [], [], Counter(), [], {}
         for place, example in enumerate(examples):
             try:
                 images.append(self._image(example))
@@ -73,11 +74,12 @@ class MultiTaskCollator:
                 if not example.skip_if_undecodable:
                     raise
                 skipped[example.source] += 1
+                broken.setdefault(example.source, []).append(example.row)
                 cause = type(error.__cause__).__name__ if error.__cause__ is not None else type(error).__name__
                 reasons.append((example.row, cause, str(error)))
                 logger.debug("skipping %s", error)
         served = Counter(example.source for example in examples)
-        counts = {"served": dict(served), "skipped": dict(skipped)}
+        counts = {"served": dict(served), "skipped": dict(skipped), "broken_rows": broken}
         if self.for_inference and not kept:
             return {"pixel_values": None, "labels": {}, "kept": [], "skipped_rows": reasons, "image_counts": counts}
         if not kept:

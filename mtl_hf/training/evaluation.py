@@ -68,7 +68,7 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
     transform = trainer.image_transforms.eval()
     padding = padding_pixels(transform)
     distributed = args.world_size > 1 and is_distributed()
-    skipping = [source.name for source in sources.values() if source.bad_image_policy == "skip"]
+    skipping = {source.name: source.num_rows for source in sources.values() if source.bad_image_policy == "skip"}
     bad_images = BadImageTally(skipping, max_fraction=1.0, device=args.device) if skipping else None
     logits, labels = defaultdict(list), defaultdict(list)
     unknown_rows: dict[str, float] = defaultdict(float)

@@ -3,22 +3,24 @@
 - `TaskLogs`: each task's loss and applied weight (`loss_<task>`, `weight_<task>`), summed on the
   device step by step; `flush` copies the sums to the host once per logging step and averages each
   task over the steps in which it was present (a task absent from every step since has no entry).
-- `BadImageTally`: under `bad_image_policy: skip`, the rows served and the photos skipped per source
-  (the collator's `image_counts`), summed over the ranks at each logging step (every rank logs at the
-  same steps, so the collective lines up) and logged as `bad_images_<source>`; it stops the run when a
-  source's share of bad photos passes `max_bad_image_fraction`: past that the data is broken, not dirty.
+- `BadImageTally`: under `bad_image_policy: skip`, the photos of each source seen and those that did not
+  decode (the collator's `image_counts`), counted as DISTINCT photos, not encounters: a broken photo met in
+  every epoch counts once, and the rows seen are at most the source's rows. Combined over the ranks at each
+  logging step (every rank logs at the same steps, so the collectives line up) and logged as
+  `bad_images_<source>`; it stops the run when a source's share of broken photos among those seen passes
+  `max_bad_image_fraction`: past that the data is broken, not dirty.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 
 from ..errors import UserError
 from ..utils import host
-from ..utils.collectives import all_reduce_sum, is_distributed
+from ..utils.collectives import all_reduce_sum, gather_from_ranks, is_distributed
 
 
 class TaskLogs:
@@ -46,41 +48,53 @@ class TaskLogs:
 
 
 class BadImageTally:
-    """Rows served and images skipped, per source, for the sources in `source_names` (the same on every rank)."""
+    """Photos seen and broken, per source of `source_rows` (name -> its rows, None for a stream of unknown size;
+    the same on every rank), as distinct photos."""
 
-    def __init__(self, source_names: Sequence[str], max_fraction: float, device: torch.device | str = "cpu"):
-        self.source_names, self.max_fraction, self.device = list(source_names), max_fraction, device
-        self.served: Counter = Counter()
-        self.skipped: Counter = Counter()
+    def __init__(self, source_rows: Mapping[str, int | None], max_fraction: float, device: torch.device | str = "cpu"):
+        self.source_rows, self.max_fraction, self.device = dict(source_rows), max_fraction, device
+        self.source_names = list(self.source_rows)
+        self.served: Counter = Counter()  # rows served, each time one is served
+        self.broken: dict[str, set] = {name: set() for name in self.source_names}  # rows that did not decode
 
-    def add(self, counts: Mapping[str, Mapping[str, int]] | None) -> None:
+    def add(self, counts: Mapping[str, Mapping] | None) -> None:
         """Adds a batch's `image_counts` (none when no source skips)."""
         if counts:
             self.served.update(counts["served"])
-            self.skipped.update(counts["skipped"])
+            for name, rows in counts.get("broken_rows", {}).items():
+                self.broken[name].update(rows)
 
     def totals(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(served, skipped) per source, over all the ranks."""
-        local = [[self.served[name], self.skipped[name]] for name in self.source_names]
+        """(photos seen, photos broken) per source, over all the ranks, distinct: a pass over a source serves each
+        of its rows once (ranks hold disjoint rows), so the photos seen are the rows served, up to its rows."""
+        local = [self.served[name] for name in self.source_names]
+        broken = self.broken
         if is_distributed():
-            summed = host.to_host(all_reduce_sum(torch.tensor(local, dtype=torch.long, device=self.device)))
-            local = summed.tolist()
-        served = {name: int(row[0]) for name, row in zip(self.source_names, local, strict=True)}
-        skipped = {name: int(row[1]) for name, row in zip(self.source_names, local, strict=True)}
-        return served, skipped
+            local = host.to_host(all_reduce_sum(torch.tensor(local, dtype=torch.long, device=self.device))).tolist()
+            broken = {name: set() for name in self.source_names}
+            for part in gather_from_ranks(self.broken, True):  # small: a source with many is stopped early
+                for name, rows in part.items():
+                    broken[name].update(rows)
+        seen = {
+            name: int(served if self.source_rows[name] is None else min(served, self.source_rows[name]))
+            for name, served in zip(self.source_names, local, strict=True)
+        }
+        return seen, {name: len(broken[name]) for name in self.source_names}
 
     def check(self) -> dict[str, int]:
-        """`bad_images_<source>` for the logs; raises when a source's share passes `max_fraction`."""
-        served, skipped = self.totals()
+        """`bad_images_<source>` (distinct broken photos) for the logs; raises when a source's share passes
+        `max_fraction`."""
+        seen, broken = self.totals()
         for name in self.source_names:
-            if served[name] and skipped[name] / served[name] > self.max_fraction:
+            share = broken[name] / seen[name] if seen[name] else 0.0
+            if share > self.max_fraction:
                 raise UserError(
-                    f"source {name!r}: {skipped[name]} of {served[name]} images ({skipped[name] / served[name]:.1%}) "
+                    f"source {name!r}: {broken[name]} of the {seen[name]} photos seen ({share:.1%}) "
                     f"could not be decoded, more than max_bad_image_fraction {self.max_fraction:g}; the data looks "
                     "broken rather than dirty: check it (bad_image_policy: raise names each file), or raise "
                     "max_bad_image_fraction"
                 )
-        return {f"bad_images_{name}": skipped[name] for name in self.source_names}
+        return {f"bad_images_{name}": broken[name] for name in self.source_names}
 
 
 def _significant(value: float, digits: int = 7) -> float:

@@ -148,7 +148,7 @@ class MultiTaskTrainer(Trainer):
         if self.freezing is not None:
             self.add_callback(self.freezing)
         train_sources = self.train_mixture.sources if self.train_mixture is not None else []
-        skipping = [source.name for source in train_sources if source.bad_image_policy == "skip"]
+        skipping = {source.name: source.num_rows for source in train_sources if source.bad_image_policy == "skip"}
         self.bad_images = BadImageTally(skipping, args.max_bad_image_fraction, device=args.device) if skipping else None
         representation = self.weighting.uses_gradients and args.gradient_space == "representation"
         self._features = FeatureTap(model.backbone) if representation else None
