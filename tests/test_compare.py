@@ -346,7 +346,13 @@ def test_convergence_budget_stops_each_model_on_its_validation_score_and_restore
             assert run["steps"] == best_step + 1  # patience 1: the first evaluation without improvement
     assert stopped_early >= 1
     assert not list(output.glob("runs/*/*/checkpoint-*"))  # checkpoints removed once the best is restored
-    assert "convergence: every model trains until its own validation score" in (output / "comparison.md").read_text()
+    table = (output / "comparison.md").read_text()
+    assert "convergence: every model trains until its own validation score" in table
+    # Which rows were scored is said: the recipe's evaluation rows (64 of the digits' held-out rows here).
+    assert (
+        comparison["settings"]["scored_rows"].endswith("(64 rows)")
+        and "Scored on the recipe's evaluation rows: " in table
+    )
 
 
 def _by_hand_delta_m(scores, baseline, tasks, metrics):

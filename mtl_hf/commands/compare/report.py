@@ -38,7 +38,9 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
         "cuda-allocated": "peak CUDA memory allocated",
     }.get((comparison.get("runs") or [{}])[0].get("memory_kind"), "peak memory")
     lines = [
-        f"Budget: {settings['budget_rule']}. Seeds: {num_seeds} ({', '.join(map(str, settings['seeds']))}); "
+        f"Budget: {settings['budget_rule']}. Scored on the recipe's evaluation rows: "
+        f"{settings.get('scored_rows', 'not recorded')}. "
+        f"Seeds: {num_seeds} ({', '.join(map(str, settings['seeds']))}); "
         f"{'scores are mean +- std over seeds' if spread else 'one seed, so no spread: a second seed may differ'}; "
         "delta_m is paired by seed against the single-task models; "
         "steps and train s: one model's optimizer steps and training time (the single-task row: its models "

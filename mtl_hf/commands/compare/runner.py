@@ -139,6 +139,13 @@ def train_and_score(
     }
 
 
+def _described(source: TaskSource) -> str:
+    """A source as the table's header names it: its split and data where it came from a location."""
+    origin = source.context.origin
+    where = f"split {origin['split']!r} of {origin['data']}" if origin else source.name
+    return f"{where} ({source.num_rows} rows)"
+
+
 def _run_arguments(run: PlannedRun, training_args: MultiTaskTrainingArguments, output_dir: Path, eval_steps: int):
     """The recipe's training arguments for one run: its seed, method, learning rate and steps; no push; saving and
     evaluation only where the run stops early (each evaluation a checkpoint, the best one restored at the end)."""
@@ -252,6 +259,8 @@ def compare(
             "steps": steps,
             "validation_fraction": validation_fraction,
             "sweeps": {name: SWEEPS[name] for name in methods if name in SWEEPS},
+            # Which rows the table scores: the recipe's evaluation rows (an `mtl-hf init` recipe: its validation split).
+            "scored_rows": ", ".join(_described(source) for source in test_sources),
             "tasks": metric_of,
             "devices": training_args.world_size,
             "machine": _machine(),
