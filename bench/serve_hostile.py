@@ -41,7 +41,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from inference_throughput import MODELS, build_model  # noqa: E402
 from jpeg_decode import photos  # noqa: E402
-from serve_load import running_server  # noqa: E402
+from serve_load import running_server, timed_post  # noqa: E402
 
 RUNS = {
     "friendly": ([], False),
@@ -112,18 +112,10 @@ def run(model: Path, flags: list[str], hostile: bool, good: list[bytes], clients
         def good_client(index: int) -> None:
             session, number = requests.Session(), 0
             while not stop.is_set():
-                data = good[(index + number) % len(good)]
+                ok, seconds = timed_post(session, url, good[(index + number) % len(good)])
                 number += 1
-                started = time.perf_counter()
-                try:
-                    response = session.post(
-                        f"{url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=120
-                    )
-                    ok = response.status_code == 200
-                except requests.RequestException:
-                    ok = False
                 with lock:
-                    (latencies if ok else failures).append(time.perf_counter() - started)
+                    (latencies if ok else failures).append(seconds)
 
         def hostile_client(index: int) -> None:
             session, number = requests.Session(), index

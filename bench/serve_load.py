@@ -73,6 +73,17 @@ def running_server(model: Path, flags: list[str], warm_up: bytes):
         server.wait(timeout=60)
 
 
+def timed_post(session: requests.Session, url: str, photo: bytes) -> tuple[bool, float]:
+    """(answered with a 200, seconds taken) for one JPEG posted to the server at `url`."""
+    started = time.perf_counter()
+    try:
+        response = session.post(f"{url}/predict", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=120)
+        ok = response.status_code == 200
+    except requests.RequestException:
+        ok = False
+    return ok, time.perf_counter() - started
+
+
 def load(model: Path, flags: list[str], uploads: list[bytes], clients: int, count: int) -> dict:
     with running_server(model, flags, uploads[0]) as (url, _, _):
         before = requests.get(f"{url}/health", timeout=10).json()
@@ -82,17 +93,9 @@ def load(model: Path, flags: list[str], uploads: list[bytes], clients: int, coun
         def client(index: int) -> None:
             session = requests.Session()
             for number in range(count):
-                data = uploads[(index + number) % len(uploads)]
-                started = time.perf_counter()
-                try:
-                    response = session.post(
-                        f"{url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=120
-                    )
-                    ok = response.status_code == 200
-                except requests.RequestException:
-                    ok = False
+                ok, seconds = timed_post(session, url, uploads[(index + number) % len(uploads)])
                 with lock:
-                    (latencies if ok else failures).append(time.perf_counter() - started)
+                    (latencies if ok else failures).append(seconds)
 
         threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
         started = time.perf_counter()
