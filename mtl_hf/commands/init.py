@@ -113,19 +113,14 @@ def survey_report(survey) -> str:
         lines.append(f"  decoded {checked}: {broken}{share} do not decode, e.g. {shown}: skipped in training too")
     elif survey.photos_checked:
         lines.append(f"  decoded {checked}: every one decodes")
-    share, limit = bad_photo_share(survey), bad_photo_limit(bad_photo_share(survey, upper=True))
-    estimate = "" if not survey.sampled else f", at most {bad_photo_share(survey, upper=True):.1%} (95% bound)"
+    share, bound = survey.bad_photo_share(), survey.bad_photo_share(upper=True)
+    limit = bad_photo_limit(bound)
+    estimate = f", at most {bound:.1%} (95% bound)" if survey.sampled else ""
     lines.append(
         f"  missing or broken: {share:.1%} of the rows{estimate}; max_bad_image_fraction {limit:g} (twice that, "
         "rounded up to a percent, at least 1%)"
     )
     return "\n".join(lines)
-
-
-def bad_photo_share(survey, *, upper: bool = False) -> float:
-    """The share of rows whose photo is missing or broken: every missing one, and the broken ones as decoded (all
-    of them, or a sample: `upper` then takes its 95% upper bound)."""
-    return survey.bad_photo_share(upper=upper)
 
 
 def bad_photo_limit(share: float) -> float:
@@ -161,14 +156,14 @@ def recipe_text(survey, args: argparse.Namespace) -> str:
     lines.append("tasks:")
     for task in survey.tasks:
         lines.extend(_task_lines(task))
-    share = bad_photo_share(survey)
+    share = survey.bad_photo_share()
     found = (
         f"init found {share:.1%} ({'a sample' if survey.sampled else 'every photo'} decoded); twice "
         f"{'its 95% bound, ' if survey.sampled else 'that, '}rounded up"
     )
     lines += [
         "bad_image_policy: skip   # a missing or broken photo drops its row, counted in the log; `raise` stops instead",
-        f"max_bad_image_fraction: {bad_photo_limit(bad_photo_share(survey, upper=True)):g}   # the run stops past "
+        f"max_bad_image_fraction: {bad_photo_limit(survey.bad_photo_share(upper=True)):g}   # the run stops past "
         f"this share of broken photos; {found}",
         "",
         "# -- model ---------------------------------------------------------------------------------------",
@@ -226,7 +221,6 @@ __all__ = [
     "SUMMARY",
     "add_arguments",
     "bad_photo_limit",
-    "bad_photo_share",
     "epochs_for",
     "recipe_text",
     "run",
