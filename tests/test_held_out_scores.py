@@ -4,7 +4,9 @@ not know are left out of the scores and counted, never dropped silently."""
 
 import csv
 import json
+import shutil
 
+import numpy as np
 import pytest
 
 from mtl_hf import MultiTaskTrainer, MultiTaskViTConfig, MultiTaskViTModel
@@ -13,7 +15,10 @@ from mtl_hf.commands.recipe import DataArguments
 from mtl_hf.commands.recipe.assembly import load_data
 from mtl_hf.data import ImageTransforms, TaskSource
 from mtl_hf.data.encoding import task_options
+from mtl_hf.data.locations import TableOptions, load_split
+from mtl_hf.data.row_keys import hash_values
 from mtl_hf.errors import UserError
+from mtl_hf.models.mtl_vit.saving_mtl_vit import read_training_rows
 from tests.conftest import tiny_vit_config
 from tests.own_catalogue import FIELDS, write_catalogue
 from tests.training_helpers import arguments
@@ -49,6 +54,7 @@ def test_the_model_records_what_it_was_trained_on(trained):
             "split": "train",
             "split_by": {"id_column": "sku", "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}},
             "rows": source.num_rows,
+            "row_keys": "sku",
         }
     ]
     assert config.trained_on(str(table.resolve()), "train") and not config.trained_on(str(table.resolve()), "test")
@@ -59,7 +65,8 @@ def test_eval_refuses_the_training_rows_or_labels_them(trained, capsys):
     assert cli(["eval", str(model_folder), str(table), "--split", "train", *TABLE]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
-    assert "was trained on split 'train'" in error and "--allow_training_rows" in error
+    assert f"{source.num_rows} of the {source.num_rows} rows of split 'train'" in error
+    assert "--allow_training_rows" in error and "--skip_training_rows" not in error  # none would be left
 
     assert cli(["eval", str(model_folder), str(table), "--split", "train", "--allow_training_rows", *TABLE]) == 0
     assert "TRAINING-SET SCORES" in capsys.readouterr().out
@@ -67,7 +74,7 @@ def test_eval_refuses_the_training_rows_or_labels_them(trained, capsys):
         cli(["eval", str(model_folder), str(table), "--split", "train", "--allow_training_rows", "--json", *TABLE]) == 0
     )
     report = json.loads(capsys.readouterr().out)
-    assert report["training_rows"] is True and report["rows"] == source.num_rows
+    assert report["training_rows"] == source.num_rows == report["rows"] and report["training_rows_left_out"] == 0
 
 
 def test_eval_splits_the_table_as_training_did(trained, capsys):
@@ -78,7 +85,7 @@ def test_eval_splits_the_table_as_training_did(trained, capsys):
 
     assert cli(["eval", str(model_folder), str(table), "--json", *TABLE]) == 0  # default split: validation
     report = json.loads(capsys.readouterr().out)
-    assert report["training_rows"] is False and report["rows"] == validation.num_rows
+    assert report["training_rows"] == 0 and report["rows"] == validation.num_rows
     categories = [row["category"] for row in validation.dataset if row["category"]]
     majority = max(categories.count(name) for name in set(categories)) / len(categories)
     assert report["chance"]["eval_category_accuracy"] == pytest.approx(majority)
@@ -95,8 +102,10 @@ def test_eval_splits_the_table_as_training_did(trained, capsys):
 
 
 def test_labels_the_model_does_not_know_are_counted_and_left_out(trained, tmp_path, capsys):
-    model_folder, table, _ = trained
-    rows = list(csv.DictReader(open(table)))[:24]
+    model_folder, table, source = trained
+    trained_on = set(source.dataset["sku"])
+    rows = [row for row in csv.DictReader(open(table)) if row["sku"] not in trained_on]  # held-out products only
+    assert len(rows) >= 10
     for row in rows[:5]:
         row["category"] = "hat"  # a new category in this week's export
     for row in rows:
@@ -128,6 +137,82 @@ def test_labels_the_model_does_not_know_are_counted_and_left_out(trained, tmp_pa
     assert "task 'category': 5 row(s) left out of its scores, with labels the model does not know: {'hat': 5}" in (
         capsys.readouterr().out
     )
+
+
+def test_the_model_keeps_its_training_rows_hashed_keys(trained, tmp_path):
+    model_folder, table, source = trained
+    keys = read_training_rows(model_folder)
+    assert keys.dtype == np.uint64 and np.all(np.diff(keys.astype(np.float64)) > 0)  # sorted, distinct
+    assert np.array_equal(keys, np.unique(hash_values(source.dataset["sku"])))
+    assert len(keys) == source.num_rows
+    MultiTaskViTModel.from_pretrained(model_folder).save_pretrained(tmp_path / "again")
+    assert np.array_equal(read_training_rows(tmp_path / "again"), keys)
+    assert MultiTaskViTConfig.from_pretrained(model_folder).training_data[0]["row_keys"] == "sku"
+
+
+def test_a_copied_table_is_recognised_by_its_rows_not_its_path(trained, tmp_path, capsys):
+    model_folder, table, source = trained
+    copy = tmp_path / "next-week"
+    shutil.copytree(table.parent / "photos", copy / "photos")
+    shutil.copyfile(table, copy / "export.csv")
+    exported = str(copy / "export.csv")
+
+    # Split by the rule training recorded (by sku), the copy's train split is the training rows.
+    assert cli(["eval", str(model_folder), exported, "--split", "train", *TABLE]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"{source.num_rows} of the {source.num_rows} rows of split 'train'" in error
+    assert "recognised by their 'sku'" in error
+    # Split by another column, the training rows still show up wherever they fall.
+    by_photo = load_split(exported, split="test", table=TableOptions(key_column="image_path"))
+    seen = int(np.isin(hash_values(by_photo["sku"]), read_training_rows(model_folder)).sum())
+    assert seen > 0
+    assert cli(["eval", str(model_folder), exported, "--split", "test", "--id_column", "image_path", *TABLE]) == 2
+    error = capsys.readouterr().err
+    assert f"{seen} of the {len(by_photo)} rows of split 'test'" in error
+    assert f"--skip_training_rows to score only the {len(by_photo) - seen} it has not seen" in error
+    # The held-out split of the copy has no training row: scored as it is.
+    assert cli(["eval", str(model_folder), exported, "--split", "test", "--json", *TABLE]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["training_rows"] == 0
+    assert (
+        report["rows"] == TaskSource(exported, TASKS, image_column="image_path", id_column="sku", split="test").num_rows
+    )
+
+
+def test_a_grown_catalogue_scores_only_its_new_rows_when_asked(trained, tmp_path, capsys):
+    model_folder, table, source = trained
+    grown_table = write_catalogue(tmp_path / "grown", 96, broken=False)  # the same 80 products and 16 new ones
+    assert list(csv.DictReader(open(grown_table)))[:80] == list(csv.DictReader(open(table)))
+    grown = TaskSource(grown_table, TASKS, image_column="image_path", id_column="sku")
+    new_rows = grown.num_rows - source.num_rows
+    assert new_rows > 0
+    command = ["eval", str(model_folder), str(grown_table), "--split", "train", *TABLE]
+
+    assert cli(command) == 2
+    assert f"{source.num_rows} of the {grown.num_rows} rows of split 'train'" in capsys.readouterr().err
+    assert cli([*command, "--skip_training_rows", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["rows"], report["training_rows"], report["training_rows_left_out"]) == (
+        new_rows,
+        0,
+        source.num_rows,
+    )
+    assert cli([*command, "--skip_training_rows"]) == 0
+    out = capsys.readouterr().out
+    assert f"{source.num_rows} rows the model was trained on left out" in out
+    assert f"{new_rows} of {new_rows} rows scored" in out
+    assert cli([*command, "--allow_training_rows"]) == 0
+    assert f"trained on {source.num_rows} of these {grown.num_rows} rows" in capsys.readouterr().out
+
+
+def test_a_recipe_whose_evaluation_rows_are_training_rows_is_refused(trained):
+    _, table, source = trained
+    data = DataArguments(
+        dataset=str(table), tasks=TASKS, image_column="image_path", id_column="sku", eval_split="train"
+    )
+    with pytest.raises(UserError, match=rf"{source.num_rows} of the {source.num_rows} evaluation rows .* are training"):
+        load_data(data, seed=0)
 
 
 def _write(path, rows):

@@ -44,10 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a photo that is missing or does not decode: left out and counted by reason (skip, the default, as "
         "`mtl-hf init`'s recipes train), or the end of the run naming it (raise)",
     )
-    parser.add_argument(
+    seen = parser.add_mutually_exclusive_group()
+    seen.add_argument(
         "--allow_training_rows",
         action="store_true",
         help="score rows the model was trained on (refused without it); the scores are labelled training-set",
+    )
+    seen.add_argument(
+        "--skip_training_rows",
+        action="store_true",
+        help="score only the rows the model was not trained on (recognised by their id or photo, wherever the "
+        "table lies), e.g. the new rows of a grown catalogue",
     )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_pickled_weights_flag(parser)
@@ -69,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
     with loading_model(args.model):
         config = MultiTaskViTConfig.from_pretrained(location)
-    source, unscored = _scored_source(args, config)
-    training_rows = _training_rows(args, config, source)  # before the weights load: a refusal comes at once
+    source, rows, unscored = _scored_source(args, config)
+    # Before the weights load: a refusal comes at once.
+    source, training_rows, left_out = _without_training_rows(args, config, location, source, rows)
     with loading_model(args.model):
         model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights)
         processor = model_image_processor(location, config)
@@ -88,19 +96,29 @@ def run(args: argparse.Namespace) -> int:
     metrics = prediction.metrics
     unknown = source.unknown_labels()
     if args.json:
-        extra = {"rows": source.num_rows, "training_rows": training_rows, "unknown_labels": unknown, "chance": chance}
+        extra = {
+            "rows": source.num_rows,
+            "training_rows": training_rows,
+            "training_rows_left_out": left_out,
+            "unknown_labels": unknown,
+            "chance": chance,
+        }
         print(json.dumps({**metrics, **extra}, indent=2))
         return 0
-    _print_scores(model.config, metrics, chance, source, unknown, training_rows, unscored)
+    _print_scores(model.config, metrics, chance, source, unknown, training_rows, left_out, unscored)
     return 0
 
 
-def _print_scores(config, metrics, chance, source, unknown, training_rows: bool, unscored) -> None:
+def _print_scores(config, metrics, chance, source, unknown, training_rows: int, left_out: int, unscored) -> None:
     from ..metrics.scoring import at_or_below_chance
 
     if training_rows:
-        print("\nTRAINING-SET SCORES: the model was trained on these rows (--allow_training_rows); they say how")
-        print("well it fits them, not how it does on photos it has not seen.")
+        print(
+            f"\nTRAINING-SET SCORES: the model was trained on {training_rows} of these {source.num_rows} rows "
+            "(--allow_training_rows); they say how well it fits them, not how it does on photos it has not seen."
+        )
+    if left_out:
+        print(f"\n{left_out} rows the model was trained on left out (--skip_training_rows): the rest are held out.")
     print(f"\n{'task':<16} {'metric':<10} {'score':>9} {'chance':>9}")
     for spec in config.task_specs:
         for key, value in metrics.items():
@@ -126,22 +144,52 @@ def _print_scores(config, metrics, chance, source, unknown, training_rows: bool,
         print(f"not scored: task(s) {unscored}, which have no column in the data (map them with --tasks)")
 
 
-def _training_rows(args: argparse.Namespace, config, source) -> bool:
-    """Whether `source` holds rows the model was trained on: refused unless --allow_training_rows."""
+def _without_training_rows(args: argparse.Namespace, config, location: str, source, rows):
+    """(the rows to score, how many of them the model trained on, how many training rows were left out): rows it
+    trained on are recognised by their hashed keys (wherever the table lies), else by the recorded location and
+    split, and refused unless --allow_training_rows (scored, labelled) or --skip_training_rows (left out)."""
+    import numpy as np
+
+    from ..data.row_keys import overlap
+    from ..models.mtl_vit.saving_mtl_vit import read_training_rows
+
     origin = source.context.origin
-    if origin is None or not config.trained_on(origin["data"], origin["split"]):
-        return False
+    same_place = origin is not None and config.trained_on(origin["data"], origin["split"])
+    keys = read_training_rows(location) if Path(location).is_dir() else None
+    columns = [entry["row_keys"] for entry in config.training_data or () if "row_keys" in entry]
+    found = overlap(rows, keys, columns) if keys is not None else None
+    seen = found.count if found is not None else source.num_rows if same_place else 0
+    if not seen:
+        return source, 0, 0
+    how = f"recognised by their {found.column!r}" if found is not None else "the table and split it trained on"
+    if args.skip_training_rows:
+        if found is None:
+            raise UserError(
+                f"--skip_training_rows needs the hashed keys of {args.model}'s training rows, which it does not have "
+                f"(trained before they were recorded, or on a stream); score another split than {args.split!r}"
+            )
+        keep = np.flatnonzero(~found.seen)
+        if not len(keep):
+            raise UserError(
+                f"all {source.num_rows} rows of split {args.split!r} of {args.data} are rows {args.model} was "
+                "trained on: none is left to score; score a held-out split (--split validation or --split test)"
+            )
+        numbers = np.asarray(source.row_numbers)[keep]
+        return source.derived(source.dataset.select(keep), row_numbers=numbers), 0, seen
     if not args.allow_training_rows:
+        unseen = source.num_rows - seen
+        skip = f"add --skip_training_rows to score only the {unseen} it has not seen, " if unseen else ""
         raise UserError(
-            f"{args.model} was trained on split {origin['split']!r} of {args.data}: its scores there measure how "
-            "well it fits them, not new photos; score a held-out split (--split validation or --split test), or "
-            "pass --allow_training_rows to see them labelled as training-set scores"
+            f"{seen} of the {source.num_rows} rows of split {args.split!r} of {args.data} are rows {args.model} was "
+            f"trained on ({how}): their scores measure fit, not new photos; score a held-out split (--split "
+            f"validation or --split test), {skip}or --allow_training_rows to see them labelled as training-set scores"
         )
-    return True
+    return source, seen, 0
 
 
 def _scored_source(args: argparse.Namespace, config):
-    """(the source of the rows to score, the model's tasks the data has no column for)."""
+    """(the source of the rows to score, the same rows with every column of the data, the model's tasks the data
+    has no column for)."""
     from ..data.builtin import is_builtin, load_builtin
     from ..data.encoding import task_options
     from ..data.locations import TableOptions, load_rows
@@ -157,7 +205,8 @@ def _scored_source(args: argparse.Namespace, config):
         data, table = load_builtin(args.data, seed=0)[1], TableOptions()
     else:
         data, table = args.data, _table_options(args, config)
-    column_names = load_rows(data, split=args.split, streaming=False, table=table).dataset.column_names
+    rows = load_rows(data, split=args.split, streaming=False, table=table).dataset
+    column_names = rows.column_names
     absent = {task: column for task, column in columns.items() if column not in column_names}
     if absent:
         raise UserError(
@@ -188,14 +237,16 @@ def _scored_source(args: argparse.Namespace, config):
     )
     if args.max_rows:
         source = first_rows(source, args.max_rows)
+        rows = rows.select(range(source.num_rows))
     unscored = [name for name in config.task_names if name not in tasks]
-    return source, unscored
+    return source, rows, unscored
 
 
 def _table_options(args: argparse.Namespace, config):
     """How a catalogue table falls into splits: as the model's training recorded it for this table, else by
     --id_column (or the image column) and the default shares."""
     from ..data.locations import TableOptions
+    from ..data.tables import SPLIT_COLUMN, is_table, read_table
 
     resolved = str(Path(args.data).resolve())
     for entry in config.training_data or ():
@@ -207,6 +258,14 @@ def _table_options(args: argparse.Namespace, config):
                     f"trained on {args.data}: its splits would mix training rows in; leave --id_column out"
                 )
             return options
+    if not args.id_column and is_table(args.data):
+        # A copy of a table the model trained on, elsewhere or grown: split by the rule training recorded for a
+        # table with the same id column, so that its held-out splits are the ones training held out.
+        columns = read_table(Path(args.data)).column_names
+        for entry in config.training_data or ():
+            rule = entry.get("split_by") or {}
+            if rule.get("id_column") in columns and SPLIT_COLUMN not in columns:
+                return TableOptions.from_rule(rule)
     return TableOptions(key_column=args.id_column or args.image_column)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..balancing import WeightingMethod, build_weighting
 from ..data.columns import STATISTICS_STREAM_ROWS
 from ..data.mixture import TaskMixture
+from ..data.row_keys import hashed_keys, key_column, unique_keys
 from ..data.sources import TaskSource
 from ..errors import UserError
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec, checked_lora
@@ -183,15 +184,23 @@ def apply_label_smoothing_factor(model, factor: float) -> None:
 
 
 def record_training_data(model, mixture: TaskMixture) -> None:
-    """Adds the training sources' locations and splits to `config.training_data` (kept from earlier training),
-    so that `mtl-hf eval` can refuse to score them as if they were held out."""
+    """Adds the training sources' locations and splits to `config.training_data`, and their rows' hashed keys to
+    `model.training_row_keys` (both kept from earlier training), so that `mtl-hf eval` can refuse to score them as
+    if they were held out, wherever the same rows turn up again (see `data/row_keys.py`)."""
     entries = list(model.config.training_data or [])
+    keys = [model.training_row_keys]
     for source in mixture.sources:
+        keys.append(hashed_keys(source))
         origin = source.context.origin
         if origin is None or model.config.trained_on(origin["data"], origin["split"]):
             continue
-        entries.append({**origin, "rows": source.num_rows})
+        entry = {**origin, "rows": source.num_rows}
+        if keys[-1] is not None:
+            entry["row_keys"] = key_column(source)
+        entries.append(entry)
     model.config.training_data = entries or None
+    recorded = unique_keys(*keys)
+    model.training_row_keys = recorded if len(recorded) else None
 
 
 def training_weighting(

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoImageProcessor
 from ...data.backbone_processor import backbone_image_processor
 from ...data.builtin import BUILTIN_PREFIX, builtin_description, builtin_names, is_builtin, load_builtin
 from ...data.locations import TableOptions, is_url, local_splits, require_path_or_hub_id
+from ...data.row_keys import refuse_overlapping_evaluation
 from ...data.selection import first_rows, hold_out
 from ...data.sources import TaskSource
 from ...data.transforms import ImageTransforms
@@ -29,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_data(data_args: DataArguments, *, seed: int) -> tuple[list[TaskSource], list[TaskSource]]:
-    """The training sources and the evaluation sources (with the training sources' label names)."""
+    """The training sources and the evaluation sources (with the training sources' label names); evaluation rows
+    that are training rows too (by their hashed keys) are refused."""
     train_sources, eval_sources = [], []
     for settings in data_args.source_settings():
         train, evaluation = load_source(settings, seed=seed)
@@ -40,6 +42,7 @@ def load_data(data_args: DataArguments, *, seed: int) -> tuple[list[TaskSource],
         train_sources.append(train)
         if evaluation is not None:
             eval_sources.append(evaluation)
+    refuse_overlapping_evaluation(train_sources, eval_sources)
     return train_sources, eval_sources
 
 

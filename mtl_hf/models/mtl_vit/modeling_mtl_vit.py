@@ -38,9 +38,11 @@ from .heads_mtl_vit import MultiTaskHead, loss_denominator, task_loss
 from .saving_mtl_vit import (
     PROCESSOR_FILE,
     processor_folder,
+    read_training_rows,
     refuse_pickled_weights,
     remote_pipeline,
     write_endpoint_files,
+    write_training_rows,
 )
 from .tasks_mtl_vit import balanced_weights
 
@@ -95,6 +97,9 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
     # A local folder holding the image processor of this model's photos (the folder it was loaded from, or its
     # backbone's): `save_pretrained` writes that processor beside the weights when the folder has none.
     image_processor_folder: str | None = None
+    # The hashed keys of the rows it trained on (a sorted numpy uint64 array, see `mtl_hf.data.row_keys`), read
+    # from and written to training_rows.safetensors beside the weights; None where nothing recorded them.
+    training_row_keys = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_pickled_weights: bool = False, **kwargs):
@@ -105,6 +110,7 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
             kwargs.setdefault("use_safetensors", True)
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model.image_processor_folder = processor_folder(pretrained_model_name_or_path)
+        model.training_row_keys = read_training_rows(pretrained_model_name_or_path)
         return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -125,6 +131,8 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
             import shutil
 
             shutil.copyfile(os.path.join(source, PROCESSOR_FILE), target)
+        if kwargs.get("is_main_process", True) and self.training_row_keys is not None:
+            write_training_rows(save_directory, self.training_row_keys)
         return result
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 PICKLED_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TRAINING_ROWS_FILE = "training_rows.safetensors"
+"""The 64-bit hashed keys of the rows a model trained on (`mtl_hf.data.row_keys`), sorted: what lets `mtl-hf eval`
+recognise them in any table."""
 
 
 def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
@@ -19,7 +22,8 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
         return
     names = sorted(os.listdir(folder))
     pickled = [name for name in names if name.endswith(PICKLED_WEIGHT_SUFFIXES) and name != "training_args.bin"]
-    if pickled and not any(name.endswith(".safetensors") for name in names):
+    weights = [name for name in names if name.endswith(".safetensors") and name != TRAINING_ROWS_FILE]
+    if pickled and not weights:
         raise ValueError(
             f"{folder} holds only pickled weights ({', '.join(pickled)}), which can run code when loaded; convert "
             "them to safetensors, or if you trust the folder pass allow_pickled_weights=True "
@@ -28,6 +32,22 @@ def refuse_pickled_weights(pretrained_model_name_or_path) -> None:
 
 
 PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def read_training_rows(pretrained_model_name_or_path):
+    """The training rows' keys saved in a local model folder (a numpy uint64 array), or None."""
+    path = os.path.join(os.fspath(pretrained_model_name_or_path), TRAINING_ROWS_FILE)
+    if not os.path.isfile(path):
+        return None
+    from safetensors.numpy import load_file
+
+    return load_file(path)["keys"]
+
+
+def write_training_rows(folder, keys) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({"keys": keys}, os.path.join(os.fspath(folder), TRAINING_ROWS_FILE))
 
 
 def processor_folder(pretrained_model_name_or_path) -> str | None:
