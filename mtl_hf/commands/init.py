@@ -20,6 +20,8 @@ STEPS_TARGET = 20_000
 """Rows seen in training (epochs x training rows) that the recipe aims at, within MIN_EPOCHS..MAX_EPOCHS."""
 MIN_EPOCHS, MAX_EPOCHS = 3, 100
 BATCH_SIZE = 32
+SCRATCH_LEARNING_RATE = 0.001
+"""The from-scratch recipe's peak learning rate (AdamW, cosine; a small ViT of random weights)."""
 SHOWN_MISSING = 3
 DECODE_LIMIT = 20_000
 """Photos init decodes by default: every one up to this many (about a minute of JPEGs on one core), else a random
@@ -184,7 +186,7 @@ def recipe_text(survey, args: argparse.Namespace) -> str:
         f"num_train_epochs: {epochs}   # about {STEPS_TARGET} photos seen, for {rows} training rows",
         f"per_device_train_batch_size: {BATCH_SIZE}",
         "per_device_eval_batch_size: 128",
-        "learning_rate: 0.001",
+        f"learning_rate: {SCRATCH_LEARNING_RATE:g}",
         "lr_scheduler_type: cosine",
         "warmup_steps: 0.05",
         "weight_decay: 0.05",
