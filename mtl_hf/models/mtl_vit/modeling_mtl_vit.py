@@ -97,9 +97,7 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
     # A local folder holding the image processor of this model's photos (the folder it was loaded from, or its
     # backbone's): `save_pretrained` writes that processor beside the weights when the folder has none.
     image_processor_folder: str | None = None
-    # The hashed keys of the rows it trained on (a sorted numpy uint64 array, see `mtl_hf.data.row_keys`), read
-    # from and written to training_rows.safetensors beside the weights; None where nothing recorded them.
-    training_row_keys = None
+    training_row_keys = None  # its training rows' hashed keys (training_rows.safetensors; mtl_hf.data.row_keys)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, allow_pickled_weights: bool = False, **kwargs):
