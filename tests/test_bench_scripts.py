@@ -142,3 +142,19 @@ def test_serve_hostile_runs_friendly_and_hostile_loads_and_the_limits_refuse_the
     assert "- 48 MP flat PNG: 413:" in bounded and "- 16 x 40 MP in one request: 413:" in bounded
     assert "- truncated JPEG: 422:" in bounded
     assert "- 16 x 40 MP in one request: 200:" in lifted
+
+
+def test_learning_curve_prints_both_starts_per_size_and_writes_its_plot(tmp_path):
+    output = run("learning_curve.py", "--quick", "--settings", "digits", "--output_dir", str(tmp_path))
+    rows = [row for row in table_rows(output) if row[0].isdigit()]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("4", "scratch"),
+        ("4", "pretrained"),
+        ("16", "scratch"),
+        ("16", "pretrained"),
+    ]
+    for row in rows:
+        score, chance = row[2].split(" (")
+        assert 0.0 <= float(score.split(" +- ")[0]) <= 1.0 and 0.0 < float(chance.rstrip(")")) < 1.0
+    assert "Mean gain over the labelled tasks, pretrained minus scratch: 4 per label" in output
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0 and (tmp_path / "learning_curve.md").is_file()

@@ -1,9 +1,10 @@
 """`mtl-hf init CATALOGUE --image_column COLUMN --tasks a,b,c`: a first recipe for a shop's own catalogue table.
 
 It reads the whole table as training will: each task's type and labels (written into the recipe, so that every
-split encodes a label with the same id), the blank cells, the rows of each split, and the photos that are not
-there; then writes a commented recipe that trains a small ViT from scratch, sized to the table, and says what to
-run next. The recipe is a starting point: its comments say what to change for a pretrained backbone or a GPU.
+split encodes a label with the same id), the training rows per label, the blank cells, the rows of each split, and
+the photos that are not there or do not decode; then writes a commented recipe and says what to run next. The
+backbone follows the training rows per label (`backbone_choice.py`): a pretrained one from the Hub where they are
+few, a small ViT from scratch where they are many.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError
+from .backbone_choice import HEAD_LEARNING_RATE, LP_SHARE, PARAMETERS, PRETRAINED, SCRATCH_ROWS_PER_LABEL
 
 SUMMARY = "read a catalogue table and write a first training recipe for it"
 STEPS_TARGET = 20_000
@@ -48,12 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DECODE_LIMIT,
         help=f"decode every photo up to this many, else a random sample of this many (default: {DECODE_LIMIT})",
     )
+    parser.add_argument(
+        "--backbone",
+        default="auto",
+        help="auto (the default: chosen by the training rows per label, see docs/training.md), scratch (a small ViT "
+        "of random weights), or a Hub id or local folder of a pretrained backbone",
+    )
     parser.add_argument("--output", default="recipe.yaml", help="the recipe to write (default: recipe.yaml)")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.survey import survey_catalogue
+    from .backbone_choice import choose_backbone, rows_per_label
+    from .model_loading import has_gpu
     from .prepare.catalogue import parse_tasks
 
     output = Path(args.output)
@@ -71,10 +81,48 @@ def run(args: argparse.Namespace) -> int:
         separator=args.separator,
         decode_limit=args.decode_limit,
     )
-    output.write_text(recipe_text(survey, args))
+    refuse_single_label_tasks(survey)
+    choice = choose_backbone(rows_per_label(survey.tasks), args.backbone, gpu=has_gpu())
+    hub_note = check_backbone(choice)  # before anything is written: a name the Hub does not have is refused
+    output.write_text(recipe_text(survey, args, choice))
     print(survey_report(survey))
+    print(f"  backbone: {choice.name or 'a small ViT from scratch'}, because {choice.reason}")
+    if hub_note:
+        print(f"  {hub_note}")
     print(f"wrote {output}; next: mtl-hf train {output}")
     return 0
+
+
+def refuse_single_label_tasks(survey) -> None:
+    """A classification task whose training rows hold one label has nothing to learn: refused, named."""
+    for task in survey.tasks:
+        present = [label for label, count in task.train_label_counts.items() if count]
+        if task.spec.type == "classification" and len(present) < 2:
+            held = f"only {present[0]!r}" if present else "no label"
+            raise UserError(
+                f"task {task.spec.name!r} has {held} in its training rows: nothing to learn; leave it out of "
+                "--tasks, or add rows with its other labels"
+            )
+
+
+def check_backbone(choice) -> str | None:
+    """Raises for a pretrained backbone that is neither a local folder nor on the Hub; a one-line note where the
+    Hub cannot be reached (the recipe is written: it downloads the backbone when training starts)."""
+    from ..hub.lookup import probe_hub, require_path_or_hub_id
+
+    if choice.start != "pretrained" or Path(choice.name).is_dir():
+        return None
+    require_path_or_hub_id(choice.name, "backbone", where="--backbone: ")
+    state, detail = probe_hub(choice.name)
+    if state == "missing":
+        raise UserError(f"--backbone {choice.name}: no such model on the Hub ({detail}); check the name (owner/name)")
+    if state != "unreachable":
+        return None
+    return (
+        f"the Hub cannot be reached ({detail}), and training downloads {choice.name}: train where it can be, or "
+        f"copy the checkpoint here and rerun with --backbone FOLDER; a from-scratch model needs about "
+        f"{SCRATCH_ROWS_PER_LABEL} training rows per label (bench/results/learning_curve.md), --backbone scratch"
+    )
 
 
 def training_rows(survey) -> int:
@@ -93,7 +141,11 @@ def survey_report(survey) -> str:
         spec = task.spec
         kind = spec.type if spec.type == "regression" else f"{spec.type}, {len(spec.labels)} labels"
         blank = "empty (none of the labels)" if spec.type == "multilabel" else "blank"
-        lines.append(f"  {spec.name}: {kind}, {task.blank} {blank}")
+        per_label = ""
+        if spec.type != "regression":
+            fewest, median = task.rows_per_label()
+            per_label = f"; training rows per label: fewest {fewest}, median {median:g}"
+        lines.append(f"  {spec.name}: {kind}, {task.blank} {blank}{per_label}")
     for task in survey.tasks:
         lines.extend(f"  note: {note}" for note in task.notes)
     if survey.missing_photos:
@@ -131,7 +183,7 @@ def bad_photo_limit(share: float) -> float:
     return max(0.01, math.ceil(200 * share) / 100)
 
 
-def recipe_text(survey, args: argparse.Namespace) -> str:
+def recipe_text(survey, args: argparse.Namespace, choice) -> str:
     rows = training_rows(survey)
     epochs = epochs_for(rows)
     steps_per_epoch = math.ceil(rows / BATCH_SIZE)
@@ -169,24 +221,13 @@ def recipe_text(survey, args: argparse.Namespace) -> str:
         f"this share of broken photos; {found}",
         "",
         "# -- model ---------------------------------------------------------------------------------------",
-        "# A small ViT trained from scratch, a few minutes on a CPU. To start from a pretrained backbone instead,",
-        "# replace backbone_config with e.g. `backbone: google/vit-base-patch16-224-in21k` (a download), and lower",
-        "# learning_rate (e.g. 5.0e-5) and num_train_epochs (e.g. 5): its processor then sizes the photos.",
-        "backbone_config:",
-        "  model_type: vit",
-        f"  image_size: {args.image_size}",
-        "  patch_size: 8",
-        "  hidden_size: 128",
-        "  num_hidden_layers: 4",
-        "  num_attention_heads: 4",
-        "  intermediate_size: 256",
+        *_model_lines(choice, args, epochs * steps_per_epoch),
         "",
         "# -- training ------------------------------------------------------------------------------------",
         f"output_dir: outputs/{survey.path.stem}",
         f"num_train_epochs: {epochs}   # about {STEPS_TARGET} photos seen, for {rows} training rows",
         f"per_device_train_batch_size: {BATCH_SIZE}",
         "per_device_eval_batch_size: 128",
-        f"learning_rate: {SCRATCH_LEARNING_RATE:g}",
         "lr_scheduler_type: cosine",
         "warmup_steps: 0.05",
         "weight_decay: 0.05",
@@ -201,6 +242,49 @@ def recipe_text(survey, args: argparse.Namespace) -> str:
         "seed: 0",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _model_lines(choice, args: argparse.Namespace, steps: int) -> list[str]:
+    """The recipe's backbone and the learning rates that go with it."""
+    why = f"# Chosen because {choice.reason}."
+    if choice.start == "scratch":
+        return [
+            why,
+            "# A small ViT trained from scratch, a few minutes on a CPU. With few rows per label, start from a",
+            "# pretrained backbone instead: `mtl-hf init ... --backbone facebook/dinov2-small` (docs/training.md).",
+            "backbone_config:",
+            "  model_type: vit",
+            f"  image_size: {args.image_size}",
+            "  patch_size: 8",
+            "  hidden_size: 128",
+            "  num_hidden_layers: 4",
+            "  num_attention_heads: 4",
+            "  intermediate_size: 256",
+            f"learning_rate: {_number(SCRATCH_LEARNING_RATE)}   # random weights take large steps",
+        ]
+    size = f"{PARAMETERS[choice.size]} parameters; " if choice.name in PRETRAINED.values() else ""
+    lines = [
+        why,
+        f"backbone: {choice.name}   # {size}downloaded when training starts; its image processor sizes the photos",
+        f"learning_rate: {_number(choice.learning_rate)}   # the backbone's: 1e-4 for a small ViT (ViT-S), 5e-5 for "
+        "a base one (ViT-B), batch 32",
+        f"head_learning_rate: {_number(HEAD_LEARNING_RATE)}   # the new heads start from random weights",
+        f"layer_decay: {choice.layer_decay:g}   # block i of L at learning_rate * {choice.layer_decay:g} ** (L - i): "
+        "the lower blocks move least (0.75 ViT-S, 0.65 ViT-B)",
+    ]
+    if choice.lp_ft:
+        lines += [
+            "freeze_backbone: true   # linear probing first: the heads learn on the frozen features ...",
+            f"unfreeze_backbone_at_step: {max(1, round(LP_SHARE * steps))}   # ... then everything trains (LP-FT), "
+            f"after {LP_SHARE:.0%} of the {steps} steps",
+        ]
+    return lines
+
+
+def _number(value: float) -> str:
+    """A float as YAML reads it back as one (YAML 1.1 takes `5e-05` for a string, `5.0e-05` for a number)."""
+    text = f"{value:g}"
+    return f"{value:.1e}" if "e" in text else text
 
 
 def _task_lines(task) -> list[str]:

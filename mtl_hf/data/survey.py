@@ -50,7 +50,16 @@ class TaskSurvey:
     column: str
     blank: int
     label_counts: Counter = field(default_factory=Counter)
+    train_label_counts: Counter = field(default_factory=Counter)
+    """Rows per label in the train split alone (what the model will learn from; missing photos included)."""
     notes: list[str] = field(default_factory=list)
+
+    def rows_per_label(self) -> tuple[int, float]:
+        """(the fewest, the median) training rows of a label, over every label of the task (0 for an absent one)."""
+        counts = sorted(self.train_label_counts[label] for label in self.spec.labels)
+        middle = len(counts) // 2
+        median = counts[middle] if len(counts) % 2 else (counts[middle - 1] + counts[middle]) / 2
+        return counts[0], median
 
 
 @dataclass
@@ -131,7 +140,10 @@ def survey_catalogue(
     base_folder = str(path.resolve().parent)
     rules = CellRules(separator, nulls_are_empty=is_csv(path))
     source = TaskSource(rows, options, image_column=image_column, context=SourceContext(base_folder, None, rules, True))
-    surveys = [_task_survey(rows, spec, separator) for spec in source.task_specs]
+    key_column = id_column or image_column
+    assigned, _ = split_assignment(rows, key_column=key_column, fractions=DEFAULT_SPLITS, where=str(path))
+    training = [index for index, split in enumerate(assigned) if split == "train"]
+    surveys = [_task_survey(rows, spec, separator, training) for spec in source.task_specs]
     missing, present = _photo_paths(rows[image_column], base_folder)
     checked = present if len(present) <= decode_limit else sorted(random.Random(seed).sample(present, decode_limit))
     unreadable = [photo for photo in _progress(checked) if not _decodes(photo)]
@@ -142,8 +154,6 @@ def survey_catalogue(
             f"{len(unreadable)} of {len(checked)} checked do not decode, e.g. {example}): check --image_column and "
             "the paths, which are read from the table's folder"
         )
-    key_column = id_column or image_column
-    assigned, _ = split_assignment(rows, key_column=key_column, fractions=DEFAULT_SPLITS, where=str(path))
     if SPLIT_COLUMN in columns:
         rule = f"by the table's {SPLIT_COLUMN!r} column"
     else:
@@ -171,14 +181,18 @@ def _guess_multilabel(rows: Dataset, column: str, separator: str) -> str | None:
     return None
 
 
-def _task_survey(rows: Dataset, spec: TaskSpec, separator: str) -> TaskSurvey:
+def _task_survey(rows: Dataset, spec: TaskSpec, separator: str, training: list[int]) -> TaskSurvey:
     values = rows[spec.name]
     blank = sum(1 for value in values if value is None or (isinstance(value, str) and not value.strip()))
     survey = TaskSurvey(spec, spec.name, blank)
     if spec.type == "regression":
         return survey
-    for value in values:
-        survey.label_counts.update(cell_names(value, separator if spec.type == "multilabel" else None) or [])
+    cut = separator if spec.type == "multilabel" else None
+    names = [cell_names(value, cut) or [] for value in values]
+    for labels in names:
+        survey.label_counts.update(labels)
+    for index in training:
+        survey.train_label_counts.update(names[index])
     rare = sorted(label for label in spec.labels if survey.label_counts[label] < RARE_LABEL_ROWS)
     if rare:
         survey.notes.append(f"task {spec.name!r}: label(s) {rare} on fewer than {RARE_LABEL_ROWS} rows each")

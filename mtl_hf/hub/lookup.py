@@ -28,35 +28,59 @@ def is_hub_id(name: str) -> bool:
     return HUB_ID.fullmatch(name) is not None and not Path(name).exists()
 
 
-def hub_model_location(repo_id: str, *, revision: str | None = None) -> str:
-    """`repo_id` when the Hub answers (whatever it answers: a 404 or 401 is left to the loader to report), else
-    the folder of its cached copy, else a one-line error saying the Hub could not be reached."""
-    from huggingface_hub import constants, get_token, try_to_load_from_cache
+MISSING_ERROR_CODES = ("RepoNotFound", "EntryNotFound", "RevisionNotFound")
+"""The Hub's `X-Error-Code` for a repo or file that is not there (it answers 401 to an anonymous caller asking for a
+repo that may be private, with RepoNotFound)."""
+
+
+def probe_hub(repo_id: str, *, revision: str | None = None) -> tuple[str, str]:
+    """("found" | "missing" | "answered" | "unreachable", detail): one HEAD request for the model's config.json,
+    with a short timeout. "answered" is any other answer (a gated repo, a server error): left to the loader."""
+    from huggingface_hub import constants, get_token
 
     if constants.HF_HUB_OFFLINE:
-        return repo_id  # the loaders read the cache alone, without a request
+        return "unreachable", "HF_HUB_OFFLINE is set"
     # The URL from the endpoint in force now (huggingface_hub's URL template fixes it at import).
     url = f"{constants.ENDPOINT}/{repo_id}/resolve/{quote(revision or 'main', safe='')}/{PROBED_FILE}"
     token = get_token()  # (build_hf_headers would make a request of its own)
     request = urllib.request.Request(url, method="HEAD", headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_SECONDS):
-            return repo_id
-    except urllib.error.HTTPError:
-        return repo_id  # the Hub answered
+            return "found", ""
+    except urllib.error.HTTPError as error:
+        if error.code == 404 or error.headers.get("X-Error-Code") in MISSING_ERROR_CODES:
+            return "missing", f"HTTP {error.code}"
+        return "answered", f"HTTP {error.code}"
     except OSError as error:  # URLError, a timeout, a refused connection
-        reason = getattr(error, "reason", error)
-        cached = try_to_load_from_cache(repo_id, PROBED_FILE, revision=revision)
-        if isinstance(cached, str):
-            folder = str(Path(cached).parent)
-            notice = f"the Hub ({constants.ENDPOINT}) did not answer ({reason}); using the cached copy of {repo_id}"
-            print(f"{notice} at {folder}", file=sys.stderr)
-            return folder
+        return "unreachable", str(getattr(error, "reason", error))
+
+
+def hub_model_location(repo_id: str, *, revision: str | None = None) -> str:
+    """`repo_id` when the Hub has it (or answers otherwise: a gated repo is left to the loader to report), else
+    the folder of its cached copy, else a one-line error: no such model, or the Hub could not be reached."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        return repo_id  # the loaders read the cache alone, without a request
+    state, detail = probe_hub(repo_id, revision=revision)
+    if state in ("found", "answered"):
+        return repo_id
+    if state == "missing":
         raise MissingPathError(
-            f"no model at {repo_id}: no local folder of that name, and the Hub ({constants.ENDPOINT}) did not "
-            f"answer within {PROBE_TIMEOUT_SECONDS:g} s ({reason}); check the path, or the network "
-            "(HF_ENDPOINT, a proxy), or set HF_HUB_OFFLINE=1 to use the cache"
-        ) from None
+            f"no model {repo_id} on the Hub ({constants.ENDPOINT} answered {detail}) and no local folder of that "
+            "name: check the name (owner/name, as on its Hub page)"
+        )
+    cached = try_to_load_from_cache(repo_id, PROBED_FILE, revision=revision)
+    if isinstance(cached, str):
+        folder = str(Path(cached).parent)
+        notice = f"the Hub ({constants.ENDPOINT}) did not answer ({detail}); using the cached copy of {repo_id}"
+        print(f"{notice} at {folder}", file=sys.stderr)
+        return folder
+    raise MissingPathError(
+        f"no model at {repo_id}: no local folder of that name, and the Hub ({constants.ENDPOINT}) did not "
+        f"answer within {PROBE_TIMEOUT_SECONDS:g} s ({detail}); check the path, or the network "
+        "(HF_ENDPOINT, a proxy), or set HF_HUB_OFFLINE=1 to use the cache"
+    ) from None
 
 
 def require_path_or_hub_id(name: str, kind: str, *, where: str = "") -> None:
@@ -81,4 +105,11 @@ def require_path_or_hub_id(name: str, kind: str, *, where: str = "") -> None:
         )
 
 
-__all__ = ["HUB_ID", "PROBE_TIMEOUT_SECONDS", "hub_model_location", "is_hub_id", "require_path_or_hub_id"]
+__all__ = [
+    "HUB_ID",
+    "PROBE_TIMEOUT_SECONDS",
+    "hub_model_location",
+    "is_hub_id",
+    "probe_hub",
+    "require_path_or_hub_id",
+]
