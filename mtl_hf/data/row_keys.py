@@ -25,13 +25,18 @@ def key_column(source) -> str:
     return source.id_column or source.image_column
 
 
-def hashed_keys(source, column: str | None = None) -> np.ndarray | None:
+def hashed_keys(source) -> np.ndarray | None:
     """The 64-bit hash of each row's key (in row order), or None for a stream, whose rows cannot be listed
     without reading it."""
-    if source.is_streaming:
-        return None
-    column = column or key_column(source)
-    return hash_values(source.dataset[column])
+    return None if source.is_streaming else column_keys(source.dataset, key_column(source))
+
+
+def column_keys(rows, column: str) -> np.ndarray:
+    """The 64-bit hash of `column` in each of `rows` (a map-style `datasets.Dataset`); a photo column is keyed by
+    its stored path or bytes, never decoded."""
+    if isinstance(rows.features[column], datasets.Image):
+        rows = rows.cast_column(column, datasets.Image(decode=False))
+    return hash_values(rows[column])
 
 
 def hash_values(values: Iterable[Any]) -> np.ndarray:
@@ -74,9 +79,7 @@ def overlap(rows, training_keys: np.ndarray, columns: Sequence[str]) -> Overlap 
     column = next((name for name in columns if name in rows.column_names), None)
     if column is None or not len(training_keys):
         return None
-    if isinstance(rows.features[column], datasets.Image):  # keyed by the stored bytes or path, as in training
-        rows = rows.cast_column(column, datasets.Image(decode=False))
-    keys = hash_values(rows[column])
+    keys = column_keys(rows, column)
     return Overlap(seen=np.isin(keys, training_keys) & (keys != 0), column=column)
 
 
@@ -102,6 +105,7 @@ def refuse_overlapping_evaluation(train_sources: Sequence, eval_sources: Sequenc
 
 __all__ = [
     "Overlap",
+    "column_keys",
     "hash_values",
     "hashed_keys",
     "key_column",
