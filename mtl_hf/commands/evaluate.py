@@ -246,7 +246,7 @@ def _table_options(args: argparse.Namespace, config):
     """How a catalogue table falls into splits: as the model's training recorded it for this table, else by
     --id_column (or the image column) and the default shares."""
     from ..data.locations import TableOptions
-    from ..data.tables import SPLIT_COLUMN, is_table, read_table
+    from ..data.tables import SPLIT_COLUMN, is_table, table_columns
 
     resolved = str(Path(args.data).resolve())
     for entry in config.training_data or ():
@@ -261,7 +261,7 @@ def _table_options(args: argparse.Namespace, config):
     if not args.id_column and is_table(args.data):
         # A copy of a table the model trained on, elsewhere or grown: split by the rule training recorded for a
         # table with the same id column, so that its held-out splits are the ones training held out.
-        columns = read_table(Path(args.data)).column_names
+        columns = table_columns(args.data)
         for entry in config.training_data or ():
             rule = entry.get("split_by") or {}
             if rule.get("id_column") in columns and SPLIT_COLUMN not in columns:

@@ -11,6 +11,7 @@ exported as CSV (with a header), JSON lines or Parquet. Read with pyarrow, as `m
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -63,6 +64,25 @@ def read_table(path: str | Path) -> Dataset:
     from datasets import Dataset  # half a second to import: not for the commands that never read a table
 
     return Dataset(table)
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a CSV / TSV or JSON-lines catalogue, read from its first block, not the whole file."""
+    import pyarrow.csv as pa_csv
+
+    path = Path(path)
+    try:
+        if TABLE_SUFFIXES[path.suffix.lower()] == "csv":
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            with pa_csv.open_csv(path, parse_options=pa_csv.ParseOptions(delimiter=delimiter)) as reader:
+                return reader.schema.names
+        with open(path) as lines:
+            first = next((line for line in lines if line.strip()), None)
+        if first is not None:
+            return list(json.loads(first))
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError; json's errors too
+        pass
+    return read_table(path).column_names  # it says in one line what is wrong with the file
 
 
 def photo_location(value: Any, base_folder: str | None) -> Any:
@@ -140,4 +160,5 @@ __all__ = [
     "select_split",
     "split_assignment",
     "split_of",
+    "table_columns",
 ]

@@ -160,3 +160,21 @@ def test_parquet_folders_are_split_by_their_file_names(tmp_path):
     assert TaskSource(plain, ["category"]).num_rows == 20
     with pytest.raises(UserError, match=r"no split 'does_not_exist'; its splits are \['train'\]"):
         TaskSource(plain, ["category"], split="does_not_exist")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_a_tables_columns_are_read_from_its_head_as_the_whole_read_finds_them(tmp_path, suffix):
+    from mtl_hf.data.tables import read_table, table_columns
+
+    rows = [{"sku": f"A{i}", "photo": f"p{i}.jpg", "colour": "red" if i % 2 else None} for i in range(3000)]
+    path = tmp_path / f"products{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    else:
+        separator = "\t" if suffix == ".tsv" else ","
+        lines = [separator.join(rows[0])] + [separator.join(str(v or "") for v in row.values()) for row in rows]
+        path.write_text("\n".join(lines) + "\n")
+    assert table_columns(path) == read_table(path).column_names == ["sku", "photo", "colour"]
+    (tmp_path / "broken.csv").write_bytes(b"")
+    with pytest.raises(UserError, match="cannot be read as a CSV table"):
+        table_columns(tmp_path / "broken.csv")
