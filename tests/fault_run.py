@@ -10,6 +10,7 @@ third step; with --salted, it trains on a Parquet file with broken images under 
 """
 
 import argparse
+import atexit
 import json
 import os
 import sys
@@ -58,6 +59,13 @@ def overflow_size_loss(trainer: MultiTaskTrainer, rank: int) -> None:
     trainer.training_step = training_step
 
 
+def report_process_group_at_exit() -> None:
+    import torch.distributed as dist
+
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        print(f"PROCESS_GROUP_AT_EXIT rank {os.environ['RANK']}: initialized={dist.is_initialized()}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
@@ -70,6 +78,8 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=MAX_STEPS)
     options = parser.parse_args()
 
+    # Registered before the trainer exists, so that it runs after every exit handler the package registers.
+    atexit.register(report_process_group_at_exit)
     source = shop_source(rows=128)
     if options.salted:
         source = TaskSource(options.salted, ["category", "colour"], name="catalogue", bad_image_policy="skip")

@@ -40,6 +40,7 @@ from ..data.sources import TaskSource
 from ..data.transforms import ImageTransforms
 from ..errors import UserError
 from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
+from ..utils.collectives import destroy_process_group_at_exit, is_distributed
 from .arguments import MultiTaskTrainingArguments
 from .assembly import (
     planned_optimizer_steps,
@@ -130,6 +131,8 @@ class MultiTaskTrainer(Trainer):
             processing_class=processing_class or self.image_transforms.image_processor(),
             **kwargs,
         )
+        if is_distributed():
+            destroy_process_group_at_exit()
         self.weighting = training_weighting(
             weighting,
             args,
