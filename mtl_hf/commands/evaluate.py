@@ -68,32 +68,18 @@ def run(args: argparse.Namespace) -> int:
         require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
     location = existing_model(args.model)
     from ..data.backbone_processor import model_image_processor
-    from ..metrics.scoring import chance_scores
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
-    from ..training.arguments import MultiTaskTrainingArguments
-    from ..training.trainer import MultiTaskTrainer
 
     with loading_model(args.model):
         config = MultiTaskViTConfig.from_pretrained(location)
-    source, rows, unscored = _scored_source(args, config)
+    source, rows, unscored = scored_source(args, config)
     # Before the weights load: a refusal comes at once.
-    source, training_rows, left_out = _without_training_rows(args, config, location, source, rows)
+    source, training_rows, left_out = without_training_rows(args, config, location, source, rows)
     with loading_model(args.model):
         model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights)
         processor = model_image_processor(location, config)
-    with tempfile.TemporaryDirectory() as scratch:
-        training_args = MultiTaskTrainingArguments(
-            output_dir=scratch,
-            per_device_eval_batch_size=args.batch_size,
-            report_to="none",
-            use_cpu=not has_gpu(),
-            disable_tqdm=args.json,
-        )
-        trainer = MultiTaskTrainer(model, training_args, processing_class=processor)
-        prediction = trainer.predict(source, metric_key_prefix="eval")
-        chance = chance_scores(trainer.task_specs, prediction.label_ids, training_args.multilabel_threshold)
-    metrics = prediction.metrics
+    metrics, chance = predicted_metrics(model, processor, source, args.batch_size, quiet=args.json)
     unknown = source.unknown_labels()
     if args.json:
         extra = {
@@ -107,6 +93,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_scores(model.config, metrics, chance, source, unknown, training_rows, left_out, unscored)
     return 0
+
+
+def predicted_metrics(model, processor, source, batch_size: int, *, quiet: bool = True):
+    """(`model`'s metrics on `source`, prefixed `eval_`; the chance scores of its targets)."""
+    from ..metrics.scoring import chance_scores
+    from ..training.arguments import MultiTaskTrainingArguments
+    from ..training.trainer import MultiTaskTrainer
+
+    with tempfile.TemporaryDirectory() as scratch:
+        training_args = MultiTaskTrainingArguments(
+            output_dir=scratch,
+            per_device_eval_batch_size=batch_size,
+            report_to="none",
+            use_cpu=not has_gpu(),
+            disable_tqdm=quiet,
+        )
+        trainer = MultiTaskTrainer(model, training_args, processing_class=processor)
+        prediction = trainer.predict(source, metric_key_prefix="eval")
+        chance = chance_scores(trainer.task_specs, prediction.label_ids, training_args.multilabel_threshold)
+    return prediction.metrics, chance
 
 
 def _print_scores(config, metrics, chance, source, unknown, training_rows: int, left_out: int, unscored) -> None:
@@ -144,7 +150,7 @@ def _print_scores(config, metrics, chance, source, unknown, training_rows: int, 
         print(f"not scored: task(s) {unscored}, which have no column in the data (map them with --tasks)")
 
 
-def _without_training_rows(args: argparse.Namespace, config, location: str, source, rows):
+def without_training_rows(args: argparse.Namespace, config, location: str, source, rows):
     """(the rows to score, how many of them the model trained on, how many training rows were left out): rows it
     trained on are recognised by their hashed keys (wherever the table lies), else by the recorded location and
     split, and refused unless --allow_training_rows (scored, labelled) or --skip_training_rows (left out)."""
@@ -187,7 +193,7 @@ def _without_training_rows(args: argparse.Namespace, config, location: str, sour
     return source, seen, 0
 
 
-def _scored_source(args: argparse.Namespace, config):
+def scored_source(args: argparse.Namespace, config):
     """(the source of the rows to score, the same rows with every column of the data, the model's tasks the data
     has no column for)."""
     from ..data.builtin import is_builtin, load_builtin
@@ -269,4 +275,4 @@ def _table_options(args: argparse.Namespace, config):
     return TableOptions(key_column=args.id_column or args.image_column)
 
 
-__all__ = ["SUMMARY", "add_arguments", "run"]
+__all__ = ["SUMMARY", "add_arguments", "predicted_metrics", "run", "scored_source", "without_training_rows"]

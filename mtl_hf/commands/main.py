@@ -4,6 +4,7 @@
     mtl-hf train CONFIG.yaml [--key value ...]
     mtl-hf compare CONFIG.yaml [--methods equal,famo,...] [--seeds 3] [--budget per-task|total]
     mtl-hf prepare CATALOGUE OUTPUT --image_column path --tasks category,colour,... [--size 256] [--master local[*]]
+    mtl-hf add-task MODEL DATA --tasks ink[,...] --output NEW [--mode heads|lora|full] [--max_old_task_drop 0.02]
     mtl-hf eval MODEL DATA [--split validation] [--json]
     mtl-hf predict MODEL IMAGE [IMAGE ...] [--top_k 3] [--json]
     mtl-hf predict MODEL SOURCE --output OUT [--engine onnx] [--threshold tags=0.3] [--storage_options JSON]
@@ -42,6 +43,13 @@ DELEGATED = {
         "`mtl-hf compare CONFIG.yaml --help` lists the options.",
         "--methods, --seeds, --budget, --output_dir, and --key value recipe overrides",
     ),
+    "add-task": (
+        ".add_task",
+        "new tasks learnt on a trained model, its old tasks kept (and checked)",
+        "Add tasks to a trained model: heads, LoRA on the new tasks' path, or full fine-tuning with distillation; "
+        "the old tasks are scored before and after. `mtl-hf add-task --help` lists the options.",
+        "MODEL DATA --tasks ... --output NEW [--mode ...] and --key value recipe overrides",
+    ),
     "prepare": (
         ".prepare.command",
         "a catalogue of product photos -> Parquet shards for training, on Spark",
@@ -70,7 +78,7 @@ class MtlHfParser(CommandParser):
         subparsers = self.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
         for name, (_, summary, description, rest) in DELEGATED.items():
             command = subparsers.add_parser(name, help=summary, description=description)
-            if name != "prepare":
+            if name not in ("prepare", "add-task"):
                 command.add_argument("config", help="the recipe YAML, e.g. recipes/configs/demo.yaml")
             command.add_argument("arguments", nargs=argparse.REMAINDER, help=rest)
             self.commands[name] = command

@@ -46,12 +46,26 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
 
     register_with_transformers()  # the `mtl-hf` command defers it past parsing (mtl_hf/__init__.py)
     _set_up_logging(training_args)
+    output_dir = training_args.output_dir
+    if model_args.add_tasks_to:  # written aside, moved to output_dir once the old tasks pass their gate
+        from .recipe.task_addition import staging_folder
+
+        training_args.output_dir = staging_folder(output_dir, check=training_args.process_index == 0)
     # First: two runs must not write into one folder.
     with output_dir_lock(training_args.output_dir, is_main_process=training_args.process_index == 0):
-        return _run_stages(model_args, data_args, training_args)
+        try:
+            return _run_stages(model_args, data_args, training_args, output_dir)
+        except BaseException:
+            if model_args.add_tasks_to and training_args.process_index == 0:
+                from .recipe.task_addition import discard_if_unused
+
+                discard_if_unused(training_args.output_dir)  # refused before it held anything: no folder left
+            raise
 
 
-def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments):
+def _run_stages(
+    model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments, output_dir: str
+):
     import torch
     from transformers import set_seed
 
@@ -84,7 +98,12 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
 
     # 2. Model and image processor (seeded first: fresh heads start the same on every rank and run).
     set_seed(training_args.seed)
-    model, image_processor = build_model(model_args, task_specs)
+    added = gate_rows = teacher = None
+    if model_args.add_tasks_to:
+        added, gate_rows, teacher = _tasks_added(model_args, data_args, training_args, task_specs)
+        model, image_processor = added.model, added.processor
+    else:
+        model, image_processor = build_model(model_args, task_specs)
     transforms = ImageTransforms.from_image_processor(image_processor, train=data_args.augment)
 
     # 3. Trainer.
@@ -95,6 +114,7 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
         eval_dataset=eval_sources or None,
         processing_class=image_processor,
         image_transforms=transforms,
+        teacher=teacher,
     )
 
     # 4. Train, resuming from the last checkpoint when asked; a finished run is left as it is.
@@ -127,7 +147,14 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
     # 6. Evaluate every task, beside answers that ignore the image; the card then shows the scores.
     metrics = _evaluate_against_chance(trainer, eval_sources, task_specs) if eval_sources else {}
 
-    # 7. Push when asked.
+    # 7. Tasks added to a saved model: its old tasks scored before and after, then the folder moved into place.
+    if added is not None:
+        from .recipe.task_addition import finish
+
+        finish(trainer, added, gate_rows, model_args, output_dir)
+        training_args.output_dir = output_dir
+
+    # 8. Push when asked.
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="mtl_hf: end of training")  # saves the folder, then uploads it
     if trainer.is_world_process_zero():
@@ -136,6 +163,24 @@ def _run_stages(model_args: ModelArguments, data_args: DataArguments, training_a
             f"{training_args.output_dir}/"
         )
     return metrics
+
+
+def _tasks_added(model_args, data_args, training_args, task_specs):
+    """The saved model with the new heads, what trains, the old tasks' held-out rows (refused at once when a gate
+    was asked for and there are none), and the teacher of `full` mode."""
+    from .recipe.assembly import model_location
+    from .recipe.old_task_gate import old_task_rows, require_rows
+    from .recipe.task_addition import added_task_model, set_training_mode, teacher_of
+
+    name, mode = model_args.add_tasks_to, model_args.add_task_mode
+    location = model_location(name)
+    added = added_task_model(name, location, task_specs, mode)
+    set_training_mode(training_args, mode, added)
+    rows = old_task_rows(
+        name, location, added.original.config, model_args.old_data, model_args.old_split, data_args.image_column
+    )
+    require_rows(rows, name, model_args.max_old_task_drop)
+    return added, rows, teacher_of(added, mode, training_args)
 
 
 def _evaluate_against_chance(trainer: MultiTaskTrainer, eval_sources, task_specs) -> dict[str, float]:

@@ -70,6 +70,7 @@ def build_model_card(
     multilabel_threshold: float = 0.5,
     license: str | None = None,
     chance: dict[str, Any] | None = None,
+    added_tasks: dict[str, Any] | None = None,
 ) -> ModelCard:
     r"""
     The model card of a multi-task model.
@@ -91,6 +92,8 @@ def build_model_card(
         chance (`dict`, *optional*): each task's main score for a constant answer that ignores the
             image, as flat metrics (`eval_<task>_<metric>`, the recipe's `eval_chance_results.json`);
             shown beside the scores so a reader can tell learning from guessing.
+        added_tasks (`dict`, *optional*): for tasks added to an earlier model, the gate's record
+            (`added_tasks.json`, see `commands/recipe/old_task_gate.py`): the earlier tasks' scores before and after.
     """
     metrics = metrics or {}
     scores = task_scores(config, metrics, metrics_prefix)
@@ -130,6 +133,7 @@ def build_model_card(
         curves_file=curves_file,
         multilabel_threshold=multilabel_threshold,
         versions=_versions(),
+        added_tasks=added_tasks,
     )
 
 

@@ -115,6 +115,28 @@ class MultiTaskTrainingArguments(TrainingArguments):
         },
     )
 
+    frozen_tasks: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Heads that do not train (a list, or comma-separated): with freeze_backbone their answers stay "
+            "exactly as they were, e.g. the old tasks of a model that new tasks are added to."
+        },
+    )
+    distill_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "With a teacher (a model's earlier self, MultiTaskTrainer(teacher=...)): the weight of its "
+            "answers on each training photo as soft targets for its own heads (Learning without Forgetting)."
+        },
+    )
+    distill_temperature: float = field(
+        default=2.0,
+        metadata={
+            "help": "The temperature that softens the teacher's and the model's class scores before they are "
+            "compared (classification and multilabel heads); the loss is scaled by its square."
+        },
+    )
+
     lora_rank: int | None = field(
         default=None,
         metadata={
@@ -213,6 +235,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise UserError(f"head_learning_rate must be > 0, got {self.head_learning_rate}")
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise UserError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if isinstance(self.frozen_tasks, str):
+            self.frozen_tasks = [name.strip() for name in self.frozen_tasks.split(",") if name.strip()]
+        if not self.distill_weight >= 0:
+            raise UserError(f"distill_weight must be >= 0, got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise UserError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
         if self.lora_rank is not None:

@@ -83,6 +83,7 @@ def prepare_model(model, args: MultiTaskTrainingArguments, mixture: TaskMixture 
     config: LoRA adapters, label smoothing, regression target statistics and label counts; a layer-wise decay
     the backbone cannot take is refused here rather than at the first step."""
     add_lora_adapters(model, args)
+    freeze_heads(model, args.frozen_tasks)
     apply_label_smoothing_factor(model, args.label_smoothing_factor)
     if mixture is not None:
         adopt_target_statistics(model, mixture)
@@ -130,6 +131,15 @@ def adopt_label_counts(model, mixture: TaskMixture) -> None:
             f" (the first {STATISTICS_STREAM_ROWS} rows of streaming source(s) {streaming})" if streaming else "",
             counts["counts"],
         )
+
+
+def freeze_heads(model, tasks: list[str] | None) -> None:
+    """The heads of `tasks` take no gradient: neither the optimizer nor DDP holds them."""
+    unknown = [name for name in tasks or () if name not in model.task_names]
+    if unknown:
+        raise UserError(f"frozen_tasks names {unknown}, which the model lacks; its tasks are {model.task_names}")
+    for name in tasks or ():
+        model.heads[name].requires_grad_(False)
 
 
 def add_lora_adapters(model, args: MultiTaskTrainingArguments) -> None:

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 CHANCE_RESULTS_FILE = "eval_chance_results.json"
 """Chance scores the recipe writes beside the model (`save_metrics("eval_chance", ...)`); the card shows them."""
+ADDED_TASKS_FILE = "added_tasks.json"
+"""The earlier tasks' scores before and after tasks were added to a model (the recipe's gate); the card shows them."""
 
 
 def training_summary(trainer: MultiTaskTrainer) -> dict[str, Any]:
@@ -78,6 +80,7 @@ def write_model_card(
         multilabel_threshold=args.multilabel_threshold,
         license=license,
         chance=_read_json(os.path.join(folder, CHANCE_RESULTS_FILE)),
+        added_tasks=_read_json(os.path.join(folder, ADDED_TASKS_FILE)),
     )
     card.save(os.path.join(folder, "README.md"))
     write_eval_results(card, folder)
@@ -90,4 +93,4 @@ def _read_json(path: str) -> dict | None:
         return json.load(file)
 
 
-__all__ = ["CHANCE_RESULTS_FILE", "training_summary", "write_model_card"]
+__all__ = ["ADDED_TASKS_FILE", "CHANCE_RESULTS_FILE", "training_summary", "write_model_card"]

@@ -2,7 +2,8 @@
 
 - `TaskLogs`: each task's loss and applied weight (`loss_<task>`, `weight_<task>`), summed on the
   device step by step; `flush` copies the sums to the host once per logging step and averages each
-  task over the steps in which it was present (a task absent from every step since has no entry).
+  task over the steps in which it was present (a task absent from every step since has no entry); with a
+  teacher, `loss_distill` too (this rank's distillation term, averaged over the steps).
 - `BadImageTally`: under `bad_image_policy: skip`, the photos of each source seen and those that did not
   decode (the collator's `image_counts`), counted as DISTINCT photos, not encounters: a broken photo met in
   every epoch counts once, and the rows seen are at most the source's rows. Combined over the ranks at each
@@ -27,19 +28,30 @@ class TaskLogs:
     def __init__(self, task_names: list[str]):
         self.task_names = list(task_names)
         self._sums: torch.Tensor | None = None  # rows: loss, weight, steps present
+        self._distillation: torch.Tensor | None = None  # (sum, steps)
 
     def add(self, losses: torch.Tensor, weights: torch.Tensor, present: torch.Tensor) -> None:
         """Records one step: the task losses (mean over ranks), the weights applied, the present mask."""
         row = torch.stack([losses.detach().float(), weights.detach().float(), present.float()]) * present
         self._sums = row if self._sums is None else self._sums + row
 
+    def add_distillation(self, term: torch.Tensor) -> torch.Tensor:
+        """Records one step's distillation term (`loss_distill`); returns it."""
+        row = torch.stack([term.detach().float(), torch.ones_like(term, dtype=torch.float32)])
+        self._distillation = row if self._distillation is None else self._distillation + row
+        return term
+
     def flush(self) -> dict[str, float]:
         """`loss_<task>` and `weight_<task>` averaged over the steps the task was present in; then resets."""
+        logs = {}
+        if self._distillation is not None:
+            total, steps = host.to_host(self._distillation).tolist()
+            logs["loss_distill"] = _significant(total / steps)
+            self._distillation = None
         if self._sums is None:
-            return {}
+            return logs
         losses, weights, steps = host.to_host(self._sums).tolist()
         self._sums = None
-        logs = {}
         for name, loss, weight, count in zip(self.task_names, losses, weights, steps, strict=True):
             if count > 0:
                 logs[f"loss_{name}"] = _significant(loss / count)

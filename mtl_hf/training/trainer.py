@@ -40,7 +40,7 @@ from ..data.sources import TaskSource
 from ..data.transforms import ImageTransforms
 from ..errors import UserError
 from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
-from ..utils.collectives import destroy_process_group_at_exit, is_distributed
+from ..utils.collectives import destroy_process_group_at_exit
 from .arguments import MultiTaskTrainingArguments
 from .assembly import (
     planned_optimizer_steps,
@@ -52,6 +52,7 @@ from .assembly import (
 )
 from .callbacks import MultiTaskStateCallback, WeightingCallback
 from .checkpoint_state import last_complete_checkpoint, load_multitask_state, restore_task_losses
+from .distillation import distillation_of
 from .evaluation import named_sources, predict_sources
 from .loss_guard import LossGuard
 from .model_card import write_model_card
@@ -94,6 +95,7 @@ class MultiTaskTrainer(Trainer):
         image_transforms: ImageTransforms | None = None,
         weighting: WeightingMethod | None = None,
         compute_task_metrics: Callable[[str, np.ndarray, np.ndarray], Mapping[str, float]] | None = None,
+        teacher: MultiTaskViTModel | None = None,
         **kwargs,
     ):
         if not isinstance(args, MultiTaskTrainingArguments):
@@ -131,8 +133,7 @@ class MultiTaskTrainer(Trainer):
             processing_class=processing_class or self.image_transforms.image_processor(),
             **kwargs,
         )
-        if is_distributed():
-            destroy_process_group_at_exit()
+        destroy_process_group_at_exit()  # of a process group, where there is one
         self.weighting = training_weighting(
             weighting,
             args,
@@ -150,6 +151,7 @@ class MultiTaskTrainer(Trainer):
         )
         if self.freezing is not None:
             self.add_callback(self.freezing)
+        self.distillation = distillation_of(teacher, model, args, self.weighting)
         train_sources = self.train_mixture.sources if self.train_mixture is not None else []
         skipping = {source.name: source.num_rows for source in train_sources if source.bad_image_policy == "skip"}
         self.bad_images = BadImageTally(skipping, args.max_bad_image_fraction, device=args.device) if skipping else None
@@ -192,6 +194,9 @@ class MultiTaskTrainer(Trainer):
         rows = self._take_reports(inputs)
         if training and self.weighting.needs_losses_after_step:
             self.step_replay.record(inputs, inputs["pixel_values"].device)
+        distilling = training and self.distillation is not None
+        if distilling:
+            inputs = self.distillation.with_distilled_heads(inputs)
         outputs = model(**inputs)
         losses = step_losses(self.task_specs, outputs, inputs["labels"], self.model.task_loss_denominator)
         if training:
@@ -206,6 +211,8 @@ class MultiTaskTrainer(Trainer):
             loss = self.weighting.combine(losses.local, weights, losses.present)
         if training:
             self._observe(losses, weights)
+        if distilling:  # after the weighting: a regulariser beside the tasks, not a task to balance
+            loss = loss + self.task_logs.add_distillation(self.distillation.loss(self.model, inputs, outputs))
         return (loss, outputs) if return_outputs else loss
 
     def _take_reports(self, inputs: dict) -> list[str] | None:

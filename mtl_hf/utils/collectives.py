@@ -81,9 +81,9 @@ _exit_handler_registered = False
 def destroy_process_group_at_exit() -> None:
     """Destroys the process group when the interpreter exits normally, while Python is still whole. Not after an
     uncaught exception: the other ranks may then be waiting in a collective, and destroying the group under them
-    can hang (the launcher ends them instead). Registering twice registers once."""
+    can hang (the launcher ends them instead). Registering twice registers once; without a group, nothing."""
     global _exit_handler_registered
-    if not _exit_handler_registered:
+    if not _exit_handler_registered and dist.is_available() and dist.is_initialized():
         atexit.register(_destroy_process_group_unless_failing)
         _exit_handler_registered = True
 

@@ -9,6 +9,8 @@ from typing import Any
 from ...errors import UserError
 from ...utils.validation import check_choice, structured_option
 
+ADD_TASK_MODES = ("heads", "lora", "full")
+
 
 @dataclass
 class ModelArguments:
@@ -42,6 +44,39 @@ class ModelArguments:
             "no task heads) in this folder, as `backbone:` of another recipe takes it: the end of a pretraining run."
         },
     )
+    add_tasks_to: str | None = field(
+        default=None,
+        metadata={
+            "help": "A multi-task model saved by mtl_hf (folder or Hub id) that the data's new tasks are added to, "
+            "its own heads kept (add_task_mode says how); the result is saved only if its old tasks pass the gate "
+            "(max_old_task_drop). Data columns that are its old tasks are its old labelled rows, mixed in."
+        },
+    )
+    add_task_mode: str = field(
+        default="heads",
+        metadata={
+            "help": "With add_tasks_to: heads (backbone and old heads frozen, the old answers bit-identical), lora "
+            "(low-rank adapters on the new tasks' path only: old answers bit-identical, two backbone passes when "
+            "both are asked) or full (everything trains; the old heads kept near their answers by distillation)."
+        },
+    )
+    old_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "With add_tasks_to: labelled rows of the old tasks to score them on before and after (its "
+            "old_split); default: the table the old model recorded training on."
+        },
+    )
+    old_split: str = field(
+        default="validation", metadata={"help": "The split of old_data the old tasks are scored on."}
+    )
+    max_old_task_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "With add_tasks_to: the most any old task's main score (accuracy, micro-F1, R^2) may fall, in "
+            "its own units (0.02: two points of accuracy); beyond it the model is not saved (exit 2, kept aside)."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are cached."})
     allow_pickled_weights: bool = field(
         default=False,
@@ -53,12 +88,20 @@ class ModelArguments:
 
     def __post_init__(self):
         self.backbone_config = structured_option("backbone_config", self.backbone_config)
-        given = [name for name in ("model_name_or_path", "backbone", "backbone_config") if getattr(self, name)]
+        starts = ("model_name_or_path", "backbone", "backbone_config", "add_tasks_to")
+        given = [name for name in starts if getattr(self, name)]
         if len(given) != 1:
             raise UserError(
-                "give exactly one of model_name_or_path (continue a saved model), backbone (pretrained weights) "
-                f"or backbone_config (from scratch); got {given or 'none'}"
+                "give exactly one of model_name_or_path (continue a saved model), backbone (pretrained weights), "
+                f"backbone_config (from scratch) or add_tasks_to (new tasks on a saved model); got {given or 'none'}"
             )
+        check_choice("add_task_mode", self.add_task_mode, ADD_TASK_MODES)
+        if self.max_old_task_drop is not None and not self.max_old_task_drop >= 0:
+            raise UserError(f"max_old_task_drop must be >= 0 (a score's fall), got {self.max_old_task_drop}")
+        if not self.add_tasks_to:
+            asked = [name for name in ("old_data", "max_old_task_drop") if getattr(self, name) is not None]
+            if asked:
+                raise UserError(f"{asked} apply to tasks added to a saved model: set add_tasks_to too, or drop them")
 
 
 @dataclass

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig, AutoImageProcessor
+from transformers import AutoConfig
 
-from ...data.backbone_processor import backbone_image_processor
+from ...data.backbone_processor import backbone_image_processor, model_image_processor
 from ...data.builtin import BUILTIN_PREFIX, builtin_description, builtin_names, is_builtin, load_builtin
 from ...data.locations import TableOptions, is_url, local_splits, require_path_or_hub_id
 from ...data.row_keys import refuse_overlapping_evaluation
@@ -126,7 +126,7 @@ def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
         with loading_model(model_args.model_name_or_path):
             return _continued_model(model_args, task_specs)
     if model_args.backbone:
-        location = _model_location(model_args.backbone)
+        location = model_location(model_args.backbone)
         with loading_model(model_args.backbone):
             model = MultiTaskViTModel.from_backbone(
                 location,
@@ -147,13 +147,13 @@ def build_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
     return model, ImageTransforms(size=model.image_size).image_processor()
 
 
-def _model_location(name: str) -> str:
+def model_location(name: str) -> str:
     """A local folder as it is; a Hub id after one short request (see `hub.lookup`), or its cached copy."""
     return name if Path(name).exists() else hub_model_location(name)
 
 
 def _continued_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
-    location = _model_location(model_args.model_name_or_path)
+    location = model_location(model_args.model_name_or_path)
     model = MultiTaskViTModel.from_pretrained(
         location,
         cache_dir=model_args.cache_dir,
@@ -175,8 +175,8 @@ def _continued_model(model_args: ModelArguments, task_specs: list[TaskSpec]):
             "the data",
             fix="use backbone: to start new heads from its weights",
         )
-    processor = AutoImageProcessor.from_pretrained(location, cache_dir=model_args.cache_dir)
-    return model, processor
+    # A folder saved by `save_pretrained` alone has no processor: the one its backbone implies (with a notice).
+    return model, model_image_processor(location, model.config)
 
 
-__all__ = ["build_model", "load_data", "load_source", "recipe_task_specs"]
+__all__ = ["build_model", "load_data", "load_source", "model_location", "recipe_task_specs"]

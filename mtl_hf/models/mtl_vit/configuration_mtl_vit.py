@@ -59,6 +59,10 @@ class MultiTaskViTConfig(PreTrainedConfig):
             LoRA adapters in the backbone: `{"rank": r, "alpha": a, "dropout": p, "target_modules": [...]}`. The
             model builds them (with `peft`) so that its weights, which hold the frozen base weights and the
             adapters, load back; `merge_lora()` folds them into the base weights and clears this field.
+        task_adapter (`dict`, *optional*):
+            Low-rank adapters applied on some tasks' path only (`adapters_mtl_vit.py`; no peft):
+            `{"tasks": [...], "rank": r, "alpha": a, "target_modules": [...]}`. Those tasks' heads read the adapted
+            backbone, the others the backbone as it is; set by `add_task_adapter()` (tasks added to a trained model).
 
     Example:
 
@@ -93,6 +97,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
         tasks_format: int | None = None,
         training_data: list[dict[str, Any]] | None = None,
         lora: dict[str, Any] | None = None,
+        task_adapter: dict[str, Any] | None = None,
         **kwargs,
     ):
         if backbone_config is None:
@@ -118,6 +123,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
         self.tasks_format = TASKS_FORMAT
         self.training_data = training_data
         self.lora = checked_lora(lora) if lora is not None else None
+        self.task_adapter = checked_task_adapter(task_adapter) if task_adapter is not None else None
         super().__init__(**kwargs)
 
     @property
@@ -159,6 +165,23 @@ def checked_lora(lora: Any) -> dict[str, Any]:
     if isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets):
         raise ValueError(f"lora target_modules must be a list of module names, got {targets!r}")
     return {"rank": rank, "alpha": float(alpha), "dropout": float(dropout), "target_modules": list(targets)}
+
+
+def checked_task_adapter(settings) -> dict:
+    """A `task_adapter` entry with its fields checked."""
+    fields = {"tasks", "rank", "alpha", "target_modules"}
+    if not isinstance(settings, dict) or set(settings) != fields:
+        raise ValueError(f"task_adapter must have exactly the fields {sorted(fields)}, got {settings!r}")
+    rank, alpha = settings["rank"], settings["alpha"]
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"task_adapter rank must be a positive integer, got {rank!r}")
+    if not _is_real_number(alpha) or not alpha > 0:
+        raise ValueError(f"task_adapter alpha must be a number > 0, got {alpha!r}")
+    for field in ("tasks", "target_modules"):
+        values = settings[field]
+        if isinstance(values, str) or not values or not all(isinstance(value, str) for value in values):
+            raise ValueError(f"task_adapter {field} must be a list of names, got {values!r}")
+    return {**settings, "alpha": float(alpha), "tasks": list(settings["tasks"])}
 
 
 def _backbone_config_from_dict(config_dict: dict[str, Any]) -> PreTrainedConfig:

@@ -1,14 +1,15 @@
 """The multi-task vision transformer: one shared backbone, one small head per task.
 
-One backbone pass serves every head, so K tasks cost about one model. Targets arrive as a dict
-`{task_name: tensor}`; any task may be absent, and any target inside a task may be missing (the
-heads, their targets' conventions and losses per task type are in `heads_mtl_vit.py`; building the backbone,
-pooling its output and its LoRA adapters in `backbone_mtl_vit.py`). Like the configuration file, this file
-imports nothing from `mtl_hf` but its siblings, so it can travel with a saved model as remote code.
+One backbone pass serves every head (a second the heads on a task adapter's path: `adapters_mtl_vit.py`), so K
+tasks cost about one model. Targets arrive as a dict `{task_name: tensor}`; any task may be absent, and any target
+inside a task may be missing (heads, targets' conventions and losses: `heads_mtl_vit.py`; the backbone, its
+pooling and LoRA: `backbone_mtl_vit.py`). Like the configuration file, this file imports nothing from `mtl_hf`
+but its siblings, so it can travel with a saved model as remote code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
+from .adapters_mtl_vit import TaskPathAdapter
 from .backbone_mtl_vit import (
     as_token_sequence,
     backbone_from_config,
@@ -33,7 +35,7 @@ from .backbone_mtl_vit import (
     takes_pooling_flag,
     with_pooling,
 )
-from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, checked_lora
+from .configuration_mtl_vit import MultiTaskViTConfig, TaskSpec, checked_lora, checked_task_adapter
 from .heads_mtl_vit import MultiTaskHead, loss_denominator, task_loss
 from .saving_mtl_vit import (
     PROCESSOR_FILE,
@@ -44,7 +46,7 @@ from .saving_mtl_vit import (
     write_endpoint_files,
     write_training_rows,
 )
-from .tasks_mtl_vit import balanced_weights
+from .tasks_mtl_vit import balanced_weights, tasks_to_run
 
 _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
 
@@ -168,6 +170,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         # A task without its own pooling pools as the backbone does; the config records the choice.
         self.default_pooling = default_pooling(self.backbone)
         config.tasks = [with_pooling(spec, self.default_pooling) for spec in config.tasks]
+        self.task_adapter = TaskPathAdapter(self.backbone, config.task_adapter) if config.task_adapter else None
         self.feature_size = feature_size(config.backbone_config, self.backbone)
         for spec in config.task_specs:
             check_pooling(spec, self.backbone)
@@ -207,23 +210,26 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             The heads to run. Defaults to every task; a batch that serves one task can run just
             that head. Every task in `labels` must be among them.
         """
-        run = self._tasks_to_run(tasks, labels)
+        run = tasks_to_run(self.task_names, tasks, labels)
         backbone_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
-        backbone_output = self.backbone(
-            pixel_values=pixel_values,
-            **{key: value for key, value in backbone_kwargs.items() if value is not None},
-            **kwargs,
-        )
-        tokens = as_token_sequence(backbone_output.last_hidden_state)
-
-        pooled: dict[str, torch.Tensor] = {}
+        backbone_kwargs = {**{key: value for key, value in backbone_kwargs.items() if value is not None}, **kwargs}
+        adapted = self.task_adapter.tasks if self.task_adapter is not None else ()
         outputs, logits = {}, {}  # the heads' own outputs; the same in the targets' units
-        for name in run:
-            mode = self._tasks[name].pooling
-            if mode not in pooled:
-                pooled[mode] = pool(tokens, mode, backbone_output)
-            outputs[name] = self.heads[name](pooled[mode])
-            logits[name] = self.heads[name].in_target_units(outputs[name])
+        backbone_output = None  # the first pass's: the backbone as it is, unless only adapted tasks ran
+        for on_adapted_path in (False, True):  # one backbone pass per path that serves a task of `run`
+            names = [name for name in run if (name in adapted) == on_adapted_path]
+            if not names:
+                continue
+            with self.task_adapter.applied() if on_adapted_path else contextlib.nullcontext():
+                passed = self.backbone(pixel_values=pixel_values, **backbone_kwargs)
+            backbone_output = passed if backbone_output is None else backbone_output
+            tokens, pooled = as_token_sequence(passed.last_hidden_state), {}
+            for name in names:
+                mode = self._tasks[name].pooling
+                if mode not in pooled:
+                    pooled[mode] = pool(tokens, mode, passed)
+                outputs[name] = self.heads[name](pooled[mode])
+                logits[name] = self.heads[name].in_target_units(outputs[name])
 
         loss = task_losses = None
         if labels is not None:
@@ -275,32 +281,6 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         self.heads[name].set_target_statistics(spec.target_statistics if spec.scaled_targets else None)
         self.heads[name].set_loss_weights(balanced_weights(spec))
 
-    def _tasks_to_run(self, tasks, labels) -> list[str]:
-        if tasks is None:
-            run = self.task_names
-        else:
-            if isinstance(tasks, str):
-                tasks = [tasks]
-            unknown = [name for name in tasks if name not in self._tasks]
-            if unknown:
-                raise ValueError(f"tasks: unknown task(s) {unknown}; this model's tasks are {self.task_names}")
-            run = list(dict.fromkeys(tasks))
-        if labels is not None:
-            if not isinstance(labels, dict):
-                raise TypeError(
-                    f"labels must be a dict {{task_name: tensor}}, got {type(labels).__name__}; "
-                    f"this model's tasks are {self.task_names}"
-                )
-            if not labels:
-                raise ValueError("labels is an empty dict: pass labels=None for inference, or some task's targets")
-            unknown = [name for name in labels if name not in self._tasks]
-            if unknown:
-                raise ValueError(f"labels: unknown task(s) {unknown}; this model's tasks are {self.task_names}")
-            not_run = [name for name in labels if name not in run]
-            if not_run:
-                raise ValueError(f"labels given for task(s) {not_run} that are not in tasks={list(run)}")
-        return run
-
     def add_task(self, task: TaskSpec | dict) -> None:
         """Adds a freshly initialised head for `task`; the backbone and the other heads stay untouched."""
         spec = task if isinstance(task, TaskSpec) else TaskSpec.from_dict(task)
@@ -321,6 +301,8 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             raise KeyError(f"unknown task {name!r}; this model's tasks are {self.task_names}")
         if len(self._tasks) == 1:
             raise ValueError(f"cannot remove {name!r}, the model's only task: a model needs at least one task")
+        if self.task_adapter is not None and name in self.task_adapter.tasks:
+            raise ValueError(f"task {name!r} reads the backbone through the task adapter: it cannot be removed alone")
         del self.heads[name]
         del self._tasks[name]
         self.config.tasks = [spec for spec in self.config.tasks if spec["name"] != name]
@@ -337,6 +319,19 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         lora = checked_lora({"rank": rank, "alpha": alpha, "dropout": dropout, "target_modules": targets})
         inject_lora(self.backbone, lora)
         self.config.lora = lora
+
+    def add_task_adapter(self, tasks: list[str], rank: int = 8, target_modules: list[str] | None = None) -> None:
+        """Low-rank adapters (`adapters_mtl_vit.py`) on the path of `tasks` only: their heads read the adapted
+        backbone, every other head the backbone as it is, whose answers therefore cannot move. Recorded in
+        `config.task_adapter`; a forward that runs both kinds of task runs the backbone twice."""
+        unknown = [name for name in tasks if name not in self._tasks]
+        if unknown or not tasks or self.task_adapter is not None:
+            raise ValueError(f"add_task_adapter: unknown tasks {unknown}" if unknown else "one task adapter a model")
+        targets = list(target_modules) if target_modules else default_lora_targets(self.backbone)
+        settings = checked_task_adapter({"tasks": list(tasks), "rank": rank, "alpha": rank, "target_modules": targets})
+        reference = next(self.backbone.parameters())
+        self.task_adapter = TaskPathAdapter(self.backbone, settings).to(device=reference.device, dtype=reference.dtype)
+        self.config.task_adapter = settings
 
     def merge_lora(self) -> None:
         """Folds the LoRA adapters into the backbone's weights and removes them: a plain model, the same answers,
@@ -375,9 +370,14 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             backbone_kwargs.setdefault("use_safetensors", True)
         hub_kwargs = {key: backbone_kwargs[key] for key in _HUB_KWARGS if key in backbone_kwargs}
         backbone_config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        if takes_pooling_flag(type(backbone_config)):
-            backbone_kwargs.setdefault("add_pooling_layer", False)
-        backbone = AutoModel.from_pretrained(pretrained_model_name_or_path, **backbone_kwargs)
+        if isinstance(backbone_config, MultiTaskViTConfig):  # a multi-task model's backbone, without its heads
+            backbone = cls.from_pretrained(pretrained_model_name_or_path, **backbone_kwargs).backbone
+            if backbone_config.lora is not None:
+                raise ValueError(f"{pretrained_model_name_or_path} has LoRA adapters: merge_lora() it first")
+        else:
+            if takes_pooling_flag(type(backbone_config)):
+                backbone_kwargs.setdefault("add_pooling_layer", False)
+            backbone = AutoModel.from_pretrained(pretrained_model_name_or_path, **backbone_kwargs)
         config = cls.config_class(backbone_config=backbone.config, tasks=tasks, initializer_range=initializer_range)
         model = cls(config)
         model.backbone.load_state_dict(backbone.state_dict())

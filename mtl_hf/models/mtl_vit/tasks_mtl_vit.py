@@ -352,6 +352,35 @@ _LOSS_FIELDS_OF = {
     "regression": ("loss", "huber_delta"),
 }
 
+
+def tasks_to_run(known: list[str], tasks, labels) -> list[str]:
+    """The heads a forward runs: `tasks` (default all of `known`), checked against `known` and `labels`."""
+    if tasks is None:
+        run = known
+    else:
+        if isinstance(tasks, str):
+            tasks = [tasks]
+        unknown = [name for name in tasks if name not in known]
+        if unknown:
+            raise ValueError(f"tasks: unknown task(s) {unknown}; this model's tasks are {known}")
+        run = list(dict.fromkeys(tasks))
+    if labels is not None:
+        if not isinstance(labels, dict):
+            raise TypeError(
+                f"labels must be a dict {{task_name: tensor}}, got {type(labels).__name__}; "
+                f"this model's tasks are {known}"
+            )
+        if not labels:
+            raise ValueError("labels is an empty dict: pass labels=None for inference, or some task's targets")
+        unknown = [name for name in labels if name not in known]
+        if unknown:
+            raise ValueError(f"labels: unknown task(s) {unknown}; this model's tasks are {known}")
+        not_run = [name for name in labels if name not in run]
+        if not_run:
+            raise ValueError(f"labels given for task(s) {not_run} that are not in tasks={list(run)}")
+    return run
+
+
 __all__ = [
     "BALANCED",
     "LOSS_FIELDS",
@@ -361,4 +390,5 @@ __all__ = [
     "TASK_TYPES",
     "TaskSpec",
     "balanced_weights",
+    "tasks_to_run",
 ]
