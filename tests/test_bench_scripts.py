@@ -158,3 +158,25 @@ def test_learning_curve_prints_both_starts_per_size_and_writes_its_plot(tmp_path
         assert 0.0 <= float(score.split(" +- ")[0]) <= 1.0 and 0.0 < float(chance.rstrip(")")) < 1.0
     assert "Mean gain over the labelled tasks, pretrained minus scratch: 4 per label" in output
     assert (tmp_path / "learning_curve.png").stat().st_size > 0 and (tmp_path / "learning_curve.md").is_file()
+
+
+@pytest.mark.slow
+def test_transfer_prints_every_start_and_mode_and_the_old_tasks_change(tmp_path):
+    output = run(
+        "transfer.py", "--quick", "--settings", "digits", "--output_dir", str(tmp_path), "--pretrained_dir",
+        str(tmp_path / "pretrained"), timeout=900,
+    )  # fmt: skip
+    rows = [row for row in table_rows(output) if row[0] in ("nothing", "pretrained", "single", "multi")]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("nothing", "full"),
+        *[(start, mode) for start in ("pretrained", "single", "multi") for mode in ("heads", "lora", "full")],
+    ]
+    for row in rows:
+        assert all(0.0 <= float(cell) <= 1.0 for cell in row[2:4])  # the new task's accuracy at N = 25 and 100
+    by_arm = {(row[0], row[1]): row[5] for row in rows}
+    # heads and lora leave the old tasks' scores exactly as they were; full moves them (by how much is measured).
+    for start in ("single", "multi"):
+        for mode in ("heads", "lora"):
+            assert "traits (micro_f1) +0.000 (worst +0.000)" in by_arm[start, mode], by_arm[start, mode]
+    assert by_arm["nothing", "full"] == "n/a (no old tasks)"
+    assert (tmp_path / "transfer.png").stat().st_size > 0 and (tmp_path / "transfer.md").is_file()

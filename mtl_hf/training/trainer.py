@@ -12,10 +12,10 @@ The trainer orchestrates; each part lives in a module of its own:
 - the loss guard (`loss_guard`) finds a non-finite task loss before the optimizer step; the
   weighting's hooks run around the step (`callbacks`), with the step's batches replayed after it for
   methods that learn from its effect (`step_replay`);
-- the logs carry `loss_<task>`, `weight_<task>` and skipped photos at every logging step (`tallies`);
+- with a teacher (the model's earlier self), its answers add a distillation term after the weighting
+  (`distillation`); the logs carry `loss_<task>`, `weight_<task>`, `loss_distill` and skipped photos (`tallies`);
 - `evaluate` / `predict` score every task on its own evaluation rows (`evaluation`);
-- every save writes the model card and the training curves beside the model (`model_card`).
-"""
+- every save writes the model card and training curves beside the model (`model_card`)."""
 
 from __future__ import annotations
 

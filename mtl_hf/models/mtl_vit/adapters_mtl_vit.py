@@ -39,25 +39,26 @@ class TaskPathAdapter(nn.Module):
     def __init__(self, backbone: nn.Module, settings: dict):
         super().__init__()
         self.tasks = tuple(settings["tasks"])
-        self.updates = nn.ModuleDict()
+        # By position among the adapted layers (backbone order), not by name: saved in transformers' original format,
+        # names that look like a backbone's layers would be renamed.
+        self.updates = nn.ModuleList()
         self._applied = False
         targets = set(settings["target_modules"])
         for name, module in backbone.named_modules():
             if isinstance(module, nn.Linear) and name.rpartition(".")[2] in targets:
-                key = name.replace(".", "__")  # a ModuleDict key holds no dots
-                self.updates[key] = LowRankUpdate(
-                    module.in_features, module.out_features, settings["rank"], settings["alpha"]
+                module.register_forward_hook(partial(self._add_update, len(self.updates)))
+                self.updates.append(
+                    LowRankUpdate(module.in_features, module.out_features, settings["rank"], settings["alpha"])
                 )
-                module.register_forward_hook(partial(self._add_update, key))
         if not len(self.updates):
             raise ValueError(
                 f"task_adapter target_modules {sorted(targets)} match no linear layer of {type(backbone).__name__}"
             )
 
-    def _add_update(self, key: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    def _add_update(self, index: int, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         if not self._applied:
             return output
-        return output + self.updates[key](inputs[0]).to(output.dtype)
+        return output + self.updates[index](inputs[0]).to(output.dtype)
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
