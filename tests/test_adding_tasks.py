@@ -347,3 +347,20 @@ def test_a_model_with_a_task_adapter_exports_to_onnx_answering_as_pytorch(shop, 
     assert cli(["export", str(folder / "added_lora"), str(tmp_path / "onnx")]) == 0
     # The export checks ONNX Runtime's answers against PyTorch's and names the largest difference.
     assert "outputs ['category', 'price', 'colour']" in capsys.readouterr().out
+
+
+def test_two_ranks_add_a_task_with_distillation_and_gate_it_once(shop, tmp_path):
+    """Under DDP (2 processes, gloo): the teacher answers on each rank, the gate scores on every rank, and the main
+    process alone moves the folder into place."""
+    folder, _, colours, old = shop
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--main_process_port", "29673", "-m", "mtl_hf", "add-task", str(old), str(colours), "--tasks", "colour"]
+    command += ["--output", str(tmp_path / "ddp"), "--mode", "full", "--max_old_task_drop", "0.5", *TABLE, *QUICK]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "ddp" / "added_tasks.json").read_text())
+    assert record["mode"] == "full" and {row["task"] for row in record["scores"]} == {"category", "price"}
+    assert result.stdout.count("old tasks on ") == 1  # printed by the main process only
+    assert not (tmp_path / "ddp.incomplete").exists()
+    assert MultiTaskViTModel.from_pretrained(tmp_path / "ddp").task_names == ["category", "price", "colour"]
