@@ -364,3 +364,12 @@ def test_two_ranks_add_a_task_with_distillation_and_gate_it_once(shop, tmp_path)
     assert result.stdout.count("old tasks on ") == 1  # printed by the main process only
     assert not (tmp_path / "ddp.incomplete").exists()
     assert MultiTaskViTModel.from_pretrained(tmp_path / "ddp").task_names == ["category", "price", "colour"]
+
+
+def test_the_old_tasks_own_rows_mix_in_beside_the_distillation(shop):
+    folder, table, _, _ = shop
+    assert add_task(shop, "with_old_rows", "--mode", "full", "--old_rows", str(table), "--logging_steps", "2") == 0
+    logs = json.loads((folder / "with_old_rows" / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in logs if "loss" in entry]
+    assert steps and all("loss_distill" in entry for entry in steps)
+    assert any("loss_category" in entry for entry in steps) and any("loss_colour" in entry for entry in steps)
