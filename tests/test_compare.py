@@ -483,3 +483,38 @@ def test_checkpoints_are_removed_by_the_saving_rank_after_every_rank_restored_th
         assert (removals > 0) == saves  # by the rank that saved them only
         assert after[1 + removals] == "barrier"  # and nobody goes on before they are gone
     assert bool(list(output.glob("runs/*/*/checkpoint-*"))) != saves
+
+
+def test_a_convergence_table_says_how_many_runs_the_step_cap_ended():
+    def run(method, steps, seed):
+        return {"method": method, "steps": steps, "max_steps": 800, "seed": seed}
+
+    def table(runs):
+        row = {
+            "delta_m": {"mean": 0.0, "std": 0.0},
+            "scores": {"x": {"mean": 0.5, "std": 0.0}},
+            "train_seconds": {"mean": 1.0, "std": 0.0},
+            "train_samples_per_second": 1.0,
+            "peak_memory_mb": 1.0,
+            "time_vs_single_task": 1.0,
+        }
+        settings = {"tasks": {"x": "accuracy"}, "seeds": [0, 1], "budget_rule": "convergence", "budget": "convergence"}
+        return markdown_table({"settings": settings, "summary": {SINGLE_TASK: row, "equal": row}, "runs": runs})
+
+    # 2 of 3 multi-task runs stopped at the cap, no single-task run did: 2 of 6 in all, 33%, above the 10% aimed at.
+    capped = [run(SINGLE_TASK, 320, seed) for seed in range(3)] + [run("equal", 800, 0), run("equal", 800, 1)]
+    capped.append(run("equal", 560, 2))
+    text = table(capped)
+    assert (
+        "Runs that reached the step cap: single-task 0 of 3, equal 2 of 3; 2 of 6 in all (33%), NOT under 10%" in text
+    )
+    converged = [run(SINGLE_TASK, 320, seed) for seed in range(10)] + [run("equal", 799, seed) for seed in range(10)]
+    assert "0 of 20 in all (0%), under 10%: the patience rule, not the cap, ended the runs" in table(converged)
+    # Other budgets stop at their step count by design: nothing to say.
+    assert "step cap" not in markdown_table(
+        {
+            "settings": {"tasks": {}, "seeds": [0], "budget_rule": "per-task", "budget": "per-task"},
+            "summary": {},
+            "runs": capped,
+        }
+    )

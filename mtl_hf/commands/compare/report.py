@@ -68,6 +68,8 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
             f"{row['time_vs_single_task']:.2f}x",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if settings.get("budget") == "convergence" and comparison.get("runs"):
+        lines += ["", cap_share_line(comparison["runs"])]
     if not spread:
         lines += ["", "No row is marked best: one seed has no spread to tell a difference from noise."]
     elif len(leaders) > 1:
@@ -90,6 +92,31 @@ def markdown_table(comparison: Mapping[str, Any]) -> str:
         )
         lines.append(f"- delta_m % with them: {with_them}")
     return "\n".join(lines)
+
+
+CAP_SHARE_LIMIT = 0.10
+"""Under the convergence budget, the share of runs that may end at the step cap rather than by the patience rule
+before the comparison stops being one "to convergence"."""
+
+
+def cap_share_line(runs: list[Mapping[str, Any]]) -> str:
+    """How many runs of each kind ended at the step cap (not stopped by the patience rule), and whether the share is
+    under `CAP_SHARE_LIMIT`, so that a reader knows whether the cap or convergence ended them."""
+    counts: dict[str, list[int]] = {}
+    for run in runs:
+        tally = counts.setdefault(run["method"], [0, 0])
+        tally[0] += int(run["steps"] >= run["max_steps"])
+        tally[1] += 1
+    capped, total = sum(tally[0] for tally in counts.values()), sum(tally[1] for tally in counts.values())
+    share = capped / total
+    per_kind = ", ".join(f"{name} {hit} of {of}" for name, (hit, of) in counts.items())
+    verdict = (
+        f"under {CAP_SHARE_LIMIT:.0%}: the patience rule, not the cap, ended the runs"
+        if share < CAP_SHARE_LIMIT
+        else f"NOT under {CAP_SHARE_LIMIT:.0%}: the cap ended these runs, not convergence; raise max_steps (or "
+        "num_train_epochs) until fewer reach it"
+    )
+    return f"Runs that reached the step cap: {per_kind}; {capped} of {total} in all ({share:.0%}), {verdict}."
 
 
 def best_rows(summary: Mapping[str, Any]) -> set[str]:
@@ -171,4 +198,4 @@ def plot_comparison(comparison: Mapping[str, Any], path: str | os.PathLike) -> P
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-__all__ = ["best_rows", "markdown_table", "plot_comparison"]
+__all__ = ["CAP_SHARE_LIMIT", "best_rows", "cap_share_line", "markdown_table", "plot_comparison"]
