@@ -24,6 +24,7 @@ BACKBONE = '{"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_l
 QUICK = ["--max_steps", "6", "--use_cpu", "true", "--save_strategy", "no", "--disable_tqdm", "true"]
 TABLE = ["--image_column", "image_path", "--id_column", "sku"]
 ANSWER = Path(__file__).resolve().parent / "compat" / "answer_without_mtl_hf.py"
+COMPAT_ENVS = Path(os.environ.get("MTL_HF_COMPAT_ENVS", Path(__file__).resolve().parents[1] / ".cache" / "compat"))
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +107,30 @@ def test_heads_and_lora_keep_every_old_answer_bit_identical(shop, mode, capsys):
         assert not torch.allclose(answers(plain, photos())["colour"], new_answers["colour"])
 
 
-def test_the_added_model_loads_where_mtl_hf_is_not_installed(shop, tmp_path):
+@pytest.mark.parametrize("transformers_version", ["this venv's", "lowest", "newest"])
+def test_the_added_model_loads_where_mtl_hf_is_not_installed(shop, tmp_path, transformers_version):
+    """The `lora` model (the one with remote code of its own) answers without mtl_hf, on this venv's transformers
+    and on the lowest and newest supported ones, whose ViTs name the adapted layers differently (query / q_proj)."""
     folder, _, _, _ = shop
     if not (folder / "added_lora").is_dir():
         assert add_task(shop, "added_lora", "--mode", "lora") == 0
     model = folder / "added_lora"
     torch.save(photos(2), tmp_path / "inputs.pt")
     load_shop_dataset(1)[0]["image"].save(tmp_path / "photo.png")
+    command, env = [sys.executable], {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    if transformers_version != "this venv's":
+        environment = COMPAT_ENVS / transformers_version
+        if not (environment / "transformers").is_dir():
+            message = f"no {environment}: `make compat` builds the environments with the supported transformers"
+            pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+        command.append("-S")  # nothing of this venv's site-packages: only the environment and its torch
+        env["PYTHONPATH"] = f"{environment}{os.pathsep}{COMPAT_ENVS / 'torch'}"
     completed = subprocess.run(
-        [sys.executable, str(ANSWER), str(model), str(tmp_path / "inputs.pt"), str(tmp_path / "photo.png")],
+        [*command, str(ANSWER), str(model), str(tmp_path / "inputs.pt"), str(tmp_path / "photo.png")],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""},
+        env=env,
         cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -373,3 +385,25 @@ def test_the_old_tasks_own_rows_mix_in_beside_the_distillation(shop):
     steps = [entry for entry in logs if "loss" in entry]
     assert steps and all("loss_distill" in entry for entry in steps)
     assert any("loss_category" in entry for entry in steps) and any("loss_colour" in entry for entry in steps)
+
+
+def test_task_adapter_weights_missing_from_a_checkpoint_start_as_no_change(shop, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = shop[0]
+    if not (folder / "added_lora").is_dir():
+        assert add_task(shop, "added_lora", "--mode", "lora") == 0
+    model = MultiTaskViTModel.from_pretrained(folder / "added_lora")
+    model.save_pretrained(tmp_path / "bare")
+    weights = load_file(tmp_path / "bare" / "model.safetensors")
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith("task_adapter.")},
+        tmp_path / "bare" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    loaded = MultiTaskViTModel.from_pretrained(tmp_path / "bare")
+    assert all(torch.equal(update.up, torch.zeros_like(update.up)) for update in loaded.task_adapter.updates)
+    assert all(
+        torch.isfinite(update.down).all() and update.down.abs().sum() > 0 for update in loaded.task_adapter.updates
+    )
+    assert torch.isfinite(answers(loaded, photos())["colour"]).all()

@@ -32,6 +32,19 @@ class LowRankUpdate(nn.Module):
         return nn.functional.linear(nn.functional.linear(inputs, self.down), self.up) * self.scale
 
 
+# transformers 5.0-5.x name the attention projections of ViT-like backbones `query` / `key` / `value`, later ones
+# `q_proj` / `k_proj` / `v_proj`: a model saved with one loads its adapters on the other. Same layers, same order.
+_SAME_LAYER = {"q_proj": "query", "k_proj": "key", "v_proj": "value"}
+_SAME_LAYER.update({old: new for new, old in _SAME_LAYER.items()})
+
+
+def _present_names(backbone: nn.Module, targets: set[str]) -> set[str]:
+    names = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+    if targets & names:
+        return targets
+    return {_SAME_LAYER.get(target, target) for target in targets}
+
+
 class TaskPathAdapter(nn.Module):
     """The adapters of `settings` (`{"tasks", "rank", "alpha", "target_modules"}`, the config's `task_adapter`) on
     `backbone`'s linear layers whose last name is in `target_modules`, applied only inside `applied()`."""
@@ -43,7 +56,7 @@ class TaskPathAdapter(nn.Module):
         # names that look like a backbone's layers would be renamed.
         self.updates = nn.ModuleList()
         self._applied = False
-        targets = set(settings["target_modules"])
+        targets = _present_names(backbone, set(settings["target_modules"]))
         for name, module in backbone.named_modules():
             if isinstance(module, nn.Linear) and name.rpartition(".")[2] in targets:
                 module.register_forward_hook(partial(self._add_update, len(self.updates)))

@@ -20,7 +20,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .adapters_mtl_vit import TaskPathAdapter
+from .adapters_mtl_vit import LowRankUpdate, TaskPathAdapter
 from .backbone_mtl_vit import (
     as_token_sequence,
     backbone_from_config,
@@ -136,12 +136,15 @@ class MultiTaskViTPreTrainedModel(PreTrainedModel):
         return result
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Backbone modules are initialised by the backbone's own `_init_weights` (transformers
-        # dispatches to each sub-model); this covers the heads.
+        # Backbone modules are initialised by the backbone's own `_init_weights` (transformers dispatches to each
+        # sub-model); this covers the heads, and task adapters, which start as no change (`up` at zero).
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, LowRankUpdate):
+            init.kaiming_uniform_(module.down, a=5**0.5)
+            init.zeros_(module.up)
         else:
             super()._init_weights(module)
 
@@ -321,16 +324,13 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         self.config.lora = lora
 
     def add_task_adapter(self, tasks: list[str], rank: int = 8, target_modules: list[str] | None = None) -> None:
-        """Low-rank adapters (`adapters_mtl_vit.py`) on the path of `tasks` only: their heads read the adapted
-        backbone, every other head the backbone as it is, whose answers therefore cannot move. Recorded in
-        `config.task_adapter`; a forward that runs both kinds of task runs the backbone twice."""
-        unknown = [name for name in tasks if name not in self._tasks]
-        if unknown or not tasks or self.task_adapter is not None:
-            raise ValueError(f"add_task_adapter: unknown tasks {unknown}" if unknown else "one task adapter a model")
+        """Low-rank adapters (`adapters_mtl_vit.py`) on the path of `tasks` only; every other head reads the backbone
+        as it is, so its answers cannot move. In `config.task_adapter`; both kinds of task: two backbone passes."""
+        if self.task_adapter is not None or not tasks or not set(tasks) <= set(self._tasks):
+            raise ValueError(f"add_task_adapter: tasks {tasks} must be some of {self.task_names}, and once a model")
         targets = list(target_modules) if target_modules else default_lora_targets(self.backbone)
         settings = checked_task_adapter({"tasks": list(tasks), "rank": rank, "alpha": rank, "target_modules": targets})
-        reference = next(self.backbone.parameters())
-        self.task_adapter = TaskPathAdapter(self.backbone, settings).to(device=reference.device, dtype=reference.dtype)
+        self.task_adapter = TaskPathAdapter(self.backbone, settings).to(next(self.backbone.parameters()))
         self.config.task_adapter = settings
 
     def merge_lora(self) -> None:
