@@ -17,7 +17,6 @@ The model is trained into `OUTPUT.incomplete` and moved to `OUTPUT` only once it
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from ...errors import UserError
 from ...models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ...tasks import check_agreement
 from ..model_loading import loading_model
-
-logger = logging.getLogger(__name__)
 
 STAGING_SUFFIX, REJECTED_SUFFIX = ".incomplete", ".rejected"
 LORA_RANK = 8  # the adapters of `lora` mode: rank 8 on the query and value projections
@@ -44,7 +41,6 @@ class AddedTasks:
     original: object
     old_tasks: list[str]
     new_tasks: list[str]
-    location: str
 
 
 def staging_folder(output_dir: str, *, check: bool = True) -> str:
@@ -102,7 +98,7 @@ def added_task_model(model_name: str, location: str, task_specs: list[TaskSpec],
     if mode == "lora":
         model.add_task_adapter([spec.name for spec in new_specs], rank=LORA_RANK)
     original.eval()
-    return AddedTasks(model, processor, original, old_tasks, [spec.name for spec in new_specs], location)
+    return AddedTasks(model, processor, original, old_tasks, [spec.name for spec in new_specs])
 
 
 def set_training_mode(training_args, mode: str, added: AddedTasks) -> None:
