@@ -180,3 +180,15 @@ def test_transfer_prints_every_start_and_mode_and_the_old_tasks_change(tmp_path)
             assert "traits (micro_f1) +0.000 (worst +0.000)" in by_arm[start, mode], by_arm[start, mode]
     assert by_arm["nothing", "full"] == "n/a (no old tasks)"
     assert (tmp_path / "transfer.png").stat().st_size > 0 and (tmp_path / "transfer.md").is_file()
+
+
+def test_task_adapter_cost_prints_a_row_per_way_of_asking():
+    output = run("task_adapter_cost.py", "--batch", "2", "--repeats", "1")
+    rows = table_rows(output)
+    assert [(row[0], row[1]) for row in rows] == [
+        ("no adapter", "every task"),
+        ("adapter on pattern", "old tasks only"),
+        ("adapter on pattern", "pattern only"),
+        ("adapter on pattern", "every task"),
+    ]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows) and rows[0][4] == "1.00"
