@@ -407,3 +407,18 @@ def test_task_adapter_weights_missing_from_a_checkpoint_start_as_no_change(shop,
         torch.isfinite(update.down).all() and update.down.abs().sum() > 0 for update in loaded.task_adapter.updates
     )
     assert torch.isfinite(answers(loaded, photos())["colour"]).all()
+
+
+def test_the_pipeline_runs_the_backbone_once_when_asked_for_one_path(shop, tmp_path):
+    from transformers import pipeline
+
+    folder = shop[0]
+    if not (folder / "added_lora").is_dir():
+        assert add_task(shop, "added_lora", "--mode", "lora") == 0
+    classify = pipeline("multi-task-image-classification", model=str(folder / "added_lora"))
+    passes = []
+    classify.model.backbone.register_forward_hook(lambda *_: passes.append(1))
+    photo = load_shop_dataset(1)[0]["image"]
+    assert set(classify(photo, tasks=["category", "price"])) == {"category", "price"} and len(passes) == 1
+    assert set(classify(photo, tasks="colour")) == {"colour"} and len(passes) == 2
+    assert set(classify(photo)) == {"category", "price", "colour"} and len(passes) == 4  # both paths: two passes

@@ -77,7 +77,8 @@ class MultiTaskImageClassificationPipeline(Pipeline):
             if unknown:
                 raise ValueError(f"unknown task(s) {unknown}; this model's tasks are {known}")
             postprocess["tasks"] = tasks
-        return preprocess, {}, postprocess
+        # The forward runs only the asked heads: a model with a task adapter then runs one backbone pass, not two.
+        return preprocess, {"tasks": tasks} if tasks is not None else {}, postprocess
 
     def preprocess(self, image, timeout=None):
         if isinstance(image, str) and image.startswith(("http://", "https://")):
@@ -96,8 +97,8 @@ class MultiTaskImageClassificationPipeline(Pipeline):
         inputs = self.image_processor(images=decoded, return_tensors="pt")
         return {"pixel_values": inputs["pixel_values"].to(self.dtype)}
 
-    def _forward(self, model_inputs):
-        outputs = self.model(pixel_values=model_inputs["pixel_values"])
+    def _forward(self, model_inputs, tasks=None):
+        outputs = self.model(pixel_values=model_inputs["pixel_values"], tasks=tasks)
         # Flat task -> logits, so that batches split back into images the way Pipeline does it.
         return dict(outputs.logits)
 
