@@ -422,3 +422,32 @@ def test_the_pipeline_runs_the_backbone_once_when_asked_for_one_path(shop, tmp_p
     assert set(classify(photo, tasks=["category", "price"])) == {"category", "price"} and len(passes) == 1
     assert set(classify(photo, tasks="colour")) == {"colour"} and len(passes) == 2
     assert set(classify(photo)) == {"category", "price", "colour"} and len(passes) == 4  # both paths: two passes
+
+
+@pytest.mark.parametrize("mode", ["heads", "lora"])
+def test_old_rows_with_frozen_old_heads_are_refused(shop, tmp_path, mode, capsys):
+    _, table, colours, old = shop
+    out = tmp_path / "new"
+    args = ["add-task", str(old), str(colours), "--tasks", "colour", "--output", str(out), "--mode", mode]
+    assert cli([*args, "--old_rows", str(table), *TABLE, *QUICK]) == 2
+    error = error_lines(capsys)
+    assert len(error) == 1 and "keeps frozen" in error[0] and "--mode full" in error[0], error
+    assert not out.exists() and not Path(str(out) + ".incomplete").exists()
+
+
+def test_a_lora_training_step_runs_the_backbone_once(tmp_path):
+    """A batch of the new task's rows runs the heads of its source only (the collator names them), so training on a
+    task adapter's path makes one backbone pass a step, not two."""
+    model = new_model(shop_source(rows=16, tasks=["category", "colour"]), seed=0)
+    model.add_task(shop_source(rows=8, tasks=["pattern"]).task_specs[0])
+    model.add_task_adapter(["pattern"], rank=2)
+    passes = []
+    model.backbone.register_forward_hook(lambda *_: passes.append(1))
+    args = arguments(tmp_path, max_steps=3, freeze_backbone=True, frozen_tasks=["category", "colour"])
+    MultiTaskTrainer(
+        model,
+        args,
+        train_dataset=shop_source(rows=48, tasks=["pattern"]),
+        image_transforms=ImageTransforms(size=(32, 32)),
+    ).train()
+    assert len(passes) == 3

@@ -41,6 +41,7 @@ class AddedTasks:
     original: object
     old_tasks: list[str]
     new_tasks: list[str]
+    old_rows_of: list[str]  # the old tasks that the data labels too (their rows mixed in)
 
 
 def staging_folder(output_dir: str, *, check: bool = True) -> str:
@@ -98,7 +99,8 @@ def added_task_model(model_name: str, location: str, task_specs: list[TaskSpec],
     if mode == "lora":
         model.add_task_adapter([spec.name for spec in new_specs], rank=LORA_RANK)
     original.eval()
-    return AddedTasks(model, processor, original, old_tasks, [spec.name for spec in new_specs])
+    labelled_old = [spec.name for spec in task_specs if spec.name in old_tasks]
+    return AddedTasks(model, processor, original, old_tasks, [spec.name for spec in new_specs], labelled_old)
 
 
 def set_training_mode(training_args, mode: str, added: AddedTasks) -> None:
@@ -111,6 +113,11 @@ def set_training_mode(training_args, mode: str, added: AddedTasks) -> None:
             "then, with mtl-hf push OUTPUT_DIR REPO_ID"
         )
     if mode in ("heads", "lora"):
+        if added.old_rows_of:
+            raise UserError(
+                f"the data labels the old task(s) {added.old_rows_of}, whose heads add_task_mode {mode} keeps frozen: "
+                "their rows would train nothing; use add_task_mode full (--mode full), or leave those rows out"
+            )
         training_args.freeze_backbone, training_args.unfreeze_backbone_at_step = True, None
         training_args.frozen_tasks = list(added.old_tasks)
         if training_args.layer_decay is not None:
