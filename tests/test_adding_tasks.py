@@ -254,6 +254,8 @@ def test_a_saved_multitask_model_starts_new_heads_as_a_backbone(shop):
     "flags, message",
     [
         (["--tasks", "category"], "has such task(s) already"),
+        (["--tasks", "colour", "--push_to_hub", "true", "--hub_model_id", "me/shop"], "mtl-hf push OUTPUT_DIR REPO_ID"),
+        (["--tasks", "colour", "--lora_rank", "4"], "use add_task_mode: lora"),
         (
             ["--tasks", "colour", "--mode", "heads", "--max_old_task_drop", "0.1", "--old_data", "nowhere.csv"],
             "nowhere.csv",
