@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 
 from ..errors import UserError
+from ..utils.validation import comma_separated
 from .parsing import CommandParser, user_errors_in_one_line
 
 # What the recipe trains with unless a flag says otherwise: heads and adapters learn fast; in `full` mode the
@@ -47,7 +48,7 @@ def parser(prog: str) -> CommandParser:
 
 def recipe_flags(args: argparse.Namespace, old_tasks: list[str], overrides: Sequence[str]) -> list[str]:
     """The `train` flags of this add-task: the mode's defaults first, the user's `--key value` pairs last (they win)."""
-    new_tasks = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    new_tasks = comma_separated(args.tasks)
     if not new_tasks:
         raise UserError("--tasks names no task: give DATA's new label columns, e.g. --tasks material,neckline")
     clash = [name for name in new_tasks if name in old_tasks]

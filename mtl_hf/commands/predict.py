@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..errors import MissingPathError, UserError, one_line
-from ..utils.validation import structured_option
+from ..utils.validation import comma_separated, structured_option
 from .model_loading import add_pickled_weights_flag, existing_model, has_gpu, loading_model
 
 SUMMARY = "every task's answer for each image, or for a whole catalogue (--output)"
@@ -121,7 +121,7 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
     thresholds = thresholds_by_task(every_task, per_task, config.task_specs)
     options = TaggingOptions(
         image_column=args.image_column,
-        keep_columns=[c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else None,
+        keep_columns=comma_separated(args.keep_columns) if args.keep_columns else None,
         top_k=args.top_k,
         thresholds=thresholds,
         batch_size=args.batch_size,

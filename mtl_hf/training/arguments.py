@@ -13,7 +13,7 @@ from ..balancing.gradient_path import GRADIENT_SPACES
 from ..data.loader import default_num_workers
 from ..data.mixture import BATCH_MODES, STRATEGIES, WHEN_EXHAUSTED
 from ..errors import UserError, missing_extra
-from ..utils.validation import check_choice, structured_option
+from ..utils.validation import check_choice, comma_separated, structured_option
 from .loss_guard import NAN_POLICIES
 from .parameter_groups import FineTuning
 
@@ -236,13 +236,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise UserError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if isinstance(self.frozen_tasks, str):
-            self.frozen_tasks = [name.strip() for name in self.frozen_tasks.split(",") if name.strip()]
+            self.frozen_tasks = comma_separated(self.frozen_tasks)
         if not self.distill_weight >= 0:
             raise UserError(f"distill_weight must be >= 0, got {self.distill_weight}")
         if not self.distill_temperature > 0:
             raise UserError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if isinstance(self.lora_target_modules, str):
-            self.lora_target_modules = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
+            self.lora_target_modules = comma_separated(self.lora_target_modules)
         if self.lora_rank is not None:
             if self.freeze_backbone:
                 raise UserError(

@@ -1,5 +1,6 @@
 """The checks every setting goes through: one of a set of choices, a positive number, a mapping given as such
-or as JSON text. Each raises `UserError` naming the setting, what it got and what it takes."""
+or as JSON text, names given as a comma-separated list. Each check raises `UserError` naming the setting, what it
+got and what it takes."""
 
 from __future__ import annotations
 
@@ -52,4 +53,9 @@ def structured_option(name: str, value: Any, kinds: tuple[type, ...] = (dict,)) 
     return value
 
 
-__all__ = ["check_choice", "check_positive", "closest", "structured_option"]
+def comma_separated(text: str) -> list[str]:
+    """The names of `"a, b,c"`: split on commas, stripped, empty ones left out."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+__all__ = ["check_choice", "check_positive", "closest", "comma_separated", "structured_option"]

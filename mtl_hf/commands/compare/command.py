@@ -36,6 +36,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ...utils.validation import comma_separated
 from ..parsing import CommandParser, user_errors_in_one_line
 from ..recipe import parse_recipe
 from .budgets import BUDGETS
@@ -94,7 +95,7 @@ def parse_compare_args(argv: Sequence[str], prog: str = "mtl-hf compare"):
         parser.print_help()
         raise SystemExit(0 if argv else 2)
     options, recipe_flags = parser.parse_known_args(list(argv))
-    options.methods = [method.strip() for method in options.methods.split(",") if method.strip()]
+    options.methods = comma_separated(options.methods)
     return options, parse_recipe([options.config, *recipe_flags], prog=prog)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from ...data.tables import DEFAULT_SPLITS, SPLIT_COLUMN, check_fractions, photo_location
 from ...errors import MissingPathError, UserError
-from ...utils.validation import structured_option
+from ...utils.validation import comma_separated, structured_option
 from ..parsing import CommandParser, user_errors_in_one_line
 from .catalogue import (
     base_folder,
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "mtl-hf prepare") -> dic
             separator=args.separator,
             id_columns=args.id_columns,
             split_fractions=structured_option("--split_fractions", args.split_fractions),
-            empty_missing=[name.strip() for name in args.empty_missing.split(",") if name.strip()],
+            empty_missing=comma_separated(args.empty_missing),
             vocabulary_from=args.vocabulary_from,
             storage_options=structured_option("--storage_options", args.storage_options),
         )

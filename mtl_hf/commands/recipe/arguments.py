@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UserError
-from ...utils.validation import check_choice, structured_option
+from ...utils.validation import check_choice, comma_separated, structured_option
 
 ADD_TASK_MODES = ("heads", "lora", "full")
 
@@ -197,7 +197,7 @@ class DataArguments:
 
     def __post_init__(self):
         if isinstance(self.tasks, str) and not self.tasks.lstrip().startswith(("{", "[")):
-            self.tasks = [column.strip() for column in self.tasks.split(",") if column.strip()]  # a, b, c
+            self.tasks = comma_separated(self.tasks)  # a, b, c
         self.tasks = structured_option("tasks", self.tasks, (dict, list))
         self.dataset_options = structured_option("dataset_options", self.dataset_options) or {}
         self.storage_options = structured_option("storage_options", self.storage_options) or {}
