@@ -17,6 +17,7 @@ The model is trained into `OUTPUT.incomplete` and moved to `OUTPUT` only once it
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from dataclasses import dataclass
@@ -71,8 +72,8 @@ def added_task_model(model_name: str, location: str, task_specs: list[TaskSpec],
 
     with loading_model(model_name):
         model = MultiTaskViTModel.from_pretrained(location)
-        original = MultiTaskViTModel.from_pretrained(location)
         processor = model_image_processor(location, model.config)
+    original = copy.deepcopy(model)  # read once from disk; kept as it was while `model` gains heads
     if model.config.lora is not None:
         raise UserError(
             f"{model_name} has LoRA adapters that are not merged into its backbone: run mtl-hf merge {model_name} "

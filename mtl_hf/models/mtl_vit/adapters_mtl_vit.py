@@ -6,27 +6,31 @@ applied, and plain `W x` otherwise: the adapters are added by forward hooks, so 
 their names stay as they are. `up` starts at zero, so a new adapter changes nothing until it trains. The model runs
 its backbone once per path a forward needs (without adapters for the other tasks, with them for the adapted ones).
 
-Like the modeling file, this file imports only torch, so it travels with a saved model as remote code (no peft).
+Like the modeling file, this file imports only torch and its siblings, so it travels with a saved model as remote
+code (no peft).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from functools import partial
 
 import torch
 from torch import nn
 
+from .backbone_mtl_vit import linear_layer_names
+
 
 class LowRankUpdate(nn.Module):
+    """`(alpha / rank) * up(down(x))`; its weights are set by the model's `_init_weights` (`down` as nn.Linear starts
+    its weights, `up` at zero), whether the model is built, loaded or given an adapter."""
+
     def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
         super().__init__()
         self.down = nn.Parameter(torch.empty(rank, in_features))
-        self.up = nn.Parameter(torch.zeros(out_features, rank))
+        self.up = nn.Parameter(torch.empty(out_features, rank))
         self.scale = alpha / rank
-        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))  # as nn.Linear starts its weights
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(nn.functional.linear(inputs, self.down), self.up) * self.scale
@@ -39,8 +43,7 @@ _SAME_LAYER.update({old: new for new, old in _SAME_LAYER.items()})
 
 
 def _present_names(backbone: nn.Module, targets: set[str]) -> set[str]:
-    names = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
-    if targets & names:
+    if targets & linear_layer_names(backbone):
         return targets
     return {_SAME_LAYER.get(target, target) for target in targets}
 

@@ -18,8 +18,13 @@ from .tasks_mtl_vit import TaskSpec
 LORA_DEFAULT_TARGETS = (("q_proj", "v_proj"), ("query", "value"), ("qkv",), ("pwconv1", "pwconv2"))
 
 
+def linear_layer_names(backbone: nn.Module) -> set[str]:
+    """The last names of the backbone's linear layers (`q_proj`, `fc1`, ...), as adapters' target_modules name them."""
+    return {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+
+
 def default_lora_targets(backbone: nn.Module) -> list[str]:
-    names = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+    names = linear_layer_names(backbone)
     for targets in LORA_DEFAULT_TARGETS:
         if set(targets) <= names:
             return list(targets)
@@ -37,7 +42,7 @@ def inject_lora(backbone: nn.Module, lora: dict) -> None:
             "this model has LoRA adapters (config.lora), which need peft: pip install 'mtl_hf[peft]' (or peft); "
             "or load a merged copy (MultiTaskViTModel.merge_lora, mtl-hf merge), which needs no peft"
         ) from None
-    linear = {name.rpartition(".")[2] for name, module in backbone.named_modules() if isinstance(module, nn.Linear)}
+    linear = linear_layer_names(backbone)
     unmatched = [target for target in lora["target_modules"] if target not in linear]
     if unmatched:
         raise ValueError(
@@ -157,6 +162,7 @@ __all__ = [
     "feature_size",
     "image_size",
     "inject_lora",
+    "linear_layer_names",
     "merge_lora_layers",
     "pool",
     "takes_pooling_flag",

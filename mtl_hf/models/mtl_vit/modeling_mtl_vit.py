@@ -324,13 +324,13 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
         self.config.lora = lora
 
     def add_task_adapter(self, tasks: list[str], rank: int = 8, target_modules: list[str] | None = None) -> None:
-        """Low-rank adapters (`adapters_mtl_vit.py`) on the path of `tasks` only; every other head reads the backbone
-        as it is, so its answers cannot move. In `config.task_adapter`; both kinds of task: two backbone passes."""
+        """Low-rank adapters on the path of `tasks` only (`adapters_mtl_vit.py`): the other heads' answers stay."""
         if self.task_adapter is not None or not tasks or not set(tasks) <= set(self._tasks):
             raise ValueError(f"add_task_adapter: tasks {tasks} must be some of {self.task_names}, and once a model")
         targets = list(target_modules) if target_modules else default_lora_targets(self.backbone)
         settings = checked_task_adapter({"tasks": list(tasks), "rank": rank, "alpha": rank, "target_modules": targets})
         self.task_adapter = TaskPathAdapter(self.backbone, settings).to(next(self.backbone.parameters()))
+        self.task_adapter.apply(self._init_weights)
         self.config.task_adapter = settings
 
     def merge_lora(self) -> None:
