@@ -18,8 +18,10 @@ many, where, drawn how; none of them a downstream task), built once per architec
 <output_dir>/pretrained/ and reused. It stands in for a Hub checkpoint, which cannot be downloaded here.
 
 Budgets: `convergence` (every model, each single-task baseline included, stops on its own validation score:
-patience 5 evaluations, one every cap/20 steps, the best checkpoint restored) and `total` (the multi-task model
-trains the cap, each single-task model 1/K of it). 10% of the training rows are the validation rows; the tables
+patience 5 evaluations, one every 1/20 of the setting's epochs above, the best checkpoint restored; the cap is
+CONVERGENCE_CAP times those epochs, so that the patience rule, not the cap, ends the runs: the report gives the
+share that reached it) and `total` (the multi-task model trains the epochs above, each single-task model 1/K of
+them). 10% of the training rows are the validation rows; the tables
 score the test rows.
 
 Every run goes under --output_dir (default outputs/bench-quality/): run it again and finished runs are read
@@ -62,7 +64,11 @@ QUICK_METHODS = ("equal", "equal_lr_sweep")
 STARTS = ("scratch", "pretrained")
 BUDGETS = ("convergence", "total")
 PATIENCE = 5
-"""Convergence budget: evaluations (one every cap/20 steps) without a better validation score before a model stops."""
+"""Convergence budget: evaluations without a better validation score before a model stops."""
+CONVERGENCE_CAP = 4
+"""Convergence budget: the step cap as a multiple of the setting's epochs. At 1x, 40 of 42 multi-task runs of the
+2026-12-02 tables ended at the cap while most single-task runs stopped on their own, so "to convergence" held for
+one side only; the evaluation interval stays 1/20 of the 1x steps, so the patience rule is the one those used."""
 REACHED = 0.95
 """Pretraining gain: steps until a model's validation score first reaches this share of the scratch model's best."""
 
@@ -280,6 +286,10 @@ def main(argv=None) -> int:
             for start in starts:
                 values = start_values(chosen[name], start, output_dir, args.quick)
                 folder = output_dir / name / start / budget
+                evaluations_per_cap = 20
+                if budget == "convergence":
+                    evaluations_per_cap *= CONVERGENCE_CAP
+                    values = {**values, "num_train_epochs": values["num_train_epochs"] * CONVERGENCE_CAP}
                 model_args, data_args, training_args = RecipeParser().parse_mapping(
                     {**values, "output_dir": str(folder)}, where=f"setting {name}"
                 )
@@ -292,6 +302,7 @@ def main(argv=None) -> int:
                     budget=budget,
                     output_dir=folder,
                     patience=PATIENCE,
+                    evaluations_per_cap=evaluations_per_cap,
                     progress=False,
                 )
                 sections.append(

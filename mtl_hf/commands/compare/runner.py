@@ -209,13 +209,15 @@ def compare(
     validation_fraction: float = 0.1,
     patience: int = 3,
     eval_steps: int | None = None,
+    evaluations_per_cap: int = 20,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Runs (or resumes) the comparison and writes comparison.json / .md / .png under `output_dir`.
 
     A seeded `validation_fraction` of each training source is held out (the same rows for every run): early
     stopping (budget `convergence`) and the sweeps choose on it; the table reports the evaluation (test) rows,
-    which no choice has seen."""
+    which no choice has seen. Without `eval_steps`, the convergence budget evaluates `evaluations_per_cap` times
+    over the step cap."""
     _check_options(model_args, methods, seeds, validation_fraction, patience)
     if not validation_fraction and (budget == "convergence" or any(method in SWEEPS for method in methods)):
         choosing = "the convergence budget" if budget == "convergence" else "a sweep (equal_lr_sweep, static_sweep)"
@@ -229,7 +231,7 @@ def compare(
     task_names = [spec.name for spec in task_specs]
     metric_of = {spec.name: COMPARE_METRIC[spec.type] for spec in task_specs}
     steps = planned_optimizer_steps(build_task_mixture(train_sources, training_args), training_args)
-    eval_steps = eval_steps or max(1, steps // 20)
+    eval_steps = eval_steps or max(1, steps // evaluations_per_cap)
     seed_list = [training_args.seed + offset for offset in range(seeds)]
     runs = plan_runs(task_names, methods, seed_list, steps, budget, training_args.learning_rate)
 
