@@ -7,6 +7,7 @@ column."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,13 @@ import torch
 from mtl_hf import MultiTaskTrainer, MultiTaskViTModel
 from mtl_hf.commands.main import main as cli
 from mtl_hf.data import ImageTransforms, load_shop_dataset
+from tests.compat.answering import THIS_VENV, answer_without_mtl_hf
 from tests.own_catalogue import write_catalogue
 from tests.training_helpers import arguments, new_model, shop_source
 
 BACKBONE = '{"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}'  # noqa: E501
 QUICK = ["--max_steps", "6", "--use_cpu", "true", "--save_strategy", "no", "--disable_tqdm", "true"]
 TABLE = ["--image_column", "image_path", "--id_column", "sku"]
-ANSWER = Path(__file__).resolve().parent / "compat" / "answer_without_mtl_hf.py"
-COMPAT_ENVS = Path(os.environ.get("MTL_HF_COMPAT_ENVS", Path(__file__).resolve().parents[1] / ".cache" / "compat"))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,27 @@ def test_heads_and_lora_keep_every_old_answer_bit_identical(shop, mode, capsys):
         assert not torch.allclose(answers(plain, photos())["colour"], new_answers["colour"])
 
 
-@pytest.mark.parametrize("transformers_version", ["this venv's", "lowest", "newest"])
+@pytest.mark.parametrize(("mode", "kept"), [("heads", True), ("full", False)])
+def test_old_tasks_keep_their_calibration_only_where_their_answers_did_not_move(shop, tmp_path, mode, kept, capsys):
+    _, _, colours, old = shop
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(old, calibrated)
+    config = json.loads((calibrated / "config.json").read_text())
+    config["calibration"] = {"category": {"temperature": 2.5}}
+    (calibrated / "config.json").write_text(json.dumps(config))
+    output = tmp_path / "added"
+    flags = ["--tasks", "colour", "--output", str(output), "--mode", mode, *TABLE, *QUICK]
+    assert cli(["add-task", str(calibrated), str(colours), *flags]) == 0
+    # The colours table's evaluation rows have no category: nothing refits it, so it is kept or dropped as is.
+    calibration = MultiTaskViTModel.from_pretrained(output).config.calibration or {}
+    assert ("category" in calibration) is kept
+    if kept:
+        assert calibration["category"] == {"temperature": 2.5}
+    else:
+        assert "calibration of ['category'] dropped: training moved their answers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("transformers_version", [THIS_VENV, "lowest", "newest"])
 def test_the_added_model_loads_where_mtl_hf_is_not_installed(shop, tmp_path, transformers_version):
     """The `lora` model (the one with remote code of its own) answers without mtl_hf, on this venv's transformers
     and on the lowest and newest supported ones, whose ViTs name the adapted layers differently (query / q_proj)."""
@@ -117,24 +137,9 @@ def test_the_added_model_loads_where_mtl_hf_is_not_installed(shop, tmp_path, tra
     model = folder / "added_lora"
     torch.save(photos(2), tmp_path / "inputs.pt")
     load_shop_dataset(1)[0]["image"].save(tmp_path / "photo.png")
-    command, env = [sys.executable], {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    if transformers_version != "this venv's":
-        environment = COMPAT_ENVS / transformers_version
-        if not (environment / "transformers").is_dir():
-            message = f"no {environment}: `make compat` builds the environments with the supported transformers"
-            pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
-        command.append("-S")  # nothing of this venv's site-packages: only the environment and its torch
-        env["PYTHONPATH"] = f"{environment}{os.pathsep}{COMPAT_ENVS / 'torch'}"
-    completed = subprocess.run(
-        [*command, str(ANSWER), str(model), str(tmp_path / "inputs.pt"), str(tmp_path / "photo.png")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=tmp_path,
+    report = answer_without_mtl_hf(
+        model, tmp_path / "inputs.pt", tmp_path / "photo.png", transformers_version, tmp_path
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
     expected = answers(MultiTaskViTModel.from_pretrained(model), photos(2))
     assert set(report["logits"]) == {"category", "price", "colour"}
     for task, values in expected.items():

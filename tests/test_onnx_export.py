@@ -5,6 +5,7 @@ family torch's exporter converts; `mtl-hf predict --engine onnx` tags a catalogu
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -148,3 +149,41 @@ def test_export_and_the_onnx_engine_refuse_bad_inputs_in_one_line(tmp_path, caps
         ["predict", str(folder), str(images), "--output", str(tmp_path / "o2"), "--engine", "onnx"],
         "pip install 'mtl_hf[onnx]'",
     )
+
+
+def test_a_calibrated_model_answers_with_its_calibration_through_onnx(tmp_path, capsys):
+    folder, model = saved_model(tmp_path, "vit")
+    tags = model.config.get_task("tags").labels
+    config = json.loads((folder / "config.json").read_text())
+    config["calibration"] = {
+        "category": {"temperature": 4.0},
+        "tags": {"temperature": 0.5, "thresholds": dict.fromkeys(tags, 0.05)},
+    }
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(folder, calibrated)
+    (calibrated / "config.json").write_text(json.dumps(config))
+    assert cli(["export", str(calibrated), str(tmp_path / "onnx")]) == 0
+    described = {
+        task["name"]: task for task in json.loads((tmp_path / "onnx" / "onnx_tasks.json").read_text())["tasks"]
+    }
+    assert described["category"]["temperature"] == 4.0 and described["tags"]["thresholds"] == dict.fromkeys(tags, 0.05)
+    assert "temperature" not in described["size"]
+    images = tmp_path / "photos"
+    images.mkdir()
+    for index, row in enumerate(load_shop_dataset(6, start=900)):
+        row["image"].save(images / f"{index:02d}.png")
+    runs = {"raw": (folder, []), "torch": (calibrated, []), "ort": (tmp_path / "onnx", ["--engine", "onnx"])}
+    rows = {}
+    for name, (model_folder, flags) in runs.items():
+        assert cli(["predict", str(model_folder), str(images), "--output", str(tmp_path / name), *flags]) == 0
+        rows[name] = pq.read_table(tmp_path / name / "predictions").to_pylist()
+    for raw, ours, theirs in zip(rows["raw"], rows["torch"], rows["ort"], strict=True):
+        assert (ours["category"], ours["tags"]) == (theirs["category"], theirs["tags"]) and ours["category"] == raw[
+            "category"
+        ]
+        assert [s["score"] for s in ours["category_scores"]] == pytest.approx(
+            [s["score"] for s in theirs["category_scores"]], abs=TOLERANCE
+        )
+        # T = 4 flattens the scores: the best label's falls.
+        assert ours["category_scores"][0]["score"] < raw["category_scores"][0]["score"]
+    capsys.readouterr()

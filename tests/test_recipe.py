@@ -111,6 +111,15 @@ def test_short_demo_trains_every_task_and_leaves_a_complete_output_folder(tmp_pa
     card = ModelCard.load(out / "README.md")
     assert "![Per-task loss and metric curves](training_curves.png)" in card.text
     assert f"{results['eval_colour_accuracy']:.4f}" in card.text
+    # Calibrated on the evaluation rows at the end: every classification / multilabel task, in the card too.
+    calibration = model.config.calibration
+    assert set(calibration) == {"category", "colour", "pattern", "tags"}
+    assert all(entry["rows"] >= 200 and entry["temperature"] > 0 for entry in calibration.values())
+    assert set(calibration["tags"].get("thresholds", {})) <= set(model.config.get_task("tags").labels)
+    assert "## Calibration" in card.text and "![Reliability before and after calibration](calibration.png)" in card.text
+    assert f"| `colour` | {calibration['colour']['rows']} |" in card.text
+    with Image.open(out / "calibration.png") as diagram:
+        assert diagram.format == "PNG"
     events = list((out / "runs").rglob("events.out.tfevents.*"))
     assert events, "report_to: tensorboard leaves event files under runs/"
     assert list(out.glob("checkpoint-*")), "save_strategy: epoch keeps the last checkpoint"

@@ -127,7 +127,9 @@ def test_answers_are_the_catalogue_taggers_and_metadata_describes_the_model(serv
     meta = requests.get(f"{server.url}/metadata", timeout=10).json()
     assert meta["image_size"] == [32, 32] and meta["revision"] == body["revision"]
     assert [t["name"] for t in meta["tasks"]] == network.config.task_names
-    assert next(t for t in meta["tasks"] if t["name"] == "tags")["threshold"] == 0.45
+    tags = next(t for t in meta["tasks"] if t["name"] == "tags")
+    assert tags["thresholds"] == dict.fromkeys(network.config.get_task("tags").labels, 0.45)
+    assert tags["temperature"] == 1.0  # not calibrated
     page = requests.get(server.url, timeout=10)
     assert page.status_code == 200 and 'id="answers"' in page.text
 

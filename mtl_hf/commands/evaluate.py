@@ -18,12 +18,30 @@ SUMMARY = "score a saved model on labelled data, task by task"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a saved model folder or Hub id")
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--allow_training_rows",
+        action="store_true",
+        help="score rows the model was trained on (refused without it); the scores are labelled training-set",
+    )
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument(
+        "--reliability_diagram",
+        metavar="PNG",
+        help="draw each task's share right against its confidence (before and after calibration) into PNG",
+    )
+    add_pickled_weights_flag(parser)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, split: str = "validation") -> None:
+    """The labelled rows to score, as `eval` and the commands that score like it (`calibrate`) take them: DATA,
+    its split and columns, and what to do with photos that do not decode and with the model's training rows."""
     parser.add_argument(
         "data",
         help="a catalogue table (.csv, .tsv, .jsonl), a prepared or dataset folder, Parquet file(s), an image "
         "folder, a Hub id, or builtin:shop / builtin:digits (their evaluation rows)",
     )
-    parser.add_argument("--split", default="validation", help="the split to score (default: validation)")
+    parser.add_argument("--split", default=split, help="the split to score (default: %(default)s)")
     parser.add_argument(
         "--tasks",
         help="JSON mapping task -> label column, when the columns are named otherwise "
@@ -44,26 +62,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a photo that is missing or does not decode: left out and counted by reason (skip, the default, as "
         "`mtl-hf init`'s recipes train), or the end of the run naming it (raise)",
     )
-    seen = parser.add_mutually_exclusive_group()
-    seen.add_argument(
-        "--allow_training_rows",
-        action="store_true",
-        help="score rows the model was trained on (refused without it); the scores are labelled training-set",
-    )
-    seen.add_argument(
+    parser.add_argument(
         "--skip_training_rows",
         action="store_true",
         help="score only the rows the model was not trained on (recognised by their id or photo, wherever the "
         "table lies), e.g. the new rows of a grown catalogue",
     )
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    add_pickled_weights_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.builtin import is_builtin
     from ..hub.lookup import require_path_or_hub_id
 
+    if args.allow_training_rows and args.skip_training_rows:
+        raise UserError(
+            "--allow_training_rows scores the training rows, --skip_training_rows leaves them out: give one"
+        )
     if not is_builtin(args.data):
         require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
     location = existing_model(args.model)
@@ -79,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     with loading_model(args.model):
         model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights)
         processor = model_image_processor(location, config)
-    metrics, chance = predicted_metrics(model, processor, source, args.batch_size, quiet=args.json)
+    prediction, chance = predicted(model, processor, source, args.batch_size, quiet=args.json)
+    metrics = {**prediction.metrics, **calibration_errors(model.config, prediction)}
+    if args.reliability_diagram:
+        _draw_reliability(model.config, prediction, args)
     unknown = source.unknown_labels()
     if args.json:
         extra = {
@@ -95,8 +112,53 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibration_errors(config, prediction) -> dict[str, float]:
+    """Per classification / multilabel task, `eval_{task}_ece` of the scores the model answers with and, for a
+    calibrated task, `eval_{task}_ece_uncalibrated` (T = 1): what calibration changed on these rows."""
+    from ..metrics.calibration import expected_calibration_error
+    from ..models.mtl_vit.calibration_mtl_vit import task_temperature
+
+    errors = {}
+    for spec in config.task_specs:
+        if spec.type == "regression" or spec.name not in prediction.predictions:
+            continue
+        logits, targets = prediction.predictions[spec.name], prediction.label_ids[spec.name]
+        temperature = task_temperature(config.calibration, spec.name)
+        errors[f"eval_{spec.name}_ece"] = expected_calibration_error(spec, logits, targets, temperature)
+        if spec.name in (config.calibration or {}):
+            errors[f"eval_{spec.name}_ece_uncalibrated"] = expected_calibration_error(spec, logits, targets)
+    return errors
+
+
+def _draw_reliability(config, prediction, args) -> None:
+    from ..metrics.reliability import plot_reliability
+    from ..models.mtl_vit.calibration_mtl_vit import task_temperature
+
+    temperatures = {task: task_temperature(config.calibration, task) for task in config.calibration or {}}
+    title = f"reliability on {args.data} split {args.split}"
+    if (
+        plot_reliability(
+            config.task_specs,
+            prediction.predictions,
+            prediction.label_ids,
+            temperatures,
+            args.reliability_diagram,
+            title=title,
+        )
+        is None
+    ):
+        raise UserError("--reliability_diagram needs matplotlib: pip install 'mtl_hf[plots]'")
+
+
 def predicted_metrics(model, processor, source, batch_size: int, *, quiet: bool = True):
     """(`model`'s metrics on `source`, prefixed `eval_`; the chance scores of its targets)."""
+    prediction, chance = predicted(model, processor, source, batch_size, quiet=quiet)
+    return prediction.metrics, chance
+
+
+def predicted(model, processor, source, batch_size: int, *, quiet: bool = True):
+    """(`model`'s prediction on `source`: per-task logits, targets and metrics prefixed `eval_`; the chance scores
+    of its targets)."""
     from ..metrics.scoring import chance_scores
     from ..training.arguments import MultiTaskTrainingArguments
     from ..training.trainer import MultiTaskTrainer
@@ -112,7 +174,7 @@ def predicted_metrics(model, processor, source, batch_size: int, *, quiet: bool 
         trainer = MultiTaskTrainer(model, training_args, processing_class=processor)
         prediction = trainer.predict(source, metric_key_prefix="eval")
         chance = chance_scores(trainer.task_specs, prediction.label_ids, training_args.multilabel_threshold)
-    return prediction.metrics, chance
+    return prediction, chance
 
 
 def _print_scores(config, metrics, chance, source, unknown, training_rows: int, left_out: int, unscored) -> None:
@@ -125,7 +187,7 @@ def _print_scores(config, metrics, chance, source, unknown, training_rows: int, 
         )
     if left_out:
         print(f"\n{left_out} rows the model was trained on left out (--skip_training_rows): the rest are held out.")
-    print(f"\n{'task':<16} {'metric':<10} {'score':>9} {'chance':>9}")
+    print(f"\n{'task':<16} {'metric':<16} {'score':>9} {'chance':>9}")
     for spec in config.task_specs:
         for key, value in metrics.items():
             metric = key.removeprefix(f"eval_{spec.name}_")
@@ -133,8 +195,13 @@ def _print_scores(config, metrics, chance, source, unknown, training_rows: int, 
                 baseline = f"{round(chance[key], 4) + 0.0:>9.4f}" if key in chance else ""  # no -0.0000
                 if key in chance and at_or_below_chance(value, chance[key]):
                     baseline += "  at or below chance"
-                print(f"{spec.name:<16} {metric:<10} {value:>9.4f} {baseline}".rstrip())
+                print(f"{spec.name:<16} {metric:<16} {value:>9.4f} {baseline}".rstrip())
     print("(chance, for each task's main metric: the most frequent class; every label 'yes'; the mean value)")
+    if any(key.endswith("_ece") for key in metrics):
+        print(
+            "(ece: expected calibration error over 15 bins, of the scores the model answers with; "
+            "ece_uncalibrated: of the raw scores, where the model is calibrated)"
+        )
     scored = metrics.get("eval_rows_scored", source.num_rows)
     skipped = {key.removeprefix("eval_skipped_"): n for key, n in metrics.items() if key.startswith("eval_skipped_")}
     left_out = f" ({sum(skipped.values())} left out: " + ", ".join(f"{n} {kind}" for kind, n in skipped.items()) + ")"
@@ -182,7 +249,7 @@ def without_training_rows(args: argparse.Namespace, config, location: str, sourc
             )
         numbers = np.asarray(source.row_numbers)[keep]
         return source.derived(source.dataset.select(keep), row_numbers=numbers), 0, seen
-    if not args.allow_training_rows:
+    if not getattr(args, "allow_training_rows", False):  # `calibrate` has no such option: it never fits on them
         unseen = source.num_rows - seen
         skip = f"add --skip_training_rows to score only the {unseen} it has not seen, " if unseen else ""
         raise UserError(
@@ -275,4 +342,13 @@ def _table_options(args: argparse.Namespace, config):
     return TableOptions(key_column=args.id_column or args.image_column)
 
 
-__all__ = ["SUMMARY", "add_arguments", "predicted_metrics", "run", "scored_source", "without_training_rows"]
+__all__ = [
+    "SUMMARY",
+    "add_arguments",
+    "add_data_arguments",
+    "predicted",
+    "predicted_metrics",
+    "run",
+    "scored_source",
+    "without_training_rows",
+]

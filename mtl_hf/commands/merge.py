@@ -12,7 +12,13 @@ import shutil
 from pathlib import Path
 
 SUMMARY = "fold a LoRA-trained model's adapters into its weights (a plain model for the Hub and export)"
-KEPT_FROM_THE_MODEL = ("preprocessor_config.json", "README.md", "training_curves.png", "all_results.json")
+KEPT_FROM_THE_MODEL = (
+    "preprocessor_config.json",
+    "README.md",
+    "training_curves.png",
+    "all_results.json",
+    "calibration.png",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

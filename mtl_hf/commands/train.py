@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MissingPathError
@@ -144,8 +145,11 @@ def _run_stages(
             image_processor.save_pretrained(model_args.backbone_output_dir)
         trainer.accelerator.wait_for_everyone()
 
-    # 6. Evaluate every task, beside answers that ignore the image; the card then shows the scores.
+    # 6. Evaluate every task, beside answers that ignore the image, and calibrate on those rows; the card then shows
+    #    the scores and the calibration.
     metrics = _evaluate_against_chance(trainer, eval_sources, task_specs) if eval_sources else {}
+    if not eval_sources:
+        _keep_calibration_true(trainer)
 
     # 7. Tasks added to a saved model: its old tasks scored before and after, then the folder moved into place.
     if added is not None:
@@ -195,10 +199,51 @@ def _evaluate_against_chance(trainer: MultiTaskTrainer, eval_sources, task_specs
     baselines = chance_scores(trainer.task_specs, prediction.label_ids, trainer.args.multilabel_threshold)
     trainer.save_metrics("eval_chance", baselines, combined=False)
     trainer.save_state()
+    _keep_calibration_true(trainer, prediction, eval_sources)
     trainer.create_model_card()
     if trainer.is_world_process_zero():
         print(results_table(task_specs, metrics, baselines))
     return metrics
+
+
+def _keep_calibration_true(trainer: MultiTaskTrainer, prediction=None, eval_sources=None) -> None:
+    """Drops the calibration of tasks whose answers training moved, fits every task on the evaluation rows (when
+    there are any), and saves the config (and a reliability diagram) beside the weights."""
+    from ..metrics.calibration import calibration_table
+    from ..metrics.reliability import DIAGRAM_FILE, plot_reliability
+    from ..training.calibration_update import drop_stale_calibration, update_calibration
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    had = model.config.calibration
+    stale = drop_stale_calibration(model)
+    report = ""
+    if stale:
+        report = f"\ncalibration of {stale} dropped: training moved their answers, and no evaluation rows refit it"
+    if prediction is not None:
+        where = ", ".join(f"{source.name} ({source.num_rows} rows)" for source in eval_sources)
+        fitted, left = update_calibration(model, prediction.predictions, prediction.label_ids, where)
+        stale = [task for task in stale if task not in {fit.task for fit in fitted}]
+        report = calibration_table(fitted, left, f"the evaluation rows, {where}") + (
+            f"\ncalibration of {stale} dropped: training moved their answers" if stale else ""
+        )
+    if not trainer.is_world_process_zero():
+        return
+    if report:
+        print(report)
+    if model.config.calibration == had:
+        return
+    output_dir = Path(trainer.args.output_dir)
+    model.config.save_pretrained(output_dir)
+    if prediction is not None:
+        temperatures = {task: entry["temperature"] for task, entry in (model.config.calibration or {}).items()}
+        plot_reliability(
+            model.config.task_specs,
+            prediction.predictions,
+            prediction.label_ids,
+            temperatures,
+            output_dir / DIAGRAM_FILE,
+            title="reliability on the evaluation rows the temperatures were fitted on",
+        )
 
 
 def results_table(task_specs: Sequence[TaskSpec], metrics: dict[str, float], chance: dict[str, float]) -> str:

@@ -71,6 +71,7 @@ def build_model_card(
     license: str | None = None,
     chance: dict[str, Any] | None = None,
     added_tasks: dict[str, Any] | None = None,
+    calibration_file: str | None = None,
 ) -> ModelCard:
     r"""
     The model card of a multi-task model.
@@ -94,6 +95,8 @@ def build_model_card(
             shown beside the scores so a reader can tell learning from guessing.
         added_tasks (`dict`, *optional*): for tasks added to an earlier model, the gate's record
             (`added_tasks.json`, see `commands/recipe/old_task_gate.py`): the earlier tasks' scores before and after.
+        calibration_file (`str`, *optional*): the reliability diagram beside the card, shown with the calibration
+            table (`config.calibration`).
     """
     metrics = metrics or {}
     scores = task_scores(config, metrics, metrics_prefix)
@@ -134,7 +137,54 @@ def build_model_card(
         multilabel_threshold=multilabel_threshold,
         versions=_versions(),
         added_tasks=added_tasks,
+        calibration=bool(config.calibration),
+        calibration_section=calibration_section(config, calibration_file),
     )
+
+
+CALIBRATION_HEADING = "## Calibration"
+
+
+def calibration_section(config, calibration_file: str | None = None) -> str:
+    """The card's calibration section (empty for an uncalibrated model): per task its temperature, rows, ECE
+    before and after, and multilabel thresholds; `mtl-hf calibrate` writes it into an existing card too."""
+    if not config.calibration:
+        return ""
+    lines = [
+        CALIBRATION_HEADING,
+        "",
+        "The scores are calibrated: each task's logits are divided by a temperature fitted on labelled rows the "
+        "model did not train on (the argmax and each label's ranking stay as they are), and each multilabel label "
+        "is answered from the threshold that gave the best F1 on those rows. Expected calibration error (15 bins; 0 "
+        "means that a score of 0.9 is right 9 times in 10) on those same rows, so the 'after' column is "
+        "optimistic; `mtl-hf eval MODEL DATA --split test` measures it on rows no choice has seen.",
+        "",
+        "| task | rows | data | temperature | ECE before | ECE after | thresholds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, entry in config.calibration.items():
+        ece = entry.get("ece") or {}
+        thresholds = ", ".join(f"{label} {value:.2f}" for label, value in (entry.get("thresholds") or {}).items())
+        lines.append(
+            f"| `{task}` | {entry.get('rows', '?')} | {entry.get('data', '?')} | {entry['temperature']:.3f} | "
+            f"{_format_score(ece.get('before'))} | {_format_score(ece.get('after'))} | {thresholds or '-'} |"
+        )
+    if calibration_file:
+        lines += ["", f"![Reliability before and after calibration]({calibration_file})"]
+    return "\n".join(lines) + "\n\n"
+
+
+def with_calibration_section(card_text: str, section: str) -> str:
+    """`card_text` (a README.md) with its calibration section replaced by `section`, or `section` put before
+    its Limitations (at the end where it has none)."""
+    start = card_text.find(f"\n{CALIBRATION_HEADING}\n")
+    if start >= 0:
+        end = card_text.find("\n## ", start + 1)
+        card_text = card_text[: start + 1] + (card_text[end + 1 :] if end >= 0 else "")
+    where = card_text.find("\n## Limitations")
+    if where < 0:
+        return card_text.rstrip("\n") + "\n\n" + section
+    return card_text[: where + 1] + section + card_text[where + 1 :]
 
 
 def _eval_results(config, scores, datasets, eval_name: str, split: str) -> list[EvalResult]:
@@ -252,12 +302,15 @@ def write_eval_results(card: ModelCard, folder: str | Path) -> None:
 
 
 __all__ = [
+    "CALIBRATION_HEADING",
     "CURVES_FILE",
     "EVAL_RESULTS_FILE",
     "TEMPLATE_PATH",
     "build_model_card",
+    "calibration_section",
     "card_from_folder",
     "eval_results_yaml",
     "task_scores",
+    "with_calibration_section",
     "write_eval_results",
 ]

@@ -1,9 +1,13 @@
 """Turning a batch of logits into answers, column by column: what `mtl-hf predict --output` writes per task.
 
 - classification: `{task}` the best label, `{task}_scores` the `top_k` labels with their softmax scores;
-- multilabel: `{task}` the labels whose sigmoid score reaches the task's threshold (best first),
-  `{task}_scores` the `top_k` labels with their scores;
+- multilabel: `{task}` the labels whose sigmoid score reaches their threshold (best first), `{task}_scores` the
+  `top_k` labels with their scores;
 - regression: `{task}` the value (a list of values for a task with several outputs), in the targets' units.
+
+Scores are the calibrated ones where the model has a calibration (`config.calibration`: logits divided by the
+task's temperature), and a multilabel label's threshold is, in this order: the task's threshold asked for
+(`--threshold`), the label's calibrated one, 0.5.
 """
 
 from __future__ import annotations
@@ -14,13 +18,19 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import UserError
+from ..models.mtl_vit.calibration_mtl_vit import label_thresholds, task_temperature
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 
 SCORES = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
 
 
 def answer_columns(
-    specs: Sequence[TaskSpec], logits: Mapping[str, np.ndarray], *, top_k: int, thresholds: Mapping[str, float]
+    specs: Sequence[TaskSpec],
+    logits: Mapping[str, np.ndarray],
+    *,
+    top_k: int,
+    thresholds: Mapping[str, float],
+    calibration: Mapping[str, dict] | None = None,
 ) -> dict[str, pa.Array]:
     """Each task's answer columns (see the module) for the rows of `logits` (task -> `(rows, outputs)`)."""
     columns: dict[str, pa.Array] = {}
@@ -34,13 +44,19 @@ def answer_columns(
                 columns[spec.name] = pa.array(list(values), type=pa.list_(pa.float32()))
             continue
         labels = np.asarray(spec.labels, dtype=object)
+        values = values / task_temperature(calibration, spec.name)
         scores = _softmax(values) if spec.type == "classification" else 1.0 / (1.0 + np.exp(-values))
         order = np.argsort(-scores, axis=1, kind="stable")
         best = order[:, : min(top_k, scores.shape[1])]
         if spec.type == "classification":
             columns[spec.name] = pa.array(labels[order[:, 0]].tolist(), type=pa.string())
         else:
-            above = np.take_along_axis(scores, order, axis=1) >= thresholds.get(spec.name, 0.5)
+            cuts = np.asarray(
+                [thresholds[spec.name]] * len(spec.labels)
+                if spec.name in thresholds
+                else label_thresholds(calibration, spec.name, spec.labels)
+            )
+            above = np.take_along_axis(scores >= cuts, order, axis=1)
             columns[spec.name] = pa.array(
                 [labels[row[keep]].tolist() for row, keep in zip(order, above, strict=True)],
                 type=pa.list_(pa.string()),

@@ -2,8 +2,9 @@
 
     OUTPUT/model.onnx                 input `pixel_values` (batch, 3, height, width), a dynamic batch axis; one
                                       output per task, named after it: its logits as the model returns them
-                                      (regression values in the targets' units)
-    OUTPUT/onnx_tasks.json            the tasks (type, labels, outputs), the input's size and normalisation,
+                                      (regression values in the targets' units), before calibration
+    OUTPUT/onnx_tasks.json            the tasks (type, labels, outputs; temperature and thresholds: what turns the
+                                      logits into the model's calibrated scores), the input's size and normalisation,
                                       and the check below; the same JSON is in the graph's metadata (`mtl_hf`)
     OUTPUT/config.json, preprocessor_config.json   the model's own, so the folder is all `predict` needs
 
@@ -77,7 +78,13 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
             )
         description = {
             "tasks": [
-                {"name": spec.name, "type": spec.type, "labels": spec.labels, "num_outputs": spec.num_outputs}
+                {
+                    "name": spec.name,
+                    "type": spec.type,
+                    "labels": spec.labels,
+                    "num_outputs": spec.num_outputs,
+                    **_calibration_of(network.config.calibration, spec),
+                }
                 for spec in network.config.task_specs
             ],
             "input": {
@@ -96,6 +103,19 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
     shutil.copy(folder / "config.json", target / "config.json")
     processor.save_pretrained(target)
     return description
+
+
+def _calibration_of(calibration, spec) -> dict[str, Any]:
+    """What a client of the raw logits applies to answer as the model does: the task's temperature (softmax /
+    sigmoid of logits / T) and each multilabel label's threshold."""
+    from ..models.mtl_vit.calibration_mtl_vit import label_thresholds, task_temperature
+
+    if spec.type == "regression":
+        return {}
+    entry = {"temperature": task_temperature(calibration, spec.name)}
+    if spec.type == "multilabel":
+        entry["thresholds"] = dict(zip(spec.labels, label_thresholds(calibration, spec.name, spec.labels), strict=True))
+    return entry
 
 
 def _export(graph: _LogitsGraph, pixels: torch.Tensor, path: Path) -> str:

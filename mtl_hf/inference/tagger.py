@@ -32,7 +32,8 @@ class TaggingOptions:
         image_column: the input table's column of photos (a folder of images has one, `image`).
         keep_columns: the input columns copied to the output (default: all of them).
         top_k: labels in each `{task}_scores`.
-        thresholds: per multilabel task, the score from which a label is in `{task}` (default 0.5).
+        thresholds: per multilabel task, the score from which a label is in `{task}` (default: each label's
+            calibrated threshold, 0.5 where it has none).
         batch_size: images per forward.
         num_workers: DataLoader workers decoding photos (0: in the main process).
         shard_rows: rows per input shard, for inputs that are not already Parquet shards.
@@ -103,6 +104,7 @@ class Tagger:
         self.transform = ImageTransforms.from_image_processor(processor).eval()
         self.padding = padding_pixels(self.transform)
         self.specs = config.task_specs
+        self.calibration = config.calibration
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 where the accelerator has it; full precision on the CPU."""
@@ -167,7 +169,9 @@ class Tagger:
                 if name == image_column
                 else column
             )
-        answers = answer_columns(self.specs, logits, top_k=options.top_k, thresholds=options.thresholds)
+        answers = answer_columns(
+            self.specs, logits, top_k=options.top_k, thresholds=options.thresholds, calibration=self.calibration
+        )
         return pa.table({**output, **answers})
 
     def _on_device(self, inputs: dict) -> dict:

@@ -20,6 +20,7 @@ from ..inference.answers import answer_columns, answers_by_row
 from ..inference.batches import logits_to_host
 from ..inference.fingerprints import model_fingerprint
 from ..inference.tagger import Tagger
+from ..models.mtl_vit.calibration_mtl_vit import label_thresholds, task_temperature
 from .admission import ServingRefusal
 
 
@@ -73,7 +74,11 @@ class ImagePredictor:
             logits = tagger.model(pixel_values=batch).logits
         names = [spec.name for spec in tagger.specs]
         columns = answer_columns(
-            tagger.specs, logits_to_host(logits, names, len(pixels)), top_k=self.top_k, thresholds=self.thresholds
+            tagger.specs,
+            logits_to_host(logits, names, len(pixels)),
+            top_k=self.top_k,
+            thresholds=self.thresholds,
+            calibration=tagger.calibration,
         )
         return answers_by_row(tagger.specs, columns)
 
@@ -94,11 +99,23 @@ def _metadata(model: str, tagger: Tagger, thresholds: dict[str, float]) -> dict[
                 "name": spec.name,
                 "type": spec.type,
                 **({"labels": spec.labels} if spec.type != "regression" else {"outputs": spec.num_outputs}),
-                **({"threshold": thresholds.get(spec.name, 0.5)} if spec.type == "multilabel" else {}),
+                **({"thresholds": _thresholds(tagger, spec, thresholds)} if spec.type == "multilabel" else {}),
+                **(
+                    {"temperature": task_temperature(tagger.calibration, spec.name)}
+                    if spec.type != "regression"
+                    else {}
+                ),
             }
             for spec in tagger.specs
         ],
     }
+
+
+def _thresholds(tagger: Tagger, spec, asked: dict[str, float]) -> dict[str, float]:
+    """Each label's threshold: the one asked for the task, else its calibrated one, else 0.5."""
+    if spec.name in asked:
+        return dict.fromkeys(spec.labels, asked[spec.name])
+    return dict(zip(spec.labels, label_thresholds(tagger.calibration, spec.name, spec.labels), strict=True))
 
 
 __all__ = ["ImagePredictor"]

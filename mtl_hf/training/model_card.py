@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..hub.card import CURVES_FILE, build_model_card, write_eval_results
 from ..hub.curves import plot_training_curves
+from ..metrics.reliability import DIAGRAM_FILE
 
 if TYPE_CHECKING:
     from .trainer import MultiTaskTrainer
@@ -81,6 +82,9 @@ def write_model_card(
         license=license,
         chance=_read_json(os.path.join(folder, CHANCE_RESULTS_FILE)),
         added_tasks=_read_json(os.path.join(folder, ADDED_TASKS_FILE)),
+        calibration_file=DIAGRAM_FILE
+        if config.calibration and os.path.isfile(os.path.join(folder, DIAGRAM_FILE))
+        else None,
     )
     card.save(os.path.join(folder, "README.md"))
     write_eval_results(card, folder)

@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import MODEL_MAPPING, AutoConfig, PreTrainedConfig
 
+from .calibration_mtl_vit import checked_calibration
 from .tasks_mtl_vit import POOLING_MODES, TARGET_SCALINGS, TASK_TYPES, TaskSpec, _is_real_number
 
 TASKS_FORMAT = 2
@@ -63,6 +64,12 @@ class MultiTaskViTConfig(PreTrainedConfig):
             Low-rank adapters applied on some tasks' path only (`adapters_mtl_vit.py`; no peft):
             `{"tasks": [...], "rank": r, "alpha": a, "target_modules": [...]}`. Those tasks' heads read the adapted
             backbone, the others the backbone as it is; set by `add_task_adapter()` (tasks added to a trained model).
+        calibration (`dict`, *optional*):
+            Per classification or multilabel task, the temperature its logits are divided by before softmax /
+            sigmoid, and per multilabel label its decision threshold, chosen on validation rows:
+            `{task: {"temperature": T, "thresholds": {label: t}, "rows": n, "data": ..., "ece": {...}}}`
+            (`calibration_mtl_vit.py`). Set at the end of training, or by `mtl-hf calibrate`; a task without an
+            entry answers at T = 1 and threshold 0.5.
 
     Example:
 
@@ -98,6 +105,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
         training_data: list[dict[str, Any]] | None = None,
         lora: dict[str, Any] | None = None,
         task_adapter: dict[str, Any] | None = None,
+        calibration: dict[str, Any] | None = None,
         **kwargs,
     ):
         if backbone_config is None:
@@ -124,6 +132,7 @@ class MultiTaskViTConfig(PreTrainedConfig):
         self.training_data = training_data
         self.lora = checked_lora(lora) if lora is not None else None
         self.task_adapter = checked_task_adapter(task_adapter) if task_adapter is not None else None
+        self.calibration = checked_calibration(calibration, self.tasks) if calibration else None
         super().__init__(**kwargs)
 
     @property
@@ -140,6 +149,12 @@ class MultiTaskViTConfig(PreTrainedConfig):
             if spec["name"] == name:
                 return TaskSpec.from_dict(spec)
         raise KeyError(f"unknown task {name!r}; this model's tasks are {self.task_names}")
+
+    def remove_task(self, name: str) -> None:
+        """Drops task `name`'s spec and its calibration (the model's `remove_task` drops its head)."""
+        self.tasks = [spec for spec in self.tasks if spec["name"] != name]
+        if self.calibration:
+            self.calibration = {task: entry for task, entry in self.calibration.items() if task != name} or None
 
     def trained_on(self, data: str, split: str) -> bool:
         """Whether `split` of `data` (as a source's origin names it) is recorded in `training_data`."""

@@ -308,7 +308,7 @@ class MultiTaskViTModel(MultiTaskViTPreTrainedModel):
             raise ValueError(f"task {name!r} reads the backbone through the task adapter: it cannot be removed alone")
         del self.heads[name]
         del self._tasks[name]
-        self.config.tasks = [spec for spec in self.config.tasks if spec["name"] != name]
+        self.config.remove_task(name)
 
     def add_lora(
         self, rank: int, alpha: float | None = None, dropout: float = 0.0, target_modules: list[str] | None = None

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
+from .calibration_mtl_vit import label_thresholds, task_temperature
 from .images_mtl_vit import DECODE_ERRORS, decode_image
 
 # The entry of config.json's `custom_pipelines`. Not "multi-task-image-classification": transformers sends a task
@@ -38,17 +39,20 @@ class MultiTaskImageClassificationPipeline(Pipeline):
     Runs a `MultiTaskViTModel` on images and answers, for each image, a dict task -> result:
 
     - classification: the `top_k` labels with their softmax scores, best first;
-    - multilabel: the labels whose sigmoid score reaches `threshold`, best first (at most `top_k`);
+    - multilabel: the labels whose sigmoid score reaches its threshold, best first (at most `top_k`);
     - regression: one `{"label", "value"}` per output (the label is the task's name, with the
       output's index when it has several).
 
     Images may be PIL images, local file paths, URLs or numpy arrays (`(H, W)`, `(H, W, C)` or
     `(C, H, W)`); a list of images gives a list of results and is run in batches of `batch_size`.
-    The model's saved image processor prepares them, as in training.
+    The model's saved image processor prepares them, as in training. Where the model is calibrated
+    (`config.calibration`), the scores are those of its temperatures and each multilabel label has its own
+    threshold, chosen on validation rows.
 
     Call arguments:
         top_k (`int`, defaults to 5): the most labels returned per classification / multilabel task.
-        threshold (`float`, defaults to 0.5): the sigmoid score from which a multilabel label is returned.
+        threshold (`float`, *optional*): the score from which every multilabel label is returned (defaults to each
+            label's calibrated threshold, 0.5 where it has none).
         tasks (`list[str]`, *optional*): answer these tasks only (all by default).
         timeout (`float`, *optional*): the most seconds to wait for an image URL.
     """
@@ -102,8 +106,9 @@ class MultiTaskImageClassificationPipeline(Pipeline):
         # Flat task -> logits, so that batches split back into images the way Pipeline does it.
         return dict(outputs.logits)
 
-    def postprocess(self, model_outputs, top_k: int = 5, threshold: float = 0.5, tasks=None) -> dict[str, Any]:
+    def postprocess(self, model_outputs, top_k: int = 5, threshold: float | None = None, tasks=None) -> dict[str, Any]:
         results = {}
+        calibration = getattr(self.model.config, "calibration", None)
         for spec in self.model.config.task_specs:
             if tasks is not None and spec.name not in tasks:
                 continue
@@ -113,12 +118,14 @@ class MultiTaskImageClassificationPipeline(Pipeline):
                 names = [spec.name] if len(values) == 1 else [f"{spec.name}_{i}" for i in range(len(values))]
                 results[spec.name] = [{"label": n, "value": v} for n, v in zip(names, values, strict=True)]
                 continue
+            logits = logits / task_temperature(calibration, spec.name)
             if spec.type == "classification":
                 scores = torch.softmax(logits, dim=-1)
                 keep = torch.ones_like(scores, dtype=torch.bool)
             else:
                 scores = torch.sigmoid(logits)
-                keep = scores >= threshold
+                cuts = [threshold] * len(spec.labels) if threshold is not None else None
+                keep = scores >= torch.tensor(cuts or label_thresholds(calibration, spec.name, spec.labels))
             order = [i for i in torch.argsort(scores, descending=True).tolist() if keep[i]][:top_k]
             results[spec.name] = [{"label": spec.labels[i], "score": float(scores[i])} for i in order]
         return results

@@ -1,0 +1,298 @@
+"""Calibrated confidences: the expected calibration error and the thresholds against values worked out by hand,
+the temperature fit against a known temperature, the config field, every answering path applying it, and an
+over-confident model on real scans (the digits) whose held-out ECE falls while its answers stay as they were."""
+
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from mtl_hf import MultiTaskTrainer, MultiTaskViTConfig, MultiTaskViTModel
+from mtl_hf.commands.main import main as cli
+from mtl_hf.data import ImageTransforms, TaskSource, load_digits_dataset
+from mtl_hf.data.selection import first_rows
+from mtl_hf.inference.answers import answer_columns
+from mtl_hf.metrics.calibration import (
+    best_thresholds,
+    expected_calibration_error,
+    fit_temperature,
+    fitted_calibration,
+)
+from mtl_hf.models.mtl_vit.configuration_mtl_vit import TaskSpec
+from tests.compat.answering import THIS_VENV, answer_without_mtl_hf
+from tests.conftest import tiny_vit_config
+from tests.training_helpers import arguments
+
+CLASSES = TaskSpec.from_dict({"name": "kind", "type": "classification", "labels": ["a", "b", "c"]})
+LABELS = TaskSpec.from_dict({"name": "tags", "type": "multilabel", "labels": ["x", "y"]})
+MISSING = -100
+
+
+def logit(p):
+    p = np.asarray(p, np.float64)
+    return np.log(p / (1 - p))
+
+
+def test_classification_ece_is_the_binned_gap_worked_out_by_hand():
+    # Top confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.5 (right), and a row without a target (ignored).
+    probabilities = [[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.2, 0.6, 0.2], [0.25, 0.25, 0.5], [0.98, 0.01, 0.01]]
+    targets = [0, 1, 1, 2, MISSING]
+    # Bins of 1/15: 0.9 in (0.867, 0.933], 0.6 in (0.533, 0.6], 0.5 in (0.467, 0.533].
+    by_hand = 2 / 4 * abs(0.5 - 0.9) + 1 / 4 * abs(1 - 0.6) + 1 / 4 * abs(1 - 0.5)
+    ece = expected_calibration_error(CLASSES, np.log(probabilities), np.array(targets))
+    assert ece == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_multilabel_ece_bins_every_known_label_score():
+    scores = [[0.8, 0.1], [0.3, 0.95], [0.7, 0.5]]
+    targets = np.array([[1, 0], [1, 1], [MISSING, MISSING]])
+    by_hand = (abs(1 - 0.8) + abs(0 - 0.1) + abs(1 - 0.3) + abs(1 - 0.95)) / 4  # one known pair a bin
+    assert expected_calibration_error(LABELS, logit(scores), targets) == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_the_fitted_temperature_is_the_one_that_drew_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (20_000, 3))
+    drawn = torch.softmax(torch.from_numpy(logits / 2.5), -1).numpy()
+    targets = np.array([rng.choice(3, p=row) for row in drawn])
+    assert fit_temperature(CLASSES, logits, targets) == pytest.approx(2.5, rel=0.05)
+    ml_logits = rng.normal(0, 4, (10_000, 2))
+    ml_targets = (rng.random((10_000, 2)) < 1 / (1 + np.exp(-ml_logits / 0.5))).astype(np.float32)
+    assert fit_temperature(LABELS, ml_logits, ml_targets) == pytest.approx(0.5, rel=0.05)
+
+
+def test_thresholds_are_the_ones_worked_out_by_hand():
+    spec = TaskSpec.from_dict({"name": "tags", "type": "multilabel", "labels": ["x", "none", "hard"]})
+    scores = np.array(
+        [[0.9, 0.9, 0.9], [0.8, 0.8, 0.5], [0.7, 0.7, 0.1], [0.6, 0.6, 0.1], [0.3, 0.3, 0.1], [0.2, 0.2, 0.1],
+         [0.99, 0.99, 0.99]]
+    )  # fmt: skip
+    targets = np.array([[1, 0, 0], [1, 0, 1], [0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [MISSING, 0, MISSING]])
+    # Label x, cuts (precision, recall, F1): 0.9 (1, 1/3, .5), 0.8 (1, 2/3, .8), 0.7 (2/3, 2/3, .67),
+    # 0.6 (3/4, 1, .86), 0.3 (3/5, 1, .75), 0.2 (1/2, 1, .67): best F1 at 0.6, halfway to the next score, 0.3.
+    chosen, skipped = best_thresholds(scores, targets, spec.labels)
+    assert chosen == {"x": pytest.approx(0.45), "hard": pytest.approx((0.5 + 0.1) / 2)}
+    assert skipped == {"none": "no positive row"}
+    # Precision >= 0.9: the cuts 0.9 and 0.8 reach it; the lower one accepts more rows. `hard` reaches 1/2 at best.
+    chosen, skipped = best_thresholds(scores, targets, spec.labels, target_precision=0.9)
+    assert chosen == {"x": pytest.approx(0.75)}
+    assert skipped["hard"] == "reaches precision 0.500 at best, below 0.9"
+
+
+def test_a_task_with_few_rows_is_left_uncalibrated_and_named():
+    rng = np.random.default_rng(1)
+    logits = {"kind": rng.normal(0, 1, (30, 3))}
+    targets = {"kind": np.r_[rng.integers(0, 3, 10), np.full(20, MISSING)]}
+    fitted, left = fitted_calibration([CLASSES], logits, targets)
+    assert fitted == [] and left == {"kind": "10 labelled rows, fewer than the 20 a fit needs"}
+    with pytest.raises(Exception, match="a target precision is a share in"):
+        fitted_calibration([CLASSES], logits, targets, target_precision=1.0)
+
+
+def _config(calibration=None):
+    tasks = [CLASSES.to_dict(), LABELS.to_dict(), {"name": "price", "type": "regression"}]
+    return MultiTaskViTConfig(backbone_config=tiny_vit_config(), tasks=tasks, calibration=calibration)
+
+
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [
+        ({"colour": {"temperature": 2.0}}, "not a classification or multilabel task"),
+        ({"price": {"temperature": 2.0}}, "not a classification or multilabel task"),
+        ({"kind": {"temperature": 0.0}}, "temperature must be a positive number"),
+        ({"kind": {"temperature": 2.0, "thresholds": {"a": 0.3}}}, "thresholds are for multilabel tasks"),
+        ({"tags": {"temperature": 2.0, "thresholds": {"z": 0.3}}}, "labels \\['z'\\] that the task does not have"),
+        ({"tags": {"temperature": 2.0, "thresholds": {"x": 1.3}}}, "must be in \\[0, 1\\]"),
+        ({"tags": {"temperature": 2.0, "scale": 3}}, "must be a dict with 'temperature'"),
+    ],
+)
+def test_a_calibration_that_does_not_fit_the_tasks_is_refused(calibration, message):
+    with pytest.raises(ValueError, match=message):
+        _config(calibration)
+
+
+def test_calibration_round_trips_and_leaves_with_its_task(tmp_path):
+    calibration = {"kind": {"temperature": 2.0}, "tags": {"temperature": 0.5, "thresholds": {"x": 0.3}}}
+    model = MultiTaskViTModel(_config(calibration))
+    model.save_pretrained(tmp_path)
+    loaded = MultiTaskViTModel.from_pretrained(tmp_path)
+    assert loaded.config.calibration == calibration
+    loaded.remove_task("kind")
+    assert loaded.config.calibration == {"tags": calibration["tags"]}
+    loaded.save_pretrained(tmp_path / "less")
+    assert MultiTaskViTConfig.from_pretrained(tmp_path / "less").calibration == {"tags": calibration["tags"]}
+
+
+def test_answer_columns_divide_by_the_temperature_and_use_each_labels_threshold():
+    specs = [CLASSES, LABELS]
+    logits = {"kind": np.array([[2.0, 0.0, -1.0]], np.float32), "tags": np.array([[0.0, -0.4]], np.float32)}
+    calibration = {"kind": {"temperature": 2.0}, "tags": {"temperature": 1.0, "thresholds": {"x": 0.6, "y": 0.3}}}
+    columns = answer_columns(specs, logits, top_k=3, thresholds={}, calibration=calibration)
+    expected = torch.softmax(torch.tensor([1.0, 0.0, -0.5]), -1)
+    assert [s["score"] for s in columns["kind_scores"][0].as_py()] == pytest.approx(expected.tolist(), rel=1e-6)
+    # sigmoid(0) = 0.5 < 0.6 (x out), sigmoid(-0.4) = 0.40 >= 0.3 (y in); at 0.5 everywhere it would be x, not y.
+    assert columns["tags"].to_pylist() == [["y"]]
+    asked = answer_columns(specs, logits, top_k=3, thresholds={"tags": 0.5}, calibration=calibration)
+    assert asked["tags"].to_pylist() == [["x"]]  # a threshold asked for wins over the calibrated ones
+    plain = answer_columns(specs, logits, top_k=3, thresholds={})
+    assert plain["tags"].to_pylist() == [["x"]]
+    assert [s["score"] for s in plain["kind_scores"][0].as_py()] == pytest.approx(
+        torch.softmax(torch.tensor([2.0, 0.0, -1.0]), -1).tolist(), rel=1e-6
+    )
+
+
+def test_the_pipeline_answers_as_the_answer_columns_do(tmp_path):
+    calibration = {"kind": {"temperature": 3.0}, "tags": {"temperature": 0.7, "thresholds": {"x": 0.2, "y": 0.9}}}
+    torch.manual_seed(0)
+    model = MultiTaskViTModel(_config(calibration)).eval()
+    model.save_pretrained(tmp_path)
+    ImageTransforms(size=(32, 32)).image_processor().save_pretrained(tmp_path)
+    classify = pipeline("multi-task-image-classification", model=str(tmp_path))
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    answer = classify(image, top_k=3)
+    pixels = classify.preprocess(image)["pixel_values"]
+    with torch.no_grad():
+        logits = {name: value.numpy() for name, value in model(pixel_values=pixels).logits.items()}
+    columns = answer_columns(model.config.task_specs, logits, top_k=3, thresholds={}, calibration=calibration)
+    assert [(s["label"], pytest.approx(s["score"], rel=1e-5)) for s in columns["kind_scores"][0].as_py()] == [
+        (s["label"], s["score"]) for s in answer["kind"]
+    ]
+    assert sorted(columns["tags"].to_pylist()[0]) == sorted(s["label"] for s in answer["tags"])
+
+
+# -- an over-confident model on real scans --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def over_confident(tmp_path_factory):
+    """The digits (1,797 real 8x8 scans) as a catalogue table split by id; a tiny model trained 600 steps on 80 of
+    its training rows: right on those, far less so elsewhere, and sure of itself everywhere."""
+    folder = tmp_path_factory.mktemp("digits")
+    (folder / "scans").mkdir()
+    data = load_digits_dataset()
+    digits, traits = data.features["digit"].names, data.features["traits"].feature.names
+    with open(folder / "digits.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["sku", "image_path", "digit", "traits"])
+        writer.writeheader()
+        for index, row in enumerate(data):
+            path = f"scans/d{index:04d}.png"
+            row["image"].save(folder / path)
+            names = "|".join(traits[t] for t in row["traits"])
+            writer.writerow({"sku": f"D{index}", "image_path": path, "digit": digits[row["digit"]], "traits": names})
+    table = folder / "digits.csv"
+    tasks = {"digit": "digit", "traits": {"type": "multilabel"}}
+    source = first_rows(TaskSource(table, tasks, image_column="image_path", id_column="sku"), 80)
+    torch.manual_seed(0)
+    model = MultiTaskViTModel(MultiTaskViTConfig(backbone_config=tiny_vit_config(), tasks=source.task_specs))
+    trainer = MultiTaskTrainer(
+        model,
+        arguments(folder / "run", max_steps=600, per_device_train_batch_size=32, learning_rate=3e-3),
+        train_dataset=source,
+        image_transforms=ImageTransforms(size=(32, 32)),
+    )
+    trainer.train()
+    trainer.save_model(str(folder / "model"))
+    return folder, table
+
+
+def test_calibrating_an_over_confident_model_lowers_its_held_out_ece_and_keeps_its_answers(
+    over_confident, tmp_path, capsys
+):
+    folder, table = over_confident
+    model = tmp_path / "model"
+    shutil.copytree(folder / "model", model)
+    column = ["--image_column", "image_path"]
+    assert cli(["eval", str(model), str(table), "--split", "test", *column, "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert cli(["calibrate", str(model), str(table), *column]) == 0  # the validation split
+    printed = capsys.readouterr().out
+    assert "temperature" in printed and "calibration written to" in printed
+    config = MultiTaskViTConfig.from_pretrained(model)
+    assert set(config.calibration) == {"digit", "traits"}
+    assert config.calibration["digit"]["temperature"] > 1.5  # over-confident: the scores are spread out
+    assert set(config.calibration["traits"]["thresholds"]) == {"even", "prime", "above_four"}
+    assert (model / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli(["eval", str(model), str(table), "--split", "test", *column, "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    # Held-out rows: no choice saw them. The argmax does not move; the calibration error falls by half or more.
+    assert after["eval_digit_accuracy"] == before["eval_digit_accuracy"]
+    assert after["eval_traits_mAP"] == pytest.approx(before["eval_traits_mAP"], abs=1e-9)
+    assert after["eval_digit_ece_uncalibrated"] == pytest.approx(before["eval_digit_ece"], abs=1e-6)
+    for task in ("digit", "traits"):
+        assert after[f"eval_{task}_ece"] < 0.5 * before[f"eval_{task}_ece"], (task, before, after)
+
+
+def test_calibrate_refuses_what_it_cannot_do_in_one_line(over_confident, tmp_path, capsys):
+    folder, table = over_confident
+    model = tmp_path / "model"
+    shutil.copytree(folder / "model", model)
+    column = ["--image_column", "image_path"]
+    config_before = (model / "config.json").read_text()
+
+    def refused(*extra):
+        assert cli(["calibrate", str(model), str(table), *column, *extra]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]  # after the weights' loading bar, where one ran
+        assert error.startswith("mtl-hf calibrate: error: ") and (model / "config.json").read_text() == config_before
+        return error
+
+    assert "a precision is a share in (0, 1)" in refused("--target_precision", "1.5")
+    assert "rows" in refused("--split", "train") and "trained on" in refused("--split", "train")
+    assert "is reached by no threshold for traits:" in refused("--target_precision", "0.999")
+    bare = tmp_path / "bare.csv"
+    with open(table) as source, open(bare, "w", newline="") as target:
+        rows = list(csv.DictReader(source))
+        writer = csv.DictWriter(target, fieldnames=["sku", "image_path", "traits"])
+        writer.writeheader()
+        writer.writerows({key: row[key] for key in ("sku", "image_path", "traits")} for row in rows)
+    shutil.copytree(folder / "scans", tmp_path / "scans")
+    # A task the rows do not label is left uncalibrated, and named.
+    assert cli(["calibrate", str(model), str(bare), *column, "--id_column", "sku"]) == 0
+    assert "digit            not calibrated: no column in the data" in capsys.readouterr().out
+    assert set(MultiTaskViTConfig.from_pretrained(model).calibration) == {"traits"}
+
+
+def test_a_model_saved_without_calibration_answers_as_before():
+    # The 0.1.0 release's model: the pipeline's scores are the plain softmax / sigmoid of its recorded logits, and a
+    # multilabel label is in at 0.5.
+    from tests.test_release_fixtures import FIXTURES, recorded_outputs
+
+    pixel_values, logits = recorded_outputs()
+    classify = pipeline("multi-task-image-classification", model=str(FIXTURES / "model"))
+    assert classify.model.config.calibration is None
+    answer = classify.postprocess({task: value[:1] for task, value in logits.items()}, top_k=10)
+    category = torch.softmax(logits["category"][0], -1)
+    assert [s["score"] for s in answer["category"]] == pytest.approx(sorted(category.tolist(), reverse=True))
+    tags = torch.sigmoid(logits["tags"][0])
+    spec = classify.model.config.get_task("tags")
+    assert sorted(s["label"] for s in answer["tags"]) == sorted(
+        label for label, score in zip(spec.labels, tags.tolist(), strict=True) if score >= 0.5
+    )
+    assert not math.isnan(float(category.sum()))
+
+
+@pytest.mark.parametrize("transformers_version", [THIS_VENV, "lowest", "newest"])
+def test_the_remote_code_answers_with_the_calibration(tmp_path, transformers_version):
+    """Where mtl_hf is not installed (the pipeline and handler.py of the saved folder), on each supported
+    transformers: the same calibrated answers as mtl_hf's pipeline gives."""
+    calibration = {"kind": {"temperature": 3.0}, "tags": {"temperature": 0.7, "thresholds": {"x": 0.2, "y": 0.9}}}
+    torch.manual_seed(0)
+    model = MultiTaskViTModel(_config(calibration)).eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    ImageTransforms(size=(32, 32)).image_processor().save_pretrained(folder)
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)
+    torch.save(torch.zeros(1, 3, 32, 32), tmp_path / "inputs.pt")
+    report = answer_without_mtl_hf(folder, tmp_path / "inputs.pt", photo, transformers_version, tmp_path)
+    expected = pipeline("multi-task-image-classification", model=str(folder))(str(photo))
+    for task in ("kind", "tags"):
+        assert [a["label"] for a in report["pipeline"][task]] == [a["label"] for a in expected[task]], task
+        assert [a["score"] for a in report["pipeline"][task]] == pytest.approx([a["score"] for a in expected[task]])
+    assert report["handler"]["kind"][0]["score"] == pytest.approx(expected["kind"][0]["score"])
