@@ -8,6 +8,7 @@ import math
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from transformers import pipeline
@@ -16,13 +17,16 @@ from mtl_hf import MultiTaskTrainer, MultiTaskViTConfig, MultiTaskViTModel
 from mtl_hf.commands.main import main as cli
 from mtl_hf.data import ImageTransforms, TaskSource, load_digits_dataset
 from mtl_hf.data.selection import first_rows
-from mtl_hf.inference.answers import answer_columns
+from mtl_hf.errors import UserError
+from mtl_hf.inference.answers import answer_columns, answers_by_row
+from mtl_hf.inference.review import review_cuts
 from mtl_hf.metrics.calibration import (
     best_thresholds,
     expected_calibration_error,
     fit_temperature,
     fitted_calibration,
 )
+from mtl_hf.metrics.selective import answer_confidence, answer_right, review_cut
 from mtl_hf.models.mtl_vit.configuration_mtl_vit import TaskSpec
 from tests.compat.answering import THIS_VENV, answer_without_mtl_hf
 from tests.conftest import tiny_vit_config
@@ -296,3 +300,125 @@ def test_the_remote_code_answers_with_the_calibration(tmp_path, transformers_ver
         assert [a["label"] for a in report["pipeline"][task]] == [a["label"] for a in expected[task]], task
         assert [a["score"] for a in report["pipeline"][task]] == pytest.approx([a["score"] for a in expected[task]])
     assert report["handler"]["kind"][0]["score"] == pytest.approx(expected["kind"][0]["score"])
+
+
+# -- the review queue -----------------------------------------------------------------------------------------------
+
+
+def test_the_review_cut_is_the_one_worked_out_by_hand():
+    from scipy.stats import beta
+
+    curve = {"confidence": [0.99, 0.9, 0.8, 0.7], "accepted": [10, 25, 50, 100], "right": [10, 25, 50, 90], "rows": 120}
+    # Candidates: the cut with the most rows within each 1/20 of the 120 rows (6, 12, ... 120): all four cuts, so
+    # each is tested at 0.1 / 4. An all-right cut of n rows has the lower bound 0.025 ** (1 / n): 10 -> 0.69,
+    # 25 -> 0.86, 50 -> 0.93; 90 of 100 -> 0.83. Against 0.9 only the 50-row cut passes: it is the lowest.
+    assert beta.ppf(0.025, 90, 11) < 0.9 < 0.025 ** (1 / 50) and 0.025 ** (1 / 25) < 0.9
+    cut = review_cut(curve, 0.9)
+    assert cut == {"cut": 0.8, "coverage": 50 / 120, "precision": 1.0, "bound": pytest.approx(0.025 ** (1 / 50))}
+    # The plain rule takes the lowest cut whose observed precision reaches the target: 90/100.
+    assert review_cut(curve, 0.9, rule="plain")["cut"] == 0.7
+    # One candidate (100 rows): tested at 0.1; 0.99 needs 0.99 ** n <= 0.1, n >= 230.
+    with pytest.raises(UserError, match=r"promising 0.99 needs at least 230 right answers in a row"):
+        review_cut({"confidence": [0.9], "accepted": [100], "right": [100], "rows": 100}, 0.99)
+
+
+def test_a_multilabel_answers_confidence_is_that_of_all_its_decisions():
+    scores = np.array([[0.9, 0.2], [0.9, 0.2], [0.9, 0.2], [0.9, 0.2]])
+    targets = np.array([[1, 0], [1, 1], [MISSING, 0], [MISSING, MISSING]])
+    cuts = [0.5, 0.3]  # label x in (0.9 >= 0.5), label y out (0.2 < 0.3)
+    assert answer_confidence(LABELS, scores, cuts) == pytest.approx([0.9 * 0.8] * 4)
+    right = answer_right(LABELS, scores, targets, cuts)
+    assert right[:3].tolist() == [1.0, 0.0, 1.0] and math.isnan(right[3])
+
+
+def test_answers_carry_needs_review_below_each_tasks_cut():
+    logits = {"kind": np.log([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3]]), "tags": logit([[0.99, 0.01], [0.6, 0.01]])}
+    columns = answer_columns([CLASSES, LABELS], logits, top_k=1, thresholds={}, review_cuts={"kind": 0.8, "tags": 0.7})
+    assert columns["kind_needs_review"].to_pylist() == [False, True]
+    assert columns["tags_needs_review"].to_pylist() == [False, True]  # 0.99 * 0.99 and 0.6 * 0.99
+    assert columns["needs_review"].to_pylist() == [False, True]
+    rows = answers_by_row([CLASSES, LABELS], columns)
+    assert rows[1]["needs_review"] is True and rows[0]["kind"]["needs_review"] is False
+    plain = answer_columns([CLASSES, LABELS], logits, top_k=1, thresholds={})
+    assert "needs_review" not in plain and "needs_review" not in answers_by_row([CLASSES, LABELS], plain)[0]
+
+
+def test_predict_marks_the_answers_below_the_cut_for_review(over_confident, tmp_path, capsys):
+    folder, table = over_confident
+    model = tmp_path / "model"
+    shutil.copytree(folder / "model", model)
+    column = ["--image_column", "image_path"]
+    assert cli(["calibrate", str(model), str(table), *column]) == 0
+    config = MultiTaskViTConfig.from_pretrained(model)
+    assert config.calibration["digit"]["review"]["rows"] == config.calibration["digit"]["rows"]
+    capsys.readouterr()
+    output = tmp_path / "tagged"
+    keep = ["--keep_columns", "sku,image_path"]
+    code = cli(
+        ["predict", str(model), str(table), "--output", str(output), *column, *keep, "--review_precision", "0.3"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Review queue" in printed and "digit" in printed
+    cuts = review_cuts(config, 0.3, {}, {}, str(model))
+    rows = pq.read_table(output / "predictions").to_pylist()
+    assert len(rows) == 1797
+    for row in rows:
+        assert row["digit_needs_review"] == (row["digit_scores"][0]["score"] < cuts["digit"]["cut"])
+        assert row["needs_review"] == (row["digit_needs_review"] or row["traits_needs_review"])
+    # The rows let through are a share near the validation rows' coverage (all rows here, training ones included).
+    through = np.mean([not row["digit_needs_review"] for row in rows])
+    assert 0 < through < 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--review_precision", "1.2"], "a precision is a share in (0, 1)"),
+        (["--review_precision", "price=0.9"], "not a classification or multilabel task"),
+        (["--review_precision", "0.9", "--threshold", "traits=0.3"], "which --threshold traits=0.3 changes"),
+        (["--review_precision", "0.9999"], "no confidence cut reaches precision 0.9999"),
+        (["--review_precision", "0.9", "--no_output"], "works on a catalogue: give --output OUT"),
+    ],
+)
+def test_review_precision_refusals_are_one_line(over_confident, tmp_path, capsys, flags, message):
+    folder, table = over_confident
+    model = tmp_path / "model"
+    shutil.copytree(folder / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    curve = {"confidence": [0.9, 0.5], "accepted": [300, 400], "right": [290, 330], "rows": 400}
+    config["calibration"] = {
+        "digit": {"temperature": 1.0, "review": curve},
+        "traits": {"temperature": 1.0, "review": curve},
+    }
+    (model / "config.json").write_text(json.dumps(config))
+    output = [] if "--no_output" in flags else ["--output", str(tmp_path / "out")]
+    flags = [flag for flag in flags if flag != "--no_output"]
+    source = str(table) if output else str(folder / "scans" / "d0000.png")
+    assert cli(["predict", str(model), source, *output, "--image_column", "image_path", *flags]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("mtl-hf predict: error: ") and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_review_precision_on_an_uncalibrated_model_names_the_fix(over_confident, tmp_path, capsys):
+    folder, table = over_confident
+    flags = ["--output", str(tmp_path / "out"), "--image_column", "image_path", "--review_precision", "0.9"]
+    assert cli(["predict", str(folder / "model"), str(table), *flags]) == 2
+    assert "run `mtl-hf calibrate" in capsys.readouterr().err
+
+
+def test_predict_on_images_answers_at_the_calibrated_thresholds(over_confident, tmp_path, capsys):
+    folder, _ = over_confident
+    model = tmp_path / "model"
+    shutil.copytree(folder / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    labels = ["even", "prime", "above_four"]
+    config["calibration"] = {"traits": {"temperature": 1.0, "thresholds": dict.fromkeys(labels, 0.0)}}
+    (model / "config.json").write_text(json.dumps(config))
+    photo = str(folder / "scans" / "d0000.png")
+    assert cli(["predict", str(model), photo, "--json", "--top_k", "5"]) == 0
+    answer = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert sorted(a["label"] for a in answer["traits"]) == sorted(labels)  # every label reaches a threshold of 0
+    assert cli(["predict", str(model), photo, "--json", "--top_k", "5", "--threshold", "1.0"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["predictions"]["traits"] == []  # the one asked for wins

@@ -69,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="torch",
         help="run the model with PyTorch, or with ONNX Runtime from an `mtl-hf export` folder (with --output)",
     )
+    add_review_argument(parser)
     add_pickled_weights_flag(parser)
 
 
@@ -78,26 +79,33 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     every_task, per_task = parse_thresholds(args.threshold)
+    review = parse_review_precision(args.review_precision)
     if args.output is not None:
-        return _tag_catalogue(args, every_task, per_task)
+        return _tag_catalogue(args, every_task, per_task, review)
     if per_task:
         raise UserError("per-task thresholds (TASK=SCORE) need --output; give one score for all tasks here")
-    if args.engine != "torch" or args.master is not None:
-        raise UserError(f"--{'master' if args.master else 'engine'} tags a catalogue: give --output OUT")
-    return _print_answers(args, 0.5 if every_task is None else every_task)
+    if args.engine != "torch" or args.master is not None or args.review_precision:
+        flag = "master" if args.master else "engine" if args.engine != "torch" else "review_precision"
+        raise UserError(f"--{flag} works on a catalogue: give --output OUT (or `mtl-hf serve` for single photos)")
+    return _print_answers(args, every_task)
 
 
-def parse_thresholds(values: list[str]) -> tuple[float | None, dict[str, float]]:
+def parse_thresholds(values: list[str], flag: str = "--threshold") -> tuple[float | None, dict[str, float]]:
     """`--threshold` values: (the score for every multilabel task or None, {task: score})."""
+    return parse_task_values(values, flag, lambda number: 0.0 <= number <= 1.0, "a threshold is a score in [0, 1]")
+
+
+def parse_task_values(values: list[str], flag: str, valid, rule: str) -> tuple[float | None, dict[str, float]]:
+    """Repeated `flag` values, `X` (every task) or `TASK=X`: (X for every task or None, {task: X}), each `valid`."""
     every_task, per_task = None, {}
     for value in values:
         task, _, score = value.rpartition("=")
         try:
             number = float(score)
         except ValueError:
-            raise UserError(f"--threshold {value}: give a score (0.4) or TASK=SCORE (tags=0.3)") from None
-        if not 0.0 <= number <= 1.0:
-            raise UserError(f"--threshold {value}: a threshold is a score in [0, 1]")
+            raise UserError(f"{flag} {value}: give a number (0.4) or TASK=NUMBER (tags=0.3)") from None
+        if not valid(number):
+            raise UserError(f"{flag} {value}: {rule}")
         if task:
             per_task[task] = number
         else:
@@ -105,9 +113,27 @@ def parse_thresholds(values: list[str]) -> tuple[float | None, dict[str, float]]
     return every_task, per_task
 
 
-def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task: dict[str, float]) -> int:
+def parse_review_precision(values: list[str]) -> tuple[float | None, dict[str, float]]:
+    """`--review_precision` values: (the precision for every task or None, {task: precision})."""
+    rule = "a precision is a share in (0, 1), e.g. 0.98"
+    return parse_task_values(values, "--review_precision", lambda number: 0.0 < number < 1.0, rule)
+
+
+def add_review_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--review_precision",
+        action="append",
+        default=[],
+        metavar="[TASK=]PRECISION",
+        help="mark the answers a person should check: per task, those below the confidence that the model's "
+        "validation rows say keeps the rest right this often (0.98 for every task, or tags=0.9); repeatable",
+    )
+
+
+def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task: dict[str, float], review) -> int:
     from ..data.loader import default_num_workers
     from ..inference.answers import thresholds_by_task
+    from ..inference.review import review_cuts, review_table
     from ..inference.tagging import TaggingOptions, tag_catalogue
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
 
@@ -119,11 +145,15 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
     with loading_model(args.model):
         config = MultiTaskViTConfig.from_pretrained(model)
     thresholds = thresholds_by_task(every_task, per_task, config.task_specs)
+    cuts = review_cuts(config, *review, thresholds, args.model) if args.review_precision else {}
+    if cuts:
+        print(review_table(cuts))
     options = TaggingOptions(
         image_column=args.image_column,
         keep_columns=comma_separated(args.keep_columns) if args.keep_columns else None,
         top_k=args.top_k,
         thresholds=thresholds,
+        review_cuts={task: cut["cut"] for task, cut in cuts.items()},
         batch_size=args.batch_size,
         num_workers=default_num_workers() if args.num_workers is None else args.num_workers,
         shard_rows=args.shard_rows,
@@ -150,7 +180,8 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
     return 0
 
 
-def _print_answers(args: argparse.Namespace, threshold: float) -> int:
+def _print_answers(args: argparse.Namespace, threshold: float | None) -> int:
+    """The pipeline's answers; `threshold` None leaves each label its calibrated threshold (0.5 where it has none)."""
     model = existing_model(args.model)
     for image in args.images:
         if Path(image).is_dir():
@@ -192,4 +223,4 @@ def _print_answers(args: argparse.Namespace, threshold: float) -> int:
     return 0
 
 
-__all__ = ["SUMMARY", "add_arguments", "parse_thresholds", "run"]
+__all__ = ["SUMMARY", "add_arguments", "add_review_argument", "parse_review_precision", "parse_thresholds", "run"]

@@ -8,6 +8,7 @@ import socket
 
 from ..errors import UserError
 from .model_loading import add_pickled_weights_flag, existing_model, loading_model
+from .predict import add_review_argument
 
 SUMMARY = "the model behind an HTTP endpoint (POST /predict, GET /health, /metadata, a page at /)"
 
@@ -58,14 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--top_k", type=int, default=3, help="labels with scores per classification task")
     parser.add_argument(
-        "--threshold", action="append", default=[], metavar="[TASK=]SCORE", help="multilabel threshold (default 0.5)"
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="[TASK=]SCORE",
+        help="multilabel threshold (default: each label's calibrated one, else 0.5)",
     )
+    add_review_argument(parser)
     add_pickled_weights_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..serving.settings import ServeSettings
-    from .predict import parse_thresholds
+    from .predict import parse_review_precision, parse_thresholds
 
     for name in (
         "max_batch_size",
@@ -112,16 +118,25 @@ def run(args: argparse.Namespace) -> int:
     location = existing_model(args.model)
     _check_port_free(args.host, args.port)  # before the model loads: a refusal comes at once
     every_task, per_task = parse_thresholds(args.threshold)
+    review = parse_review_precision(args.review_precision)
     with loading_model(args.model):
         from ..inference.answers import thresholds_by_task
+        from ..inference.review import review_cuts, review_table
         from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
         from ..serving.app import build_app
         from ..serving.predictor import ImagePredictor
 
-        specs = MultiTaskViTConfig.from_pretrained(location).task_specs
-        thresholds = thresholds_by_task(every_task, per_task, specs)
+        config = MultiTaskViTConfig.from_pretrained(location)
+        thresholds = thresholds_by_task(every_task, per_task, config.task_specs)
+        cuts = review_cuts(config, *review, thresholds, args.model) if args.review_precision else {}
+        if cuts:
+            print(review_table(cuts))
         predictor = ImagePredictor(
-            location, top_k=args.top_k, thresholds=thresholds, allow_pickled_weights=args.allow_pickled_weights
+            location,
+            top_k=args.top_k,
+            thresholds=thresholds,
+            review_cuts={task: cut["cut"] for task, cut in cuts.items()},
+            allow_pickled_weights=args.allow_pickled_weights,
         )
     app = build_app(predictor, settings)
     print(

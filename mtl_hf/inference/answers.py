@@ -3,7 +3,9 @@
 - classification: `{task}` the best label, `{task}_scores` the `top_k` labels with their softmax scores;
 - multilabel: `{task}` the labels whose sigmoid score reaches their threshold (best first), `{task}_scores` the
   `top_k` labels with their scores;
-- regression: `{task}` the value (a list of values for a task with several outputs), in the targets' units.
+- regression: `{task}` the value (a list of values for a task with several outputs), in the targets' units;
+- with review cuts (`--review_precision`): `{task}_needs_review` per task that has one (its answer's confidence,
+  `metrics/selective.py`, below the cut), and `needs_review`, whether any of them is.
 
 Scores are the calibrated ones where the model has a calibration (`config.calibration`: logits divided by the
 task's temperature), and a multilabel label's threshold is, in this order: the task's threshold asked for
@@ -18,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import UserError
+from ..metrics.selective import answer_confidence
 from ..models.mtl_vit.calibration_mtl_vit import label_thresholds, task_temperature
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 
@@ -31,9 +34,11 @@ def answer_columns(
     top_k: int,
     thresholds: Mapping[str, float],
     calibration: Mapping[str, dict] | None = None,
+    review_cuts: Mapping[str, float] | None = None,
 ) -> dict[str, pa.Array]:
     """Each task's answer columns (see the module) for the rows of `logits` (task -> `(rows, outputs)`)."""
     columns: dict[str, pa.Array] = {}
+    review = None
     for spec in specs:
         values = np.asarray(logits[spec.name], dtype=np.float32)
         values = values[:, None] if values.ndim == 1 else values
@@ -61,6 +66,11 @@ def answer_columns(
                 [labels[row[keep]].tolist() for row, keep in zip(order, above, strict=True)],
                 type=pa.list_(pa.string()),
             )
+        if spec.name in (review_cuts or {}):
+            decided = cuts if spec.type == "multilabel" else None
+            unsure = answer_confidence(spec, scores, decided) < review_cuts[spec.name]
+            columns[f"{spec.name}_needs_review"] = pa.array(unsure, type=pa.bool_())
+            review = unsure if review is None else review | unsure
         columns[f"{spec.name}_scores"] = pa.array(
             [
                 [{"label": labels[i], "score": float(row_scores[i])} for i in row_best]
@@ -68,12 +78,15 @@ def answer_columns(
             ],
             type=SCORES,
         )
+    if review is not None:
+        columns["needs_review"] = pa.array(review, type=pa.bool_())
     return columns
 
 
 def answers_by_row(specs: Sequence[TaskSpec], columns: Mapping[str, pa.Array]) -> list[dict]:
     """`answer_columns` as one JSON-ready dict per row: task -> `{"label", "scores"}` (classification),
-    `{"labels", "scores"}` (multilabel) or `{"value"}` (regression)."""
+    `{"labels", "scores"}` (multilabel) or `{"value"}` (regression), each with `"needs_review"` where the task has a
+    review cut, and the row's `"needs_review"` where any has."""
     rows = len(columns[specs[0].name]) if specs else 0
     answers: list[dict] = [{} for _ in range(rows)]
     for spec in specs:
@@ -85,6 +98,12 @@ def answers_by_row(specs: Sequence[TaskSpec], columns: Mapping[str, pa.Array]) -
         key = "label" if spec.type == "classification" else "labels"
         for answer, value, scores in zip(answers, values, columns[f"{spec.name}_scores"].to_pylist(), strict=True):
             answer[spec.name] = {key: value, "scores": scores}
+        if f"{spec.name}_needs_review" in columns:
+            for answer, unsure in zip(answers, columns[f"{spec.name}_needs_review"].to_pylist(), strict=True):
+                answer[spec.name]["needs_review"] = unsure
+    if "needs_review" in columns:
+        for answer, unsure in zip(answers, columns["needs_review"].to_pylist(), strict=True):
+            answer["needs_review"] = unsure
     return answers
 
 

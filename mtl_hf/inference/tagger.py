@@ -34,6 +34,8 @@ class TaggingOptions:
         top_k: labels in each `{task}_scores`.
         thresholds: per multilabel task, the score from which a label is in `{task}` (default: each label's
             calibrated threshold, 0.5 where it has none).
+        review_cuts: per task, the confidence below which its answer is marked `{task}_needs_review` (and the row
+            `needs_review`): `inference/review.py` chooses them for `--review_precision`.
         batch_size: images per forward.
         num_workers: DataLoader workers decoding photos (0: in the main process).
         shard_rows: rows per input shard, for inputs that are not already Parquet shards.
@@ -45,6 +47,7 @@ class TaggingOptions:
     keep_columns: list[str] | None = None
     top_k: int = 3
     thresholds: dict[str, float] = field(default_factory=dict)
+    review_cuts: dict[str, float] = field(default_factory=dict)
     batch_size: int = 64
     num_workers: int = 0
     shard_rows: int = 10_000
@@ -56,7 +59,7 @@ class TaggingOptions:
         return {
             key: value
             for key, value in asdict(self).items()
-            if key in ("image_column", "keep_columns", "top_k", "thresholds")
+            if key in ("image_column", "keep_columns", "top_k", "thresholds", "review_cuts")
         }
 
 
@@ -170,7 +173,12 @@ class Tagger:
                 else column
             )
         answers = answer_columns(
-            self.specs, logits, top_k=options.top_k, thresholds=options.thresholds, calibration=self.calibration
+            self.specs,
+            logits,
+            top_k=options.top_k,
+            thresholds=options.thresholds,
+            calibration=self.calibration,
+            review_cuts=options.review_cuts,
         )
         return pa.table({**output, **answers})
 
@@ -189,6 +197,8 @@ def kept_columns(input_columns: list[str], options: TaggingOptions, specs) -> li
     if missing:
         raise UserError(f"--keep_columns {missing}: no such input column; the columns are {input_columns}")
     answers = {f"{spec.name}{suffix}" for spec in specs for suffix in ("", "_scores")}
+    if options.review_cuts:
+        answers |= {f"{task}_needs_review" for task in options.review_cuts} | {"needs_review"}
     clashes = sorted(set(columns) & answers)
     if clashes:
         raise UserError(

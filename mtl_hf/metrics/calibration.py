@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..models.mtl_vit.calibration_mtl_vit import DEFAULT_THRESHOLD
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ..models.mtl_vit.heads_mtl_vit import MISSING_CLASS
+from .selective import answer_confidence, answer_right, review_curve
 
 ECE_BINS = 15
 MIN_ROWS = 20
@@ -130,6 +131,7 @@ class TaskCalibration:
     ece_after: float = float("nan")
     thresholds: dict[str, float] = field(default_factory=dict)
     unthresholded: dict[str, str] = field(default_factory=dict)
+    review: dict | None = None
 
     def entry(self, data: str) -> dict:
         """The config entry (`calibration_mtl_vit.py`)."""
@@ -141,6 +143,8 @@ class TaskCalibration:
         }
         if self.thresholds:
             entry["thresholds"] = {label: round(value, 6) for label, value in self.thresholds.items()}
+        if self.review:
+            entry["review"] = self.review
         return entry
 
 
@@ -177,10 +181,11 @@ def fitted_calibration(
             )
             temperature, after = 1.0, before
         task = TaskCalibration(spec.name, rows, temperature, before, after)
+        scores = scores_at(spec, values, temperature)
         if spec.type == "multilabel" and thresholds:
-            task.thresholds, task.unthresholded = best_thresholds(
-                scores_at(spec, values, temperature), truth, spec.labels, target_precision
-            )
+            task.thresholds, task.unthresholded = best_thresholds(scores, truth, spec.labels, target_precision)
+        cuts = [task.thresholds.get(label, DEFAULT_THRESHOLD) for label in spec.labels]
+        task.review = review_curve(answer_confidence(spec, scores, cuts), answer_right(spec, scores, truth, cuts))
         fitted.append(task)
     return fitted, left
 

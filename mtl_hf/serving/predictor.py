@@ -31,11 +31,12 @@ class ImagePredictor:
         *,
         top_k: int = 3,
         thresholds: dict[str, float] | None = None,
+        review_cuts: dict[str, float] | None = None,
         device: str | None = None,
         allow_pickled_weights: bool = False,
     ):
         self.tagger = Tagger(model, device=device, allow_pickled_weights=allow_pickled_weights)
-        self.top_k, self.thresholds = top_k, dict(thresholds or {})
+        self.top_k, self.thresholds, self.review_cuts = top_k, dict(thresholds or {}), dict(review_cuts or {})
         self.metadata = _metadata(model, self.tagger, self.thresholds)
 
     @staticmethod
@@ -79,6 +80,7 @@ class ImagePredictor:
             top_k=self.top_k,
             thresholds=self.thresholds,
             calibration=tagger.calibration,
+            review_cuts=self.review_cuts,
         )
         return answers_by_row(tagger.specs, columns)
 

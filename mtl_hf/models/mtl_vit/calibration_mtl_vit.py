@@ -7,6 +7,9 @@ fits them; this file checks and applies them, and travels with a saved model as 
         "tags": {"temperature": 1.2, "thresholds": {"sale": 0.31, "new": 0.55}, "rows": 400, ...},
     }
 
+`review` (optional): the validation rows' precision against confidence, from which `--review_precision` chooses
+the cut below which an answer goes to a person (`mtl_hf/metrics/selective.py`).
+
 A classification task's scores are softmax(logits / T), a multilabel task's sigmoid(logits / T): dividing by one
 number keeps every argmax and every label's ranking, so accuracy and mAP are unchanged, and only the confidences
 move. One temperature per task, not per label: a label has only its own validation rows (a rare label a handful of
@@ -20,7 +23,7 @@ import math
 from typing import Any
 
 DEFAULT_THRESHOLD = 0.5
-ENTRY_FIELDS = {"temperature", "thresholds", "rows", "data", "ece"}
+ENTRY_FIELDS = {"temperature", "thresholds", "rows", "data", "ece", "review"}
 
 
 def checked_calibration(calibration: Any, tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -71,8 +71,8 @@ class MultiTaskImageClassificationPipeline(Pipeline):
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
             postprocess["top_k"] = top_k
         if threshold is not None:
-            if not 0.0 < threshold < 1.0:
-                raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"threshold must be in [0, 1] (as predict's --threshold), got {threshold!r}")
             postprocess["threshold"] = threshold
         if tasks is not None:
             tasks = [tasks] if isinstance(tasks, str) else list(tasks)
