@@ -192,3 +192,20 @@ def test_task_adapter_cost_prints_a_row_per_way_of_asking():
         ("adapter on pattern", "every task"),
     ]
     assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows) and rows[0][4] == "1.00"
+
+
+@pytest.mark.slow
+def test_trust_prints_each_tasks_calibration_and_review_rows(tmp_path):
+    output = run("trust.py", "--quick", "--output_dir", str(tmp_path), timeout=900)
+    rows = table_rows(output)
+    calibrated = [row for row in rows if row[0] in ("shop", "digits-table", "digits-80") and len(row) == 10]
+    assert [(row[0], row[1]) for row in calibrated] == [
+        *[("shop", task) for task in ("category", "colour", "pattern", "tags")],
+        *[(setting, task) for setting in ("digits-table", "digits-80") for task in ("digit", "traits")],
+    ]
+    for row in calibrated:
+        raw, calibrated_ece = float(row[8]), float(row[9].strip("*"))
+        assert 0.0 <= raw <= 1.0 and 0.0 <= calibrated_ece <= 1.0
+    review = [row for row in rows if row[0] in ("shop", "digits-table", "digits-80") and row[3] in ("bound", "plain")]
+    assert len(review) == 8 * 3 * 2  # each task, target and rule: a cut, or why there is none
+    assert (tmp_path / "trust.md").is_file()

@@ -16,6 +16,7 @@ from transformers import pipeline
 from mtl_hf import MultiTaskTrainer, MultiTaskViTConfig, MultiTaskViTModel
 from mtl_hf.commands.main import main as cli
 from mtl_hf.data import ImageTransforms, TaskSource, load_digits_dataset
+from mtl_hf.data.builtin.tables import write_catalogue_table
 from mtl_hf.data.selection import first_rows
 from mtl_hf.errors import UserError
 from mtl_hf.inference.answers import answer_columns, answers_by_row
@@ -177,18 +178,7 @@ def over_confident(tmp_path_factory):
     """The digits (1,797 real 8x8 scans) as a catalogue table split by id; a tiny model trained 600 steps on 80 of
     its training rows: right on those, far less so elsewhere, and sure of itself everywhere."""
     folder = tmp_path_factory.mktemp("digits")
-    (folder / "scans").mkdir()
-    data = load_digits_dataset()
-    digits, traits = data.features["digit"].names, data.features["traits"].feature.names
-    with open(folder / "digits.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=["sku", "image_path", "digit", "traits"])
-        writer.writeheader()
-        for index, row in enumerate(data):
-            path = f"scans/d{index:04d}.png"
-            row["image"].save(folder / path)
-            names = "|".join(traits[t] for t in row["traits"])
-            writer.writerow({"sku": f"D{index}", "image_path": path, "digit": digits[row["digit"]], "traits": names})
-    table = folder / "digits.csv"
+    table = write_catalogue_table(load_digits_dataset(), folder, "digits")
     tasks = {"digit": "digit", "traits": {"type": "multilabel"}}
     source = first_rows(TaskSource(table, tasks, image_column="image_path", id_column="sku"), 80)
     torch.manual_seed(0)
@@ -253,7 +243,7 @@ def test_calibrate_refuses_what_it_cannot_do_in_one_line(over_confident, tmp_pat
         writer = csv.DictWriter(target, fieldnames=["sku", "image_path", "traits"])
         writer.writeheader()
         writer.writerows({key: row[key] for key in ("sku", "image_path", "traits")} for row in rows)
-    shutil.copytree(folder / "scans", tmp_path / "scans")
+    shutil.copytree(folder / "photos", tmp_path / "photos")
     # A task the rows do not label is left uncalibrated, and named.
     assert cli(["calibrate", str(model), str(bare), *column, "--id_column", "sku"]) == 0
     assert "digit            not calibrated: no column in the data" in capsys.readouterr().out
@@ -394,7 +384,7 @@ def test_review_precision_refusals_are_one_line(over_confident, tmp_path, capsys
     (model / "config.json").write_text(json.dumps(config))
     output = [] if "--no_output" in flags else ["--output", str(tmp_path / "out")]
     flags = [flag for flag in flags if flag != "--no_output"]
-    source = str(table) if output else str(folder / "scans" / "d0000.png")
+    source = str(table) if output else str(folder / "photos" / "digits00000.png")
     assert cli(["predict", str(model), source, *output, "--image_column", "image_path", *flags]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("mtl-hf predict: error: ") and message in error, error
@@ -416,9 +406,87 @@ def test_predict_on_images_answers_at_the_calibrated_thresholds(over_confident, 
     labels = ["even", "prime", "above_four"]
     config["calibration"] = {"traits": {"temperature": 1.0, "thresholds": dict.fromkeys(labels, 0.0)}}
     (model / "config.json").write_text(json.dumps(config))
-    photo = str(folder / "scans" / "d0000.png")
+    photo = str(folder / "photos" / "digits00000.png")
     assert cli(["predict", str(model), photo, "--json", "--top_k", "5"]) == 0
     answer = json.loads(capsys.readouterr().out)[0]["predictions"]
     assert sorted(a["label"] for a in answer["traits"]) == sorted(labels)  # every label reaches a threshold of 0
     assert cli(["predict", str(model), photo, "--json", "--top_k", "5", "--threshold", "1.0"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["predictions"]["traits"] == []  # the one asked for wins
+
+
+# -- label errors ---------------------------------------------------------------------------------------------------
+
+
+def test_ranked_issues_name_the_contradicted_rows_most_suspect_first():
+    from mtl_hf.metrics.label_issues import ranked_issues
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 300)
+    probabilities = np.full((300, 3), 0.02)
+    probabilities[np.arange(300), targets] = 0.96  # every label backed by its photo ...
+    wrong = [7, 42, 99]
+    for row, confidence in zip(wrong, (0.03, 0.01, 0.02), strict=True):  # ... but these three: another class's
+        probabilities[row] = 0.02
+        probabilities[row, (targets[row] + 1) % 3] = 0.98 - confidence
+        probabilities[row, targets[row]] = confidence
+    issues = ranked_issues(CLASSES, probabilities, targets)
+    # No clean row is named; cleanlab's estimate of how many there are may leave one out; the given label's
+    # probability ranks them, lowest first.
+    found = [issue["index"] for issue in issues]
+    assert found[:2] == [42, 99] and set(found) <= set(wrong)
+    assert issues[0]["given"] == CLASSES.labels[targets[42]] and issues[0]["given_probability"] == pytest.approx(0.01)
+    price = TaskSpec.from_dict({"name": "price", "type": "regression"})
+    values = rng.normal(10, 1, 200)
+    predicted = values + rng.normal(0, 0.1, 200)
+    values[5] += 5  # fifty times the residuals' spread
+    assert [issue["index"] for issue in ranked_issues(price, predicted, values)] == [5]
+
+
+def test_out_of_fold_probabilities_never_see_their_own_row():
+    from mtl_hf.metrics.label_issues import out_of_fold
+
+    # Random features: a head that saw a row's label would fit it; one that did not is at chance.
+    rng = np.random.default_rng(0)
+    features, targets = rng.normal(size=(200, 64)), rng.integers(0, 3, 200)
+    held_out = out_of_fold(CLASSES, features, targets, folds=5)
+    assert held_out.shape == (200, 3) and np.allclose(held_out.sum(1), 1.0)
+    assert (held_out.argmax(1) == targets).mean() < 0.5
+    with pytest.raises(UserError, match="fewer than --folds 5"):
+        out_of_fold(CLASSES, features[:4], targets[:4], folds=5)
+
+
+def test_audit_finds_flipped_digits_and_refuses_bad_inputs(over_confident, tmp_path, capsys):
+    folder, table = over_confident
+    with open(table) as file:
+        rows = list(csv.DictReader(file))
+    rng = np.random.default_rng(0)
+    flipped = set(rng.choice(len(rows), 60, replace=False).tolist())
+    for index in flipped:
+        rows[index]["digit"] = str((int(rows[index]["digit"]) + 1 + int(rng.integers(9))) % 10)
+    noisy = folder / "noisy.csv"
+    with open(noisy, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    flags = ["--image_column", "image_path", "--id_column", "sku"]
+    assert cli(["audit", str(folder / "model"), str(noisy), "--output", str(tmp_path / "audit"), *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "trained the model: its embeddings have seen" in printed  # 80 of the rows trained it
+    summary = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert set(summary["tasks"]) == {"digit", "traits"} and summary["folds"] == 5
+    with open(tmp_path / "audit" / "suspects.csv") as file:
+        suspects = [row for row in csv.DictReader(file) if row["task"] == "digit"]
+    planted = {rows[index]["sku"] for index in flipped}
+    top = [row["id"] for row in suspects[: len(planted)]]
+    # A weak model (half its answers wrong on new scans) still ranks flipped labels well above their 4% share.
+    assert len(set(top) & planted) / len(top) > 0.2, len(set(top) & planted)
+    assert [int(row["rank"]) for row in suspects] == list(range(1, len(suspects) + 1))
+    assert all(row["given"] != row["suggested"] for row in suspects[:20])
+
+    def refused(*extra):
+        assert cli(["audit", str(folder / "model"), str(noisy), *flags, *extra]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert "exists and is not empty" in refused("--output", str(tmp_path / "audit"))
+    assert "--folds must be at least 2" in refused("--output", str(tmp_path / "a2"), "--folds", "1")
+    assert "fewer than --folds 50" in refused("--output", str(tmp_path / "a3"), "--folds", "50", "--max_rows", "20")

@@ -7,6 +7,7 @@
     mtl-hf add-task MODEL DATA --tasks ink[,...] --output NEW [--mode heads|lora|full] [--max_old_task_drop 0.02]
     mtl-hf eval MODEL DATA [--split validation] [--json]
     mtl-hf calibrate MODEL DATA [--split validation] [--target_precision 0.95]
+    mtl-hf audit MODEL DATA --output OUT [--split train] [--folds 5]
     mtl-hf predict MODEL IMAGE [IMAGE ...] [--top_k 3] [--json]
     mtl-hf predict MODEL SOURCE --output OUT [--engine onnx] [--threshold tags=0.3] [--storage_options JSON]
     mtl-hf export MODEL OUTPUT [--format onnx]
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError, one_line
-from . import calibrate, evaluate, export, init, merge, predict, push, serve
+from . import audit, calibrate, evaluate, export, init, merge, predict, push, serve
 from .parsing import CommandParser
 
 # Commands whose own parser takes everything after their name: (module, summary, description, what follows).
@@ -63,6 +64,7 @@ COMMANDS = {
     "init": init,
     "eval": evaluate,
     "calibrate": calibrate,
+    "audit": audit,
     "predict": predict,
     "export": export,
     "serve": serve,
