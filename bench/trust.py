@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     for name, folder, source in (
         ("shop", output / "shop", shop_test),
         ("digits-table", output / "digits-table", digits_test),
+        ("digits-80", output / "digits-80", digits_test),
     ):
         config, prediction = test_prediction(folder, source)
         rows = setting_rows(name, config, prediction)
@@ -169,7 +170,8 @@ def main(argv=None) -> int:
             f"# bench/trust.py, {time.strftime('%Y-%m-%d')}",
             "",
             f"`OMP_NUM_THREADS={threads} python bench/trust.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
-            f" ({time.perf_counter() - started:.0f} s). Each model was calibrated at the end of its training, on its "
+            f" ({time.perf_counter() - started:.0f} s this run; models already trained under the output folder are "
+            "read back). Each model was calibrated at the end of its training, on its "
             "validation rows; every figure on the right of each table is on TEST rows, which no choice saw.",
             "",
             "## Calibration (expected calibration error, 15 bins; lower is better)",

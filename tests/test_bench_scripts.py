@@ -209,3 +209,17 @@ def test_trust_prints_each_tasks_calibration_and_review_rows(tmp_path):
     review = [row for row in rows if row[0] in ("shop", "digits-table", "digits-80") and row[3] in ("bound", "plain")]
     assert len(review) == 8 * 3 * 2  # each task, target and rule: a cut, or why there is none
     assert (tmp_path / "trust.md").is_file()
+
+
+@pytest.mark.slow
+def test_label_audit_prints_precision_and_recall_per_catalogue_and_task(tmp_path):
+    output = run("label_audit.py", "--quick", "--output_dir", str(tmp_path), timeout=900)
+    rows = [row for row in table_rows(output) if row[0] in ("shop", "digits")]
+    assert [(row[0], row[1]) for row in rows] == [
+        *[("shop", task) for task in ("category", "colour", "pattern", "tags")],
+        ("digits", "digit"),
+        ("digits", "traits"),
+    ]
+    for row in rows:
+        assert int(row[4]) > 0 and all(0.0 <= float(cell) <= 1.0 for cell in (row[5], row[6], row[8], row[9]))
+    assert (tmp_path / "label_audit.md").is_file()

@@ -211,8 +211,25 @@ def test_calibrating_an_over_confident_model_lowers_its_held_out_ece_and_keeps_i
     assert config.calibration["digit"]["temperature"] > 1.5  # over-confident: the scores are spread out
     assert set(config.calibration["traits"]["thresholds"]) == {"even", "prime", "above_four"}
     assert (model / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert cli(["eval", str(model), str(table), "--split", "test", *column, "--json"]) == 0
+    diagram = tmp_path / "reliability.png"
+    assert (
+        cli(
+            [
+                "eval",
+                str(model),
+                str(table),
+                "--split",
+                "test",
+                *column,
+                "--json",
+                "--reliability_diagram",
+                str(diagram),
+            ]
+        )
+        == 0
+    )
     after = json.loads(capsys.readouterr().out)
+    assert diagram.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Held-out rows: no choice saw them. The argmax does not move; the calibration error falls by half or more.
     assert after["eval_digit_accuracy"] == before["eval_digit_accuracy"]
     assert after["eval_traits_mAP"] == pytest.approx(before["eval_traits_mAP"], abs=1e-9)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .evaluate import add_data_arguments
-from .model_loading import add_pickled_weights_flag, existing_model, loading_model
+from .model_loading import add_pickled_weights_flag
 
 SUMMARY = "rank the rows whose labels the photos contradict (cleanlab on out-of-sample probabilities)"
 
@@ -30,14 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.backbone_processor import model_image_processor
-    from ..data.builtin import is_builtin
-    from ..data.transforms import ImageTransforms
-    from ..hub.lookup import require_path_or_hub_id
-    from ..metrics.label_issues import embedded_rows, labelled_rows, out_of_fold, ranked_issues
-    from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
-    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
-    from .evaluate import scored_source, without_training_rows
+    from .evaluate import model_to_score, rows_to_score
 
     output = Path(args.output)
     if output.exists() and any(output.iterdir()):
@@ -46,21 +39,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--folds must be at least 2 (each row is scored by heads fitted on the others), got {args.folds}"
         )
-    if not is_builtin(args.data):
-        require_path_or_hub_id(args.data, "data")
-    location = existing_model(args.model)
-    with loading_model(args.model):
-        config = MultiTaskViTConfig.from_pretrained(location)
-    source, rows, _ = scored_source(args, config)
+    # Rows the model trained on are audited too (their labels are what an audit is for), and counted.
+    scored = rows_to_score(args, count_training_rows=True)
+    config, source, training_rows = scored.config, scored.source, scored.training_rows
     if source.num_rows < args.folds:
         raise UserError(
             f"{source.num_rows} rows in split {args.split!r} of {args.data}, fewer than --folds {args.folds}"
         )
-    counting = argparse.Namespace(**{**vars(args), "allow_training_rows": True})
-    source, training_rows, _ = without_training_rows(counting, config, location, source, rows)
-    with loading_model(args.model):
-        model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights).eval()
-        transform = ImageTransforms.from_image_processor(model_image_processor(location, config)).eval()
+    model, processor = model_to_score(args, scored)
+    from ..data.transforms import ImageTransforms
+    from ..metrics.label_issues import embedded_rows, labelled_rows, out_of_fold, ranked_issues
+
+    transform = ImageTransforms.from_image_processor(processor).eval()
     embedded = embedded_rows(model, transform, source, args.batch_size)
     suspects, summary = [], {"data": args.data, "split": args.split, "folds": args.folds, "tasks": {}}
     for name in source.task_names:
@@ -72,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         summary["tasks"][name] = {"type": spec.type, "labelled_rows": len(labelled), "suspects": len(issues)}
         for rank, issue in enumerate(issues, 1):
             position = int(embedded.positions[labelled[issue["index"]]])
-            suspects.append(_suspect_row(name, rank, issue, rows[position], position, source, args.image_column))
+            suspects.append(_suspect_row(name, rank, issue, scored.rows[position], position, source, args.image_column))
     summary.update(rows=source.num_rows, photos_skipped=embedded.skipped, training_rows=training_rows)
     output.mkdir(parents=True, exist_ok=True)
     _write(output, suspects, summary)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .evaluate import add_data_arguments
-from .model_loading import add_pickled_weights_flag, existing_model, loading_model
+from .model_loading import add_pickled_weights_flag
 
 SUMMARY = "fit each task's temperature and thresholds on held-out rows, stored with the model"
 
@@ -35,38 +35,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.backbone_processor import model_image_processor
-    from ..data.builtin import is_builtin
-    from ..hub.card import calibration_section, with_calibration_section
-    from ..hub.lookup import require_path_or_hub_id
-    from ..metrics.calibration import calibration_table
-    from ..metrics.reliability import DIAGRAM_FILE, plot_reliability
-    from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
-    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
-    from ..training.calibration_update import update_calibration
-    from .evaluate import predicted, scored_source, without_training_rows
+    from .evaluate import model_to_score, predicted, rows_to_score
 
     if args.target_precision is not None and not 0.0 < args.target_precision < 1.0:
         raise UserError(f"--target_precision {args.target_precision}: a precision is a share in (0, 1), e.g. 0.95")
     if args.target_precision is not None and args.no_thresholds:
         raise UserError("--target_precision chooses thresholds, --no_thresholds keeps 0.5: give one")
-    if not is_builtin(args.data):
-        require_path_or_hub_id(args.data, "data")
-    location = existing_model(args.model)
-    folder = Path(location)
+    # Fitting on rows the model trained on would fit its over-confidence there: refused, or left out.
+    scored = rows_to_score(args)
+    folder, config, source = Path(scored.location), scored.config, scored.source
     if not folder.is_dir():
         raise UserError(f"{args.model}: calibrate writes into the model's folder; download it first (hf download)")
-    with loading_model(args.model):
-        config = MultiTaskViTConfig.from_pretrained(location)
     answerable = [spec.name for spec in config.task_specs if spec.type != "regression"]
     if not answerable:
         raise UserError(f"{args.model} has regression tasks only: there are no confidences to calibrate")
-    source, rows, unscored = scored_source(args, config)
-    # Fitting on rows the model trained on would fit its over-confidence there: refused, or left out.
-    source, _, left_out = without_training_rows(args, config, location, source, rows)
-    with loading_model(args.model):
-        model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights)
-        processor = model_image_processor(location, config)
+    model, processor = model_to_score(args, scored)
+    from ..hub.card import calibration_section, with_calibration_section
+    from ..metrics.calibration import calibration_table
+    from ..metrics.reliability import DIAGRAM_FILE, plot_reliability
+    from ..training.calibration_update import update_calibration
+
     prediction, _ = predicted(model, processor, source, args.batch_size)
     where = f"{args.data} split {args.split} ({prediction.metrics.get('eval_rows_scored', source.num_rows)} rows)"
     fitted, left = update_calibration(
@@ -89,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
             + "; ".join(f"{label} ({why})" for label, why in unreached.items())
             + ": ask a lower precision, or calibrate without it (best F1); nothing was written"
         )
-    for task in unscored:
+    for task in scored.unscored:
         left[task] = left[task].replace("no labels in these rows", "no column in the data (map it with --tasks)")
     print(calibration_table(fitted, {t: w for t, w in left.items() if t in answerable}, where))
-    if left_out:
-        print(f"{left_out} rows the model was trained on left out (--skip_training_rows)")
+    if scored.left_out:
+        print(f"{scored.left_out} rows the model was trained on left out (--skip_training_rows)")
     if not fitted:
         raise UserError(f"no task of {args.model} could be calibrated on these rows (above: why); nothing was written")
     model.save_pretrained(folder)  # config.json, and the remote code that applies it

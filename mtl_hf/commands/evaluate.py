@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 from ..utils.validation import structured_option
@@ -71,28 +73,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, split: str = "validat
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.builtin import is_builtin
-    from ..hub.lookup import require_path_or_hub_id
-
     if args.allow_training_rows and args.skip_training_rows:
         raise UserError(
             "--allow_training_rows scores the training rows, --skip_training_rows leaves them out: give one"
         )
-    if not is_builtin(args.data):
-        require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
-    location = existing_model(args.model)
-    from ..data.backbone_processor import model_image_processor
-    from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
-    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
-
-    with loading_model(args.model):
-        config = MultiTaskViTConfig.from_pretrained(location)
-    source, rows, unscored = scored_source(args, config)
-    # Before the weights load: a refusal comes at once.
-    source, training_rows, left_out = without_training_rows(args, config, location, source, rows)
-    with loading_model(args.model):
-        model = MultiTaskViTModel.from_pretrained(location, allow_pickled_weights=args.allow_pickled_weights)
-        processor = model_image_processor(location, config)
+    rows = rows_to_score(args)
+    model, processor = model_to_score(args, rows)
+    source, training_rows, left_out, unscored = rows.source, rows.training_rows, rows.left_out, rows.unscored
     prediction, chance = predicted(model, processor, source, args.batch_size, quiet=args.json)
     metrics = {**prediction.metrics, **calibration_errors(model.config, prediction)}
     if args.reliability_diagram:
@@ -110,6 +97,49 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _print_scores(model.config, metrics, chance, source, unknown, training_rows, left_out, unscored)
     return 0
+
+
+@dataclass
+class RowsToScore:
+    """What a command that scores a saved model on labelled rows reads first (`rows_to_score`)."""
+
+    location: str  # the model's folder (a Hub id downloaded)
+    config: Any
+    source: Any  # the rows to score, as a TaskSource
+    rows: Any  # the same rows with every column of the data
+    unscored: list[str]  # the model's tasks the data has no column for
+    training_rows: int  # how many of them the model trained on (scored: --allow_training_rows)
+    left_out: int  # training rows left out (--skip_training_rows)
+
+
+def rows_to_score(args: argparse.Namespace, *, count_training_rows: bool = False) -> RowsToScore:
+    """The model's config and the rows of DATA to score (`add_data_arguments`), before any weight loads, so that a
+    refusal comes at once: rows the model trained on are refused (`without_training_rows`) unless
+    `count_training_rows` (they are then kept, and counted)."""
+    from ..data.builtin import is_builtin
+    from ..hub.lookup import require_path_or_hub_id
+
+    if not is_builtin(args.data):
+        require_path_or_hub_id(args.data, "data")  # before the model loads: a typo fails at once
+    location = existing_model(args.model)  # and before torch loads: a wrong path answers at once
+    from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
+
+    with loading_model(args.model):
+        config = MultiTaskViTConfig.from_pretrained(location)
+    source, rows, unscored = scored_source(args, config)
+    checked = argparse.Namespace(**{**vars(args), "allow_training_rows": True}) if count_training_rows else args
+    source, training_rows, left_out = without_training_rows(checked, config, location, source, rows)
+    return RowsToScore(location, config, source, rows, unscored, training_rows, left_out)
+
+
+def model_to_score(args: argparse.Namespace, rows: RowsToScore):
+    """(the saved model, its image processor), as `rows_to_score` found them."""
+    from ..data.backbone_processor import model_image_processor
+    from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
+
+    with loading_model(args.model):
+        model = MultiTaskViTModel.from_pretrained(rows.location, allow_pickled_weights=args.allow_pickled_weights)
+        return model.eval(), model_image_processor(rows.location, rows.config)
 
 
 def calibration_errors(config, prediction) -> dict[str, float]:
@@ -345,9 +375,12 @@ def _table_options(args: argparse.Namespace, config):
 __all__ = [
     "SUMMARY",
     "add_arguments",
+    "RowsToScore",
     "add_data_arguments",
+    "model_to_score",
     "predicted",
     "predicted_metrics",
+    "rows_to_score",
     "run",
     "scored_source",
     "without_training_rows",

@@ -8,6 +8,7 @@
     mtl-hf eval MODEL DATA [--split validation] [--json]
     mtl-hf calibrate MODEL DATA [--split validation] [--target_precision 0.95]
     mtl-hf audit MODEL DATA --output OUT [--split train] [--folds 5]
+    mtl-hf report MODEL DATA --output report.html [--split test]
     mtl-hf predict MODEL IMAGE [IMAGE ...] [--top_k 3] [--json]
     mtl-hf predict MODEL SOURCE --output OUT [--engine onnx] [--threshold tags=0.3] [--storage_options JSON]
     mtl-hf export MODEL OUTPUT [--format onnx]
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError, one_line
-from . import audit, calibrate, evaluate, export, init, merge, predict, push, serve
+from . import audit, calibrate, evaluate, export, init, merge, predict, push, report, serve
 from .parsing import CommandParser
 
 # Commands whose own parser takes everything after their name: (module, summary, description, what follows).
@@ -65,6 +66,7 @@ COMMANDS = {
     "eval": evaluate,
     "calibrate": calibrate,
     "audit": audit,
+    "report": report,
     "predict": predict,
     "export": export,
     "serve": serve,

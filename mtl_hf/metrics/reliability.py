@@ -37,12 +37,13 @@ def plot_reliability(
     logits: Mapping[str, np.ndarray],
     targets: Mapping[str, np.ndarray],
     temperatures: Mapping[str, float],
-    path: str | Path,
+    path,
     *,
     title: str,
 ) -> Path | None:
     """One panel per classification / multilabel task in `logits`: share right against confidence, at T = 1 and at
-    the task's temperature (where it has one). Returns the PNG's path, or None without matplotlib."""
+    the task's temperature (where it has one), into `path` (a file path, or a binary file object). Returns the PNG's
+    path (the file object), or None without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -70,9 +71,9 @@ def plot_reliability(
         axis.grid(alpha=0.3)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, format="png")
     plt.close(figure)
-    return Path(path)
+    return Path(path) if isinstance(path, (str, Path)) else path
 
 
 __all__ = ["DIAGRAM_FILE", "plot_reliability", "reliability_bins"]
