@@ -215,11 +215,14 @@ def test_trust_prints_each_tasks_calibration_and_review_rows(tmp_path):
 def test_label_audit_prints_precision_and_recall_per_catalogue_and_task(tmp_path):
     output = run("label_audit.py", "--quick", "--output_dir", str(tmp_path), timeout=900)
     rows = [row for row in table_rows(output) if row[0] in ("shop", "digits")]
+    tasks = {"shop": ("category", "colour", "pattern", "tags"), "digits": ("digit", "traits")}
     assert [(row[0], row[1]) for row in rows] == [
-        *[("shop", task) for task in ("category", "colour", "pattern", "tags")],
-        ("digits", "digit"),
-        ("digits", "traits"),
+        (catalogue, task) for catalogue, names in tasks.items() for _ in range(2) for task in names
     ]
+    assert {row[3] for row in rows} == {
+        "embeddings of the model trained on the noisy labels",
+        "5-fold fine-tuning of the recipe",
+    }
     for row in rows:
-        assert int(row[4]) > 0 and all(0.0 <= float(cell) <= 1.0 for cell in (row[5], row[6], row[8], row[9]))
+        assert int(row[5]) > 0 and all(0.0 <= float(cell) <= 1.0 for cell in (row[6], row[7], row[9], row[10]))
     assert (tmp_path / "label_audit.md").is_file()

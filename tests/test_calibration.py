@@ -507,3 +507,39 @@ def test_audit_finds_flipped_digits_and_refuses_bad_inputs(over_confident, tmp_p
     assert "exists and is not empty" in refused("--output", str(tmp_path / "audit"))
     assert "--folds must be at least 2" in refused("--output", str(tmp_path / "a2"), "--folds", "1")
     assert "fewer than --folds 50" in refused("--output", str(tmp_path / "a3"), "--folds", "50", "--max_rows", "20")
+
+
+def test_audit_by_fine_tuning_scores_each_fold_with_a_model_that_never_saw_it(over_confident, tmp_path, capsys):
+    import yaml
+
+    folder, table = over_confident
+    recipe = tmp_path / "recipe.yaml"
+    backbone = {"model_type": "vit", **tiny_vit_config().to_diff_dict()}
+    backbone = {key: value for key, value in backbone.items() if key not in ("transformers_version", "architectures")}
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "backbone_config": backbone,
+                "max_steps": 4,
+                "per_device_train_batch_size": 16,
+                "use_cpu": True,
+                "max_train_rows": 64,
+            }  # fmt: skip
+        )
+    )
+    tasks = ["--tasks", json.dumps({"digit": "digit", "traits": {"type": "multilabel"}})]
+    flags = ["--image_column", "image_path", "--id_column", "sku", "--max_rows", "60", "--folds", "2", *tasks]
+    output = tmp_path / "audit"
+    assert cli(["audit", str(recipe), str(table), "--output", str(output), *flags]) == 0
+    summary = json.loads((output / "audit.json").read_text())
+    assert summary["method"] == f"2-fold fine-tuning of {recipe}" and summary["training_rows"] == 0
+    assert set(summary["tasks"]) == {"digit", "traits"} and summary["rows"] == 60
+    # Each fold's table: the held-out rows are its validation split, the others its training split.
+    with open(output / "folds" / "fold-0.csv") as first, open(output / "folds" / "fold-1.csv") as second:
+        splits = [[row["split"] for row in csv.DictReader(first)], [row["split"] for row in csv.DictReader(second)]]
+    assert all({a, b} == {"train", "validation"} for a, b in zip(*splits, strict=True))
+    assert all((output / "folds" / f"model-{fold}" / "model.safetensors").is_file() for fold in (0, 1))
+    capsys.readouterr()
+    parquet = tmp_path / "rows.parquet"
+    assert cli(["audit", str(recipe), str(parquet), "--output", str(tmp_path / "a2"), *flags]) == 2
+    assert "an audit by fine-tuning splits a catalogue table" in capsys.readouterr().err

@@ -1,10 +1,12 @@
-"""`mtl-hf audit MODEL DATA --output OUT`: the catalogue rows whose labels the photos contradict, ranked.
+"""`mtl-hf audit MODEL_OR_RECIPE DATA --output OUT`: the rows whose labels the photos contradict, ranked.
 
-Every labelled row gets out-of-sample probabilities from K-fold heads on the model's frozen embeddings, and
-cleanlab names the rows whose given label they contradict (`metrics/label_issues.py`); OUT/suspects.csv lists them
-per task, most suspect first, with the given label, the suggested one and the evidence, and OUT/audit.json says
-how many rows each task had and how many it flagged. Rows the model trained on are audited too (their labels are
-what an audit is for), and counted: its backbone has seen their labels, which hides some errors among them.
+Every labelled row gets out-of-sample probabilities, from K-fold heads on a saved model's frozen embeddings
+(seconds), or from K-fold fine-tuning of a recipe (`audit_folds.py`: K trainings, each fold scored by a model that
+never saw its labels), and cleanlab names the rows whose given label they contradict (`metrics/label_issues.py`);
+OUT/suspects.csv lists them per task, most suspect first, with the given label, the suggested one and the evidence,
+and OUT/audit.json says how many rows each task had and how many it flagged. Rows the model trained on are audited
+too (their labels are what an audit is for), and counted: its backbone has seen their labels, which hides some
+errors among them (the fine-tuning audit has no such blind spot).
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import UserError
 from .evaluate import add_data_arguments
@@ -22,61 +28,141 @@ SUMMARY = "rank the rows whose labels the photos contradict (cleanlab on out-of-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a saved model folder or Hub id (its backbone embeds the photos)")
+    parser.add_argument(
+        "model",
+        help="a saved model folder or Hub id (K-fold heads on its frozen embeddings), or a recipe YAML (K-fold "
+        "fine-tuning: each fold scored by a model trained without it; K trainings)",
+    )
     add_data_arguments(parser, split="train")
     parser.add_argument("--output", required=True, help="a new folder for suspects.csv and audit.json")
-    parser.add_argument("--folds", type=int, default=5, help="folds of the out-of-sample heads (default: 5)")
+    parser.add_argument("--folds", type=int, default=5, help="folds (default: 5)")
     add_pickled_weights_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .evaluate import model_to_score, rows_to_score
 
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()):
+    # An audit by fine-tuning that stopped left its folds' models in OUT/folds: a rerun goes on from them.
+    if output.exists() and any(path.name != "folds" for path in output.iterdir()):
         raise UserError(f"{output} exists and is not empty: give audit a new folder, so that nothing is overwritten")
     if args.folds < 2:
         raise UserError(
             f"--folds must be at least 2 (each row is scored by heads fitted on the others), got {args.folds}"
         )
-    # Rows the model trained on are audited too (their labels are what an audit is for), and counted.
-    scored = rows_to_score(args, count_training_rows=True)
-    config, source, training_rows = scored.config, scored.source, scored.training_rows
-    if source.num_rows < args.folds:
-        raise UserError(
-            f"{source.num_rows} rows in split {args.split!r} of {args.data}, fewer than --folds {args.folds}"
-        )
-    model, processor = model_to_score(args, scored)
-    from ..data.transforms import ImageTransforms
-    from ..metrics.label_issues import embedded_rows, labelled_rows, out_of_fold, ranked_issues
+    if Path(args.model).suffix.lower() in (".yaml", ".yml"):
+        audited, summary = _by_fine_tuning(args, output)
+    else:
+        audited, summary = _by_embeddings(args)
+    from ..metrics.label_issues import ranked_issues
 
-    transform = ImageTransforms.from_image_processor(processor).eval()
-    embedded = embedded_rows(model, transform, source, args.batch_size)
-    suspects, summary = [], {"data": args.data, "split": args.split, "folds": args.folds, "tasks": {}}
-    for name in source.task_names:
-        spec = config.get_task(name)
-        labelled = labelled_rows(spec, embedded.targets[name])
-        targets = embedded.targets[name][labelled]
-        predicted = out_of_fold(spec, embedded.features[name][labelled], targets, args.folds)
-        issues = ranked_issues(spec, predicted, targets)
-        summary["tasks"][name] = {"type": spec.type, "labelled_rows": len(labelled), "suspects": len(issues)}
+    suspects, summary["tasks"] = [], {}
+    for task in audited:
+        issues = ranked_issues(task.spec, task.predicted, task.targets)
+        summary["tasks"][task.spec.name] = {
+            "type": task.spec.type,
+            "labelled_rows": len(task.targets),
+            "suspects": len(issues),
+        }
         for rank, issue in enumerate(issues, 1):
-            position = int(embedded.positions[labelled[issue["index"]]])
-            suspects.append(_suspect_row(name, rank, issue, scored.rows[position], position, source, args.image_column))
-    summary.update(rows=source.num_rows, photos_skipped=embedded.skipped, training_rows=training_rows)
+            position, row = task.row_of(issue["index"])
+            suspects.append(
+                _suspect_row(task.spec.name, rank, issue, row, position, summary["id_column"], summary["image_column"])
+            )
     output.mkdir(parents=True, exist_ok=True)
     _write(output, suspects, summary)
     _print(summary, suspects, output)
     return 0
 
 
-def _suspect_row(task, rank, issue, row, position, source, image_column) -> dict:
+@dataclass
+class AuditedTask:
+    """One task's labelled rows: their out-of-sample scores and given targets, and where each row is."""
+
+    spec: object
+    predicted: np.ndarray
+    targets: np.ndarray
+    row_of: Callable[[int], tuple[int, dict]]  # labelled index -> (position in the audited rows, the row)
+
+
+def _by_embeddings(args) -> tuple[list[AuditedTask], dict]:
+    """K-fold heads on the saved model's frozen embeddings; rows the model trained on are audited too (their
+    labels are what an audit is for), and counted."""
+    from .evaluate import model_to_score, rows_to_score
+
+    scored = rows_to_score(args, count_training_rows=True)
+    config, source = scored.config, scored.source
+    if source.num_rows < args.folds:
+        raise UserError(
+            f"{source.num_rows} rows in split {args.split!r} of {args.data}, fewer than --folds {args.folds}"
+        )
+    model, processor = model_to_score(args, scored)
+    from ..data.transforms import ImageTransforms
+    from ..metrics.label_issues import embedded_rows, labelled_rows, out_of_fold
+
+    embedded = embedded_rows(model, ImageTransforms.from_image_processor(processor).eval(), source, args.batch_size)
+    audited = []
+    for name in source.task_names:
+        spec = config.get_task(name)
+        labelled = labelled_rows(spec, embedded.targets[name])
+        targets = embedded.targets[name][labelled]
+
+        def row_of(index, labelled=labelled):
+            position = int(embedded.positions[labelled[index]])
+            return position, scored.rows[position]
+
+        predicted = out_of_fold(spec, embedded.features[name][labelled], targets, args.folds)
+        audited.append(AuditedTask(spec, predicted, targets, row_of))
+    summary = {
+        "data": args.data,
+        "split": args.split,
+        "method": f"{args.folds}-fold heads on the frozen embeddings of {args.model}",
+        "folds": args.folds,
+        "rows": source.num_rows,
+        "photos_skipped": embedded.skipped,
+        "training_rows": scored.training_rows,
+        "id_column": source.id_column,
+        "image_column": args.image_column,
+    }
+    return audited, summary
+
+
+def _by_fine_tuning(args, output: Path) -> tuple[list[AuditedTask], dict]:
+    """K-fold fine-tuning of the recipe (`audit_folds.py`)."""
+    from ..metrics.label_issues import labelled_rows
+    from .audit_folds import folded_scores
+
+    folded = folded_scores(args, output)
+    audited = []
+    for spec in folded.tasks:
+        labelled = labelled_rows(spec, folded.targets[spec.name])
+
+        def row_of(index, labelled=labelled):
+            position = int(labelled[index])
+            return position, folded.rows[position]
+
+        predicted, targets = folded.scores[spec.name][labelled], folded.targets[spec.name][labelled]
+        audited.append(AuditedTask(spec, predicted, targets, row_of))
+    summary = {
+        "data": args.data,
+        "split": args.split,
+        "method": f"{args.folds}-fold fine-tuning of {args.model}",
+        "folds": args.folds,
+        "rows": len(folded.rows),
+        "photos_skipped": 0,
+        "training_rows": 0,
+        "id_column": folded.id_column,
+        "image_column": folded.image_column,
+    }
+    return audited, summary
+
+
+def _suspect_row(task, rank, issue, row, position, id_column, image_column) -> dict:
     evidence = {key: value for key, value in issue.items() if key not in ("index", "given", "suggested")}
     return {
         "task": task,
         "rank": rank,
         "row": position,
-        "id": row.get(source.id_column) if source.id_column else "",
+        "id": row.get(id_column) if id_column else "",
         "image": row[image_column] if isinstance(row[image_column], str) else "",
         "given": _listed(issue["given"]),
         "suggested": _listed(issue["suggested"]),
