@@ -14,9 +14,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from mtl_hf import MultiTaskViTConfig
 from mtl_hf.commands.main import main as cli
 from mtl_hf.data import load_shop_dataset
 
@@ -268,3 +270,47 @@ def test_bad_flags_and_a_busy_port_are_refused_in_one_line(model, tmp_path, caps
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         refused([str(folder), "--port", str(busy.getsockname()[1])], "is in use or not available")
+
+
+def test_review_precision_marks_the_answers_below_each_cut(tmp_path, photos):
+    """A model whose config carries a validation record: served with --review_precision, each answer says whether
+    a person should check it, as the catalogue tagger's `needs_review` columns do for the same photos."""
+    import json
+
+    import pyarrow as pa
+
+    from mtl_hf.inference.answers import answers_by_row
+    from mtl_hf.inference.review import review_cuts
+    from mtl_hf.inference.tagger import Tagger, TaggingOptions
+
+    folder = tmp_path / "model"
+    save_model(folder)
+    table = pa.table({"image": pa.array([{"bytes": data, "path": None} for data in photos[:6]])})
+
+    def tagged(cuts):
+        tagger = Tagger(str(folder))
+        options = TaggingOptions(top_k=3, review_cuts=cuts)
+        answers, _ = tagger.tag(table, options, image_column="image", base_folder=None, shard="x")
+        return answers_by_row(tagger.specs, {name: answers.column(name) for name in answers.column_names})
+
+    # The cut between these photos' answers: half of them above it, half below.
+    middle = float(np.median([answer["category"]["scores"][0]["score"] for answer in tagged({})]))
+    # 400 validation answers: 295 of the 300 most confident right, 340 of all 400.
+    curve = {"confidence": [middle, middle / 2], "accepted": [300, 400], "right": [295, 340], "rows": 400}
+    config = json.loads((folder / "config.json").read_text())
+    config["calibration"] = {"category": {"temperature": 1.0, "review": curve}}
+    (folder / "config.json").write_text(json.dumps(config))
+    cut = review_cuts(MultiTaskViTConfig.from_pretrained(folder), None, {"category": 0.95}, {}, str(folder))
+    assert cut["category"]["cut"] == pytest.approx(middle)
+    server = Server(folder, "--review_precision", "category=0.95")
+    try:
+        answers = [server.post(photo).json()["predictions"][0] for photo in photos[:6]]
+    finally:
+        server.stop()
+    reference = tagged({"category": cut["category"]["cut"]})
+    assert {answer["needs_review"] for answer in answers} == {True, False}
+    for answer, expected_answer in zip(answers, reference, strict=True):
+        top = answer["category"]["scores"][0]["score"]
+        assert answer["category"]["needs_review"] == (top < middle) == expected_answer["category"]["needs_review"]
+        assert answer["needs_review"] == answer["category"]["needs_review"]
+        assert "needs_review" not in answer["colour"]
