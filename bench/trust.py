@@ -83,7 +83,7 @@ def setting_rows(name: str, config, prediction) -> tuple[list[str], list[str]]:
             f"| {name} | {spec.name} | {spec.type} | {entry.get('rows', '-')} | {temperature:.3f} | "
             f"{fitted.get('before', float('nan')):.4f} -> {fitted.get('after', float('nan')):.4f} | "
             f"{len(targets)} | {score:.4f} | {expected_calibration_error(spec, logits, targets):.4f} | "
-            f"**{expected_calibration_error(spec, logits, targets, temperature):.4f}** |"
+            f"{expected_calibration_error(spec, logits, targets, temperature):.4f} |"
         )
         if "review" not in entry:
             continue

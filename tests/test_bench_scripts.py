@@ -204,7 +204,7 @@ def test_trust_prints_each_tasks_calibration_and_review_rows(tmp_path):
         *[(setting, task) for setting in ("digits-table", "digits-80") for task in ("digit", "traits")],
     ]
     for row in calibrated:
-        raw, calibrated_ece = float(row[8]), float(row[9].strip("*"))
+        raw, calibrated_ece = float(row[8]), float(row[9])
         assert 0.0 <= raw <= 1.0 and 0.0 <= calibrated_ece <= 1.0
     review = [row for row in rows if row[0] in ("shop", "digits-table", "digits-80") and row[3] in ("bound", "plain")]
     assert len(review) == 8 * 3 * 2  # each task, target and rule: a cut, or why there is none
