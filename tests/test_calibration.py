@@ -211,6 +211,9 @@ def test_calibrating_an_over_confident_model_lowers_its_held_out_ece_and_keeps_i
     assert config.calibration["digit"]["temperature"] > 1.5  # over-confident: the scores are spread out
     assert set(config.calibration["traits"]["thresholds"]) == {"even", "prime", "above_four"}
     assert (model / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (model / "README.md").read_text()  # the card written at training, its calibration section added
+    assert card.count("## Calibration") == 1 and card.index("## Calibration") < card.index("## Limitations")
+    assert f"| `digit` | {config.calibration['digit']['rows']} |" in card and "(calibration.png)" in card
     diagram = tmp_path / "reliability.png"
     assert (
         cli(
