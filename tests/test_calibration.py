@@ -241,7 +241,7 @@ def test_calibrating_an_over_confident_model_lowers_its_held_out_ece_and_keeps_i
         assert after[f"eval_{task}_ece"] < 0.5 * before[f"eval_{task}_ece"], (task, before, after)
 
 
-def test_calibrate_refuses_what_it_cannot_do_in_one_line(over_confident, tmp_path, capsys):
+def test_calibrate_refuses_what_it_cannot_do_in_one_line(over_confident, tmp_path, capsys, monkeypatch):
     folder, table = over_confident
     model = tmp_path / "model"
     shutil.copytree(folder / "model", model)
@@ -256,7 +256,18 @@ def test_calibrate_refuses_what_it_cannot_do_in_one_line(over_confident, tmp_pat
 
     assert "a precision is a share in (0, 1)" in refused("--target_precision", "1.5")
     assert "rows" in refused("--split", "train") and "trained on" in refused("--split", "train")
-    assert "is reached by no threshold for traits:" in refused("--target_precision", "0.999")
+    # A label whose rows reach the precision at no threshold (whether real rows do depends on the model: forced).
+    import mtl_hf.metrics.calibration as calibration_module
+
+    real = calibration_module.best_thresholds
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            calibration_module,
+            "best_thresholds",
+            lambda *args, **kwargs: ({}, {"prime": "reaches precision 0.800 at best, below 0.999"}),
+        )
+        assert "is reached by no threshold for traits:prime" in refused("--target_precision", "0.999")
+    assert calibration_module.best_thresholds is real
     bare = tmp_path / "bare.csv"
     with open(table) as source, open(bare, "w", newline="") as target:
         rows = list(csv.DictReader(source))

@@ -142,7 +142,10 @@ def test_export_and_the_onnx_engine_refuse_bad_inputs_in_one_line(tmp_path, caps
     refused(
         ["predict", str(folder), str(images), "--output", str(tmp_path / "o"), "--engine", "onnx"], "has no model.onnx"
     )
-    refused(["predict", str(folder), str(images / "a.png"), "--engine", "onnx"], "--engine tags a catalogue")
+    refused(
+        ["predict", str(folder), str(images / "a.png"), "--engine", "onnx"],
+        "--engine works on a catalogue: give --output OUT",
+    )
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as where it is not installed
     refused(["export", str(folder), str(tmp_path / "e")], "pip install 'mtl_hf[onnx]'")
     refused(
