@@ -557,3 +557,17 @@ def test_audit_by_fine_tuning_scores_each_fold_with_a_model_that_never_saw_it(ov
     parquet = tmp_path / "rows.parquet"
     assert cli(["audit", str(recipe), str(parquet), "--output", str(tmp_path / "a2"), *flags]) == 2
     assert "an audit by fine-tuning splits a catalogue table" in capsys.readouterr().err
+
+
+def test_audit_names_each_suspects_own_id_when_training_rows_are_left_out(over_confident, tmp_path):
+    folder, table = over_confident
+    with open(table) as file:
+        digit_of = {row["sku"]: row["digit"] for row in csv.DictReader(file)}
+    flags = ["--image_column", "image_path", "--id_column", "sku", "--skip_training_rows"]
+    assert cli(["audit", str(folder / "model"), str(table), "--output", str(tmp_path / "audit"), *flags]) == 0
+    summary = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    with open(tmp_path / "audit" / "suspects.csv") as file:
+        suspects = [row for row in csv.DictReader(file) if row["task"] == "digit"]
+    assert suspects and summary["tasks"]["digit"]["labelled_rows"] == summary["rows"]
+    # The 80 rows the model trained on are left out; each suspect's id is the row whose label it reports.
+    assert all(digit_of[row["id"]] == row["given"] for row in suspects)

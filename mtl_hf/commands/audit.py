@@ -40,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     output = Path(args.output)
     # An audit by fine-tuning that stopped left its folds' models in OUT/folds: a rerun goes on from them.
     if output.exists() and any(path.name != "folds" for path in output.iterdir()):
@@ -50,24 +49,33 @@ def run(args: argparse.Namespace) -> int:
             f"--folds must be at least 2 (each row is scored by heads fitted on the others), got {args.folds}"
         )
     if Path(args.model).suffix.lower() in (".yaml", ".yml"):
-        audited, summary = _by_fine_tuning(args, output)
+        audit = _by_fine_tuning(args, output)
     else:
-        audited, summary = _by_embeddings(args)
-    from ..metrics.label_issues import ranked_issues
+        audit = _by_embeddings(args)
+    from ..metrics.label_issues import labelled_rows, ranked_issues
 
-    suspects, summary["tasks"] = [], {}
-    for task in audited:
-        issues = ranked_issues(task.spec, task.predicted, task.targets)
-        summary["tasks"][task.spec.name] = {
-            "type": task.spec.type,
-            "labelled_rows": len(task.targets),
-            "suspects": len(issues),
-        }
+    summary = {
+        "data": args.data,
+        "split": args.split,
+        "method": audit.method,
+        "folds": args.folds,
+        "rows": len(audit.rows),
+        "photos_skipped": audit.skipped,
+        "training_rows": audit.training_rows,
+        "id_column": audit.id_column,
+        "image_column": audit.image_column,
+        "tasks": {},
+    }
+    suspects = []
+    for spec in audit.specs:
+        labelled = labelled_rows(spec, audit.targets[spec.name])
+        targets = audit.targets[spec.name][labelled]
+        issues = ranked_issues(spec, audit.scores(spec, labelled), targets)
+        summary["tasks"][spec.name] = {"type": spec.type, "labelled_rows": len(labelled), "suspects": len(issues)}
         for rank, issue in enumerate(issues, 1):
-            position, row = task.row_of(issue["index"])
-            suspects.append(
-                _suspect_row(task.spec.name, rank, issue, row, position, summary["id_column"], summary["image_column"])
-            )
+            position = int(audit.positions[labelled[issue["index"]]])
+            row = audit.rows[position]
+            suspects.append(_suspect_row(spec.name, rank, issue, row, position, audit.id_column, audit.image_column))
     output.mkdir(parents=True, exist_ok=True)
     _write(output, suspects, summary)
     _print(summary, suspects, output)
@@ -75,85 +83,69 @@ def run(args: argparse.Namespace) -> int:
 
 
 @dataclass
-class AuditedTask:
-    """One task's labelled rows: their out-of-sample scores and given targets, and where each row is."""
+class Audit:
+    """What either way of auditing hands the ranking: the audited rows, and per task each row's targets and a way to
+    its out-of-sample scores (for the labelled rows asked)."""
 
-    spec: object
-    predicted: np.ndarray
-    targets: np.ndarray
-    row_of: Callable[[int], tuple[int, dict]]  # labelled index -> (position in the audited rows, the row)
+    method: str
+    specs: list
+    rows: object  # every column of the audited rows, by position
+    positions: np.ndarray  # each scored row's position in `rows`
+    targets: dict[str, np.ndarray]
+    scores: Callable[[object, np.ndarray], np.ndarray]  # (spec, labelled indices) -> their out-of-sample scores
+    id_column: str | None
+    image_column: str
+    skipped: int = 0
+    training_rows: int = 0
 
 
-def _by_embeddings(args) -> tuple[list[AuditedTask], dict]:
+def _by_embeddings(args) -> Audit:
     """K-fold heads on the saved model's frozen embeddings; rows the model trained on are audited too (their
     labels are what an audit is for), and counted."""
     from .evaluate import model_to_score, rows_to_score
 
     scored = rows_to_score(args, count_training_rows=True)
-    config, source = scored.config, scored.source
+    source = scored.source
     if source.num_rows < args.folds:
         raise UserError(
             f"{source.num_rows} rows in split {args.split!r} of {args.data}, fewer than --folds {args.folds}"
         )
     model, processor = model_to_score(args, scored)
     from ..data.transforms import ImageTransforms
-    from ..metrics.label_issues import embedded_rows, labelled_rows, out_of_fold
+    from ..metrics.label_issues import embedded_rows, out_of_fold
 
     embedded = embedded_rows(model, ImageTransforms.from_image_processor(processor).eval(), source, args.batch_size)
-    audited = []
-    for name in source.task_names:
-        spec = config.get_task(name)
-        labelled = labelled_rows(spec, embedded.targets[name])
-        targets = embedded.targets[name][labelled]
-
-        def row_of(index, labelled=labelled):
-            position = int(embedded.positions[labelled[index]])
-            return position, scored.rows[position]
-
-        predicted = out_of_fold(spec, embedded.features[name][labelled], targets, args.folds)
-        audited.append(AuditedTask(spec, predicted, targets, row_of))
-    summary = {
-        "data": args.data,
-        "split": args.split,
-        "method": f"{args.folds}-fold heads on the frozen embeddings of {args.model}",
-        "folds": args.folds,
-        "rows": source.num_rows,
-        "photos_skipped": embedded.skipped,
-        "training_rows": scored.training_rows,
-        "id_column": source.id_column,
-        "image_column": args.image_column,
-    }
-    return audited, summary
+    return Audit(
+        method=f"{args.folds}-fold heads on the frozen embeddings of {args.model}",
+        specs=[scored.config.get_task(name) for name in source.task_names],
+        rows=source.dataset,  # the rows scored, every column: with --skip_training_rows, fewer than scored.rows
+        positions=embedded.positions,
+        targets=embedded.targets,
+        scores=lambda spec, labelled: out_of_fold(
+            spec, embedded.features[spec.name][labelled], embedded.targets[spec.name][labelled], args.folds
+        ),
+        id_column=source.id_column,
+        image_column=args.image_column,
+        skipped=embedded.skipped,
+        training_rows=scored.training_rows,
+    )
 
 
-def _by_fine_tuning(args, output: Path) -> tuple[list[AuditedTask], dict]:
-    """K-fold fine-tuning of the recipe (`audit_folds.py`)."""
-    from ..metrics.label_issues import labelled_rows
+def _by_fine_tuning(args, output: Path) -> Audit:
+    """K-fold fine-tuning of the recipe (`audit_folds.py`): every row already has its out-of-sample scores."""
     from .audit_folds import folded_scores
 
     folded = folded_scores(args, output)
-    audited = []
-    for spec in folded.tasks:
-        labelled = labelled_rows(spec, folded.targets[spec.name])
-
-        def row_of(index, labelled=labelled):
-            position = int(labelled[index])
-            return position, folded.rows[position]
-
-        predicted, targets = folded.scores[spec.name][labelled], folded.targets[spec.name][labelled]
-        audited.append(AuditedTask(spec, predicted, targets, row_of))
-    summary = {
-        "data": args.data,
-        "split": args.split,
-        "method": f"{args.folds}-fold fine-tuning of {args.model}",
-        "folds": args.folds,
-        "rows": len(folded.rows),
-        "photos_skipped": 0,
-        "training_rows": 0,
-        "id_column": folded.id_column,
-        "image_column": folded.image_column,
-    }
-    return audited, summary
+    return Audit(
+        method=f"{args.folds}-fold fine-tuning of {args.model}",
+        specs=folded.tasks,
+        rows=folded.rows,
+        positions=np.arange(len(folded.rows)),
+        targets=folded.targets,
+        scores=lambda spec, labelled: folded.scores[spec.name][labelled],
+        id_column=folded.id_column,
+        image_column=folded.image_column,
+    )
 
 
 def _suspect_row(task, rank, issue, row, position, id_column, image_column) -> dict:
