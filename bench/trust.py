@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from mtl_hf.errors import UserError  # noqa: E402
 from mtl_hf.metrics.calibration import expected_calibration_error, scores_at  # noqa: E402
-from mtl_hf.metrics.selective import answer_confidence, answer_right, review_cut  # noqa: E402
+from mtl_hf.metrics.selective import answer_confidence, answer_right, let_through, review_cut  # noqa: E402
 from mtl_hf.models.mtl_vit.calibration_mtl_vit import label_thresholds, task_temperature  # noqa: E402
 
 TARGETS = (0.95, 0.98, 0.99)
@@ -90,8 +90,6 @@ def setting_rows(name: str, config, prediction) -> tuple[list[str], list[str]]:
         scores = scores_at(spec, logits, temperature)
         cuts = label_thresholds(config.calibration, spec.name, spec.labels) if spec.type == "multilabel" else None
         confidence, right = answer_confidence(spec, scores, cuts), answer_right(spec, scores, targets, cuts)
-        labelled = ~np.isnan(right)
-        confidence, right = confidence[labelled], right[labelled]
         for target in TARGETS:
             for rule in RULES:
                 try:
@@ -100,12 +98,12 @@ def setting_rows(name: str, config, prediction) -> tuple[list[str], list[str]]:
                     reason = str(error).split(": ", 1)[1].split(" (observed")[0]
                     review_rows.append(f"| {name} | {spec.name} | {target} | {rule} | not reachable ({reason}) |||||")
                     continue
-                through = confidence >= cut["cut"]
-                precision = f"{right[through].mean():.4f}" if through.any() else "- (none let through)"
-                met = "yes" if through.any() and right[through].mean() >= target else "**no**"
+                coverage, precision = let_through(confidence, right, cut["cut"])
+                shown = "- (none let through)" if np.isnan(precision) else f"{precision:.4f}"
+                met = "yes" if precision >= target else "**no**"  # NaN (none let through) is not >=
                 review_rows.append(
                     f"| {name} | {spec.name} | {target} | {rule} | {cut['cut']:.4f} | {cut['coverage']:.1%} | "
-                    f"{through.mean():.1%} | {precision} | {met} |"
+                    f"{coverage:.1%} | {shown} | {met} |"
                 )
     return calibration_rows, review_rows
 

@@ -103,11 +103,10 @@ def _train(recipe: str, overrides: list[str], output: Path, fold: int, folds: in
 
 def _score_fold(model_folder: Path, table: Path, data_args, batch_size: int):
     """(the model's task specs, each task's scores on the fold's rows in file order, their targets)."""
-    import torch
-
     from ..data.backbone_processor import model_image_processor
     from ..data.sources import TaskSource
     from ..data.transforms import ImageTransforms
+    from ..metrics.calibration import scores_at
     from ..metrics.label_issues import embedded_rows
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 
@@ -122,16 +121,15 @@ def _score_fold(model_folder: Path, table: Path, data_args, batch_size: int):
             f"{embedded.skipped} photos of the audited rows do not decode: an audit by fine-tuning needs every row's "
             "photo (fix or drop those rows; `mtl-hf init` lists them)"
         )
-    scores = {}
-    for spec in [model.config.get_task(name) for name in source.task_names]:
-        logits = torch.from_numpy(embedded.logits[spec.name]).double()
-        if spec.type == "classification":
-            scores[spec.name] = torch.softmax(logits, -1).numpy()
-        elif spec.type == "multilabel":
-            scores[spec.name] = torch.sigmoid(logits).numpy()
-        else:
-            scores[spec.name] = logits.numpy().reshape(embedded.targets[spec.name].shape)
-    return [model.config.get_task(name) for name in source.task_names], scores, embedded.targets
+    specs = [model.config.get_task(name) for name in source.task_names]
+    # Raw scores (T = 1): the fold model's calibration was fitted on these very rows (its evaluation rows).
+    scores = {
+        spec.name: embedded.logits[spec.name]
+        if spec.type == "regression"
+        else scores_at(spec, embedded.logits[spec.name])
+        for spec in specs
+    }
+    return specs, scores, embedded.targets
 
 
 __all__ = ["FoldedRows", "folded_scores"]

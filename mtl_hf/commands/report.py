@@ -98,8 +98,6 @@ def task_section(spec, embedded, config, source, transform, mistakes: int):
     from ..report.page import TaskSection
 
     logits, targets = embedded.logits[spec.name], embedded.targets[spec.name]
-    if spec.type == "regression":
-        logits = logits.reshape(targets.shape)
     metric = PRIMARY_METRIC[spec.type]
     score = task_metrics(spec, logits, targets)[metric]
     chance = chance_scores({spec.name: spec}, {spec.name: targets}, 0.5, "eval")[f"eval_{spec.name}_{metric}"]
@@ -141,13 +139,12 @@ def task_section(spec, embedded, config, source, transform, mistakes: int):
 def _review_table(config, task: str, confidence: np.ndarray, right: np.ndarray):
     """What `--review_precision` would let through at each target: the cut and validation coverage from the model's
     record, the coverage and precision on these rows."""
-    from ..metrics.selective import review_cut
+    from ..metrics.selective import let_through, review_cut
 
     curve = ((config.calibration or {}).get(task) or {}).get("review")
     header = ["target precision", "cut", "validation coverage", "coverage here", "precision here"]
     if curve is None:
         return ("Review queue: no validation record (run `mtl-hf calibrate`)", header, [])
-    labelled = ~np.isnan(right)
     rows = []
     for target in REVIEW_TARGETS:
         try:
@@ -155,17 +152,9 @@ def _review_table(config, task: str, confidence: np.ndarray, right: np.ndarray):
         except UserError as error:
             rows.append([f"{target}", "not reachable", str(error).split(": ", 1)[-1], "", ""])
             continue
-        through = labelled & (confidence >= cut["cut"])
-        precision = f"{right[through].mean():.4f}" if through.any() else "-"
-        rows.append(
-            [
-                f"{target}",
-                f"{cut['cut']:.4f}",
-                f"{cut['coverage']:.1%}",
-                f"{through.sum() / max(labelled.sum(), 1):.1%}",
-                precision,
-            ]
-        )
+        coverage, precision = let_through(confidence, right, cut["cut"])
+        shown = "-" if np.isnan(precision) else f"{precision:.4f}"
+        rows.append([f"{target}", f"{cut['cut']:.4f}", f"{cut['coverage']:.1%}", f"{coverage:.1%}", shown])
     return ("Review queue: the answers let through at each target precision", header, rows)
 
 

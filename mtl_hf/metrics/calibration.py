@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..models.mtl_vit.calibration_mtl_vit import DEFAULT_THRESHOLD
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 from ..models.mtl_vit.heads_mtl_vit import MISSING_CLASS
+from .label_issues import labelled_rows
 from .selective import answer_confidence, answer_right, review_curve
 
 ECE_BINS = 15
@@ -165,7 +166,7 @@ def fitted_calibration(
         if spec.type == "regression" or spec.name not in logits:
             continue
         values, truth = np.asarray(logits[spec.name]), np.asarray(targets[spec.name])
-        rows = int((truth != MISSING_CLASS).all(axis=-1).sum() if truth.ndim > 1 else (truth != MISSING_CLASS).sum())
+        rows = len(labelled_rows(spec, truth))
         if rows < MIN_ROWS:
             left[spec.name] = f"{rows} labelled rows, fewer than the {MIN_ROWS} a fit needs"
             continue

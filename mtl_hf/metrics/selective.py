@@ -75,6 +75,15 @@ def review_curve(confidence: np.ndarray, right: np.ndarray) -> dict[str, list]:
     }
 
 
+def let_through(confidence: np.ndarray, right: np.ndarray, cut: float) -> tuple[float, float]:
+    """(the share of labelled answers at or above `cut`, their precision; NaN where none is), on rows other than the
+    validation rows the cut was chosen on: what the promise delivered."""
+    labelled = ~np.isnan(right)
+    through = labelled & (confidence >= cut)
+    precision = float(right[through].mean()) if through.any() else float("nan")
+    return float(through.sum() / max(labelled.sum(), 1)), precision
+
+
 def precision_lower_bound(right: np.ndarray, accepted: np.ndarray, level: float = RISK_LEVEL) -> np.ndarray:
     """One-sided Clopper-Pearson lower bound of precision at confidence 1 - level."""
     right, accepted = np.asarray(right, float), np.asarray(accepted, float)
@@ -127,6 +136,7 @@ __all__ = [
     "RISK_LEVEL",
     "answer_confidence",
     "answer_right",
+    "let_through",
     "precision_lower_bound",
     "review_curve",
     "review_cut",
