@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import MissingPathError, UserError, one_line
 from ..utils.validation import comma_separated, structured_option
 from .model_loading import add_pickled_weights_flag, existing_model, has_gpu, loading_model
+from .precision import add_engine_arguments, gated_bf16, refuse_gate_arguments_unused
 
 SUMMARY = "every task's answer for each image, or for a whole catalogue (--output)"
 
@@ -63,12 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="recognise a folder's changed photos by their bytes (hashed once a run) instead of their sizes and "
         "modification times, for copies that keep both",
     )
-    parser.add_argument(
-        "--engine",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="run the model with PyTorch, or with ONNX Runtime from an `mtl-hf export` folder (with --output)",
-    )
+    add_engine_arguments(parser)
     add_review_argument(parser)
     add_pickled_weights_flag(parser)
 
@@ -80,12 +76,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     every_task, per_task = parse_thresholds(args.threshold)
     review = parse_review_precision(args.review_precision)
+    if args.dtype != "bf16":
+        refuse_gate_arguments_unused(args, "--dtype bf16")
     if args.output is not None:
         return _tag_catalogue(args, every_task, per_task, review)
     if per_task:
         raise UserError("per-task thresholds (TASK=SCORE) need --output; give one score for all tasks here")
-    if args.engine != "torch" or args.master is not None or args.review_precision:
-        flag = "master" if args.master else "engine" if args.engine != "torch" else "review_precision"
+    catalogue_only = {
+        "master": args.master is not None,
+        "engine": args.engine != "torch",
+        "review_precision": bool(args.review_precision),
+        "dtype": args.dtype != "auto",
+    }
+    for flag in (flag for flag, given in catalogue_only.items() if given):
         raise UserError(f"--{flag} works on a catalogue: give --output OUT (or `mtl-hf serve` for single photos)")
     return _print_answers(args, every_task)
 
@@ -148,6 +151,11 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
     cuts = review_cuts(config, *review, thresholds, args.model) if args.review_precision else {}
     if cuts:
         print(review_table(cuts))
+    if args.dtype == "bf16":
+        if args.engine != "torch":
+            raise UserError("--dtype bf16 is the PyTorch engine's; an ONNX graph's precision is its export's")
+        with loading_model(args.model):
+            gated_bf16(args, model, config, thresholds)
     options = TaggingOptions(
         image_column=args.image_column,
         keep_columns=comma_separated(args.keep_columns) if args.keep_columns else None,
@@ -169,6 +177,7 @@ def _tag_catalogue(args: argparse.Namespace, every_task: float | None, per_task:
             allow_pickled_weights=args.allow_pickled_weights,
             engine=args.engine,
             master=args.master,
+            dtype=args.dtype,
         )
     dropped = ", ".join(f"{count} {reason}" for reason, count in summary["dropped_by_reason"].items()) or "none"
     speed = summary["images_per_second"]

@@ -8,6 +8,7 @@ import socket
 
 from ..errors import UserError
 from .model_loading import add_pickled_weights_flag, existing_model, loading_model
+from .precision import add_engine_arguments, gated_bf16, refuse_gate_arguments_unused
 from .predict import add_review_argument
 
 SUMMARY = "the model behind an HTTP endpoint (POST /predict, GET /health, /metadata, a page at /)"
@@ -65,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[TASK=]SCORE",
         help="multilabel threshold (default: each label's calibrated one, else 0.5)",
     )
+    add_engine_arguments(parser)
     add_review_argument(parser)
     add_pickled_weights_flag(parser)
 
@@ -115,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import missing_extra
 
         raise missing_extra("mtl-hf serve", "serve", "uvicorn") from None
+    if args.dtype != "bf16":
+        refuse_gate_arguments_unused(args, "--dtype bf16")
+    if args.engine == "onnx" and args.dtype != "auto":
+        raise UserError("--dtype is the PyTorch engine's; an ONNX graph's precision is its export's")
     location = existing_model(args.model)
     _check_port_free(args.host, args.port)  # before the model loads: a refusal comes at once
     every_task, per_task = parse_thresholds(args.threshold)
@@ -131,12 +137,16 @@ def run(args: argparse.Namespace) -> int:
         cuts = review_cuts(config, *review, thresholds, args.model) if args.review_precision else {}
         if cuts:
             print(review_table(cuts))
+        if args.dtype == "bf16":
+            gated_bf16(args, location, config, thresholds)
         predictor = ImagePredictor(
             location,
             top_k=args.top_k,
             thresholds=thresholds,
             review_cuts={task: cut["cut"] for task, cut in cuts.items()},
             allow_pickled_weights=args.allow_pickled_weights,
+            engine=args.engine,
+            dtype=args.dtype,
         )
     app = build_app(predictor, settings)
     print(

@@ -125,7 +125,8 @@ def run_batches(
         prepare: moves a batch's model inputs to the model's device (the trainer's `_prepare_inputs`).
         autocast: the mixed-precision context of each forward.
         tasks: the heads to run (all of them by default).
-        with_labels: return the batch's targets (from the host batch: they never go to the device).
+        with_labels: return the batch's targets of the tasks its rows label (from the host batch: they never go
+            to the device).
         distributed: this process is one of several ranks; they agree before each forward whether any still
             has a batch (one all-reduce of a flag on `device`), and those that have none run the padding batch.
     """
@@ -153,7 +154,9 @@ def run_batches(
         yield BatchOutputs(
             positions=np.asarray(batch["positions"], dtype=np.int64),
             logits=logits_to_host(outputs.logits, names, batch["pixel_values"].shape[0]),
-            labels={name: batch["labels"][name].numpy() for name in names} if with_labels else {},
+            labels={name: batch["labels"][name].numpy() for name in names if name in batch["labels"]}
+            if with_labels
+            else {},
             skipped_rows=batch["skipped_rows"],
             image_counts=batch.get("image_counts"),
         )

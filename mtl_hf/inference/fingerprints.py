@@ -14,12 +14,13 @@ def fingerprint(parts: Mapping[str, Any]) -> str:
 
 
 def model_fingerprint(folder: Path) -> str:
-    """The model's config and weights, hashed: the same saved model gives the same fingerprint wherever it lies."""
+    """The model's config and weights (an exported graph included), hashed: the same saved model gives the same
+    fingerprint wherever it lies."""
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
         if (
             path.name in ("config.json", "preprocessor_config.json")
-            or path.suffix == ".safetensors"
+            or path.suffix in (".safetensors", ".onnx")
             or path.name.endswith(".bin")
         ):
             digest.update(path.name.encode())

@@ -61,7 +61,7 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
     processor = model_image_processor(model, network.config)
     transform = ImageTransforms.from_image_processor(processor).eval()
     height, width = transform.size
-    graph = _LogitsGraph(network)
+    graph = _LogitsGraph(network).eval()
     generator = torch.Generator().manual_seed(0)
     traced = torch.randn(2, 3, height, width, generator=generator)
     checked = torch.randn(5, 3, height, width, generator=generator)
@@ -96,7 +96,7 @@ def export_onnx(model: str, output: str, *, tolerance: float = DEFAULT_TOLERANCE
             "attention": attention,
             "check": {"batch": len(checked), "largest_relative_difference": difference, "tolerance": tolerance},
         }
-        _add_metadata(path, description)
+        add_metadata(path, description)
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target / ONNX_FILE)
     (target / TASKS_FILE).write_text(json.dumps(description, indent=2) + "\n")
@@ -161,7 +161,8 @@ def _largest_difference(path: Path, names: list[str], pixels: torch.Tensor, refe
     )
 
 
-def _add_metadata(path: Path, description: dict[str, Any]) -> None:
+def add_metadata(path: Path, description: dict[str, Any]) -> None:
+    """Puts `description` into the graph's metadata (`METADATA_KEY`), where ONNX Runtime's clients read it."""
     import onnx
 
     graph = onnx.load(str(path))
@@ -174,8 +175,8 @@ class OnnxModel:
     """An exported model behind the interface the batched inference path calls (`model(pixel_values=...)` giving
     `.logits`, a dict task -> tensor), run by ONNX Runtime on the CPU."""
 
-    def __init__(self, folder: str):
-        path = self.check(folder)
+    def __init__(self, folder: str, graph: str | Path | None = None):
+        path = self.check(folder) if graph is None else Path(graph)
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -196,6 +197,35 @@ class OnnxModel:
     def eval(self) -> OnnxModel:
         return self
 
+    def check_config(self, config, folder: str) -> None:
+        """Refuses a folder whose config.json answers otherwise than the graph was exported (and, for an int8
+        graph, gated) for: other tasks or labels, or another calibration. The graph's metadata is what it was made
+        from; a config copied in later (a model trained or calibrated again) would turn its logits into answers it
+        was never checked for."""
+        described = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if described is None:
+            return  # a graph from before the metadata existed: nothing to compare
+        graph_tasks = {task["name"]: task for task in json.loads(described)["tasks"]}
+        for spec in config.task_specs:
+            task = graph_tasks.pop(spec.name, None)
+            if task is None or task["type"] != spec.type or task["labels"] != spec.labels:
+                raise UserError(
+                    f"{folder}/config.json's task {spec.name!r} is not the one its {ONNX_FILE} was exported with: "
+                    "export the model again (mtl-hf export MODEL OUTPUT), and do not copy a newer config into it"
+                )
+            if _calibration_of(config.calibration, spec) != {
+                k: task[k] for k in ("temperature", "thresholds") if k in task
+            }:
+                raise UserError(
+                    f"{folder}/config.json calibrates task {spec.name!r} otherwise than its {ONNX_FILE} was exported "
+                    "(and gated) with: export the calibrated model again (mtl-hf export MODEL OUTPUT)"
+                )
+        if graph_tasks:
+            raise UserError(
+                f"{folder}/{ONNX_FILE} answers task(s) {sorted(graph_tasks)} that its config.json lacks: export the "
+                "model again (mtl-hf export MODEL OUTPUT)"
+            )
+
     def __call__(self, pixel_values: torch.Tensor, tasks=None):
         values = self.session.run(self.task_names, {"pixel_values": pixel_values.float().numpy()})
         logits = {name: torch.from_numpy(value) for name, value in zip(self.task_names, values, strict=True)}
@@ -207,4 +237,4 @@ class _Logits:
         self.logits = logits
 
 
-__all__ = ["DEFAULT_TOLERANCE", "ONNX_FILE", "TASKS_FILE", "OnnxModel", "export_onnx"]
+__all__ = ["DEFAULT_TOLERANCE", "ONNX_FILE", "TASKS_FILE", "OnnxModel", "add_metadata", "export_onnx"]

@@ -56,7 +56,9 @@ class OutputFolder:
             with self.fs.open(recorded, "r") as handle:
                 earlier = json.load(handle)
             if earlier.get("fingerprint") != run["fingerprint"]:
-                differs = [key for key in ("model", "input", "options", "engine") if earlier.get(key) != run.get(key)]
+                differs = [
+                    key for key in ("model", "input", "options", "engine", "dtype") if earlier.get(key) != run.get(key)
+                ]
                 raise OutputExistsError(
                     f"{self.location} holds a run of another {' and '.join(differs) or 'run'} (fingerprint "
                     f"{earlier.get('fingerprint', '?')[:12]}, this run {run['fingerprint'][:12]}): give a new "

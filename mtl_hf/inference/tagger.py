@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..utils.validation import check_choice
 from .answers import answer_columns
 from .batches import RowBatch, inference_loader, padding_pixels, run_batches
+from .dtypes import DTYPES, check_dtype, forward_precision
 from .inputs import check_image_column, image_location, image_reference
 
 ENGINES = ("torch", "onnx")
@@ -63,14 +64,20 @@ class TaggingOptions:
         }
 
 
-def check_model_folder(model: str, engine: str) -> None:
+def check_model_folder(model: str, engine: str, dtype: str = "auto") -> None:
     """What a tagger needs of the model folder, checked where it is named (on Spark's driver, before any executor
     tries): an image processor (saved, or implied by the config: `model_image_processor`), and for the ONNX engine
-    onnxruntime and the exported graph."""
+    onnxruntime and the exported graph (whose precision is the export's: no `dtype`)."""
     from ..data.backbone_processor import PROCESSOR_FILE, processor_from_config
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
 
     check_choice("engine", engine, ENGINES)
+    check_choice("dtype", dtype, DTYPES)
+    if engine == "onnx" and dtype != "auto":
+        raise UserError(
+            f"--dtype {dtype} is the PyTorch engine's; an ONNX graph runs at the precision it was exported with "
+            "(int8: mtl-hf export MODEL OUT --quantize int8)"
+        )
     if not (Path(model) / PROCESSOR_FILE).is_file():
         backbone = MultiTaskViTConfig.from_pretrained(model).backbone_config
         processor_from_config(model, backbone, kind="model", notice=False)
@@ -85,13 +92,20 @@ class Tagger:
     turning a table of photos into a table of answers."""
 
     def __init__(
-        self, model: str, *, allow_pickled_weights: bool = False, device: str | None = None, engine: str = "torch"
+        self,
+        model: str,
+        *,
+        allow_pickled_weights: bool = False,
+        device: str | None = None,
+        engine: str = "torch",
+        dtype: str = "auto",
     ):
         from ..data.backbone_processor import model_image_processor
         from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
         from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 
-        check_model_folder(model, engine)
+        check_model_folder(model, engine, dtype)
+        self.dtype = dtype
         if engine == "onnx":  # ONNX Runtime on the CPU, from an `mtl-hf export` folder
             from .onnx_export import OnnxModel
 
@@ -99,10 +113,13 @@ class Tagger:
             self.model = OnnxModel(model)
         else:
             self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            check_dtype(dtype, self.device.type)
             self.model = MultiTaskViTModel.from_pretrained(model, allow_pickled_weights=allow_pickled_weights)
             self.model.to(self.device).eval()
         # The ONNX engine has no PyTorch model whose config to ask.
         config = MultiTaskViTConfig.from_pretrained(model) if engine == "onnx" else self.model.config
+        if engine == "onnx":
+            self.model.check_config(config, model)
         processor = model_image_processor(model, config)
         self.transform = ImageTransforms.from_image_processor(processor).eval()
         self.padding = padding_pixels(self.transform)
@@ -110,10 +127,9 @@ class Tagger:
         self.calibration = config.calibration
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 where the accelerator has it; full precision on the CPU."""
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """The forward's precision: bf16 where asked (checked: `commands/precision.check_dtype`), or with `auto` on
+        an accelerator that has it; full precision otherwise."""
+        return forward_precision(self.dtype, self.device)
 
     def tag(self, table: pa.Table, options: TaggingOptions, *, image_column: str, base_folder: str | None, shard: str):
         """(answers, broken photos): the rows of `table` whose photo decoded, with their kept columns and each
@@ -215,9 +231,20 @@ class TaggerSpec:
     model: str
     engine: str = "torch"
     allow_pickled_weights: bool = False
+    dtype: str = "auto"
 
     def load(self) -> Tagger:
-        return Tagger(self.model, engine=self.engine, allow_pickled_weights=self.allow_pickled_weights)
+        return Tagger(
+            self.model, engine=self.engine, allow_pickled_weights=self.allow_pickled_weights, dtype=self.dtype
+        )
 
 
-__all__ = ["ENGINES", "Tagger", "TaggerSpec", "TaggingOptions", "check_model_folder", "kept_columns"]
+__all__ = [
+    "ENGINES",
+    "Tagger",
+    "forward_precision",
+    "TaggerSpec",
+    "TaggingOptions",
+    "check_model_folder",
+    "kept_columns",
+]

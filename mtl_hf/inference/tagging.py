@@ -38,6 +38,7 @@ def tag_catalogue(
     allow_pickled_weights: bool = False,
     engine: str = "torch",
     master: str | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Tags every photo of `source` with the saved `model`, into `output` (see the module); returns the summary.
 
@@ -71,11 +72,13 @@ def tag_catalogue(
         "options": options.recorded(),
         "engine": engine,
     }
+    if dtype != "auto":  # answers at another precision are not the same run's (runs from before keep theirs)
+        run["dtype"] = dtype
     run["fingerprint"] = fingerprint(run)
     out = OutputFolder(output, options.storage_options)
     out.check(run)  # before the weights load: a refusal comes at once, and a failed load leaves no claim
-    check_model_folder(str(model), engine)
-    loading = TaggerSpec(str(model), engine, allow_pickled_weights)
+    check_model_folder(str(model), engine, dtype)
+    loading = TaggerSpec(str(model), engine, allow_pickled_weights, dtype)
     if master is None:
         tagger = loading.load()
     else:

@@ -34,8 +34,12 @@ class ImagePredictor:
         review_cuts: dict[str, float] | None = None,
         device: str | None = None,
         allow_pickled_weights: bool = False,
+        engine: str = "torch",
+        dtype: str = "auto",
     ):
-        self.tagger = Tagger(model, device=device, allow_pickled_weights=allow_pickled_weights)
+        self.tagger = Tagger(
+            model, device=device, allow_pickled_weights=allow_pickled_weights, engine=engine, dtype=dtype
+        )
         self.top_k, self.thresholds, self.review_cuts = top_k, dict(thresholds or {}), dict(review_cuts or {})
         self.metadata = _metadata(model, self.tagger, self.thresholds)
 

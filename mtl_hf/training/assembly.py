@@ -204,7 +204,7 @@ def record_training_data(model, mixture: TaskMixture) -> None:
         origin = source.context.origin
         if origin is None or model.config.trained_on(origin["data"], origin["split"]):
             continue
-        entry = {**origin, "rows": source.num_rows}
+        entry = {**origin, "rows": source.num_rows, "image_column": source.image_column}
         if keys[-1] is not None:
             entry["row_keys"] = key_column(source)
         entries.append(entry)
