@@ -159,15 +159,15 @@ def test_the_pipeline_answers_as_the_answer_columns_do(tmp_path):
     ImageTransforms(size=(32, 32)).image_processor().save_pretrained(tmp_path)
     classify = pipeline("multi-task-image-classification", model=str(tmp_path))
     image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    answer = classify(image, top_k=3)
+    answer = classify(image, top_k=3)["answers"]
     pixels = classify.preprocess(image)["pixel_values"]
     with torch.no_grad():
         logits = {name: value.numpy() for name, value in model(pixel_values=pixels).logits.items()}
     columns = answer_columns(model.config.task_specs, logits, top_k=3, thresholds={}, calibration=calibration)
     assert [(s["label"], pytest.approx(s["score"], rel=1e-5)) for s in columns["kind_scores"][0].as_py()] == [
-        (s["label"], s["score"]) for s in answer["kind"]
+        (s["label"], s["score"]) for s in answer["kind"]["scores"]
     ]
-    assert sorted(columns["tags"].to_pylist()[0]) == sorted(s["label"] for s in answer["tags"])
+    assert columns["tags"].to_pylist()[0] == answer["tags"]["labels"]
 
 
 # -- an over-confident model on real scans --------------------------------------------------------------------------
@@ -289,12 +289,12 @@ def test_a_model_saved_without_calibration_answers_as_before():
     pixel_values, logits = recorded_outputs()
     classify = pipeline("multi-task-image-classification", model=str(FIXTURES / "model"))
     assert classify.model.config.calibration is None
-    answer = classify.postprocess({task: value[:1] for task, value in logits.items()}, top_k=10)
+    answer = classify.postprocess({task: value[:1] for task, value in logits.items()}, top_k=10)["answers"]
     category = torch.softmax(logits["category"][0], -1)
-    assert [s["score"] for s in answer["category"]] == pytest.approx(sorted(category.tolist(), reverse=True))
+    assert [s["score"] for s in answer["category"]["scores"]] == pytest.approx(sorted(category.tolist(), reverse=True))
     tags = torch.sigmoid(logits["tags"][0])
     spec = classify.model.config.get_task("tags")
-    assert sorted(s["label"] for s in answer["tags"]) == sorted(
+    assert sorted(answer["tags"]["labels"]) == sorted(
         label for label, score in zip(spec.labels, tags.tolist(), strict=True) if score >= 0.5
     )
     assert not math.isnan(float(category.sum()))
@@ -316,11 +316,14 @@ def test_the_remote_code_answers_with_the_calibration(tmp_path, transformers_ver
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)
     torch.save(torch.zeros(1, 3, 32, 32), tmp_path / "inputs.pt")
     report = answer_without_mtl_hf(folder, tmp_path / "inputs.pt", photo, transformers_version, tmp_path)
-    expected = pipeline("multi-task-image-classification", model=str(folder))(str(photo))
+    expected = pipeline("multi-task-image-classification", model=str(folder))(str(photo))["answers"]
     for task in ("kind", "tags"):
-        assert [a["label"] for a in report["pipeline"][task]] == [a["label"] for a in expected[task]], task
-        assert [a["score"] for a in report["pipeline"][task]] == pytest.approx([a["score"] for a in expected[task]])
-    assert report["handler"]["kind"][0]["score"] == pytest.approx(expected["kind"][0]["score"])
+        ours, theirs = report["pipeline"]["answers"][task], expected[task]
+        assert ours.get("label", ours.get("labels")) == theirs.get("label", theirs.get("labels")), task
+        assert [a["label"] for a in ours["scores"]] == [a["label"] for a in theirs["scores"]], task
+        assert [a["score"] for a in ours["scores"]] == pytest.approx([a["score"] for a in theirs["scores"]])
+    handler = report["handler"]["answers"]["kind"]
+    assert handler["scores"][0]["score"] == pytest.approx(expected["kind"]["scores"][0]["score"])
 
 
 # -- the review queue -----------------------------------------------------------------------------------------------
@@ -359,7 +362,7 @@ def test_answers_carry_needs_review_below_each_tasks_cut():
     assert columns["tags_needs_review"].to_pylist() == [False, True]  # 0.99 * 0.99 and 0.6 * 0.99
     assert columns["needs_review"].to_pylist() == [False, True]
     rows = answers_by_row([CLASSES, LABELS], columns)
-    assert rows[1]["needs_review"] is True and rows[0]["kind"]["needs_review"] is False
+    assert rows[1]["needs_review"] is True and rows[0]["answers"]["kind"]["needs_review"] is False
     plain = answer_columns([CLASSES, LABELS], logits, top_k=1, thresholds={})
     assert "needs_review" not in plain and "needs_review" not in answers_by_row([CLASSES, LABELS], plain)[0]
 
@@ -439,10 +442,10 @@ def test_predict_on_images_answers_at_the_calibrated_thresholds(over_confident, 
     (model / "config.json").write_text(json.dumps(config))
     photo = str(folder / "photos" / "digits00000.png")
     assert cli(["predict", str(model), photo, "--json", "--top_k", "5"]) == 0
-    answer = json.loads(capsys.readouterr().out)[0]["predictions"]
-    assert sorted(a["label"] for a in answer["traits"]) == sorted(labels)  # every label reaches a threshold of 0
+    answer = json.loads(capsys.readouterr().out)[0]["answers"]
+    assert sorted(answer["traits"]["labels"]) == sorted(labels)  # every label reaches a threshold of 0
     assert cli(["predict", str(model), photo, "--json", "--top_k", "5", "--threshold", "1.0"]) == 0
-    assert json.loads(capsys.readouterr().out)[0]["predictions"]["traits"] == []  # the one asked for wins
+    assert json.loads(capsys.readouterr().out)[0]["answers"]["traits"]["labels"] == []  # the one asked for wins
 
 
 # -- label errors ---------------------------------------------------------------------------------------------------

@@ -48,15 +48,16 @@ def test_predict_json_gives_the_models_own_answers(saved_model, images, capsys):
     with torch.no_grad():
         logits = model(torch.stack([transform(decode_image(str(path))) for path in images])).logits
     for index, answer in enumerate(answers):
-        predictions = answer["predictions"]
+        assert answer["schema_version"] == 1
+        predictions = answer["answers"]
         probabilities = torch.softmax(logits["category"][index], -1)
-        assert len(predictions["category"]) == 2
-        assert predictions["category"][0]["label"] == model.config.get_task("category").labels[probabilities.argmax()]
-        assert predictions["category"][0]["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
+        assert len(predictions["category"]["scores"]) == 2
+        assert predictions["category"]["label"] == model.config.get_task("category").labels[probabilities.argmax()]
+        assert predictions["category"]["scores"][0]["score"] == pytest.approx(float(probabilities.max()), abs=1e-5)
         tag_scores = torch.sigmoid(logits["tags"][index])
         expected_tags = {model.config.get_task("tags").labels[i] for i in torch.nonzero(tag_scores >= 0.5).flatten()}
-        assert {tag["label"] for tag in predictions["tags"]} == expected_tags
-        assert predictions["size"][0]["value"] == pytest.approx(float(logits["size"][index, 0]), abs=1e-5)
+        assert set(predictions["tags"]["labels"]) == expected_tags
+        assert predictions["size"]["value"] == pytest.approx(float(logits["size"][index, 0]), abs=1e-5)
 
 
 def test_predict_table_lists_every_task_per_image(saved_model, images, capsys):

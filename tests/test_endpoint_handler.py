@@ -64,7 +64,9 @@ def test_only_the_documented_parameters_reach_the_pipeline(folder, photo):
     handler = EndpointHandler(str(folder))
     encoded = base64.b64encode(photo).decode()
     answer = handler({"inputs": encoded, "parameters": {"top_k": 1, "tasks": ["category"]}})
-    assert list(answer) == ["category"] and len(answer["category"]) == 1
+    assert list(answer["answers"]) == ["category"] and len(answer["answers"]["category"]["scores"]) == 1
+    legacy = handler({"inputs": encoded, "parameters": {"top_k": 1, "legacy_answers": True}})
+    assert legacy["category"] == answer["answers"]["category"]["scores"]  # the old shape, one release more
     for parameters in ({"num_workers": 8}, {"batch_size": 512, "top_k": 1}, {"timeout": 999}):
         with pytest.raises(ValueError, match=r"unknown parameter\(s\) .* this endpoint takes \['top_k'"):
             handler({"inputs": encoded, "parameters": parameters})

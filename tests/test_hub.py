@@ -305,7 +305,7 @@ def test_the_cards_usage_code_runs(saved, tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "model card", "exec"), namespace)  # noqa: S102 - the card's own example, as a reader runs it
     answer = namespace["classifier"]("product.jpg")
-    assert set(answer) == set(TASKS)
+    assert set(answer["answers"]) == set(TASKS)
     assert type(namespace["model"]) is MultiTaskViTModel
     assert namespace["processor"].size == {"height": 32, "width": 32}
 
@@ -451,7 +451,7 @@ def test_an_unreachable_hub_falls_back_to_the_cached_copy_with_a_notice(silent_h
     assert cli(["predict", "shop/tagger", str(photo), "--json"]) == 0
     captured = capsys.readouterr()
     answers = json.loads(captured.out)
-    assert set(answers[0]["predictions"]) == set(TASKS) and silent_hub.connection_count() == 1, captured.err
+    assert set(answers[0]["answers"]) == set(TASKS) and silent_hub.connection_count() == 1, captured.err
     assert captured.err.strip().startswith(f"the Hub ({silent_hub.endpoint}) did not answer")
     assert f"using the cached copy of shop/tagger at {cached / 'snapshots' / revision}" in captured.err
 
@@ -472,7 +472,7 @@ def test_a_model_on_a_reachable_hub_loads_by_its_id(saved, tmp_path):
             env=hub_env(hub, tmp_path),
         )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert set(json.loads(result.stdout)[0]["predictions"]) == set(TASKS)
+    assert set(json.loads(result.stdout)[0]["answers"]) == set(TASKS)
     assert hub.requests[0] == {"method": "HEAD", "path": "/shop/tagger/resolve/main/config.json", "authorization": None}
 
 
@@ -545,14 +545,14 @@ def test_a_pushed_model_deploys_where_mtl_hf_is_not_installed(saved, tmp_path):
     assert report["pipeline_class"].endswith("pipeline_mtl_vit.MultiTaskImageClassificationPipeline")
     assert not report["pipeline_class"].startswith("mtl_hf")
     for answers in (report["pipeline"], report["handler_image"], *report["handler_list"]):
-        for task, values in expected.items():
-            shown = answers[task]
-            first = values[0]
-            assert (shown[0].get("label"), shown[0].get("value")) == (first.get("label"), first.get("value")) or (
-                shown[0].get("label") == first.get("label")
-                and shown[0]["value"] == pytest.approx(first["value"], abs=1e-5)
-            ), task
-    assert [len(a["category"]) for a in report["handler_list"]] == [1, 1]  # the parameters reached the pipeline
+        assert answers["schema_version"] == expected["schema_version"]
+        for task, value in expected["answers"].items():
+            shown = answers["answers"][task]
+            for key in ("label", "labels"):
+                assert shown.get(key) == value.get(key), task
+            if "value" in value:
+                assert shown["value"] == pytest.approx(value["value"], abs=1e-5), task
+    assert [len(a["answers"]["category"]["scores"]) for a in report["handler_list"]] == [1, 1]  # parameters arrived
     assert report["requirements"] == ["transformers>=5.0,<6", "torch", "pillow"]
 
 

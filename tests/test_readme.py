@@ -58,8 +58,10 @@ assert metrics["eval_tags_micro_f1"] > 0.95 and metrics["eval_size_r2"] > 0.5
 """,
     "pipeline": """
 answer = classify("photo.png")
-assert set(answer) == {"category", "colour", "pattern", "tags", "size"} and len(answer["category"]) == 5
-assert [set(a) for a in classify(list_of_images, top_k=1, tasks=["category", "colour"])] == [{"category", "colour"}] * 3
+assert answer["schema_version"] == 1 and set(answer["answers"]) == {"category", "colour", "pattern", "tags", "size"}
+assert len(answer["answers"]["category"]["scores"]) == 5
+several = classify(list_of_images, top_k=1, tasks=["category", "colour"])
+assert [set(a["answers"]) for a in several] == [{"category", "colour"}] * 3
 """,
     "data": """
 batch = next(iter(loader))  # left half-read at exit on purpose: the streams must still close quietly
@@ -173,7 +175,8 @@ assert "category_scores" in out and len(Path("outputs/tags/bad_images.jsonl").re
     "serve": """
 answer = json.loads(out.strip().splitlines()[-1])
 assert answer["model"] == "products" and answer["revision"].startswith("sha256:")
-prediction = answer["predictions"][0]
+prediction = answer["predictions"][0]["answers"]
+assert answer["predictions"][0]["schema_version"] == 1
 assert set(prediction) == {"category", "colour", "tags", "price"} and len(prediction["category"]["scores"]) == 3
 assert isinstance(prediction["tags"]["labels"], list) and isinstance(prediction["price"]["value"], float)
 """,

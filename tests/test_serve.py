@@ -102,8 +102,9 @@ def expected(folder, photos):
 
 
 def close(answer, reference):
-    for task, value in reference.items():
-        got = answer[task]
+    assert answer["schema_version"] == reference["schema_version"] == 1
+    for task, value in reference["answers"].items():
+        got = answer["answers"][task]
         for key in ("label", "labels"):
             if key in value:
                 assert got[key] == value[key], task
@@ -144,7 +145,7 @@ def test_concurrent_requests_share_forwards_and_none_is_lost(server, photos):
     after = requests.get(f"{server.url}/health", timeout=10).json()
     images, batches = after["images"] - before["images"], after["batches"] - before["batches"]
     assert images == 60 and batches < 60, (images, batches)  # several photos a forward
-    answers = [r.json()["predictions"][0]["category"]["label"] for r in responses]
+    answers = [r.json()["predictions"][0]["answers"]["category"]["label"] for r in responses]
     assert answers[:20] == answers[20:40] == answers[40:]  # each photo its own answer, whatever it was batched with
 
 
@@ -186,7 +187,7 @@ def test_upload_limits_and_sigterm_let_the_request_in_flight_finish(model, photo
         time.sleep(0.5)  # the photo waits up to 1.5 s for company in the batcher: SIGTERM comes meanwhile
         assert server.stop() == -signal.SIGTERM
         thread.join(timeout=30)
-        assert answers["r"].status_code == 200 and answers["r"].json()["predictions"][0]["category"]["label"]
+        assert answers["r"].status_code == 200 and answers["r"].json()["predictions"][0]["answers"]["category"]["label"]
     finally:
         if server.process.poll() is None:
             server.process.kill()
@@ -294,7 +295,7 @@ def test_review_precision_marks_the_answers_below_each_cut(tmp_path, photos):
         return answers_by_row(tagger.specs, {name: answers.column(name) for name in answers.column_names})
 
     # The cut between these photos' answers: half of them above it, half below.
-    middle = float(np.median([answer["category"]["scores"][0]["score"] for answer in tagged({})]))
+    middle = float(np.median([answer["answers"]["category"]["scores"][0]["score"] for answer in tagged({})]))
     # 400 validation answers: 295 of the 300 most confident right, 340 of all 400.
     curve = {"confidence": [middle, middle / 2], "accepted": [300, 400], "right": [295, 340], "rows": 400}
     config = json.loads((folder / "config.json").read_text())
@@ -310,7 +311,8 @@ def test_review_precision_marks_the_answers_below_each_cut(tmp_path, photos):
     reference = tagged({"category": cut["category"]["cut"]})
     assert {answer["needs_review"] for answer in answers} == {True, False}
     for answer, expected_answer in zip(answers, reference, strict=True):
-        top = answer["category"]["scores"][0]["score"]
-        assert answer["category"]["needs_review"] == (top < middle) == expected_answer["category"]["needs_review"]
-        assert answer["needs_review"] == answer["category"]["needs_review"]
-        assert "needs_review" not in answer["colour"]
+        category = answer["answers"]["category"]
+        top = category["scores"][0]["score"]
+        assert category["needs_review"] == (top < middle) == expected_answer["answers"]["category"]["needs_review"]
+        assert answer["needs_review"] == category["needs_review"]
+        assert "needs_review" not in answer["answers"]["colour"]

@@ -52,7 +52,7 @@ def test_a_photo_chosen_in_the_page_is_answered_task_by_task(tmp_path):
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "answers").is_displayed())
         rows = driver.find_elements(By.CSS_SELECTOR, "#answers tbody tr")
         rendered = {row.get_attribute("data-task"): row.find_element(By.CLASS_NAME, "answer").text for row in rows}
-        assert rendered == {task: shown(answer) for task, answer in expected.items()}
+        assert rendered == {task: shown(answer) for task, answer in expected["answers"].items()}
         scores = driver.find_element(By.CSS_SELECTOR, '#answers tr[data-task="category"] .score').text
         assert scores.startswith(f"{expected['category']['scores'][0]['label']} ")
         driver.save_screenshot(str(tmp_path / "page.png"))

@@ -152,7 +152,7 @@ def test_the_saved_model_predicts_dollars_with_and_without_mtl_hf(tmp_path):
     assert abs(expected - stats["mean"][0]) < 5 * stats["std"][0]  # dollars, not standard units
 
     answer = pipeline("multi-task-image-classification", model=str(folder))(image)
-    assert answer["price"][0]["value"] == pytest.approx(expected, rel=1e-5)
+    assert answer["answers"]["price"]["value"] == pytest.approx(expected, rel=1e-5)
     reloaded = AutoModel.from_pretrained(folder).eval()
     with torch.no_grad():
         assert reloaded(pixel_values).logits["price"][0, 0].item() == pytest.approx(expected, rel=1e-5)

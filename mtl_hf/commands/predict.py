@@ -217,19 +217,29 @@ def _print_answers(args: argparse.Namespace, threshold: float | None) -> int:
         results = classify(args.images, top_k=args.top_k, threshold=threshold, batch_size=args.batch_size)
     except (ValueError, FileNotFoundError) as error:  # the pipeline's own (remote code: no mtl_hf error types)
         raise UserError(one_line(error)) from None
-    if args.json:
-        answers = [{"image": image, "predictions": result} for image, result in zip(args.images, results, strict=True)]
-        print(json.dumps(answers, indent=2))
+    if args.json:  # each photo's answer object (the pipeline's, serve's), with the photo it answers
+        print(
+            json.dumps(
+                [{"image": image, **answer} for image, answer in zip(args.images, results, strict=True)], indent=2
+            )
+        )
         return 0
     for image, result in zip(args.images, results, strict=True):
         print(f"\n{image}")
-        for task, answers in result.items():
-            if answers and "value" in answers[0]:
-                shown = ", ".join(f"{a['value']:.4f}" for a in answers)
-            else:
-                shown = ", ".join(f"{a['label']} ({a['score']:.3f})" for a in answers) or "(none above threshold)"
-            print(f"  {task:<14} {shown}")
+        for task, answer in result["answers"].items():
+            print(f"  {task:<14} {_shown(answer)}")
     return 0
+
+
+def _shown(answer: dict) -> str:
+    """One task's answer as the table prints it."""
+    if "value" in answer:
+        values = answer["value"] if isinstance(answer["value"], list) else [answer["value"]]
+        return ", ".join(f"{value:.4f}" for value in values)
+    scores = ", ".join(f"{s['label']} ({s['score']:.3f})" for s in answer["scores"])
+    if "label" in answer:
+        return scores
+    return f"{', '.join(answer['labels']) or '(none above threshold)'}  [scores: {scores}]"
 
 
 __all__ = ["SUMMARY", "add_arguments", "add_review_argument", "parse_review_precision", "parse_thresholds", "run"]

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..metrics.selective import answer_confidence
+from ..models.mtl_vit.answers_mtl_vit import photo_answer
 from ..models.mtl_vit.calibration_mtl_vit import label_thresholds, task_temperature
 from ..models.mtl_vit.configuration_mtl_vit import TaskSpec
 
@@ -84,9 +85,9 @@ def answer_columns(
 
 
 def answers_by_row(specs: Sequence[TaskSpec], columns: Mapping[str, pa.Array]) -> list[dict]:
-    """`answer_columns` as one JSON-ready dict per row: task -> `{"label", "scores"}` (classification),
-    `{"labels", "scores"}` (multilabel) or `{"value"}` (regression), each with `"needs_review"` where the task has a
-    review cut, and the row's `"needs_review"` where any has."""
+    """`answer_columns` as one answer object per row (`models/mtl_vit/answers_mtl_vit.py`, the pipeline's): per
+    task `{"label", "scores"}` (classification), `{"labels", "scores"}` (multilabel) or `{"value"}` (regression),
+    each with `"needs_review"` where the task has a review cut, and the row's `"needs_review"` where any has."""
     rows = len(columns[specs[0].name]) if specs else 0
     answers: list[dict] = [{} for _ in range(rows)]
     for spec in specs:
@@ -101,10 +102,22 @@ def answers_by_row(specs: Sequence[TaskSpec], columns: Mapping[str, pa.Array]) -
         if f"{spec.name}_needs_review" in columns:
             for answer, unsure in zip(answers, columns[f"{spec.name}_needs_review"].to_pylist(), strict=True):
                 answer[spec.name]["needs_review"] = unsure
-    if "needs_review" in columns:
-        for answer, unsure in zip(answers, columns["needs_review"].to_pylist(), strict=True):
-            answer["needs_review"] = unsure
-    return answers
+    review = columns["needs_review"].to_pylist() if "needs_review" in columns else [None] * rows
+    return [photo_answer(answer, unsure) for answer, unsure in zip(answers, review, strict=True)]
+
+
+def answer_from_row(specs: Sequence[TaskSpec], row: Mapping) -> dict:
+    """One row of `predict --output`'s Parquet shards (as `pyarrow` or `pandas` give it, a dict of columns) as
+    the answer object every other client gets (`answers_by_row`)."""
+    table = pa.table({name: [row[name]] for name in row if name in _answer_names(specs)})
+    return answers_by_row(specs, {name: table.column(name).combine_chunks() for name in table.column_names})[0]
+
+
+def _answer_names(specs: Sequence[TaskSpec]) -> set[str]:
+    names = {"needs_review"}
+    for spec in specs:
+        names |= {spec.name, f"{spec.name}_scores", f"{spec.name}_needs_review"}
+    return names
 
 
 def thresholds_by_task(
@@ -135,4 +148,4 @@ def _softmax(values: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-__all__ = ["answer_columns", "answers_by_row", "check_thresholds", "thresholds_by_task"]
+__all__ = ["answer_columns", "answer_from_row", "answers_by_row", "check_thresholds", "thresholds_by_task"]

@@ -16,6 +16,7 @@ from ..data.collator import MultiTaskCollator
 from ..data.sources import RawExample
 from ..data.transforms import ImageTransforms
 from ..errors import UserError
+from ..models.mtl_vit.answers_mtl_vit import PARQUET_VERSION_KEY, SCHEMA_VERSION
 from ..utils.validation import check_choice
 from .answers import answer_columns
 from .batches import RowBatch, inference_loader, padding_pixels, run_batches
@@ -196,7 +197,9 @@ class Tagger:
             calibration=self.calibration,
             review_cuts=options.review_cuts,
         )
-        return pa.table({**output, **answers})
+        table = pa.table({**output, **answers})
+        # The answer columns are the answer object's fields (docs/answers.md); the version says which ones.
+        return table.replace_schema_metadata({PARQUET_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
     def _on_device(self, inputs: dict) -> dict:
         return {

@@ -4,9 +4,10 @@
 The endpoint calls `EndpointHandler(path)` once, then the handler with each request's payload:
 `{"inputs": image or [images], "parameters": {"top_k": 3, "threshold": 0.5, "tasks": [...]}}`, an image being a
 PIL image (the toolkit decodes an image request's body into one), bytes, or a base64 string. The answer is the
-pipeline's: task -> answers for one image, a list of those for a list.
+pipeline's: the answer object of `answers_mtl_vit.py` for one image (`{"schema_version": 1, "answers": {task:
+...}}`), a list of those for a list; `"legacy_answers": true` gives the shape of earlier releases for one more.
 
-What a caller may ask is bounded, since anyone who can reach the endpoint is a caller: only the three parameters
+What a caller may ask is bounded, since anyone who can reach the endpoint is a caller: only the parameters
 above (anything else, e.g. the pipeline's `num_workers` or `batch_size`, is refused), at most `MAX_IMAGES` images
 of at most `MAX_PIXELS` pixels each (read from the header, before decoding), and no image URLs: the endpoint would
 fetch any address a caller names. The model's owner can allow URLs by setting the endpoint's environment variable
@@ -22,7 +23,7 @@ from typing import Any
 from PIL import Image
 from transformers import pipeline
 
-PARAMETERS = ("top_k", "threshold", "tasks")
+PARAMETERS = ("top_k", "threshold", "tasks", "legacy_answers")
 MAX_IMAGES = 16
 MAX_PIXELS = 40_000_000
 URL_TIMEOUT_S = 10.0

@@ -7,12 +7,18 @@ Where it is, the class is registered with transformers as `"multi-task-image-cla
     >>> from transformers import pipeline
     >>> classify = pipeline("multi-task-image-classification", model="path/or/hub-id")
     >>> classify("photo.jpg")
-    {"category": [{"label": "shoe", "score": 0.97}, ...], "tags": [{"label": "sale", "score": 0.81}],
-     "size": [{"label": "size", "value": 0.62}]}
+    {"schema_version": 1,
+     "answers": {"category": {"label": "shoe", "scores": [{"label": "shoe", "score": 0.97}, ...]},
+                 "tags": {"labels": ["sale"], "scores": [{"label": "sale", "score": 0.81}, ...]},
+                 "size": {"value": 0.62}}}
+
+The answer object is the one `mtl-hf serve` answers with (`answers_mtl_vit.py`). The shape of earlier releases,
+task -> [{"label", "score"} or {"label", "value"}, ...], is kept for one release behind `legacy_answers=True`.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
+from .answers_mtl_vit import photo_answer
 from .calibration_mtl_vit import label_thresholds, task_temperature
 from .images_mtl_vit import DECODE_ERRORS, decode_image
 
@@ -36,12 +43,12 @@ REMOTE_PIPELINE = {
 
 class MultiTaskImageClassificationPipeline(Pipeline):
     r"""
-    Runs a `MultiTaskViTModel` on images and answers, for each image, a dict task -> result:
+    Runs a `MultiTaskViTModel` on images and answers, for each image, the answer object of
+    `answers_mtl_vit.py`; per task:
 
-    - classification: the `top_k` labels with their softmax scores, best first;
-    - multilabel: the labels whose sigmoid score reaches its threshold, best first (at most `top_k`);
-    - regression: one `{"label", "value"}` per output (the label is the task's name, with the
-      output's index when it has several).
+    - classification: `label`, the best label; `scores`, the `top_k` labels with their softmax scores, best first;
+    - multilabel: `labels`, the labels whose sigmoid score reaches its threshold, best first; `scores` as above;
+    - regression: `value` (a list for a task with several outputs).
 
     Images may be PIL images, local file paths, URLs or numpy arrays (`(H, W)`, `(H, W, C)` or
     `(C, H, W)`); a list of images gives a list of results and is run in batches of `batch_size`.
@@ -55,6 +62,9 @@ class MultiTaskImageClassificationPipeline(Pipeline):
             label's calibrated threshold, 0.5 where it has none).
         tasks (`list[str]`, *optional*): answer these tasks only (all by default).
         timeout (`float`, *optional*): the most seconds to wait for an image URL.
+        legacy_answers (`bool`, defaults to False): answer in the shape of earlier releases, task -> list of
+            `{"label", "score"}` (the top_k labels; for multilabel the labels over the threshold, at most top_k) or
+            `{"label", "value"}` per regression output. Deprecated: it goes in the next release.
     """
 
     _load_processor = False
@@ -62,8 +72,16 @@ class MultiTaskImageClassificationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, top_k=None, threshold=None, tasks=None, timeout=None):
+    def _sanitize_parameters(self, top_k=None, threshold=None, tasks=None, timeout=None, legacy_answers=None):
         preprocess, postprocess = {}, {}
+        if legacy_answers:
+            warnings.warn(
+                "legacy_answers=True: the task -> list answer shape goes in the next release; read the answer object "
+                "instead (answer['answers'][task]: label / labels / value, and scores)",
+                FutureWarning,
+                stacklevel=3,
+            )
+            postprocess["legacy_answers"] = True
         if timeout is not None:
             preprocess["timeout"] = timeout
         if top_k is not None:
@@ -106,8 +124,10 @@ class MultiTaskImageClassificationPipeline(Pipeline):
         # Flat task -> logits, so that batches split back into images the way Pipeline does it.
         return dict(outputs.logits)
 
-    def postprocess(self, model_outputs, top_k: int = 5, threshold: float | None = None, tasks=None) -> dict[str, Any]:
-        results = {}
+    def postprocess(
+        self, model_outputs, top_k: int = 5, threshold: float | None = None, tasks=None, legacy_answers: bool = False
+    ) -> dict[str, Any]:
+        answers, legacy = {}, {}
         calibration = getattr(self.model.config, "calibration", None)
         for spec in self.model.config.task_specs:
             if tasks is not None and spec.name not in tasks:
@@ -115,20 +135,25 @@ class MultiTaskImageClassificationPipeline(Pipeline):
             logits = model_outputs[spec.name][0].float()
             if spec.type == "regression":
                 values = logits.tolist()
+                answers[spec.name] = {"value": values[0] if len(values) == 1 else values}
                 names = [spec.name] if len(values) == 1 else [f"{spec.name}_{i}" for i in range(len(values))]
-                results[spec.name] = [{"label": n, "value": v} for n, v in zip(names, values, strict=True)]
+                legacy[spec.name] = [{"label": n, "value": v} for n, v in zip(names, values, strict=True)]
                 continue
             logits = logits / task_temperature(calibration, spec.name)
+            order = torch.argsort(logits, descending=True, stable=True).tolist()
             if spec.type == "classification":
                 scores = torch.softmax(logits, dim=-1)
-                keep = torch.ones_like(scores, dtype=torch.bool)
+                chosen = order
+                answers[spec.name] = {"label": spec.labels[order[0]]}
             else:
                 scores = torch.sigmoid(logits)
                 cuts = [threshold] * len(spec.labels) if threshold is not None else None
                 keep = scores >= torch.tensor(cuts or label_thresholds(calibration, spec.name, spec.labels))
-            order = [i for i in torch.argsort(scores, descending=True).tolist() if keep[i]][:top_k]
-            results[spec.name] = [{"label": spec.labels[i], "score": float(scores[i])} for i in order]
-        return results
+                chosen = [i for i in order if keep[i]]
+                answers[spec.name] = {"labels": [spec.labels[i] for i in chosen]}
+            answers[spec.name]["scores"] = [{"label": spec.labels[i], "score": float(scores[i])} for i in order[:top_k]]
+            legacy[spec.name] = [{"label": spec.labels[i], "score": float(scores[i])} for i in chosen[:top_k]]
+        return legacy if legacy_answers else photo_answer(answers)
 
 
 __all__ = ["REMOTE_PIPELINE", "REMOTE_PIPELINE_TASK", "MultiTaskImageClassificationPipeline"]
