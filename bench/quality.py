@@ -25,14 +25,19 @@ them). 10% of the training rows are the validation rows; the tables
 score the test rows.
 
 Every run goes under --output_dir (default outputs/bench-quality/): run it again and finished runs are read
-back, not retrained. The report (tables, the pretraining gain, the commands) goes to <output_dir>/quality.md and
-a plot per setting of delta_m against compute to <output_dir>/quality-<setting>.png.
+back, not retrained. Finished runs' results are also kept in --runs_archive (bench/results/quality-runs.jsonl.gz,
+committed), restored into the output folder before anything trains, so that a run split over several machines or
+sessions goes on where the last one stopped; `--archive_only` stores what has finished and trains nothing. The
+report (tables, the pretraining gain, the commands) goes to <output_dir>/quality.md and a plot per setting of
+delta_m against compute to <output_dir>/quality-<setting>.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gzip
+import json
 import math
 import os
 import statistics
@@ -135,6 +140,39 @@ def start_values(values: dict, start: str, output_dir: Path, quick: bool) -> dic
     folder = pretrained_backbone(config, output_dir / "pretrained" / architecture_name(config), quick)
     started = {key: value for key, value in values.items() if key != "backbone_config"}
     return {**started, "backbone": str(folder)}
+
+
+def restore_runs(archive: Path, output_dir: Path) -> int:
+    """Writes each archived run's result.json into `output_dir` where it is not there yet; returns how many."""
+    if not archive.is_file():
+        return 0
+    restored = 0
+    with gzip.open(archive, "rt") as lines:
+        for line in lines:
+            entry = json.loads(line)
+            path = output_dir / entry["run"] / "result.json"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(entry["result"], indent=2) + "\n")
+                restored += 1
+    return restored
+
+
+def archive_runs(output_dir: Path, archive: Path) -> int:
+    """Stores every finished run's result under `output_dir` (and those already archived) in `archive`."""
+    entries = {}
+    if archive.is_file():
+        with gzip.open(archive, "rt") as lines:
+            entries = {entry["run"]: entry for entry in map(json.loads, lines)}
+    for path in sorted(output_dir.glob("**/runs/*/seed-*/result.json")):
+        run = str(path.parent.relative_to(output_dir))
+        entries[run] = {"run": run, "result": json.loads(path.read_text())}
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    # mtime 0: the same runs give the same bytes, so the committed file changes only when runs do
+    with open(archive, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed:
+        for run in sorted(entries):
+            packed.write((json.dumps(entries[run], sort_keys=True) + "\n").encode())
+    return len(entries)
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -258,7 +296,15 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--seeds", type=int, help="seeds per run (default: 3; 1 with --quick)")
     parser.add_argument("--output_dir", default=str(REPO / "outputs" / "bench-quality"))
+    parser.add_argument("--runs_archive", default=str(REPO / "bench" / "results" / "quality-runs.jsonl.gz"))
+    parser.add_argument("--archive_only", action="store_true", help="archive the finished runs; train nothing")
     args = parser.parse_args(argv)
+    archive, output_dir = Path(args.runs_archive), Path(args.output_dir)
+    if args.archive_only:
+        print(f"{archive_runs(output_dir, archive)} runs in {archive}")
+        return 0
+    if not args.quick:
+        print(f"{restore_runs(archive, output_dir)} finished runs restored from {archive}", flush=True)
 
     chosen = settings(args.quick)
     names, starts, budgets = args.settings.split(","), args.starts.split(","), args.budgets.split(",")
@@ -269,7 +315,6 @@ def main(argv=None) -> int:
     methods = args.methods.split(",") if args.methods else list(QUICK_METHODS if args.quick else METHODS)
     total_methods = args.total_methods.split(",") if args.total_methods else methods
     seeds = args.seeds or (1 if args.quick else 3)
-    output_dir = Path(args.output_dir)
 
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     print(
@@ -325,6 +370,8 @@ def main(argv=None) -> int:
     report = header + "\n".join(sections) + f"\nTotal wall time {time.perf_counter() - started:.0f} s.\n"
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "quality.md").write_text(report)
+    if not args.quick:
+        archive_runs(output_dir, archive)
     print(f"Total wall time {time.perf_counter() - started:.0f} s; tables in {output_dir}/quality.md")
     return 0
 

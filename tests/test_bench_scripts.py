@@ -226,3 +226,35 @@ def test_label_audit_prints_precision_and_recall_per_catalogue_and_task(tmp_path
     for row in rows:
         assert int(row[5]) > 0 and all(0.0 <= float(cell) <= 1.0 for cell in (row[6], row[7], row[9], row[10]))
     assert (tmp_path / "label_audit.md").is_file()
+
+
+def test_the_quality_benchs_finished_runs_survive_a_new_checkout(tmp_path):
+    """bench/quality.py archives each finished run's result and restores it into a fresh output folder, where the
+    comparison reads it back instead of training it again; the archive's bytes depend on the runs alone."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from quality import archive_runs, restore_runs
+    finally:
+        sys.path.remove(str(BENCH))
+    first = tmp_path / "first"
+    results = {
+        "shop/scratch/convergence/runs/multi-equal/seed-0": {"steps": 10, "scores": {"category": 0.5}},
+        "shop/scratch/convergence/runs/single-colour/seed-2": {"steps": 7, "scores": {"colour": 0.9}},
+    }
+    for run, result in results.items():
+        (first / run).mkdir(parents=True)
+        (first / run / "result.json").write_text(json.dumps(result))
+    (first / "shop/scratch/convergence/runs/multi-famo/seed-0").mkdir(parents=True)  # unfinished: no result
+    archive = tmp_path / "runs.jsonl.gz"
+    assert archive_runs(first, archive) == 2
+    packed = archive.read_bytes()
+    assert archive_runs(first, archive) == 2 and archive.read_bytes() == packed
+    fresh = tmp_path / "fresh"
+    assert restore_runs(archive, fresh) == 2 and restore_runs(archive, fresh) == 0
+    for run, result in results.items():
+        assert json.loads((fresh / run / "result.json").read_text()) == result
+    assert not (fresh / "shop/scratch/convergence/runs/multi-famo").exists()
+    # Runs finished later join the archive; those it held stay.
+    (fresh / "digits/pretrained/convergence/runs/multi-equal/seed-1").mkdir(parents=True)
+    (fresh / "digits/pretrained/convergence/runs/multi-equal/seed-1/result.json").write_text("{}")
+    assert archive_runs(fresh, archive) == 3
