@@ -258,3 +258,37 @@ def test_the_quality_benchs_finished_runs_survive_a_new_checkout(tmp_path):
     (fresh / "digits/pretrained/convergence/runs/multi-equal/seed-1").mkdir(parents=True)
     (fresh / "digits/pretrained/convergence/runs/multi-equal/seed-1/result.json").write_text("{}")
     assert archive_runs(fresh, archive) == 3
+
+
+def test_inference_throughput_bench_measures_each_precision_against_the_machines_ceiling():
+    output = run(
+        "inference_throughput.py",
+        *("--images", "4", "--image_size", "128", "--repeats", "1", "--batch_size", "2"),
+        *("--models", "data-bound stand-in", "--sections", "precision"),
+    )
+    ceiling = r"ceiling on \d+ threads: fp32 \(PyTorch\) \d+ GFLOP/s, bf16 \(PyTorch\) \d+ GFLOP/s, int8"
+    assert re.search(ceiling, output)
+    rows = {row[0]: row[1:] for row in table_rows(output) if not row[0].startswith(("engine", "configuration"))}
+    engines = ["PyTorch fp32", "PyTorch bf16 (autocast)", "ONNX Runtime fp32"]
+    engines += ["ONNX Runtime int8 (dynamic)", "ONNX Runtime int8 (static)"]
+    predicts = [f"mtl-hf predict --engine onnx, {kind} graph" for kind in ("fp32", "int8 dynamic")]
+    assert list(rows) == engines + predicts
+    assert rows["ONNX Runtime fp32"][1] == "1.00x" and rows[predicts[0]][1] == "1.00x"
+    for name in engines:
+        speed, ratio, achieved, share = rows[name]
+        assert float(speed) > 0 and ratio.endswith("x") and float(achieved) >= 0 and share.endswith("%")
+
+
+def test_the_precision_gate_bench_reports_every_task_of_both_models_for_each_engine(tmp_path):
+    output = run("precision_gate.py", "--quick", "--output_dir", str(tmp_path))
+    rows = [row for row in table_rows(output) if row[0] in ("shop", "digits-table")]
+    assert [(row[0], row[1]) for row in rows] == [
+        *(("shop", task) for task in ("category", "colour", "pattern", "tags", "size")),
+        ("digits-table", "digit"),
+        ("digits-table", "traits"),
+    ]
+    for row in rows:
+        values = [float(cell.split()[0]) for cell in row[3:6]]
+        assert all(0.0 <= value <= 1.0 for value in values) or row[1] == "size", row
+        assert (row[6].count("->") == 3) == (row[1] not in ("size",)), row  # every calibrated task, every engine
+    assert (tmp_path / "precision_gate.md").read_text().strip() in output
