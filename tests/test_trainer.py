@@ -258,3 +258,27 @@ def test_when_exhausted_stop_gives_every_epoch_the_steps_trainer_planned(tmp_pat
     assert len(rates) == 4 * per_epoch and rates[-1] == pytest.approx(1e-3 / (4 * per_epoch))
     epochs = [entry["epoch"] for entry in step_logs(trainer)]
     assert epochs[per_epoch - 1] == pytest.approx(1.0) and epochs[-1] == pytest.approx(4.0)
+
+
+def test_workers_send_uint8_pixels_normalised_where_the_batch_reaches_the_device(tmp_path):
+    """The training loader's batches hold uint8 pixels, a quarter of float32's bytes; `_prepare_inputs` (the
+    private hook every batch passes on its way to the device) turns them into the normalised float pixels the
+    transform gives, and the loss is the one of those pixels."""
+    source = shop_source(rows=32)
+    model = new_model(source)
+    trainer = MultiTaskTrainer(model, arguments(tmp_path, per_device_train_batch_size=8), train_dataset=[source])
+    batch = next(iter(trainer.get_train_dataloader()))
+    pixels = batch["pixel_values"]
+    assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (3, 32, 32)
+    transform = trainer.image_transforms
+    expected = ((pixels.float() / 255 - torch.tensor(transform.mean).view(1, 3, 1, 1))) / torch.tensor(
+        transform.std
+    ).view(1, 3, 1, 1)
+    prepared = trainer._prepare_inputs(dict(batch))
+    assert prepared["pixel_values"].dtype == torch.float32
+    torch.testing.assert_close(prepared["pixel_values"], expected, rtol=1e-5, atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, trainer._prepare_inputs(dict(batch)))
+        by_hand = model(pixel_values=expected, labels=batch["labels"], tasks=batch.get("tasks")).loss
+    torch.testing.assert_close(loss, by_hand)

@@ -35,6 +35,9 @@ class MultiTaskCollator:
             out), and
             give a batch whose images all failed `pixel_values=None` instead of an error: inference reports
             broken photos and carries on.
+        uint8_pixels (`bool`, *optional*, defaults to `False`): give `pixel_values` as uint8 bytes
+            (`ImageTransforms.to_bytes`), a quarter of what a DataLoader worker sends of float32; whoever takes the
+            batch normalises it (`ImageTransforms.normalize`: `MultiTaskTrainer` on the device, the tagger).
 
     An image that cannot be decoded raises an error naming its source, row and file, unless its
     source's `bad_image_policy` is `"skip"`: then the row is left out, and the batch's
@@ -54,11 +57,13 @@ class MultiTaskCollator:
         *,
         with_rows: bool = False,
         for_inference: bool = False,
+        uint8_pixels: bool = False,
     ):
         self.task_specs = {spec.name: spec for spec in task_specs}
         self.transform = transform
         self.with_rows = with_rows
         self.for_inference = for_inference
+        self.uint8_pixels = uint8_pixels
 
     def __call__(self, batch: MixtureBatch | Sequence[RawExample]) -> dict:
         examples, tasks = (batch.examples, batch.tasks) if isinstance(batch, MixtureBatch) else (list(batch), None)
@@ -89,7 +94,8 @@ class MultiTaskCollator:
             )
         heads = tasks if tasks is not None else tuple(self.task_specs)
         labels = {name: self._targets(self.task_specs[name], kept) for name in heads}
-        collated = {"pixel_values": self.transform.to_tensor(images), "labels": labels}
+        pixels = self.transform.to_bytes(images) if self.uint8_pixels else self.transform.to_tensor(images)
+        collated = {"pixel_values": pixels, "labels": labels}
         if tasks is not None:
             collated["tasks"] = list(tasks)
         if self.with_rows:

@@ -77,6 +77,13 @@ class ImageTransforms:
         settings.update(overrides)
         return cls(**settings)
 
+    @classmethod
+    def for_training(cls, processor: Any, image_size) -> ImageTransforms:
+        """The training transform of the image processor, or else of the backbone's image size."""
+        if processor is not None:
+            return cls.from_image_processor(processor, train=True)
+        return cls(size=image_size, train=True)
+
     def image_processor(self):
         """A `ViTImageProcessor` with this transform's eval settings, to save beside the model."""
         from transformers import ViTImageProcessorPil
@@ -124,14 +131,26 @@ class ImageTransforms:
 
     def to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
         """Stacks resized RGB images into a normalised float batch `(N, 3, height, width)`."""
+        return self.normalize(self.to_bytes(images))
+
+    def to_bytes(self, images: list[Image.Image]) -> torch.Tensor:
+        """Stacks resized RGB images into a uint8 batch `(N, 3, height, width)`, not yet normalised: a quarter of
+        the bytes of the float batch, for DataLoader workers to send (`normalize` finishes it where it is used)."""
         pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in images]))
         # Channels first while still bytes: a quarter of the memory traffic of permuting floats, and
         # a contiguous batch (permuting after .float() kept channels-last strides).
-        pixels = pixels.permute(0, 3, 1, 2).contiguous().float()
+        return pixels.permute(0, 3, 1, 2).contiguous()
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch (`to_bytes`) as the model takes it, (x / 255 - mean) / std in float32, on the batch's own
+        device; a float batch (already normalised) as it is."""
+        if pixels.dtype != torch.uint8:
+            return pixels
         # (x / 255 - mean) / std in one multiply-add per element
-        scale = 1.0 / (255.0 * torch.tensor(self.std, dtype=torch.float32))
-        shift = -torch.tensor(self.mean, dtype=torch.float32) / torch.tensor(self.std, dtype=torch.float32)
-        return pixels.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
+        std = torch.tensor(self.std, dtype=torch.float32, device=pixels.device)
+        scale = 1.0 / (255.0 * std)
+        shift = -torch.tensor(self.mean, dtype=torch.float32, device=pixels.device) / std
+        return pixels.float().mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
 
     def _random_crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         area = width * height

@@ -154,7 +154,7 @@ class Tagger:
         )
         loader = inference_loader(
             batches,
-            MultiTaskCollator([], self.transform, for_inference=True),
+            MultiTaskCollator([], self.transform, for_inference=True, uint8_pixels=True),
             num_workers=options.num_workers,
             pin_memory=self.device.type == "cuda",
         )
@@ -202,10 +202,13 @@ class Tagger:
         return table.replace_schema_metadata({PARQUET_VERSION_KEY: str(SCHEMA_VERSION).encode()})
 
     def _on_device(self, inputs: dict) -> dict:
-        return {
+        """The batch on the model's device, its uint8 pixels (as the workers send them) normalised there."""
+        moved = {
             key: value.to(self.device, non_blocking=True) if torch.is_tensor(value) else value
             for key, value in inputs.items()
         }
+        moved["pixel_values"] = self.transform.normalize(moved["pixel_values"])
+        return moved
 
 
 def kept_columns(input_columns: list[str], options: TaggingOptions, specs) -> list[str]:

@@ -92,7 +92,7 @@ def predict_sources(trainer: MultiTaskTrainer, sources: Mapping[str, TaskSource]
         specs = [trainer.task_specs[name] for name in source.task_names]
         loader = inference_loader(
             source_batches(source, batch_size, args.process_index, args.world_size),
-            MultiTaskCollator(specs, transform, for_inference=True),
+            MultiTaskCollator(specs, transform, for_inference=True, uint8_pixels=True),
             num_workers=args.dataloader_num_workers,
             pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
         )

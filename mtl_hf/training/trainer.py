@@ -113,7 +113,7 @@ class MultiTaskTrainer(Trainer):
                 f"compute_task_metrics must be a function (task, logits, targets) -> dict, got {compute_task_metrics!r}"
             )
         self.compute_task_metrics = compute_task_metrics
-        self.image_transforms = image_transforms or _default_transforms(model, processing_class)
+        self.image_transforms = image_transforms or ImageTransforms.for_training(processing_class, model.image_size)
         self.task_specs = {spec.name: spec for spec in model.config.task_specs}
         self.train_mixture = (
             training_mixture(train_dataset, args, self.task_specs) if train_dataset is not None else None
@@ -167,7 +167,7 @@ class MultiTaskTrainer(Trainer):
             raise UserError("MultiTaskTrainer: training needs a train_dataset (task sources or a TaskMixture)")
         workers = self.args.dataloader_num_workers
         loader = self.train_mixture.dataloader(
-            MultiTaskCollator(self.train_mixture.task_specs, self.image_transforms, with_rows=True),
+            MultiTaskCollator(self.train_mixture.task_specs, self.image_transforms, with_rows=True, uint8_pixels=True),
             num_workers=workers,
             pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
             persistent_workers=self.args.dataloader_persistent_workers and workers > 0,
@@ -181,6 +181,14 @@ class MultiTaskTrainer(Trainer):
         # Batches go to the device in `_prepare_inputs`; each rank already reads its own share.
         self._train_loader = loader
         return loader
+
+    def _prepare_inputs(self, inputs):
+        # Private, overridden: where every batch reaches the device. Workers send uint8 pixels (a quarter of float32's
+        # bytes), normalised here, on the device (tests/test_trainer.py: the uint8 batch, the same losses).
+        inputs = super()._prepare_inputs(inputs)
+        if torch.is_tensor(inputs.get("pixel_values")):
+            inputs["pixel_values"] = self.image_transforms.normalize(inputs["pixel_values"])
+        return inputs
 
     def num_examples(self, dataloader) -> int:
         if isinstance(dataloader, MultiTaskDataLoader):
@@ -362,8 +370,7 @@ class MultiTaskTrainer(Trainer):
         return output
 
     def _restore_complete_run(self, checkpoint: str) -> TrainOutput:
-        # Trainer would take one more step past the end (and save it); a finished run only needs
-        # its weights and state back.
+        # Trainer would take one more step past the end (and save it); a finished run needs its weights and state.
         logger.warning(
             "%s is the end of the planned schedule: nothing to train. Raise max_steps or "
             "num_train_epochs to train further.",
@@ -388,13 +395,6 @@ class MultiTaskTrainer(Trainer):
         output = predict_sources(self, named_sources(test_dataset), metric_key_prefix)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
         return output
-
-
-def _default_transforms(model: MultiTaskViTModel, processing_class: Any) -> ImageTransforms:
-    """The training transform of the image processor, or else of the backbone's image size."""
-    if processing_class is not None:
-        return ImageTransforms.from_image_processor(processing_class, train=True)
-    return ImageTransforms(size=model.image_size, train=True)
 
 
 __all__ = ["MultiTaskTrainer"]
