@@ -144,7 +144,7 @@ def test_the_added_model_loads_where_mtl_hf_is_not_installed(shop, tmp_path, tra
     assert set(report["logits"]) == {"category", "price", "colour"}
     for task, values in expected.items():
         assert torch.allclose(torch.tensor(report["logits"][task]), values, atol=1e-5), task
-    assert set(report["pipeline"]) == {"category", "price", "colour"}
+    assert set(report["pipeline"]["answers"]) == {"category", "price", "colour"}
 
 
 def test_the_gate_refuses_a_model_whose_old_tasks_fell_and_keeps_it_aside(shop, capsys):
