@@ -11,6 +11,11 @@ Writes (once, cached under .cache/bench/) `--rows` shop images as Parquet shards
   worker count (`default_num_workers()`: 0 on a CPU-only machine) and with 2 workers.
 Prints one table; `ratio` is data images/s over the model's images/s (target: >= 3 with the
 default worker count, so the data path is never the bottleneck).
+
+Then what the workers send (`--pixel_size`, 224 by default: the photos resized as a ViT at 224 px takes them), with
+1 and 2 workers, in the same run: float32 pixels normalised in the workers (as before) against uint8 pixels
+normalised in the main process (`MultiTaskCollator(uint8_pixels=True)`, what training, evaluation and tagging use
+now): the bytes a batch carries between processes, and images/s of the loader with the normalisation included.
 """
 
 from __future__ import annotations
@@ -47,11 +52,28 @@ def shop_shards(rows: int, seed: int) -> Path:
     return folder
 
 
-def make_loader(folder: Path, streaming: bool, workers: int, seed: int):
+def make_loader(folder: Path, streaming: bool, workers: int, seed: int, *, size: int = 32, uint8: bool = False):
     source = TaskSource(folder, TASKS, streaming=streaming, name="shop")
     mixture = TaskMixture(source, batch_size=BATCH_SIZE, seed=seed, shuffle_buffer_size=1000)
-    collator = MultiTaskCollator(mixture.task_specs, ImageTransforms(size=(32, 32), train=True))
+    transform = ImageTransforms(size=(size, size), train=True)
+    collator = MultiTaskCollator(mixture.task_specs, transform, uint8_pixels=uint8)
     return mixture, mixture.dataloader(collator, num_workers=workers, persistent_workers=workers > 0)
+
+
+def transport_rate(folder: Path, workers: int, batches: int, seed: int, size: int, uint8: bool) -> tuple[float, int]:
+    """(images/s of the loader with the pixels normalised, float32 or uint8 from the workers; bytes of a batch's
+    pixels)."""
+    _, loader = make_loader(folder, False, workers, seed, size=size, uint8=uint8)
+    transform = ImageTransforms(size=(size, size))
+    iterator = iter(loader)
+    first = next(iterator)["pixel_values"]
+    for _ in islice(iterator, 5):
+        pass
+    started = time.perf_counter()
+    images = 0
+    for batch in islice(iterator, batches):
+        images += len(transform.normalize(batch["pixel_values"]))  # uint8: here, in the main process
+    return images / (time.perf_counter() - started), first.nbytes
 
 
 def data_rate(folder: Path, streaming: bool, workers: int, batches: int, seed: int) -> float:
@@ -95,6 +117,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=150, help="batches of 64 timed per data-path row")
     parser.add_argument("--steps", type=int, default=60, help="training steps timed for the model rows")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pixel_size", type=int, default=224, help="the size for float32 against uint8 pixels")
+    parser.add_argument("--transport_batches", type=int, default=40, help="batches timed per transport row")
     args = parser.parse_args()
 
     folder = shop_shards(args.rows, args.seed)
@@ -130,6 +154,19 @@ def main() -> None:
     for source, what, rate in rows:
         print(f"{source:<10} {what:<44} {rate:>9.0f} {rate / model_rate:>6.2f}")
     print("\nratio: images/s over the model's training images/s (data path target >= 3 at the default workers)")
+
+    size = args.pixel_size
+    print(f"\nWhat the workers send, photos at {size} px, batch {BATCH_SIZE} (map-style; in turn, same run):\n")
+    print("| workers | pixels from the workers | MB a batch | images/s | vs float32 |")
+    print("|---:|---|---:|---:|---:|")
+    for workers in (1, 2):
+        measured = {
+            kind: transport_rate(folder, workers, args.transport_batches, args.seed, size, kind == "uint8")
+            for kind in ("float32", "uint8")
+        }
+        for kind, (rate, nbytes) in measured.items():
+            ratio = rate / measured["float32"][0]
+            print(f"| {workers} | {kind} | {nbytes / 1e6:.1f} | {rate:.0f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

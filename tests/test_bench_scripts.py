@@ -292,3 +292,15 @@ def test_the_precision_gate_bench_reports_every_task_of_both_models_for_each_eng
         assert all(0.0 <= value <= 1.0 for value in values) or row[1] == "size", row
         assert (row[6].count("->") == 3) == (row[1] not in ("size",)), row  # every calibrated task, every engine
     assert (tmp_path / "precision_gate.md").read_text().strip() in output
+
+
+def test_the_data_path_bench_measures_float32_against_uint8_pixels_from_the_workers():
+    output = run(
+        "data_throughput.py",
+        *("--rows", "640", "--batches", "2", "--steps", "2", "--transport_batches", "2", "--pixel_size", "64"),
+    )
+    rows = [row for row in table_rows(output) if row[0] in ("1", "2")]
+    assert [(row[0], row[1]) for row in rows] == [(w, kind) for w in ("1", "2") for kind in ("float32", "uint8")]
+    for float_row, uint8_row in (rows[0:2], rows[2:4]):
+        assert float(float_row[2]) == pytest.approx(4 * float(uint8_row[2]), rel=0.1)  # 64 x 3 x 64 x 64 bytes
+        assert float_row[4] == "1.00x" and float(uint8_row[3]) > 0
