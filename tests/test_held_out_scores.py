@@ -54,6 +54,7 @@ def test_the_model_records_what_it_was_trained_on(trained):
             "split": "train",
             "split_by": {"id_column": "sku", "fractions": {"train": 0.8, "validation": 0.1, "test": 0.1}},
             "rows": source.num_rows,
+            "image_column": "image_path",  # what a gate reading this table back needs (commands/held_out.py)
             "row_keys": "sku",
         }
     ]

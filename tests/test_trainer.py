@@ -271,7 +271,7 @@ def test_workers_send_uint8_pixels_normalised_where_the_batch_reaches_the_device
     pixels = batch["pixel_values"]
     assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (3, 32, 32)
     transform = trainer.image_transforms
-    expected = ((pixels.float() / 255 - torch.tensor(transform.mean).view(1, 3, 1, 1))) / torch.tensor(
+    expected = (pixels.float() / 255 - torch.tensor(transform.mean).view(1, 3, 1, 1)) / torch.tensor(
         transform.std
     ).view(1, 3, 1, 1)
     prepared = trainer._prepare_inputs(dict(batch))

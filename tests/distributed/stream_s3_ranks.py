@@ -29,7 +29,8 @@ class RecordingTrainer(MultiTaskTrainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         epoch = self.state.global_step // self.train_mixture.steps_per_epoch
-        images = inputs["pixel_values"].detach().cpu()
+        # The workers' uint8 pixels, as the model will take them (normalised in `_prepare_inputs`).
+        images = self.image_transforms.normalize(inputs["pixel_values"]).detach().cpu()
         self.seen.setdefault(epoch, []).extend(hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images)
         return super().training_step(model, inputs, num_items_in_batch)
 
