@@ -279,6 +279,7 @@ def test_inference_throughput_bench_measures_each_precision_against_the_machines
         assert float(speed) > 0 and ratio.endswith("x") and float(achieved) >= 0 and share.endswith("%")
 
 
+@pytest.mark.slow  # trains two models / writes and reads a catalogue: make test-slow
 def test_the_precision_gate_bench_reports_every_task_of_both_models_for_each_engine(tmp_path):
     output = run("precision_gate.py", "--quick", "--output_dir", str(tmp_path))
     rows = [row for row in table_rows(output) if row[0] in ("shop", "digits-table")]
@@ -294,6 +295,7 @@ def test_the_precision_gate_bench_reports_every_task_of_both_models_for_each_eng
     assert (tmp_path / "precision_gate.md").read_text().strip() in output
 
 
+@pytest.mark.slow  # trains two models / writes and reads a catalogue: make test-slow
 def test_the_data_path_bench_measures_float32_against_uint8_pixels_from_the_workers():
     output = run(
         "data_throughput.py",

@@ -54,7 +54,7 @@ def test_a_photo_chosen_in_the_page_is_answered_task_by_task(tmp_path):
         rendered = {row.get_attribute("data-task"): row.find_element(By.CLASS_NAME, "answer").text for row in rows}
         assert rendered == {task: shown(answer) for task, answer in expected["answers"].items()}
         scores = driver.find_element(By.CSS_SELECTOR, '#answers tr[data-task="category"] .score').text
-        assert scores.startswith(f"{expected['category']['scores'][0]['label']} ")
+        assert scores.startswith(f"{expected['answers']['category']['scores'][0]['label']} ")
         driver.save_screenshot(str(tmp_path / "page.png"))
 
         driver.find_element(By.ID, "file").send_keys(str(not_a_photo))
