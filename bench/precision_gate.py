@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from trust import digits_table, train  # noqa: E402
+from trust import trained_models  # noqa: E402
 
 from mtl_hf.metrics.agreement import GateLimits, engine_agreement  # noqa: E402
 
@@ -71,20 +71,7 @@ def figures(model: Path, rows: TestRows) -> dict[str, dict]:
             network, specs, transform, rows.source, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16)
         )
     bf16 = engine_agreement(specs, reference, half, calibration=config.calibration, targets=targets)
-    measured["bf16"] = {
-        task.task: {
-            "task": task.task,
-            "measure": task.measure,
-            "value": task.value,
-            **({"worst_label": task.worst_label} if task.worst_label else {}),
-            **(
-                {"ece": {"full_precision": task.ece_reference, "this_engine": task.ece_candidate}}
-                if task.ece_reference is not None
-                else {}
-            ),
-        }
-        for task in bf16
-    }
+    measured["bf16"] = {task.task: task.record() for task in bf16}
     return measured
 
 
@@ -117,35 +104,8 @@ def main(argv=None) -> int:
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
 
-    from mtl_hf.data import TaskSource, load_shop_dataset
-    from mtl_hf.data.selection import first_rows
-
     started = time.perf_counter()
-    quick = ["--max_steps", "20"] if args.quick else []
-    shop_recipe = [str(REPO / "recipes" / "configs" / "demo.yaml"), *quick]
-    if args.quick:
-        shop_recipe += ["--dataset_options", '{"num_rows": 400, "eval_rows": 300}']
-    train(shop_recipe, output / "shop")
-    shop_test = TaskSource(
-        load_shop_dataset(300 if args.quick else 2000, start=700 if args.quick else 5000, missing_rate=0.0, seed=0),
-        ["category", "colour", "pattern", "tags", "size"],
-        name="shop_test",
-    )
-    table = digits_table(output / "digits-data")
-    tasks = {"digit": "digit", "traits": {"type": "multilabel"}}
-    fractions = '{"train": 0.6, "validation": 0.2, "test": 0.2}'
-    digits_recipe = [
-        str(REPO / "recipes" / "configs" / "digits.yaml"),
-        *["--dataset", str(table), "--tasks", '{"digit": "digit", "traits": {"type": "multilabel"}}'],
-        *["--id_column", "sku", "--image_column", "image_path", "--split_fractions", fractions, *quick],
-    ]
-    train(digits_recipe, output / "digits-table")
-    split = {"train": 0.6, "validation": 0.2, "test": 0.2}
-    digits_test = TaskSource(
-        table, tasks, image_column="image_path", id_column="sku", split="test", split_fractions=split
-    )
-    if args.quick:
-        digits_test = first_rows(digits_test, 150)
+    shop_test, digits_test, _ = trained_models(output, args.quick, digits_test_rows=150)
 
     lines = []
     for name, folder, source, where in (

@@ -108,6 +108,42 @@ def setting_rows(name: str, config, prediction) -> tuple[list[str], list[str]]:
     return calibration_rows, review_rows
 
 
+def trained_models(output: Path, quick: bool, *, digits_test_rows: int):
+    """Trains (or reads back) `output/shop` (the demo recipe) and `output/digits-table` (the digits recipe on the
+    digits written as a table); returns (the shop's test rows, the table's test split, the digits-table recipe).
+    `quick`: 20 steps on few rows, and the first `digits_test_rows` test rows."""
+    from mtl_hf.data import TaskSource, load_shop_dataset
+    from mtl_hf.data.selection import first_rows
+
+    steps = ["--max_steps", "20"] if quick else []
+    shop_recipe = [str(REPO / "recipes" / "configs" / "demo.yaml"), *steps]
+    if quick:
+        shop_recipe += ["--dataset_options", '{"num_rows": 400, "eval_rows": 300}']
+    train(shop_recipe, output / "shop")
+    start = 400 + 300 if quick else 5000  # after the training and validation rows
+    shop_test = TaskSource(
+        load_shop_dataset(300 if quick else 2000, start=start, missing_rate=0.0, seed=0),
+        ["category", "colour", "pattern", "tags", "size"],
+        name="shop_test",
+    )
+    table = digits_table(output / "digits-data")
+    fractions = '{"train": 0.6, "validation": 0.2, "test": 0.2}'
+    digits_recipe = [
+        str(REPO / "recipes" / "configs" / "digits.yaml"),
+        *["--dataset", str(table), "--tasks", '{"digit": "digit", "traits": {"type": "multilabel"}}'],
+        *["--id_column", "sku", "--image_column", "image_path", "--split_fractions", fractions, *steps],
+    ]
+    train(digits_recipe, output / "digits-table")
+    tasks = {"digit": "digit", "traits": {"type": "multilabel"}}
+    split = {"train": 0.6, "validation": 0.2, "test": 0.2}
+    digits_test = TaskSource(
+        table, tasks, image_column="image_path", id_column="sku", split="test", split_fractions=split
+    )
+    if quick:
+        digits_test = first_rows(digits_test, digits_test_rows)
+    return shop_test, digits_test, digits_recipe
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--quick", action="store_true", help="a few steps, few rows: a test of the script")
@@ -116,41 +152,10 @@ def main(argv=None) -> int:
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
 
-    from mtl_hf.data import TaskSource, load_shop_dataset
-    from mtl_hf.data.selection import first_rows
-
     started = time.perf_counter()
-    quick = ["--max_steps", "20"] if args.quick else []
-    shop_rows = '{"num_rows": 400, "eval_rows": 300}' if args.quick else None
-    shop_recipe = [str(REPO / "recipes" / "configs" / "demo.yaml"), *quick]
-    if shop_rows:
-        shop_recipe += ["--dataset_options", shop_rows]
-    train(shop_recipe, output / "shop")
-    start = 400 + 300 if args.quick else 5000  # after the training and validation rows
-    test_rows = 300 if args.quick else 2000
-    shop_test = TaskSource(
-        load_shop_dataset(test_rows, start=start, missing_rate=0.0, seed=0),
-        ["category", "colour", "pattern", "tags", "size"],
-        name="shop_test",
-    )
-    table = digits_table(output / "digits-data")
-    table_flags = ["--id_column", "sku", "--image_column", "image_path"]
-    fractions = '{"train": 0.6, "validation": 0.2, "test": 0.2}'
-    digits_recipe = [
-        str(REPO / "recipes" / "configs" / "digits.yaml"),
-        *["--dataset", str(table), "--tasks", '{"digit": "digit", "traits": {"type": "multilabel"}}'],
-        *[*table_flags, "--split_fractions", fractions, *quick],
-    ]
-    train(digits_recipe, output / "digits-table")
+    shop_test, digits_test, digits_recipe = trained_models(output, args.quick, digits_test_rows=200)
     few = ["--max_train_rows", "80", "--num_train_epochs", "300", "--learning_rate", "0.003"]
     train([*digits_recipe, *(few if not args.quick else [])], output / "digits-80")
-    tasks = {"digit": "digit", "traits": {"type": "multilabel"}}
-    split = {"train": 0.6, "validation": 0.2, "test": 0.2}
-    digits_test = TaskSource(
-        table, tasks, image_column="image_path", id_column="sku", split="test", split_fractions=split
-    )
-    if args.quick:
-        digits_test = first_rows(digits_test, 200)
 
     calibration_rows, review_rows = [], []
     for name, folder, source in (

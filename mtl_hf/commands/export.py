@@ -11,7 +11,7 @@ SUMMARY = "a saved model as one ONNX graph (a named output per task, a dynamic b
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..inference.onnx_layout import DEFAULT_TOLERANCE
+    from ..inference.onnx_layout import DEFAULT_INT8_METHOD, DEFAULT_TOLERANCE, INT8_METHODS, QUANTIZE_SCHEMES
     from .precision import add_gate_arguments
 
     parser.add_argument("model", help="the saved model folder (a LoRA model: merge it first)")
@@ -26,14 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--quantize",
-        choices=["int8"],
+        choices=QUANTIZE_SCHEMES,
         help="an int8 graph (ONNX Runtime's quantisation), written only if every task passes the precision gate on "
         "held-out photos (--gate_data, --min_agreement, ...)",
     )
     parser.add_argument(
         "--int8_method",
-        choices=["dynamic", "static"],
-        default="dynamic",
+        choices=INT8_METHODS,
+        default=DEFAULT_INT8_METHOD,
         help="dynamic: int8 weights, activations scaled at run time (the default: as fast as static here, and "
         "no calibration photos); static: activations' scales fixed on 64 held-out photos",
     )
@@ -49,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
     target = Path(args.output)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{args.output} exists and is not empty: give a new folder for the export")
+    from ..inference.onnx_layout import DEFAULT_INT8_METHOD, ONNX_FILE
     from .precision import gate_limits, gate_rows, refuse_gate_arguments_unused
 
     if args.quantize is None:
         refuse_gate_arguments_unused(args, "--quantize int8")
-        if args.int8_method != "dynamic":
+        if args.int8_method != DEFAULT_INT8_METHOD:
             raise UserError("--int8_method is for an int8 export: add --quantize int8, or leave it out")
 
     limits = gate_limits(args) if args.quantize else None
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     check = description["check"]
     quantization = description.get("quantization")
     print(
-        f"exported {args.model} to {args.output}/model.onnx"
+        f"exported {args.model} to {args.output}/{ONNX_FILE}"
         + (f" (int8, {quantization['method']}, every task inside the gate)" if quantization else "")
         + f": outputs {[t['name'] for t in description['tasks']]}; ONNX Runtime vs PyTorch on a batch of "
         f"{check['batch']}: largest difference {check['largest_relative_difference']:.2g} of the logits' scale"

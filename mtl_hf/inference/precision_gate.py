@@ -102,20 +102,7 @@ def gate_record(measured: Sequence[TaskAgreement], rows: int, where: str, limits
         "rows": rows,
         "data": where,
         "limits": asdict(limits),
-        "tasks": [
-            {
-                "task": task.task,
-                "measure": task.measure,
-                "value": task.value,
-                **({"worst_label": task.worst_label} if task.worst_label else {}),
-                **(
-                    {"ece": {"full_precision": task.ece_reference, "this_engine": task.ece_candidate}}
-                    if task.ece_reference is not None
-                    else {}
-                ),
-            }
-            for task in measured
-        ],
+        "tasks": [task.record() for task in measured],
     }
 
 

@@ -32,11 +32,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics.agreement import GateLimits
-from .onnx_layout import ONNX_FILE, TASKS_FILE
+from .onnx_layout import DEFAULT_INT8_METHOD, INT8_METHODS, ONNX_FILE, TASKS_FILE
 
-SCHEMES = ("int8",)
-METHODS = ("dynamic", "static")
-DEFAULT_METHOD = "dynamic"
 QUANTIZED = ["MatMul"]
 """The operators made int8: the transformer's linear layers and attention products, nearly all of a ViT's work. The
 patch embedding's convolution stays in full precision: quantising the normalised pixels themselves cost a tiny
@@ -91,7 +88,7 @@ def quantize_graph(source: Path, target: Path, method: str, calibration: Sequenc
                 op_types_to_quantize=QUANTIZED,
             )
         else:
-            raise UserError(f"--int8_method {method!r}: choose one of {list(METHODS)}")
+            raise UserError(f"--int8_method {method!r}: choose one of {list(INT8_METHODS)}")
 
 
 def quantized_export(
@@ -99,7 +96,7 @@ def quantized_export(
     output: str | Path,
     *,
     rows,
-    method: str = DEFAULT_METHOD,
+    method: str = DEFAULT_INT8_METHOD,
     limits: GateLimits | None = None,
     thresholds: dict[str, float] | None = None,
     batch_size: int = 64,
@@ -175,4 +172,4 @@ def _calibration_split(transform, source, batch_size: int):
     return pixels, rest
 
 
-__all__ = ["CALIBRATION_PHOTOS", "DEFAULT_METHOD", "METHODS", "SCHEMES", "quantize_graph", "quantized_export"]
+__all__ = ["CALIBRATION_PHOTOS", "quantize_graph", "quantized_export"]

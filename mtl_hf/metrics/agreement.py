@@ -78,6 +78,20 @@ class TaskAgreement:
             )
         return None
 
+    def record(self) -> dict:
+        """This task's figures as JSON (the gate's record kept beside an engine it let through)."""
+        return {
+            "task": self.task,
+            "measure": self.measure,
+            "value": self.value,
+            **({"worst_label": self.worst_label} if self.worst_label else {}),
+            **(
+                {"ece": {"full_precision": self.ece_reference, "this_engine": self.ece_candidate}}
+                if self.ece_reference is not None
+                else {}
+            ),
+        }
+
     def summary(self) -> str:
         if self.type == "regression":
             text = f"{self.task} error {self.value:.3g} of spread"
