@@ -128,7 +128,7 @@ def gated_bf16(args: argparse.Namespace, location: str, config, thresholds: dict
     from ..data.backbone_processor import model_image_processor
     from ..data.transforms import ImageTransforms
     from ..inference.dtypes import check_dtype, forward_precision
-    from ..inference.precision_gate import engine_logits, gate_table, gated
+    from ..inference.precision_gate import engine_logits, gate_table, gated, photo_count
     from ..models.mtl_vit.modeling_mtl_vit import MultiTaskViTModel
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,7 +152,7 @@ def gated_bf16(args: argparse.Namespace, location: str, config, thresholds: dict
         thresholds=thresholds,
         targets=targets,
     )
-    print(gate_table(measured, len(next(iter(reference.values()))), rows.description, "bf16"))
+    print(gate_table(measured, photo_count(reference), rows.description, "bf16"))
 
 
 __all__ = [

@@ -56,6 +56,11 @@ def engine_logits(
     )
 
 
+def photo_count(logits: Mapping[str, np.ndarray]) -> int:
+    """How many photos an engine answered (every task has a row each)."""
+    return len(next(iter(logits.values()))) if logits else 0
+
+
 def gated(
     specs: Sequence,
     reference: Mapping[str, np.ndarray],
@@ -70,7 +75,7 @@ def gated(
 ) -> list[TaskAgreement]:
     """Each task's agreement between the engines; a `UserError` naming every task outside `limits` (and giving
     every task's figures), whose last words are `fix`."""
-    rows = len(next(iter(reference.values()))) if reference else 0
+    rows = photo_count(reference)
     if rows == 0:
         raise UserError(f"the gate on {candidate_name} has no photo to compare the answers on: {fix}")
     measured = engine_agreement(
@@ -106,4 +111,4 @@ def gate_record(measured: Sequence[TaskAgreement], rows: int, where: str, limits
     }
 
 
-__all__ = ["engine_logits", "gate_record", "gate_table", "gated"]
+__all__ = ["engine_logits", "gate_record", "gate_table", "gated", "photo_count"]

@@ -108,7 +108,7 @@ def quantized_export(
     from ..data.transforms import ImageTransforms
     from ..models.mtl_vit.configuration_mtl_vit import MultiTaskViTConfig
     from .onnx_export import OnnxModel, add_metadata
-    from .precision_gate import engine_logits, gate_record, gate_table, gated
+    from .precision_gate import engine_logits, gate_record, gate_table, gated, photo_count
 
     folder, output, limits = Path(folder), Path(output), limits or GateLimits()
     config = MultiTaskViTConfig.from_pretrained(folder)
@@ -126,7 +126,7 @@ def quantized_export(
         candidate, _ = engine_logits(
             OnnxModel(str(folder), graph=graph), specs, transform, source, batch_size=batch_size
         )
-        checked = len(next(iter(reference.values()))) if reference else 0
+        checked = photo_count(reference)
         measured = gated(
             specs,
             reference,
