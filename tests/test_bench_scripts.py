@@ -128,6 +128,7 @@ def test_famo_analysis_tabulates_each_variant_and_the_scale_of_its_weights(tmp_p
     assert logged["steps"] == [1, 2, 3] and set(logged["weights"]) == {"digit", "traits", "ink"}
 
 
+@pytest.mark.slow  # three servers and a 640 MP request (about a minute); serve's limits themselves: tests/test_serve.py
 def test_serve_hostile_runs_friendly_and_hostile_loads_and_the_limits_refuse_the_oversized():
     """A short bench/serve_hostile.py: three runs, no good request lost, and with the default limits the
     oversized photos and requests refused (413) where, the limits lifted, the 16 x 40 MP request is decoded."""

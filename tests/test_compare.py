@@ -361,10 +361,17 @@ def _by_hand_delta_m(scores, baseline, tasks, metrics):
     return sum(signs[t] * (scores[t] - baseline[t]) / abs(baseline[t]) * 100 for t in tasks) / len(tasks)
 
 
-def test_bench_quality_quick_prints_every_setting_start_and_budget_and_delta_m_matches_its_runs(tmp_path):
+# One setting by default (about a minute); both of the published ones, each with its own pretrained backbone, in slow.
+QUICK_SETTINGS = {"digits": 3, "shop-16px": 5}
+PRETRAINED_ARCHITECTURES = {"digits": "shapes-vit-32px-p8", "shop-16px": "shapes-vit-16px-p4"}
+
+
+@pytest.mark.parametrize("names", [["digits"], pytest.param(["digits", "shop-16px"], marks=pytest.mark.slow)])
+def test_bench_quality_quick_prints_every_setting_start_and_budget_and_delta_m_matches_its_runs(tmp_path, names):
     started = time.monotonic()
+    command = [sys.executable, str(REPO / "bench" / "quality.py"), "--quick", "--output_dir", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "quality.py"), "--quick", "--output_dir", str(tmp_path)],
+        [*command, "--settings", ",".join(names)],
         env={**ENV, "OMP_NUM_THREADS": "2"},
         capture_output=True,
         text=True,
@@ -372,7 +379,7 @@ def test_bench_quality_quick_prints_every_setting_start_and_budget_and_delta_m_m
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "quality.md").read_text()
-    for setting, tasks in [("digits", 3), ("shop-16px", 5)]:
+    for setting, tasks in ((name, QUICK_SETTINGS[name]) for name in names):
         for budget in ("convergence", "total"):
             for start in ("scratch", "pretrained"):
                 title = f"### {setting}, {start} start, budget {budget}"
@@ -388,10 +395,8 @@ def test_bench_quality_quick_prints_every_setting_start_and_budget_and_delta_m_m
         assert f"### {setting}: what the pretrained start buys (convergence budget)" in report
         assert (tmp_path / f"quality-{setting}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Built once per architecture (digits: 32 px patch 8; shop-16px: 16 px patch 4), then reused.
-    assert sorted(path.name for path in (tmp_path / "pretrained").glob("*") if not path.name.endswith("-run")) == [
-        "shapes-vit-16px-p4",
-        "shapes-vit-32px-p8",
-    ]
+    built = sorted(path.name for path in (tmp_path / "pretrained").glob("*") if not path.name.endswith("-run"))
+    assert built == sorted(PRETRAINED_ARCHITECTURES[name] for name in names)
     print(f"bench/quality.py --quick took {time.monotonic() - started:.0f} s")
 
 
