@@ -282,3 +282,24 @@ def test_workers_send_uint8_pixels_normalised_where_the_batch_reaches_the_device
         loss = trainer.compute_loss(model, trainer._prepare_inputs(dict(batch)))
         by_hand = model(pixel_values=expected, labels=batch["labels"], tasks=batch.get("tasks")).loss
     torch.testing.assert_close(loss, by_hand)
+
+
+def test_only_checkpoints_bound_for_the_hub_draw_the_card_and_its_curves(tmp_path, monkeypatch):
+    """Drawing the curves took 0.4 s a save, ten times a tiny model's steps; a checkpoint kept for resuming (or
+    restoring the best) does not need them: the card and curves come with the final save_model, and with every
+    checkpoint that is pushed (tests/test_hub.py checks what arrives)."""
+    import mtl_hf.training.model_card as model_card
+
+    drawn = []
+    draw = model_card.plot_training_curves
+    monkeypatch.setattr(model_card, "plot_training_curves", lambda *a, **k: drawn.append(a[2]) or draw(*a, **k))
+    source = shop_source(rows=32)
+    args = arguments(tmp_path, max_steps=4, save_strategy="steps", save_steps=1, save_total_limit=None)
+    trainer = MultiTaskTrainer(new_model(source), args, train_dataset=source)
+    trainer.train()
+    checkpoints = sorted(tmp_path.glob("checkpoint-*"))
+    assert len(checkpoints) == 4 and not drawn
+    assert not any((folder / name).exists() for folder in checkpoints for name in ("README.md", "training_curves.png"))
+    trainer.save_model()
+    assert drawn == [str(tmp_path / "training_curves.png")]
+    assert (tmp_path / "README.md").is_file() and (tmp_path / "training_curves.png").is_file()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import HubStrategy
 
 from ..balancing import WEIGHTING_METHODS, check_weighting_options
 from ..balancing.gradient_path import GRADIENT_SPACES
@@ -285,6 +286,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.layer_decay,
             self.unfreeze_backbone_at_step,
         )
+
+    @property
+    def pushes_checkpoints(self) -> bool:
+        """Whether Trainer pushes checkpoints while training (`hub_strategy` other than `end`)."""
+        return bool(self.push_to_hub) and self.hub_strategy != HubStrategy.END
 
 
 __all__ = ["MultiTaskTrainingArguments"]

@@ -297,16 +297,16 @@ class MultiTaskTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Saves the model and image processor, plus the per-task curves PNG and the model card beside them.
 
-        Checkpoints (`_internal_call`) keep the parameters' live names, which Trainer's loaders read as
-        they are; saved models keep transformers' original names (see `save_in_original_format`).
-        """
+        Checkpoints (`_internal_call`) keep the parameters' live names, which Trainer's loaders read as they are
+        (saved models: transformers' original names, `save_in_original_format`), and get the card and curves only
+        when pushed: drawing them took longer than a small model's steps."""
         model = self.accelerator.unwrap_model(self.model)
         model.save_in_original_format = not _internal_call
         try:
             super().save_model(output_dir, _internal_call)
         finally:
             model.save_in_original_format = True
-        if self.args.should_save:
+        if self.args.should_save and (self.args.pushes_checkpoints or not _internal_call):
             write_model_card(self, output_dir or self.args.output_dir)
 
     def create_model_card(self, model_name: str | None = None, dataset=None, license: str | None = None, **kwargs):
