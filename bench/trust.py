@@ -21,6 +21,7 @@ precision each reaches on the test rows.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -127,15 +128,14 @@ def trained_models(output: Path, quick: bool, *, digits_test_rows: int):
         name="shop_test",
     )
     table = digits_table(output / "digits-data")
-    fractions = '{"train": 0.6, "validation": 0.2, "test": 0.2}'
-    digits_recipe = [
-        str(REPO / "recipes" / "configs" / "digits.yaml"),
-        *["--dataset", str(table), "--tasks", '{"digit": "digit", "traits": {"type": "multilabel"}}'],
-        *["--id_column", "sku", "--image_column", "image_path", "--split_fractions", fractions, *steps],
-    ]
-    train(digits_recipe, output / "digits-table")
     tasks = {"digit": "digit", "traits": {"type": "multilabel"}}
     split = {"train": 0.6, "validation": 0.2, "test": 0.2}
+    digits_recipe = [
+        str(REPO / "recipes" / "configs" / "digits.yaml"),
+        *["--dataset", str(table), "--tasks", json.dumps(tasks)],
+        *["--id_column", "sku", "--image_column", "image_path", "--split_fractions", json.dumps(split), *steps],
+    ]
+    train(digits_recipe, output / "digits-table")
     digits_test = TaskSource(
         table, tasks, image_column="image_path", id_column="sku", split="test", split_fractions=split
     )
