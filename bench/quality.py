@@ -26,8 +26,10 @@ score the test rows.
 
 Every run goes under --output_dir (default outputs/bench-quality/): run it again and finished runs are read
 back, not retrained. Finished runs' results are also kept in --runs_archive (bench/results/quality-runs.jsonl.gz,
-committed), restored into the output folder before anything trains, so that a run split over several machines or
-sessions goes on where the last one stopped; `--archive_only` stores what has finished and trains nothing. The
+committed), restored into the output folder before its comparison trains, so that a run split over several
+machines or sessions goes on where the last one stopped; `--archive_only` stores what has finished and trains
+nothing. Pretrained runs are restored only beside runs from the same backbone (its sha256, recorded in
+<output_dir>/<setting>/pretrained/backbone.json and in the archive): a rebuilt backbone trains them again. The
 report (tables, the pretraining gain, the commands) goes to <output_dir>/quality.md and a plot per setting of
 delta_m against compute to <output_dir>/quality-<setting>.png.
 """
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -74,6 +77,8 @@ CONVERGENCE_CAP = 4
 """Convergence budget: the step cap as a multiple of the setting's epochs. At 1x, 40 of 42 multi-task runs of the
 2026-12-02 tables ended at the cap while most single-task runs stopped on their own, so "to convergence" held for
 one side only; the evaluation interval stays 1/20 of the 1x steps, so the patience rule is the one those used."""
+BACKBONE_STAMP = "backbone.json"
+"""In <output_dir>/<setting>/pretrained/: the backbone its runs started from, and its sha256."""
 REACHED = 0.95
 """Pretraining gain: steps until a model's validation score first reaches this share of the scratch model's best."""
 
@@ -142,20 +147,56 @@ def start_values(values: dict, start: str, output_dir: Path, quick: bool) -> dic
     return {**started, "backbone": str(folder)}
 
 
-def restore_runs(archive: Path, output_dir: Path) -> int:
-    """Writes each archived run's result.json into `output_dir` where it is not there yet; returns how many."""
+def backbone_fingerprint(backbone: Path) -> str:
+    """sha256 of a pretrained backbone's weights."""
+    return hashlib.sha256((backbone / "model.safetensors").read_bytes()).hexdigest()
+
+
+def stamp_start(start_dir: Path, backbone: Path) -> str:
+    """Records in `start_dir` which backbone its runs start from, and returns its fingerprint.
+
+    A backbone rebuilt on another machine, or by other code, has other weights (seen: the 32 px backbone rebuilt
+    in a new session gave other single-task runs, while scratch runs repeated to 1e-7), so runs from two of them
+    must not share a table: a folder whose runs started from another backbone, or from an unrecorded one, is
+    refused."""
+    fingerprint = backbone_fingerprint(backbone)
+    stamp = start_dir / BACKBONE_STAMP
+    recorded = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
+    if recorded is None and any(start_dir.glob("*/runs/*/seed-*/result.json")):
+        raise SystemExit(
+            f"bench/quality.py: the runs in {start_dir} have no record of the backbone they started from; "
+            f"move {start_dir} aside to train them again from {backbone}"
+        )
+    if recorded not in (None, fingerprint):
+        raise SystemExit(
+            f"bench/quality.py: the runs in {start_dir} started from a backbone with sha256 {recorded[:12]}, but "
+            f"{backbone} now holds {fingerprint[:12]} (rebuilt?); move {start_dir} aside to train them again from it"
+        )
+    start_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"backbone": str(backbone), "sha256": fingerprint}) + "\n")
+    return fingerprint
+
+
+def restore_runs(archive: Path, output_dir: Path, prefix: str = "", fingerprint: str | None = None) -> tuple[int, int]:
+    """Writes each archived run under `prefix` that started from `fingerprint`'s backbone (None: from scratch)
+    into `output_dir` where it is not there yet; returns how many, and how many started from another backbone."""
     if not archive.is_file():
-        return 0
-    restored = 0
+        return 0, 0
+    restored = other_start = 0
     with gzip.open(archive, "rt") as lines:
         for line in lines:
             entry = json.loads(line)
+            if not entry["run"].startswith(prefix):
+                continue
+            if entry.get("backbone_sha256") != fingerprint:
+                other_start += 1
+                continue
             path = output_dir / entry["run"] / "result.json"
             if not path.is_file():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(entry["result"], indent=2) + "\n")
                 restored += 1
-    return restored
+    return restored, other_start
 
 
 def archive_runs(output_dir: Path, archive: Path) -> int:
@@ -167,6 +208,9 @@ def archive_runs(output_dir: Path, archive: Path) -> int:
     for path in sorted(output_dir.glob("**/runs/*/seed-*/result.json")):
         run = str(path.parent.relative_to(output_dir))
         entries[run] = {"run": run, "result": json.loads(path.read_text())}
+        stamp = output_dir.joinpath(*Path(run).parts[:2]) / BACKBONE_STAMP  # <setting>/<start>/
+        if stamp.is_file():
+            entries[run]["backbone_sha256"] = json.loads(stamp.read_text())["sha256"]
     archive.parent.mkdir(parents=True, exist_ok=True)
     # mtime 0: the same runs give the same bytes, so the committed file changes only when runs do
     with open(archive, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed:
@@ -303,8 +347,6 @@ def main(argv=None) -> int:
     if args.archive_only:
         print(f"{archive_runs(output_dir, archive)} runs in {archive}")
         return 0
-    if not args.quick:
-        print(f"{restore_runs(archive, output_dir)} finished runs restored from {archive}", flush=True)
 
     chosen = settings(args.quick)
     names, starts, budgets = args.settings.split(","), args.starts.split(","), args.budgets.split(",")
@@ -331,6 +373,14 @@ def main(argv=None) -> int:
             for start in starts:
                 values = start_values(chosen[name], start, output_dir, args.quick)
                 folder = output_dir / name / start / budget
+                fingerprint = None
+                if start == "pretrained":
+                    fingerprint = stamp_start(output_dir / name / start, Path(values["backbone"]))
+                if not args.quick:
+                    restored, other_start = restore_runs(archive, output_dir, f"{name}/{start}/{budget}/", fingerprint)
+                    print(f"{restored} finished runs restored from {archive} into {folder}", flush=True)
+                    if other_start:
+                        print(f"{other_start} archived runs started from another backbone: trained again", flush=True)
                 evaluations_per_cap = 20
                 if budget == "convergence":
                     evaluations_per_cap *= CONVERGENCE_CAP

@@ -251,7 +251,7 @@ def test_the_quality_benchs_finished_runs_survive_a_new_checkout(tmp_path):
     packed = archive.read_bytes()
     assert archive_runs(first, archive) == 2 and archive.read_bytes() == packed
     fresh = tmp_path / "fresh"
-    assert restore_runs(archive, fresh) == 2 and restore_runs(archive, fresh) == 0
+    assert restore_runs(archive, fresh) == (2, 0) and restore_runs(archive, fresh) == (0, 0)
     for run, result in results.items():
         assert json.loads((fresh / run / "result.json").read_text()) == result
     assert not (fresh / "shop/scratch/convergence/runs/multi-famo").exists()
@@ -259,6 +259,46 @@ def test_the_quality_benchs_finished_runs_survive_a_new_checkout(tmp_path):
     (fresh / "digits/pretrained/convergence/runs/multi-equal/seed-1").mkdir(parents=True)
     (fresh / "digits/pretrained/convergence/runs/multi-equal/seed-1/result.json").write_text("{}")
     assert archive_runs(fresh, archive) == 3
+
+
+def test_the_quality_bench_never_mixes_runs_from_two_pretrained_backbones(tmp_path):
+    """A pretrained backbone rebuilt on another machine or by other code is another start: runs archived from the
+    first are not restored beside the second's (they are trained again), and an output folder whose runs started
+    from another backbone is refused in one line, not read back into the tables."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from quality import archive_runs, restore_runs, stamp_start
+    finally:
+        sys.path.remove(str(BENCH))
+    first_backbone, second_backbone = tmp_path / "backbone-a", tmp_path / "backbone-b"
+    for folder, weights in ((first_backbone, b"first weights"), (second_backbone, b"second weights")):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(weights)
+    first = tmp_path / "first"
+    fingerprint = stamp_start(first / "shop" / "pretrained", first_backbone)
+    assert fingerprint == stamp_start(first / "shop" / "pretrained", first_backbone)  # the same backbone again
+    runs = ("shop/pretrained/convergence/runs/multi-equal/seed-0", "shop/scratch/convergence/runs/multi-equal/seed-0")
+    for run in runs:
+        (first / run).mkdir(parents=True)
+        (first / run / "result.json").write_text(json.dumps({"steps": 5}))
+    archive = tmp_path / "runs.jsonl.gz"
+    assert archive_runs(first, archive) == 2
+
+    fresh = tmp_path / "fresh"
+    other = stamp_start(fresh / "shop" / "pretrained", second_backbone)
+    assert other != fingerprint
+    assert restore_runs(archive, fresh, "shop/pretrained/convergence/", other) == (0, 1)
+    assert not (fresh / runs[0]).exists()
+    assert restore_runs(archive, fresh, "shop/scratch/convergence/", None) == (1, 0)
+    assert restore_runs(archive, tmp_path / "third", "shop/pretrained/convergence/", fingerprint) == (1, 0)
+
+    with pytest.raises(SystemExit, match=r"started from a backbone .* move .*first/shop/pretrained aside"):
+        stamp_start(first / "shop" / "pretrained", second_backbone)
+    unrecorded = tmp_path / "unrecorded" / "shop" / "pretrained"
+    (unrecorded / "convergence/runs/multi-equal/seed-0").mkdir(parents=True)
+    (unrecorded / "convergence/runs/multi-equal/seed-0/result.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no record of the backbone"):
+        stamp_start(unrecorded, first_backbone)
 
 
 def test_inference_throughput_bench_measures_each_precision_against_the_machines_ceiling():
