@@ -30,6 +30,10 @@ committed), restored into the output folder before its comparison trains, so tha
 machines or sessions goes on where the last one stopped; `--archive_only` stores what has finished and trains
 nothing. Pretrained runs are restored only beside runs from the same backbone (its sha256, recorded in
 <output_dir>/<setting>/pretrained/backbone.json and in the archive): a rebuilt backbone trains them again. The
+archive also records the package code that trained each run (the last commit to mtl_hf/ or recipes/), and the
+report says how many runs each trained: runs from two versions are two samples, not one run resumed (seen: 21 of
+32 shop scratch runs trained again by the package of a day later stopped at another step, the scores moving by up
+to 0.075, while single-task runs that stop early repeated to 1e-7). The
 report (tables, the pretraining gain, the commands) goes to <output_dir>/quality.md and a plot per setting of
 delta_m against compute to <output_dir>/quality-<setting>.png.
 """
@@ -44,6 +48,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -155,10 +160,9 @@ def backbone_fingerprint(backbone: Path) -> str:
 def stamp_start(start_dir: Path, backbone: Path) -> str:
     """Records in `start_dir` which backbone its runs start from, and returns its fingerprint.
 
-    A backbone rebuilt on another machine, or by other code, has other weights (seen: the 32 px backbone rebuilt
-    in a new session gave other single-task runs, while scratch runs repeated to 1e-7), so runs from two of them
-    must not share a table: a folder whose runs started from another backbone, or from an unrecorded one, is
-    refused."""
+    A backbone rebuilt by other code, or on another machine, has other weights (seen: the 32 px backbone rebuilt
+    in a new session gave other single-task runs), so runs from two of them must not share a table: a folder
+    whose runs started from another backbone, or from an unrecorded one, is refused."""
     fingerprint = backbone_fingerprint(backbone)
     stamp = start_dir / BACKBONE_STAMP
     recorded = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
@@ -199,15 +203,33 @@ def restore_runs(archive: Path, output_dir: Path, prefix: str = "", fingerprint:
     return restored, other_start
 
 
-def archive_runs(output_dir: Path, archive: Path) -> int:
-    """Stores every finished run's result under `output_dir` (and those already archived) in `archive`."""
+def package_code_version() -> str:
+    """The last commit that changed the package or the recipes, with '+changes' where the checkout differs from it:
+    what a run was trained by, whichever commits about documents and benchmarks came after."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("log", "-1", "--format=%h", "--abbrev=12", "--", "mtl_hf", "recipes").strip()
+        changed = git("status", "--porcelain", "--", "mtl_hf", "recipes").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + ("+changes" if changed else "")
+
+
+def archive_runs(output_dir: Path, archive: Path, code: str | None = None) -> int:
+    """Stores every finished run's result under `output_dir` (and those already archived) in `archive`; a run
+    not archived yet, or trained again since, is recorded as trained by `code` (package_code_version())."""
     entries = {}
     if archive.is_file():
         with gzip.open(archive, "rt") as lines:
             entries = {entry["run"]: entry for entry in map(json.loads, lines)}
     for path in sorted(output_dir.glob("**/runs/*/seed-*/result.json")):
         run = str(path.parent.relative_to(output_dir))
-        entries[run] = {"run": run, "result": json.loads(path.read_text())}
+        result = json.loads(path.read_text())
+        if run not in entries or entries[run]["result"] != result:
+            entries[run] = {"run": run, "result": result, **({"code": code} if code else {})}
         stamp = output_dir.joinpath(*Path(run).parts[:2]) / BACKBONE_STAMP  # <setting>/<start>/
         if stamp.is_file():
             entries[run]["backbone_sha256"] = json.loads(stamp.read_text())["sha256"]
@@ -217,6 +239,19 @@ def archive_runs(output_dir: Path, archive: Path) -> int:
         for run in sorted(entries):
             packed.write((json.dumps(entries[run], sort_keys=True) + "\n").encode())
     return len(entries)
+
+
+def code_versions(archive: Path, prefix: str) -> str:
+    """How many archived runs under `prefix` each package code trained, e.g. 'abc (3 runs), unrecorded (1 run)'."""
+    counts: dict[str, int] = {}
+    if archive.is_file():
+        with gzip.open(archive, "rt") as lines:
+            for entry in map(json.loads, lines):
+                if entry["run"].startswith(prefix):
+                    code = entry.get("code", "unrecorded")
+                    counts[code] = counts.get(code, 0) + 1
+    shown = [f"{code} ({count} run{'s' if count > 1 else ''})" for code, count in sorted(counts.items())]
+    return ", ".join(shown) or "no runs"
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -344,8 +379,9 @@ def main(argv=None) -> int:
     parser.add_argument("--archive_only", action="store_true", help="archive the finished runs; train nothing")
     args = parser.parse_args(argv)
     archive, output_dir = Path(args.runs_archive), Path(args.output_dir)
-    if args.archive_only:
-        print(f"{archive_runs(output_dir, archive)} runs in {archive}")
+    code = package_code_version()  # now: the code this process trains with, whatever is committed meanwhile
+    if args.archive_only:  # runs not archived yet are recorded as trained by this checkout's code
+        print(f"{archive_runs(output_dir, archive, code)} runs in {archive}")
         return 0
 
     chosen = settings(args.quick)
@@ -361,8 +397,8 @@ def main(argv=None) -> int:
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     print(
         f"bench/quality.py: settings {names}, starts {starts}, budgets {budgets}, methods {methods} (total budget: "
-        f"{total_methods}), {seeds} seed(s);"
-        f" torch threads {threads}; {time.strftime('%Y-%m-%d %H:%M')}",
+        f"{total_methods}), {seeds} seed(s); torch threads {threads}; package code {code};"
+        f" {time.strftime('%Y-%m-%d %H:%M')}",
         flush=True,
     )
     sections = []
@@ -417,11 +453,13 @@ def main(argv=None) -> int:
         f"on {machine}. Seeds: {seeds}. Runs already finished under the output folder were read back, so the "
         "wall time below is this invocation's, not the runs'; each table gives the runs' own times.\n\n"
     )
+    if not args.quick:
+        archive_runs(output_dir, archive, code)
+        trained_by = "; ".join(f"{name}: {code_versions(archive, name + '/')}" for name in names)
+        header += f"Runs trained by the package at (last commit to mtl_hf/ or recipes/): {trained_by}.\n\n"
     report = header + "\n".join(sections) + f"\nTotal wall time {time.perf_counter() - started:.0f} s.\n"
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "quality.md").write_text(report)
-    if not args.quick:
-        archive_runs(output_dir, archive)
     print(f"Total wall time {time.perf_counter() - started:.0f} s; tables in {output_dir}/quality.md")
     return 0
 

@@ -261,6 +261,32 @@ def test_the_quality_benchs_finished_runs_survive_a_new_checkout(tmp_path):
     assert archive_runs(fresh, archive) == 3
 
 
+def test_the_quality_benchs_archive_says_which_package_code_trained_each_run(tmp_path):
+    """A run is archived with the package code that trained it (the last commit that changed mtl_hf/ or recipes/):
+    runs kept across sessions may come from code whose arithmetic differs, and the report says how many came from
+    which; archiving the same runs again keeps what was recorded (and the same bytes)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from quality import archive_runs, code_versions, package_code_version
+    finally:
+        sys.path.remove(str(BENCH))
+    assert re.fullmatch(r"[0-9a-f]{12}(\+changes)?|unknown \(not a git checkout\)", package_code_version())
+    output = tmp_path / "out"
+    runs = ("shop/scratch/convergence/runs/multi-equal/seed-0", "shop/scratch/convergence/runs/single-size/seed-0")
+    for run in runs:
+        (output / run).mkdir(parents=True)
+        (output / run / "result.json").write_text(json.dumps({"steps": 5}))
+    archive = tmp_path / "runs.jsonl.gz"
+    archive_runs(output, archive, "aaaaaaaaaaaa")
+    packed = archive.read_bytes()
+    archive_runs(output, archive, "bbbbbbbbbbbb")  # nothing retrained
+    assert archive.read_bytes() == packed
+    (output / runs[1] / "result.json").write_text(json.dumps({"steps": 6}))  # trained again by newer code
+    archive_runs(output, archive, "bbbbbbbbbbbb")
+    assert code_versions(archive, "shop/") == "aaaaaaaaaaaa (1 run), bbbbbbbbbbbb (1 run)"
+    assert code_versions(archive, "digits/") == "no runs"
+
+
 def test_the_quality_bench_never_mixes_runs_from_two_pretrained_backbones(tmp_path):
     """A pretrained backbone rebuilt on another machine or by other code is another start: runs archived from the
     first are not restored beside the second's (they are trained again), and an output folder whose runs started
