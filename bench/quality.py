@@ -160,9 +160,9 @@ def backbone_fingerprint(backbone: Path) -> str:
 def stamp_start(start_dir: Path, backbone: Path) -> str:
     """Records in `start_dir` which backbone its runs start from, and returns its fingerprint.
 
-    A backbone rebuilt by other code, or on another machine, has other weights (seen: the 32 px backbone rebuilt
-    in a new session gave other single-task runs), so runs from two of them must not share a table: a folder
-    whose runs started from another backbone, or from an unrecorded one, is refused."""
+    A backbone rebuilt by other code, or on another machine, may have other weights (the same code rebuilds the
+    same bytes), so runs from two of them must not share a table: a folder whose runs started from another
+    backbone, or from an unrecorded one, is refused."""
     fingerprint = backbone_fingerprint(backbone)
     stamp = start_dir / BACKBONE_STAMP
     recorded = json.loads(stamp.read_text())["sha256"] if stamp.is_file() else None
@@ -416,7 +416,7 @@ def main(argv=None) -> int:
                     restored, other_start = restore_runs(archive, output_dir, f"{name}/{start}/{budget}/", fingerprint)
                     print(f"{restored} finished runs restored from {archive} into {folder}", flush=True)
                     if other_start:
-                        print(f"{other_start} archived runs started from another backbone: trained again", flush=True)
+                        print(f"{other_start} archived runs started from another backbone: not restored", flush=True)
                 evaluations_per_cap = 20
                 if budget == "convergence":
                     evaluations_per_cap *= CONVERGENCE_CAP
