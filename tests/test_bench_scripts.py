@@ -270,7 +270,7 @@ def test_the_quality_benchs_archive_says_which_package_code_trained_each_run(tmp
         from quality import archive_runs, code_versions, package_code_version
     finally:
         sys.path.remove(str(BENCH))
-    assert re.fullmatch(r"[0-9a-f]{12}(\+changes)?|unknown \(not a git checkout\)", package_code_version())
+    assert re.fullmatch(r"[0-9a-f]{12,40}(\+changes)?|unknown \(not a git checkout\)", package_code_version())
     output = tmp_path / "out"
     runs = ("shop/scratch/convergence/runs/multi-equal/seed-0", "shop/scratch/convergence/runs/single-size/seed-0")
     for run in runs:
